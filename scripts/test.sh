@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a fresh virtual environment and run the test suite (the README's test command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+pip install -q torch==2.13.0
+pip install -q -e ".[test]"
+ruff check hooked_reward tests benchmarks
+set +e
+python -m pytest tests "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
+exit "$rc"
