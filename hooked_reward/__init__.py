@@ -1,0 +1,22 @@
+"""hooked_reward: TransformerLens-style interpretability for reward models, with `W_R` as the axis."""
+
+from hooked_reward.cache import RewardActivationCache
+from hooked_reward.errors import (
+    CheckpointError,
+    HookedRewardError,
+    HookNameError,
+    InputError,
+    UnsupportedArchitectureError,
+)
+from hooked_reward.model import HookedRewardModel
+
+__all__ = [
+    "HookedRewardModel",
+    "RewardActivationCache",
+    "HookedRewardError",
+    "CheckpointError",
+    "InputError",
+    "HookNameError",
+    "UnsupportedArchitectureError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""Errors raised for bad input: each names the problem and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HookedRewardError(ValueError):
+    """Base class for hooked_reward's input errors (a ValueError, so callers may catch either)."""
+
+
+class UnsupportedArchitectureError(HookedRewardError):
+    """The checkpoint's architecture has no TransformerLens 4 adapter (or no reward head we know)."""
+
+
+class CheckpointError(HookedRewardError):
+    """A checkpoint directory is missing, incomplete or malformed."""
+
+
+class InputError(HookedRewardError):
+    """Text, tokens, masks or positions that cannot give a meaningful reward."""
+
+
+class HookNameError(KeyError):
+    """A hook name that does not exist on the model."""
+
+    def __str__(self) -> str:  # KeyError repr-quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_hook_error(name: str, known: Iterable[str]) -> HookNameError:
+    """Build a `HookNameError` for `name` that suggests the closest existing hook names."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return HookNameError(
+        f"Hook point {name!r} does not exist on this model.{hint} "
+        "List the valid names with `model.hook_dict.keys()` (or see the hook list in the README)."
+    )

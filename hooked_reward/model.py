@@ -1,0 +1,498 @@
+"""HookedRewardModel: a reward checkpoint as one TransformerLens hook graph, with `W_R` in place of `W_U`.
+
+The transformer itself is TransformerLens 4's `TransformerBridge` over the checkpoint's own HF modules (TL and
+HF own attention, rotary, soft-capping and norms). What this module adds is what differs for reward models:
+
+    tokens, attention_mask ─▶ bridge backbone (embed ─▶ blocks ─▶ ln_final)
+        ─▶ gather at reward_pos (last attended token) ─▶ hook_reward_resid [batch, d_model]
+        ─▶ reward head (score Linear: W_R, b_R | ArmoRM | value heads) ─▶ hook_reward ─▶ rewards
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.exceptions import StopAtLayerException
+from transformer_lens.model_bridge.generalized_components import UnembeddingBridge
+from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+from hooked_reward.cache import RewardActivationCache
+from hooked_reward.errors import InputError, unknown_hook_error
+from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
+from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
+from hooked_reward.positions import gather_at_positions, position_ids_from_mask, reward_positions
+
+TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
+PositionsArg = None | str | int | Int[Tensor, "batch"]
+NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
+
+REWARD_HOOKS = ("hook_reward_resid", "hook_reward")
+
+
+class HookedRewardModel(TransformerBridge):
+    """A TransformerBridge whose output is a reward: `Float[Tensor, "batch"]` or `[batch, n_outputs]`.
+
+    Build it with `from_pretrained(dir)` or `from_hf_model(model, tokenizer=tok)`. Everything TransformerLens
+    users know works (`run_with_cache`, `run_with_hooks`, `hooks()`, `W_Q`, `blocks[l].attn`, the cache's
+    `decompose_resid`...). Reward-specific: `W_R`, `b_R`, their final-norm-folded forms `W_R_eff`, `b_R_eff`,
+    `reward_positions(mask)`, `hook_reward_resid`, `hook_reward`, and `cache.reward_attrs(stack)`.
+    """
+
+    head: RewardHead
+    hook_reward_resid: HookPoint
+    hook_reward: HookPoint
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device_map: Any = None,
+        tokenizer: Any = None,
+        fold_ln: bool = False,
+        center_writing_weights: bool = False,
+    ) -> HookedRewardModel:
+        """Load a reward checkpoint directory (config.json + safetensors), never running code from it.
+
+        `dtype` and `device_map` are passed to HF (`device_map="auto"` splits a large model over devices via
+        accelerate). `fold_ln` / `center_writing_weights` apply TransformerLens's weight processing
+        (see `process_weights`); rewards are unchanged by it.
+        """
+        loaded = load_checkpoint(path, dtype=dtype, device_map=device_map)
+        if tokenizer is not None:
+            loaded.tokenizer = tokenizer
+        model = cls._from_loaded(loaded, model_name=str(path))
+        if fold_ln or center_writing_weights:
+            model.process_weights(fold_ln=fold_ln, center_writing_weights=center_writing_weights)
+        return model
+
+    @classmethod
+    def from_hf_model(cls, hf_model: nn.Module, tokenizer: Any = None) -> HookedRewardModel:
+        """Wrap an already-loaded HF `*ForSequenceClassification` model (modified in place, not copied)."""
+        return cls._from_loaded(from_sequence_classifier(hf_model, tokenizer), model_name=type(hf_model).__name__)
+
+    @classmethod
+    def _from_loaded(cls, loaded: LoadedCheckpoint, model_name: str = "reward-model") -> HookedRewardModel:
+        def point_unembed_at_head(adapter: Any) -> None:
+            if loaded.head_path is None:
+                adapter.component_mapping.pop("unembed", None)
+            else:
+                adapter.component_mapping["unembed"] = UnembeddingBridge(name=loaded.head_path, config=adapter.cfg)
+
+        bridge = build_bridge_from_module(
+            loaded.module,
+            loaded.causal_lm_architecture,
+            hf_config=loaded.hf_config,
+            tokenizer=loaded.tokenizer,
+            model_name=model_name,
+            post_adapter_hook=point_unembed_at_head,
+        )
+        # The public builder returns a plain TransformerBridge; specialise it in place (no copy of weights).
+        bridge.__class__ = cls
+        bridge._attach_reward_head(loaded.make_head(bridge))
+        return bridge
+
+    def _attach_reward_head(self, head: RewardHead) -> None:
+        prefix = getattr(self.original_model, "base_model_prefix", "model")
+        backbone = getattr(self.original_model, prefix, None)
+        if backbone is None:
+            raise InputError(f"{type(self.original_model).__name__} has no backbone at `.{prefix}`.")
+        self.__dict__["_backbone"] = backbone  # not a submodule: its modules are already bridged
+        self.head = head
+        self.hook_reward_resid = HookPoint()
+        self.hook_reward = HookPoint()
+        for name, hook_point in head.hook_points().items():
+            hook_point.name = name
+            self._hook_registry[name] = hook_point
+        self._reward_hook_names = set(REWARD_HOOKS) | set(head.hook_points())
+        supported = getattr(self._driver, "supported_hook_points", None)
+        if supported is not None:
+            self._driver.supported_hook_points = frozenset(supported) | frozenset(self._hook_registry)
+        self.train(False)
+
+    # ------------------------------------------------------------------ reward head weights
+    @property
+    def n_outputs(self) -> int:
+        """Number of reward outputs (1 for a scalar RM; objectives for multi-objective heads)."""
+        return self.head.n_outputs
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.head.output_names
+
+    def _head_linear_map(self) -> tuple[Tensor, Tensor]:
+        linear = self.head.linear_map()
+        if linear is None:
+            raise AttributeError(
+                f"{type(self.head).__name__} is not one affine map, so it has no W_R; its hook points "
+                "(`model.head.hook_points()`) expose the head's intermediate values instead."
+            )
+        return linear
+
+    def _squeeze_outputs(self, t: Tensor) -> Tensor:
+        return t[0] if t.shape[0] == 1 else t
+
+    @property
+    def W_R(self) -> Float[Tensor, "... d_model"]:
+        """The reward direction(s): `[d_model]` for one output, `[n_outputs, d_model]` otherwise.
+
+        Reads `ln_final(h)`, not the raw residual: use `W_R_eff` for directions in the residual basis.
+        """
+        return self._squeeze_outputs(self._head_linear_map()[0])
+
+    @property
+    def b_R(self) -> Float[Tensor, "..."]:
+        """The head's bias: a scalar for one output, `[n_outputs]` otherwise (zeros when the head has none)."""
+        return self._squeeze_outputs(self._head_linear_map()[1])
+
+    @property
+    def final_norm_is_layernorm(self) -> bool:
+        """True for LayerNorm (centres, then scales) final norms; False for RMSNorm."""
+        return self.cfg.normalization_type in ("LN", "LNPre")
+
+    def final_norm_gain_bias(self) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"]]:
+        """Elementwise gain and bias of `ln_final` (gain includes Gemma's `1 + w` offset; bias 0 for RMSNorm)."""
+        norm = getattr(self.ln_final, "original_component", self.ln_final)
+        weight = getattr(norm, "weight", None)
+        d_model = self.cfg.d_model
+        device = self.W_E.device
+        gain = torch.ones(d_model, device=device) if weight is None else as_float(weight)
+        if getattr(self.cfg, "rmsnorm_uses_offset", False):
+            gain = gain + 1.0
+        bias = getattr(norm, "bias", None)
+        bias = torch.zeros(d_model, device=gain.device) if bias is None else as_float(bias)
+        return gain, bias
+
+    @property
+    def W_R_eff(self) -> Float[Tensor, "... d_model"]:
+        """`W_R` with the final norm's gain folded in: reward = (normalised resid) · W_R_eff + b_R_eff.
+
+        "Normalised" is the residual (centred for LayerNorm) divided by the final norm's scale
+        (`ln_final.hook_scale`). This is the direction to compare residual-stream directions against.
+        """
+        gain, _ = self.final_norm_gain_bias()
+        return as_float(self.W_R) * gain
+
+    @property
+    def b_R_eff(self) -> Float[Tensor, "..."]:
+        """`b_R` plus the final norm's bias read through `W_R` (equal to `b_R` for RMSNorm models)."""
+        _, bias = self.final_norm_gain_bias()
+        return as_float(self.b_R) + as_float(self.W_R) @ bias
+
+    def process_weights(self, fold_ln: bool = True, center_writing_weights: bool = True, **kwargs: Any) -> None:
+        """TransformerLens's weight processing, with the unembed never centred.
+
+        `center_unembed` would subtract the mean over outputs, which for a scalar head zeroes `W_R`: it is
+        always off here. Rewards are unchanged (tested to 1e-4).
+        """
+        kwargs.pop("center_unembed", None)
+        super().process_weights(
+            fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=False, **kwargs
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def tokenize(
+        self, texts: str | Sequence[str], max_length: int | None = None
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+        """Tokenize texts into padded `(tokens, attention_mask)`, with the tokenizer's special tokens once.
+
+        A text that already starts with the BOS token (e.g. a rendered chat template) does not get a second
+        one. Raises `InputError` for empty texts, a tokenizer without a pad token, or over-long sequences
+        (pass `max_length` to truncate explicitly).
+        """
+        tok = self.tokenizer
+        if tok is None:
+            raise InputError(
+                "This model has no tokenizer, so it cannot take text. Pass token ids (and an attention_mask), "
+                "or load with `from_pretrained(dir, tokenizer=tok)`."
+            )
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise InputError("No texts given: pass at least one string.")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"Text {i} is a {type(text).__name__}, not a str.")
+            if not text.strip():
+                raise InputError(f"Text {i} is empty: an empty text has no token to read a reward from.")
+        ids: list[list[int]] = []
+        bos_text, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
+        for text in texts:
+            has_bos = bool(bos_text) and text.startswith(bos_text)
+            row = tok(text, add_special_tokens=not has_bos)["input_ids"]
+            if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
+                row = row[1:]
+            if max_length is not None:
+                row = row[:max_length] if tok.padding_side != "left" else row[-max_length:]
+            ids.append(row)
+        lengths = {len(r) for r in ids}
+        if len(lengths) > 1 and tok.pad_token_id is None:
+            raise InputError(
+                "The tokenizer has no pad token, so texts of different lengths cannot be batched. Set one, "
+                "e.g. `model.tokenizer.pad_token = model.tokenizer.eos_token` (the reward position comes from "
+                "the attention mask, so the pad id does not affect rewards)."
+            )
+        width = max(lengths)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            span = slice(width - len(row), width) if tok.padding_side == "left" else slice(0, len(row))
+            tokens[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        self._check_length(tokens)
+        return tokens, mask
+
+    def render_chat(self, prompt: str, response: str) -> str:
+        """`prompt`/`response` as the text the RM was trained on: the tokenizer's chat template when it has
+        one (its BOS is kept, and `tokenize` will not add another), else `prompt + "\\n" + response`."""
+        tok = self.tokenizer
+        if tok is not None and getattr(tok, "chat_template", None):
+            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+            return tok.apply_chat_template(messages, tokenize=False)
+        return f"{prompt}\n{response}"
+
+    def _check_length(self, tokens: Tensor) -> None:
+        n_ctx = getattr(self.cfg, "n_ctx", None)
+        if n_ctx is not None and n_ctx > 0 and tokens.shape[-1] > n_ctx:
+            raise InputError(
+                f"Sequence of {tokens.shape[-1]} tokens is longer than the model's context of {n_ctx}. "
+                f"Truncate it, e.g. `model.tokenize(texts, max_length={n_ctx})`."
+            )
+
+    def _prepare(
+        self, input: TextOrTokens, attention_mask: Tensor | None
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+        if isinstance(input, str) or (isinstance(input, Sequence) and not isinstance(input, Tensor)):
+            if attention_mask is not None:
+                raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
+            tokens, mask = self.tokenize(input)
+        elif isinstance(input, Tensor):
+            if input.is_floating_point():
+                raise InputError("Expected token ids (an integer tensor), got a float tensor.")
+            tokens = input.unsqueeze(0) if input.ndim == 1 else input
+            if tokens.ndim != 2:
+                raise InputError(f"Token ids must be [batch, pos], got shape {tuple(input.shape)}.")
+            if tokens.shape[-1] == 0:
+                raise InputError("Token ids are empty: at least one token is needed to read a reward.")
+            if attention_mask is None:
+                mask = torch.ones_like(tokens)
+            else:
+                mask = attention_mask.unsqueeze(0) if attention_mask.ndim == 1 else attention_mask
+                if mask.shape != tokens.shape:
+                    raise InputError(
+                        f"attention_mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}."
+                    )
+            d_vocab = getattr(self.cfg, "d_vocab", -1)
+            if d_vocab and d_vocab > 0 and (int(tokens.max()) >= d_vocab or int(tokens.min()) < 0):
+                raise InputError(f"Token ids must lie in [0, {d_vocab}); got {int(tokens.min())}..{int(tokens.max())}.")
+            self._check_length(tokens)
+        else:
+            raise InputError(f"Expected text, a list of texts or token ids, got {type(input).__name__}.")
+        device = self._input_device() or tokens.device
+        return tokens.to(device), mask.to(device).long()
+
+    def reward_positions(self, attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch"]:
+        """Each row's reward position: its last attended token (left or right padding)."""
+        return reward_positions(attention_mask)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input: TextOrTokens,
+        attention_mask: Tensor | None = None,
+        return_type: str | None = "reward",
+        stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Rewards for texts or token ids: `[batch]` (one output) or `[batch, n_outputs]`.
+
+        `return_type`: "reward" (or TransformerLens's "logits", the same tensor, so TL code runs unchanged),
+        or None. `stop_at_layer=l` returns the residual entering block l (`[batch, pos, d_model]`).
+        """
+        if start_at_layer is not None:
+            raise NotImplementedError(
+                "start_at_layer is not supported on HookedRewardModel; patch the residual with a hook instead."
+            )
+        kwargs.pop("output_attentions", None)
+        kwargs.pop("return_cache_object", None)
+        if kwargs:
+            raise TypeError(f"forward() got unexpected arguments: {sorted(kwargs)}")
+        if return_type not in ("reward", "logits", None):
+            raise InputError(f"return_type must be 'reward', 'logits' (same) or None, got {return_type!r}.")
+        tokens, mask = self._prepare(input, attention_mask)
+        reward_pos = reward_positions(mask)
+        stop_handle = None
+        if stop_at_layer is not None:
+            layer = stop_at_layer % self.cfg.n_layers if stop_at_layer < 0 else stop_at_layer
+            if layer < self.cfg.n_layers:
+
+                def stop(tensor: Tensor, hook: HookPoint) -> Tensor:
+                    raise StopAtLayerException(tensor)
+
+                stop_handle = (self.blocks[layer].hook_in, stop)
+                self.blocks[layer].hook_in.add_hook(stop, level=getattr(self, "context_level", 0) + 1)
+        try:
+            final_resid = self._run_backbone(tokens, mask)
+        except StopAtLayerException as stopped:
+            return stopped.layer_output
+        finally:
+            if stop_handle is not None:
+                stop_handle[0].remove_hooks(including_permanent=False, level=getattr(self, "context_level", 0) + 1)
+        if stop_at_layer is not None and stop_handle is None:
+            return final_resid
+        reward_resid = gather_at_positions(final_resid, reward_pos)[:, 0]
+        reward_resid = self.hook_reward_resid(reward_resid)
+        rewards = self.head(reward_resid, HeadInputs(final_resid, tokens, mask, reward_pos))
+        rewards = self.hook_reward(rewards)
+        return None if return_type is None else rewards
+
+    def _run_backbone(self, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"]:
+        """The bridged HF backbone up to and including `ln_final`."""
+        if hasattr(self, "pos_embed"):
+            self.pos_embed._current_batch_size = tokens.shape[0]
+        padded = not bool(mask.all())
+        out = self._backbone(
+            input_ids=tokens,
+            attention_mask=mask if padded else None,
+            position_ids=position_ids_from_mask(mask) if padded else None,
+            use_cache=False,
+        )
+        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+    # ------------------------------------------------------------------ hooks and caching
+    def _resolve_hook_point(self, name: str, aliases: dict, hook_dict: dict) -> tuple[str, HookPoint]:
+        canonical = aliases.get(name, name)
+        if canonical not in hook_dict:
+            raise unknown_hook_error(name, hook_dict.keys())
+        return super()._resolve_hook_point(name, aliases, hook_dict)
+
+    def _select_hooks(self, names_filter: NamesFilter) -> dict[int, tuple[HookPoint, list[str]]]:
+        """Hook points matching `names_filter`, once each, with every name (alias) they are cached under."""
+        hook_dict = self.hook_dict
+        explicit = isinstance(names_filter, (str, Sequence))
+        if names_filter is None:
+            keep: Callable[[str], bool] = lambda name: True  # noqa: E731
+        elif isinstance(names_filter, str) or isinstance(names_filter, Sequence):
+            wanted = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+            for name in wanted:
+                if name not in hook_dict:
+                    raise unknown_hook_error(name, hook_dict.keys())
+            wanted_ids = {id(hook_dict[n]) for n in wanted}
+            keep = lambda name: id(hook_dict[name]) in wanted_ids  # noqa: E731
+        elif callable(names_filter):
+            keep = names_filter
+        else:
+            raise InputError("names_filter must be None, a hook name, a list of hook names or a callable.")
+        selected: dict[int, tuple[HookPoint, list[str]]] = {}
+        for name, hook_point in hook_dict.items():
+            if not keep(name):
+                continue
+            gate = self._gated_hook_reason(hook_point.name or name)
+            if gate is not None:  # e.g. attn.hook_result needs set_use_attn_result(True)
+                if explicit:
+                    raise InputError(f"Hook {name!r} only fires after `model.set_{gate}(True)`; call it first.")
+                continue
+            selected.setdefault(id(hook_point), (hook_point, []))[1].append(name)
+        return selected
+
+    def _cache_positions(self, positions: PositionsArg, mask: Tensor) -> Tensor | None:
+        """Per-row position to keep in the cache, or None to keep every position."""
+        if positions is None:
+            return None
+        batch, seq = mask.shape
+        if isinstance(positions, str):
+            if positions != "reward":
+                raise InputError(f"positions must be None, 'reward', an int or a [batch] tensor; got {positions!r}.")
+            return reward_positions(mask)
+        pos = torch.as_tensor(positions, device=mask.device).long()
+        if pos.ndim == 0:
+            pos = pos.expand(batch)
+        if pos.shape != (batch,):
+            raise InputError(f"positions must have one entry per row ({batch}), got shape {tuple(pos.shape)}.")
+        if bool(((pos >= seq) | (pos < -seq)).any()):
+            raise InputError(
+                f"positions {pos.tolist()} lie outside the sequence of length {seq}; valid positions are "
+                f"{-seq}..{seq - 1} (or positions='reward')."
+            )
+        return pos % seq
+
+    def run_with_cache(
+        self,
+        input: TextOrTokens,
+        attention_mask: Tensor | None = None,
+        names_filter: NamesFilter = None,
+        positions: PositionsArg = None,
+        device: str | torch.device | None = None,
+        incl_bwd: bool = False,
+        remove_batch_dim: bool = False,
+        **kwargs: Any,
+    ) -> tuple[Tensor, RewardActivationCache]:
+        """Run and cache activations: `(rewards, RewardActivationCache)`.
+
+        `names_filter` selects hooks (a name, a list, or a predicate; unknown names raise). `positions`:
+        None caches every position; "reward" keeps only each row's reward position (memory ∝ batch,
+        not batch × seq; attention patterns keep the reward query row); an int or a `[batch]` tensor keeps
+        that position. The kept position sits at index 0 of the position axis. `incl_bwd` also caches
+        gradients of the summed reward (single-output heads) under "<name>_grad". Without `incl_bwd` the run
+        is under `torch.no_grad()`.
+        """
+        if kwargs.pop("return_cache_object", True) is False:
+            raise InputError("return_cache_object=False is not supported; use cache.cache_dict.")
+        if kwargs:
+            raise TypeError(f"run_with_cache() got unexpected arguments: {sorted(kwargs)}")
+        tokens, mask = self._prepare(input, attention_mask)
+        keep_pos = self._cache_positions(positions, mask)
+        batch, seq = tokens.shape
+        store: dict[str, Tensor] = {}
+
+        def reduce(name: str, tensor: Tensor, hook_point: HookPoint) -> Tensor:
+            tensor = tensor.detach()
+            if keep_pos is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
+                pos_dim = self._pos_slice_dim(name, hook_point) % tensor.ndim
+                if tensor.shape[0] == batch and tensor.shape[pos_dim] == seq:
+                    tensor = gather_at_positions(tensor, keep_pos, pos_dim)
+            return tensor.to(device) if device is not None else tensor
+
+        def make_hook(names: list[str], suffix: str) -> Callable:
+            def hook(tensor: Any, hook: HookPoint) -> Any:
+                value = tensor[0] if isinstance(tensor, tuple) else tensor
+                if isinstance(value, Tensor):
+                    kept = reduce(names[0], value, hook)
+                    for name in names:
+                        store[name + suffix] = kept
+                return None if suffix else tensor
+
+            return hook
+
+        selected = self._select_hooks(names_filter)
+        fwd = [(names[0], make_hook(names, "")) for _, names in selected.values()]
+        bwd = [(names[0], make_hook(names, "_grad")) for _, names in selected.values()] if incl_bwd else []
+        grad_context = torch.enable_grad() if incl_bwd else torch.no_grad()
+        with grad_context, self.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+            rewards = self.forward(tokens, attention_mask=mask)
+            if incl_bwd:
+                if rewards.ndim != 1:
+                    raise InputError("incl_bwd needs a single-output head; select an output with run_with_hooks.")
+                rewards.sum().backward()
+        cache = RewardActivationCache(
+            store, self, reward_pos=reward_positions(mask), cached_pos=keep_pos, attention_mask=mask
+        )
+        if remove_batch_dim:
+            cache.remove_batch_dim(batch_size=batch)
+        return rewards.detach(), cache
+
+    def __repr__(self) -> str:
+        return (
+            f"HookedRewardModel({self.cfg.architecture}, n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, "
+            f"head={type(self.head).__name__}, outputs={self.output_names})"
+        )
