@@ -1,0 +1,37 @@
+"""Sparse autoencoders on the reward axis: load (SAE-Lens, sparsify), train (TopK), splice, attribute.
+
+See ``docs/tools/sae.md`` for a worked example.
+"""
+
+from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
+from hooked_reward.sae.formats import SAEFormatError, detect_format, load_sae, load_sae_lens, load_sparsify, save_sae
+from hooked_reward.sae.splice import (
+    SpliceReport,
+    check_sae_fits_model,
+    run_with_cache_with_sae,
+    run_with_sae,
+    splice_report,
+    splice_sae,
+)
+from hooked_reward.sae.train import TrainingLog, collect_activations, train_topk_sae, train_topk_sae_on_activations
+
+__all__ = [
+    "SAEConfig",
+    "SAEFormatError",
+    "SparseAutoencoder",
+    "SpliceReport",
+    "TrainingLog",
+    "check_sae_fits_model",
+    "collect_activations",
+    "detect_format",
+    "load_sae",
+    "load_sae_lens",
+    "load_sparsify",
+    "run_with_cache_with_sae",
+    "run_with_sae",
+    "save_sae",
+    "splice_report",
+    "splice_sae",
+    "train_topk_sae",
+    "train_topk_sae_on_activations",
+]
