@@ -49,7 +49,7 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_hf_model(arch: str, num_labels: int = 1, seed: int = 0, bias: bool = False) -> torch.nn.Module:
+def build_hf_model(arch: str, num_labels: int = 1, seed: int = 0) -> torch.nn.Module:
     """A tiny HF reward model of `arch` with weights re-drawn so rewards are O(1)."""
     cfg_name, model_name, kwargs = ARCH_CONFIGS[arch]
     config = getattr(transformers, cfg_name)(vocab_size=VOCAB, num_labels=num_labels, pad_token_id=0, **kwargs)
@@ -63,19 +63,16 @@ def build_hf_model(arch: str, num_labels: int = 1, seed: int = 0, bias: bool = F
                 p.copy_(1.0 + 0.2 * torch.randn_like(p)) if "bias" not in name else p.normal_(0, 0.1)
             else:
                 p.normal_(0.0, 0.1)
-        if bias:
-            model.score.bias = torch.nn.Parameter(torch.randn(num_labels) * 0.5)
-            model.config.score_bias = True
     return model
 
 
 @pytest.fixture
 def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
-    """`make_checkpoint(arch, num_labels=1, bias=False, tokenizer=True)` -> a saved checkpoint directory."""
+    """`make_checkpoint(arch, num_labels=1, tokenizer=True, seed=0)` -> a saved checkpoint directory."""
 
-    def make(arch: str, num_labels: int = 1, bias: bool = False, tokenizer: bool = True, seed: int = 0) -> Path:
-        model = build_hf_model(arch, num_labels=num_labels, seed=seed, bias=bias)
-        out = tmp_path / f"{arch}-{num_labels}-{bias}-{seed}"
+    def make(arch: str, num_labels: int = 1, tokenizer: bool = True, seed: int = 0) -> Path:
+        model = build_hf_model(arch, num_labels=num_labels, seed=seed)
+        out = tmp_path / f"{arch}-{num_labels}-{seed}"
         model.save_pretrained(out)
         if tokenizer:
             word_tokenizer().save_pretrained(out)
