@@ -1,0 +1,247 @@
+"""Localise a probe factor's effect: direct reward attribution and activation patching, per component.
+
+For a factor's pairs, two complementary per-component measures of the mean Δ = r(biased) − r(neutral):
+
+* **Direct reward attribution (DRA)** — each component's direct contribution to the reward (its output at
+  the reward position, read through the final norm with each run's own scale frozen, dotted with
+  ``W_R_eff``), biased minus neutral, averaged over pairs.  Over the full decomposition (embeddings,
+  every attention layer and MLP) the attributions sum to the mean Δ exactly (``b_R`` cancels).  Per head
+  the same is done with ``cache.stack_head_results``.
+* **Activation patching** — run the neutral text with one component's output *at the reward position*
+  replaced by its value from the biased run, and record ``r(patched) − r(neutral)``, averaged over pairs.
+  Only the reward position is patched, and it is aligned explicitly (biased row ``i``'s reward position
+  into neutral row ``i``'s reward position), so pairs of different lengths are never patched position by
+  position.  This captures the component's direct effect plus its effect through later components *at
+  that position*, and the change of the final norm's scale; it does not capture what the component
+  writes at earlier positions (a head that reads the padding at the reward position is caught; an early
+  MLP that processes padding tokens before they are attended to is not).
+
+The two are shown side by side with their Spearman rank agreement over components.  Where
+``hooked_reward.analysis.attribution`` / ``.patching`` exist they are the general tools; this module is the
+minimal per-factor version the probe suite needs and depends only on the model's cache and hooks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from scipy import stats
+from torch import Tensor
+
+__all__ = ["FactorLocalisation", "localise_pairs", "component_hook"]
+
+
+@dataclass
+class FactorLocalisation:
+    """Per-component DRA and patching of one factor's mean Δ (``[n_components]`` each, same order)."""
+
+    factor: str
+    labels: list[str]
+    dra: Float[np.ndarray, "comp"]
+    patch: Float[np.ndarray, "comp"]
+    spearman: float
+    head_labels: list[str] = field(default_factory=list)
+    head_dra: Float[np.ndarray, "head"] = field(default_factory=lambda: np.zeros(0))
+    head_patch: Float[np.ndarray, "head"] = field(default_factory=lambda: np.zeros(0))
+    head_spearman: float = math.nan
+    mean_delta: float = math.nan
+
+    def to_frame(self):
+        """Long table: one row per component or head, with its DRA and patching effect."""
+        import pandas as pd
+
+        rows = [
+            {"factor": self.factor, "component": c, "kind": "component", "dra": float(a), "patch": float(p)}
+            for c, a, p in zip(self.labels, self.dra, self.patch, strict=True)
+        ]
+        rows += [
+            {"factor": self.factor, "component": c, "kind": "head", "dra": float(a), "patch": float(p)}
+            for c, a, p in zip(self.head_labels, self.head_dra, self.head_patch, strict=True)
+        ]
+        return pd.DataFrame(rows)
+
+    def top(self, k: int = 3, heads: bool = False) -> list[str]:
+        """The ``k`` components (or heads) with the largest |DRA|."""
+        labels, vals = (self.head_labels, self.head_dra) if heads else (self.labels, self.dra)
+        order = np.argsort(-np.abs(vals))
+        return [labels[i] for i in order[:k]]
+
+    def plot(self, ax=None, heads: bool = False):
+        """Grouped bars: DRA and patching per component (or head)."""
+        import matplotlib.pyplot as plt
+
+        labels, a, p = (
+            (self.head_labels, self.head_dra, self.head_patch) if heads else (self.labels, self.dra, self.patch)
+        )
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(4, 0.45 * len(labels) + 1), 3))
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, a, 0.4, label="direct attribution")
+        ax.bar(x + 0.2, p, 0.4, label="patching (reward pos)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xticks(x, labels, rotation=90, fontsize=7)
+        rho = self.head_spearman if heads else self.spearman
+        ax.set_title(f"{self.factor}: mean Δ={self.mean_delta:.3g}, Spearman ρ={rho:.2f}", fontsize=9)
+        ax.set_ylabel("Δ reward")
+        ax.legend(fontsize=7)
+        return ax
+
+
+_ATTN = re.compile(r"^(\d+)_attn_out$")
+_MLP = re.compile(r"^(\d+)_mlp_out$")
+_HEAD = re.compile(r"^L(\d+)H(\d+)$")
+
+
+def component_hook(label: str) -> tuple[str, int | None]:
+    """TransformerLens hook name (and head index, for heads) of a ``decompose_resid`` / head label."""
+    if label == "embed":
+        return "hook_embed", None
+    if label == "pos_embed":
+        return "hook_pos_embed", None
+    if m := _ATTN.match(label):
+        return f"blocks.{m.group(1)}.hook_attn_out", None
+    if m := _MLP.match(label):
+        return f"blocks.{m.group(1)}.hook_mlp_out", None
+    if m := _HEAD.match(label):
+        return f"blocks.{m.group(1)}.attn.hook_z", int(m.group(2))
+    raise ValueError(f"no hook for component label {label!r}")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def _select(rewards: Tensor, output: int | None) -> Tensor:
+    if rewards.ndim == 2:
+        if output is None:
+            raise ValueError("multi-output reward head: pass output=<index> to choose the objective to probe")
+        rewards = rewards[:, output]
+    return rewards.float()
+
+
+@torch.no_grad()
+def _patched_rewards(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    mask: Int[Tensor, "batch pos"],
+    hook: str,
+    head: int | None,
+    source: Tensor,
+    output: int | None,
+) -> Float[Tensor, "batch"]:
+    """Rewards of ``tokens`` with ``hook`` (head ``head``) at each row's reward position set to ``source``.
+
+    ``source`` is the source run's activation at *its* reward position: ``[batch, d]`` or, for a head,
+    ``[batch, d_head]``.
+    """
+    pos = model.reward_positions(mask).to(tokens.device)
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+
+    def patch(act: Tensor, hook=None) -> Tensor:
+        act = act.clone()
+        if head is None:
+            act[rows, pos] = source.to(act.dtype).to(act.device)
+        else:
+            act[rows, pos, head] = source.to(act.dtype).to(act.device)
+        return act
+
+    with model.hooks(fwd_hooks=[(hook, patch)]):
+        out = model(tokens, attention_mask=mask)
+    return _select(out, output)
+
+
+@torch.no_grad()
+def localise_pairs(
+    model,
+    biased: tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]],
+    neutral: tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]],
+    factor: str = "",
+    *,
+    heads: bool = True,
+    patching: bool = True,
+    output: int | None = None,
+) -> FactorLocalisation:
+    """DRA and reward-position patching of ``mean(r(biased) − r(neutral))`` per component (and head).
+
+    ``biased`` / ``neutral`` are ``(tokens, attention_mask)`` of the two sides, row ``i`` a pair.  One
+    cached run per side plus one patched run per component (and head).
+    """
+    (tb, mb), (tn, mn) = biased, neutral
+    rb, cb = model.run_with_cache(tb, attention_mask=mb, positions="reward")
+    rn, cn = model.run_with_cache(tn, attention_mask=mn, positions="reward")
+    rb, rn = _select(rb, output), _select(rn, output)
+    ab, labels = cb.decompose_reward(output=output)  # [comp, batch]
+    an, labels_n = cn.decompose_reward(output=output)
+    assert labels == labels_n
+    dra = (ab.float() - an.float()).mean(-1).cpu().numpy()
+
+    def act_at_reward(cache, hook: str, head: int | None) -> Tensor:
+        a = cache[hook][:, 0]  # positions="reward": the reward position sits at index 0
+        return a if head is None else a[:, head]
+
+    patch_vals = np.full(len(labels), np.nan)
+    if patching:
+        for i, lab in enumerate(labels):
+            hook, head = component_hook(lab)
+            pr = _patched_rewards(model, tn, mn, hook, head, act_at_reward(cb, hook, head), output)
+            patch_vals[i] = float((pr - rn).mean())
+
+    head_labels: list[str] = []
+    head_dra = np.zeros(0)
+    head_patch = np.zeros(0)
+    if heads:
+        hb, head_labels = cb.stack_head_results(return_labels=True)
+        hn, _ = cn.stack_head_results(return_labels=True)
+        head_dra = (cb.reward_attrs(hb, output=output) - cn.reward_attrs(hn, output=output)).float()
+        head_dra = head_dra.mean(-1).cpu().numpy()
+        head_patch = np.full(len(head_labels), np.nan)
+        if patching:
+            for i, lab in enumerate(head_labels):
+                hook, head = component_hook(lab)
+                pr = _patched_rewards(model, tn, mn, hook, head, act_at_reward(cb, hook, head), output)
+                head_patch[i] = float((pr - rn).mean())
+
+    return FactorLocalisation(
+        factor=factor,
+        labels=list(labels),
+        dra=dra,
+        patch=patch_vals,
+        spearman=_spearman(dra, patch_vals) if patching else math.nan,
+        head_labels=list(head_labels),
+        head_dra=head_dra,
+        head_patch=head_patch,
+        head_spearman=_spearman(head_dra, head_patch) if (patching and heads) else math.nan,
+        mean_delta=float((rb - rn).mean()),
+    )
+
+
+def concat_localisations(parts: Sequence[FactorLocalisation], weights: Sequence[int]) -> FactorLocalisation:
+    """Weighted mean of per-batch localisations of the same factor (weights = rows per batch)."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+
+    def avg(attr: str) -> np.ndarray:
+        return np.sum([wi * getattr(p, attr) for wi, p in zip(w, parts, strict=True)], axis=0)
+
+    first = parts[0]
+    dra, patch, hd, hp = avg("dra"), avg("patch"), avg("head_dra"), avg("head_patch")
+    return FactorLocalisation(
+        factor=first.factor,
+        labels=first.labels,
+        dra=dra,
+        patch=patch,
+        spearman=_spearman(dra, patch) if np.all(np.isfinite(patch)) else math.nan,
+        head_labels=first.head_labels,
+        head_dra=hd,
+        head_patch=hp,
+        head_spearman=_spearman(hd, hp) if hp.size and np.all(np.isfinite(hp)) else math.nan,
+        mean_delta=float(np.sum([wi * p.mean_delta for wi, p in zip(w, parts, strict=True)])),
+    )

@@ -1,0 +1,92 @@
+"""Per-factor statistics of a probe suite: effect sizes, intervals, sign-flip p-values, BH, verdicts.
+
+For a factor with paired differences ``Δ_i = r(biased_i) − r(neutral_i)``:
+
+* ``mean``      — mean Δ (reward units);
+* ``std_mean``  — mean Δ divided by the sd of all rewards over every probe text of the suite, so factors and
+  models with different reward scales compare (the "how many reward-sd does this factor move" number);
+* ``d``         — Cohen's d = mean / sd(Δ) (ddof=1): NaN when sd = 0 and mean = 0, ±inf with
+  ``degenerate=True`` when sd = 0 but the mean is not (a perfectly consistent shift, never "no effect");
+* ``ci_low/ci_high`` — BCa bootstrap 95% interval of mean Δ;
+* ``p``         — sign-flip p-value of mean Δ (exact when 2**n <= 1e5), ``q`` its Benjamini–Hochberg
+  adjustment across all factors of the suite; ``significant = q <= alpha``;
+* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from jaxtyping import Float
+
+from hooked_reward.analysis.stats import benjamini_hochberg, paired_effect
+
+__all__ = ["FactorStats", "factor_stats", "verdict"]
+
+
+@dataclass(frozen=True)
+class FactorStats:
+    """The statistics of one factor (see the module docstring for each field)."""
+
+    factor: str
+    phrase: str
+    n: int
+    mean: float
+    sd: float
+    std_mean: float
+    d: float
+    degenerate: bool
+    ci_low: float
+    ci_high: float
+    p: float
+    q: float
+    significant: bool
+    verdict: str
+    mean_len_diff: float = math.nan
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def verdict(mean: float, significant: bool, phrase: str) -> str:
+    """The direction in words: positive mean Δ (biased side scores higher) means the model rewards the factor."""
+    if not significant or not math.isfinite(mean) or mean == 0:
+        return "no significant effect"
+    return f"rewards {phrase}" if mean > 0 else f"penalises {phrase}"
+
+
+def factor_stats(
+    deltas: dict[str, Float[np.ndarray, "n"]],
+    phrases: dict[str, str],
+    reward_sd: float,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 9999,
+    max_exact: int = 100_000,
+    n_flips: int = 10_000,
+    seed: int = 0,
+    len_diffs: dict[str, Sequence[float]] | None = None,
+) -> list[FactorStats]:
+    """Statistics for every factor, with BH across factors (the family is the factors of this call)."""
+    names = list(deltas)
+    effects = [
+        paired_effect(np.asarray(deltas[k]), n_boot=n_boot, max_exact=max_exact, n_flips=n_flips, seed=seed)
+        for k in names
+    ]
+    qs = benjamini_hochberg([e.p for e in effects])
+    out = []
+    for k, e, q in zip(names, effects, qs, strict=True):
+        sig = bool(np.isfinite(q) and q <= alpha)
+        std_mean = e.mean / reward_sd if reward_sd > 0 else math.nan
+        ld = float(np.mean(len_diffs[k])) if len_diffs and k in len_diffs else math.nan
+        out.append(
+            FactorStats(
+                factor=k, phrase=phrases.get(k, k), n=e.n, mean=e.mean, sd=e.sd, std_mean=std_mean, d=e.d,
+                degenerate=e.degenerate, ci_low=e.ci_low, ci_high=e.ci_high, p=e.p, q=float(q),
+                significant=sig, verdict=verdict(e.mean, sig, phrases.get(k, k)), mean_len_diff=ld,
+            )
+        )
+    return out

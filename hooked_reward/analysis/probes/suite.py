@@ -1,0 +1,317 @@
+"""Run a probe suite on a reward model: score minimal pairs, test each factor, localise the significant ones.
+
+``run_probe_suite(model, factors)`` renders each pair's two sides (with the tokenizer's chat template when
+it has one — no doubled BOS), scores them, computes per-factor statistics with Benjamini–Hochberg across the
+factors (see :mod:`hooked_reward.analysis.probes.stats`), and for every significant factor localises the
+effect over components and heads (:mod:`hooked_reward.analysis.probes.localise`).
+
+``model`` is a :class:`hooked_reward.HookedRewardModel` or, for quick checks, any callable mapping a list
+of texts to rewards (then nothing is localised and lengths are counted in words).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hooked_reward.analysis.probes.generators import Factor, ProbePair, default_factors
+from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_localisations, localise_pairs
+from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
+
+__all__ = ["ProbeSuiteResult", "run_probe_suite", "render_texts", "render_and_tokenize", "score_texts"]
+
+Render = Callable[[str, str], str]
+
+
+def _is_hooked(model) -> bool:
+    return hasattr(model, "run_with_cache") and hasattr(model, "tokenize")
+
+
+def render_texts(model, prompts: Sequence[str], responses: Sequence[str], render: Render | None = None) -> list[str]:
+    """The full text of each (prompt, response), as the reward model reads it.
+
+    ``render`` wins when given (e.g. an organism's own renderer).  Otherwise a HookedRewardModel renders
+    with ``model.render_chat`` (the tokenizer's chat template when it has one; the rendered text keeps the
+    template's BOS and ``model.tokenize`` does not add a second), and a pair without a prompt is the bare
+    response when there is no template.  A plain callable gets ``prompt + "\\n" + response``.
+    """
+    out = []
+    for p, r in zip(prompts, responses, strict=True):
+        if render is not None:
+            out.append(render(p, r))
+        elif _is_hooked(model) and hasattr(model, "render_chat"):
+            templated = bool(getattr(getattr(model, "tokenizer", None), "chat_template", None))
+            out.append(model.render_chat(p, r) if (p or templated) else r)
+        else:
+            out.append(f"{p}\n{r}" if p else r)
+    return out
+
+
+def render_and_tokenize(
+    model, prompts: Sequence[str], responses: Sequence[str], render: Render | None = None
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """``render_texts`` then ``model.tokenize`` (special tokens applied once): ``(tokens, attention_mask)``."""
+    return model.tokenize(render_texts(model, prompts, responses, render))
+
+
+def _as_rewards(out, output: int | None) -> np.ndarray:
+    r = out.detach().float().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out, dtype=np.float64)
+    if r.ndim == 2:
+        if output is None:
+            raise ValueError("multi-output reward head: pass output=<index> to choose the objective to probe")
+        r = r[:, output]
+    return r.astype(np.float64)
+
+
+@torch.no_grad()
+def score_texts(
+    model,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    render: Render | None = None,
+    batch_size: int = 32,
+    output: int | None = None,
+) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
+    """Rewards and lengths (tokens for a HookedRewardModel, words for a plain callable) of each text."""
+    rewards, lengths = [], []
+    for s in range(0, len(prompts), batch_size):
+        p, r = prompts[s : s + batch_size], responses[s : s + batch_size]
+        if _is_hooked(model):
+            tokens, mask = render_and_tokenize(model, p, r, render)
+            rewards.append(_as_rewards(model(tokens, attention_mask=mask), output))
+            lengths.append(mask.sum(-1).cpu().numpy().astype(np.float64))
+        else:
+            texts = render_texts(model, p, r, render)
+            rewards.append(_as_rewards(model(texts), output))
+            lengths.append(np.array([len(t.split()) for t in texts], dtype=np.float64))
+    return np.concatenate(rewards), np.concatenate(lengths)
+
+
+@dataclass
+class ProbeSuiteResult:
+    """Everything a probe suite measured.
+
+    ``stats``: one :class:`FactorStats` per factor (in run order).  ``rewards[f] = (r_biased, r_neutral)``
+    per pair; ``deltas[f] = r_biased − r_neutral``.  ``reward_sd``: sd of all rewards over every probe text
+    (the unit of ``std_mean``).  ``localisation[f]`` for each significant factor (when the model could be
+    localised).
+    """
+
+    stats: list[FactorStats]
+    rewards: dict[str, tuple[np.ndarray, np.ndarray]]
+    reward_sd: float
+    alpha: float
+    pairs: dict[str, list[ProbePair]]
+    localisation: dict[str, FactorLocalisation] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def deltas(self) -> dict[str, np.ndarray]:
+        return {k: b - n for k, (b, n) in self.rewards.items()}
+
+    def __getitem__(self, factor: str) -> FactorStats:
+        for s in self.stats:
+            if s.factor == factor:
+                return s
+        raise KeyError(f"no factor {factor!r}; have {[s.factor for s in self.stats]}")
+
+    @property
+    def significant(self) -> list[str]:
+        """Factors whose BH-adjusted p is at most ``alpha``."""
+        return [s.factor for s in self.stats if s.significant]
+
+    def to_frame(self):
+        """One row per factor with every statistic (pandas DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame([s.as_dict() for s in self.stats]).set_index("factor")
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict (inf/nan written as strings by :func:`json.dumps` default handling)."""
+
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return str(v)
+            if isinstance(v, (np.floating, np.integer)):
+                return clean(v.item())
+            if isinstance(v, np.ndarray):
+                return [clean(x) for x in v.tolist()]
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            return v
+
+        return clean(
+            {
+                "alpha": self.alpha,
+                "reward_sd": self.reward_sd,
+                "factors": [s.as_dict() for s in self.stats],
+                "deltas": {k: v for k, v in self.deltas.items()},
+                "localisation": {
+                    k: {
+                        "labels": loc.labels, "dra": loc.dra, "patch": loc.patch, "spearman": loc.spearman,
+                        "head_labels": loc.head_labels, "head_dra": loc.head_dra, "head_patch": loc.head_patch,
+                        "head_spearman": loc.head_spearman, "mean_delta": loc.mean_delta,
+                    }
+                    for k, loc in self.localisation.items()
+                },
+                "notes": self.notes,
+            }
+        )
+
+    def save_json(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+
+    def plot(self, ax=None):
+        """Forest plot: mean Δ in reward-sd units with its 95% BCa interval, one row per factor.
+
+        Filled markers are significant after BH; an infinite Cohen's d (perfectly consistent shift) is
+        marked with "*" after the name.
+        """
+        import matplotlib.pyplot as plt
+
+        n = len(self.stats)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 0.4 * n + 1.2))
+        sd = self.reward_sd if self.reward_sd > 0 else 1.0
+        for i, s in enumerate(self.stats[::-1]):
+            color = "tab:red" if s.significant and s.mean > 0 else "tab:blue" if s.significant else "0.5"
+            ax.plot([s.ci_low / sd, s.ci_high / sd], [i, i], color=color, lw=2)
+            ax.plot([s.mean / sd], [i], "o", color=color, mfc=color if s.significant else "white")
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_yticks(range(n), [s.factor + ("*" if s.degenerate else "") for s in self.stats[::-1]])
+        ax.set_xlabel("mean Δ = r(biased) − r(neutral), in sd of probe rewards (95% BCa CI)")
+        ax.set_title(f"Probe effects (filled: BH q ≤ {self.alpha})", fontsize=10)
+        return ax
+
+
+def _resolve_factors(factors: Iterable[str | Factor] | Mapping[str, Factor] | None) -> list[Factor]:
+    builtin = default_factors()
+    if factors is None:
+        return list(builtin.values())
+    if isinstance(factors, Mapping):
+        return list(factors.values())
+    out = []
+    for f in factors:
+        if isinstance(f, str):
+            if f not in builtin:
+                raise KeyError(f"unknown factor {f!r}; built-in factors are {sorted(builtin)}")
+            f = builtin[f]
+        out.append(f)
+    return out
+
+
+def run_probe_suite(
+    model,
+    factors: Iterable[str | Factor] | Mapping[str, Factor] | None = None,
+    n_pairs: int = 30,
+    seed: int = 0,
+    *,
+    pairs: Mapping[str, Sequence[ProbePair]] | None = None,
+    phrases: Mapping[str, str] | None = None,
+    render: Render | None = None,
+    alpha: float = 0.05,
+    batch_size: int = 32,
+    localise: bool = True,
+    heads: bool = True,
+    patching: bool = True,
+    output: int | None = None,
+    n_boot: int = 9999,
+    progress: bool = True,
+) -> ProbeSuiteResult:
+    """Score every factor's minimal pairs, test each factor, and localise the significant ones.
+
+    Args:
+        model: a HookedRewardModel, or a callable ``texts -> rewards`` (no localisation then).
+        factors: built-in factor names, :class:`Factor` objects, or None for all built-in factors.
+            Pass ``factors=[]`` to run only ``pairs``.
+        n_pairs, seed: pairs generated per factor, and their seed.
+        pairs: extra ready-made pairs by factor name (e.g. from ``load_pairs_jsonl``); ``phrases`` names
+            what their biased side adds, for the verdicts.
+        render: ``(prompt, response) -> text``; default ``model.render_chat`` (chat template if any).
+        alpha: false-discovery rate for Benjamini–Hochberg across the factors.
+        localise, heads, patching: what to compute for each significant factor.
+        output: which output of a multi-output head to probe.
+    Returns:
+        :class:`ProbeSuiteResult` (``.to_frame()``, ``.plot()``, ``.significant``, ``.localisation``).
+    """
+    all_pairs: dict[str, list[ProbePair]] = {}
+    phrase_of: dict[str, str] = {}
+    for f in _resolve_factors(factors):
+        all_pairs[f.name] = f.pairs(n_pairs, seed)
+        phrase_of[f.name] = f.phrase
+    for name, ps in (pairs or {}).items():
+        all_pairs[name] = list(ps)
+        phrase_of[name] = (phrases or {}).get(name, name.replace("_", " "))
+    if not all_pairs:
+        raise ValueError("no factors and no pairs to probe")
+
+    rewards: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    len_diffs: dict[str, np.ndarray] = {}
+    for name in tqdm(all_pairs, desc="probe factors", disable=not progress):
+        ps = all_pairs[name]
+        prompts = [p.prompt for p in ps]
+        neutral_prompts = [p.prompt_neutral for p in ps]
+        rb, lb = score_texts(model, prompts, [p.biased for p in ps], render=render, batch_size=batch_size,
+                             output=output)
+        rn, ln = score_texts(model, neutral_prompts, [p.neutral for p in ps], render=render,
+                             batch_size=batch_size, output=output)
+        rewards[name] = (rb, rn)
+        len_diffs[name] = lb - ln
+
+    everything = np.concatenate([np.concatenate(v) for v in rewards.values()])
+    reward_sd = float(np.std(everything, ddof=1)) if everything.size > 1 else math.nan
+    st = factor_stats(
+        {k: b - n for k, (b, n) in rewards.items()}, phrase_of, reward_sd, alpha=alpha, n_boot=n_boot,
+        seed=seed, len_diffs=len_diffs,
+    )
+    result = ProbeSuiteResult(stats=st, rewards=rewards, reward_sd=reward_sd, alpha=alpha, pairs=all_pairs)
+    unit = "tokens" if _is_hooked(model) else "words"
+    for s in st:
+        if math.isfinite(s.mean_len_diff) and abs(s.mean_len_diff) >= 1 and s.factor != "length":
+            result.notes.append(
+                f"{s.factor}: the biased side is on average {s.mean_len_diff:+.1f} {unit} longer; on a model "
+                "with a length bias part of this factor's effect is length."
+            )
+    if localise and _is_hooked(model):
+        for s in tqdm([s for s in st if s.significant], desc="localise", disable=not progress):
+            result.localisation[s.factor] = localise_factor(
+                model, all_pairs[s.factor], render=render, batch_size=batch_size, heads=heads,
+                patching=patching, output=output,
+            )
+    elif localise and st and any(s.significant for s in st):
+        result.notes.append("model is a plain reward function: no localisation")
+    return result
+
+
+def localise_factor(
+    model,
+    pairs: Sequence[ProbePair],
+    *,
+    render: Render | None = None,
+    batch_size: int = 32,
+    heads: bool = True,
+    patching: bool = True,
+    output: int | None = None,
+) -> FactorLocalisation:
+    """DRA and reward-position patching of one factor's mean Δ, batched over its pairs."""
+    parts, weights = [], []
+    for s in range(0, len(pairs), batch_size):
+        ps = pairs[s : s + batch_size]
+        b = render_and_tokenize(model, [p.prompt for p in ps], [p.biased for p in ps], render)
+        n = render_and_tokenize(model, [p.prompt_neutral for p in ps],
+                                [p.neutral for p in ps], render)
+        parts.append(localise_pairs(model, b, n, ps[0].factor, heads=heads, patching=patching, output=output))
+        weights.append(len(ps))
+    return parts[0] if len(parts) == 1 else concat_localisations(parts, weights)
