@@ -1,0 +1,143 @@
+"""LabeledTensor: the small result type every analysis returns (a tensor plus a name and labels per axis).
+
+A notebook user looks at it (`.to_frame()`, `.plot()`); a test asserts on `.values`. Analyses subclass it to
+give `.plot()` the picture that suits them (lens curves, attribution bars) and to carry extra fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def require_pandas() -> Any:
+    """Import pandas, or raise an ImportError that says how to get it."""
+    try:
+        import pandas as pd
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "to_frame() needs pandas, which is not installed: `pip install pandas` (or `pip install "
+            "hooked_reward[test]`). The numbers are in `.values` and their labels in `.labels` without it."
+        ) from err
+    return pd
+
+
+def require_pyplot() -> Any:
+    """Import matplotlib.pyplot, or raise an ImportError that says how to get it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("plot() needs matplotlib: `pip install matplotlib`.") from err
+    return plt
+
+
+@dataclass
+class LabeledTensor:
+    """A tensor whose axes have names (`dims`) and whose entries along each axis may have labels.
+
+    `values`: the numbers, any shape, one name per axis in `dims`.
+    `labels`: for each axis name, a list of `values.shape[axis]` labels (str or int); an axis left out is
+    labelled 0..n-1.
+    `value_name`: what a number means (the column name in `to_frame()`, the y-axis label in plots).
+    `meta`: anything else worth keeping (settings used, the texts, ...).
+    """
+
+    values: Tensor
+    dims: tuple[str, ...]
+    labels: dict[str, list[Any]] = field(default_factory=dict)
+    value_name: str = "value"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dims = tuple(self.dims)
+        if len(self.dims) != self.values.ndim:
+            raise ValueError(f"dims {self.dims} do not match values of shape {tuple(self.values.shape)}.")
+        for dim, labels in self.labels.items():
+            if dim not in self.dims:
+                raise ValueError(f"labels given for {dim!r}, which is not one of dims {self.dims}.")
+            n = self.values.shape[self.dims.index(dim)]
+            if len(labels) != n:
+                raise ValueError(f"{len(labels)} labels for axis {dim!r} of size {n}.")
+
+    # ------------------------------------------------------------------ access
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def axis_labels(self, dim: str) -> list[Any]:
+        """The labels along `dim` (0..n-1 when none were given)."""
+        if dim in self.labels:
+            return list(self.labels[dim])
+        return list(range(self.values.shape[self.dims.index(dim)]))
+
+    def index_of(self, dim: str, label: Any) -> int:
+        """Position of `label` on axis `dim` (ValueError naming the known labels when absent)."""
+        labels = self.axis_labels(dim)
+        if label not in labels:
+            shown = ", ".join(map(str, labels[:20])) + (" ..." if len(labels) > 20 else "")
+            raise ValueError(f"{label!r} is not a label of axis {dim!r}; it has: {shown}")
+        return labels.index(label)
+
+    def sel(self, **selection: Any) -> LabeledTensor:
+        """Select by label along named axes: `res.sel(component="L1H3")` drops that axis; a list keeps it."""
+        values, dims, labels = self.values, list(self.dims), dict(self.labels)
+        for dim, want in selection.items():
+            if dim not in dims:
+                raise ValueError(f"{dim!r} is not an axis; axes are {tuple(dims)}.")
+            axis = dims.index(dim)
+            if isinstance(want, Sequence) and not isinstance(want, str):
+                idx = [self.index_of(dim, w) for w in want]
+                values = values.index_select(axis, torch.tensor(idx, device=values.device))
+                labels[dim] = list(want)
+            else:
+                values = values.select(axis, self.index_of(dim, want))
+                dims.pop(axis)
+                labels.pop(dim, None)
+        return LabeledTensor(values, tuple(dims), labels, self.value_name, dict(self.meta))
+
+    # ------------------------------------------------------------------ views
+    def to_frame(self) -> Any:
+        """A tidy pandas DataFrame: one row per entry, one column per axis (its labels) plus `value_name`."""
+        pd = require_pandas()
+        values = self.values.detach().to("cpu", torch.float64)
+        grids = torch.meshgrid(*[torch.arange(n) for n in values.shape], indexing="ij") if values.ndim else ()
+        data: dict[str, Any] = {}
+        for dim, grid in zip(self.dims, grids, strict=True):
+            labels = self.axis_labels(dim)
+            data[dim] = [labels[i] for i in grid.flatten().tolist()]
+        data[self.value_name] = values.flatten().numpy()
+        return pd.DataFrame(data)
+
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """A default picture: bars for one axis, one line per row for two, an image for more; returns `ax`."""
+        plt = require_pyplot()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 3.5))
+        values = self.values.detach().to("cpu", torch.float32)
+        if values.ndim == 1:
+            labels = [str(x) for x in self.axis_labels(self.dims[0])]
+            ax.bar(range(len(labels)), values.numpy(), **kwargs)
+            ax.set_xticks(range(len(labels)), labels, rotation=90)
+            ax.set_xlabel(self.dims[0])
+        elif values.ndim == 2:
+            x_labels = [str(x) for x in self.axis_labels(self.dims[1])]
+            for row, label in zip(values, self.axis_labels(self.dims[0]), strict=True):
+                ax.plot(range(len(x_labels)), row.numpy(), marker=".", label=str(label), **kwargs)
+            ax.set_xticks(range(len(x_labels)), x_labels, rotation=90)
+            ax.set_xlabel(self.dims[1])
+            if values.shape[0] <= 12:
+                ax.legend(title=self.dims[0], fontsize="small")
+        else:
+            image = values.reshape(values.shape[0], -1)
+            ax.imshow(image.numpy(), aspect="auto", cmap="RdBu_r")
+            ax.set_ylabel(self.dims[0])
+        ax.set_ylabel(self.value_name) if values.ndim <= 2 else None
+        return ax
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{d}={n}" for d, n in zip(self.dims, self.values.shape, strict=True))
+        return f"{type(self).__name__}({self.value_name}: {dims})"
