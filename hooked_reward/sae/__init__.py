@@ -3,6 +3,17 @@
 See ``docs/tools/sae.md`` for a worked example.
 """
 
+from hooked_reward.sae.attribution import (
+    CausalCheck,
+    FeatureAttribution,
+    ablate_features,
+    attribute_features,
+    attribute_pairs,
+    check_attribution,
+    linear_path,
+    patch_features,
+    reward_axis_weights,
+)
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
 from hooked_reward.sae.formats import SAEFormatError, detect_format, load_sae, load_sae_lens, load_sparsify, save_sae
 from hooked_reward.sae.splice import (
@@ -16,6 +27,15 @@ from hooked_reward.sae.splice import (
 from hooked_reward.sae.train import TrainingLog, collect_activations, train_topk_sae, train_topk_sae_on_activations
 
 __all__ = [
+    "CausalCheck",
+    "FeatureAttribution",
+    "ablate_features",
+    "attribute_features",
+    "attribute_pairs",
+    "check_attribution",
+    "linear_path",
+    "patch_features",
+    "reward_axis_weights",
     "SAEConfig",
     "SAEFormatError",
     "SparseAutoencoder",

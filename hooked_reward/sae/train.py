@@ -70,6 +70,9 @@ def collect_activations(
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[hook_name])
         act = cache[hook_name]
+        if act.dim() == 2:  # already one row per text (e.g. hook_reward_resid)
+            rows.append(act.float().cpu())
+            continue
         if act.dim() != 3:
             raise ValueError(f"{hook_name} gives activations of shape {tuple(act.shape)}; expected [batch, pos, d].")
         if positions == "reward":
