@@ -1,0 +1,440 @@
+"""Direct reward attribution (DRA): how much each part of the model writes, directly, into the reward.
+
+The residual at the reward position r is a sum of parts, x = Σ_c x_c (embeddings, each attention layer's
+output, each MLP's output). With the final norm's scale σ frozen from the real run (and centring P for
+LayerNorm, which is linear), the reward is exactly
+
+    reward = Σ_c (P x_c / σ) · W_R_eff + b_R_eff = Σ_c x_c · u + b_R_eff,     u = P W_R_eff / σ
+
+so each part's direct reward is `x_c · u`. Finer parts split a layer's output further:
+
+- heads: attn_out = Σ_h z_h W_O[h] + b_O, so head h gives `z_h W_O[h] · u`, and the layer's remaining term,
+  the "attn_bias" row, is attn_out − Σ_h heads (= b_O · u; checked against the weights, with a warning if not);
+- source positions: z_h at r is Σ_k A_h[r, k] v_h[k], so head h's direct reward splits over source tokens k
+  as `A_h[r, k] (v_h[k] W_O[h]) · u`;
+- neurons: mlp_out = Σ_n post_n W_out[n] + b_out, so neuron n gives `post_n (W_out[n] · u)`, and the
+  "mlp_bias" row is mlp_out − Σ_n neurons (= b_out · u).
+
+Blocks with a norm after the sublayer (Gemma 2's `ln1_post` / `ln2_post`) are handled the same way with
+that norm's scale frozen too: a part y of the sublayer output reaches the residual as (P y / σ_post) ⊙ g_post,
+so it is read with u_post = P(g_post ⊙ u) / σ_post, and the post-norm's bias goes into the bias row.
+
+Direct only: a part's effect through later layers (its indirect effect) is not in its number, and the frozen
+σ means a part is credited as if the others had left the norm unchanged. See docs/tools/attribution.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from einops import einsum, repeat
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from hooked_reward.analysis.lens import Inputs, _head_weights, iter_token_batches, token_strings
+from hooked_reward.analysis.results import LabeledTensor, require_pyplot
+from hooked_reward.errors import InputError
+from hooked_reward.heads.base import as_float
+from hooked_reward.positions import gather_at_positions
+
+Granularity = Literal["component", "head", "position", "neuron"]
+GRANULARITIES: tuple[str, ...] = ("component", "head", "position", "neuron")
+BIAS_CHECK_ATOL = 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- readout maps
+def _norm_params(model: Any, module: Any) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"], bool]:
+    """`(gain, bias, centres)` of a bridged norm: elementwise gain (with Gemma's `1 + w`), bias (0 if none),
+    and whether it centres (LayerNorm) or not (RMSNorm)."""
+    norm = getattr(module, "original_component", module)
+    d_model = model.cfg.d_model
+    weight = getattr(norm, "weight", None)
+    gain = torch.ones(d_model) if weight is None else as_float(weight)
+    rms = "rms" in type(module).__name__.lower() or "rms" in type(norm).__name__.lower()
+    if rms and getattr(model.cfg, "rmsnorm_uses_offset", False):
+        gain = gain + 1.0
+    bias = getattr(norm, "bias", None)
+    bias = torch.zeros(d_model, device=gain.device) if bias is None else as_float(bias)
+    return gain, bias, not rms
+
+
+def _centre(w: Tensor) -> Tensor:
+    return w - w.mean(-1, keepdim=True)
+
+
+def reward_readout(model: Any, cache: Any, output: int | None = None) -> Float[Tensor, "batch n_outputs d_model"]:
+    """`u = P W_R_eff / σ` for each row: the vector whose dot product with a residual-stream part at the
+    reward position is that part's direct reward (σ = the row's frozen final-norm scale)."""
+    _, _, w_eff, _ = _head_weights(model)
+    if output is not None:
+        w_eff = w_eff[output : output + 1]
+    if model.final_norm_is_layernorm:
+        w_eff = _centre(w_eff)
+    scale = cache.final_scale_at_reward().to(torch.float32)  # [b, 1]
+    return w_eff.to(scale.device)[None] / scale[:, :, None]
+
+
+def _post_norm_readout(
+    model: Any, cache: Any, layer: int, which: str, u: Tensor
+) -> tuple[Float[Tensor, "batch n_outputs d_model"], Float[Tensor, "batch n_outputs"]]:
+    """Readout for a sublayer's own output (before its post-norm, if the block has one) and the post-norm
+    bias's direct reward. `which` is "ln1_post" (attention) or "ln2_post" (MLP)."""
+    name = f"blocks.{layer}.{which}.hook_scale"
+    if name not in cache.cache_dict:
+        return u, torch.zeros(u.shape[:2], device=u.device)
+    gain, bias, centres = _norm_params(model, getattr(model.blocks[layer], which))
+    scale = cache[name]
+    scale = scale[..., None] if scale.ndim == 2 else scale
+    scale = cache.at_reward(scale).to(torch.float32)  # [b, 1]
+    inner = gain.to(u.device) * u
+    inner = _centre(inner) if centres else inner
+    return inner / scale[:, :, None], einsum(bias.to(u.device), u, "d, b o d -> b o")
+
+
+def _weight_or_none(model: Any, name: str, layer: int) -> Tensor | None:
+    try:
+        w = getattr(model, name)
+    except AttributeError:
+        return None
+    return None if w is None else as_float(w[layer])
+
+
+def _check_bias(label: str, measured: Tensor, expected: Tensor) -> None:
+    err = float((measured - expected).abs().max())
+    if err > BIAS_CHECK_ATOL * max(1.0, float(expected.abs().max())):
+        warnings.warn(
+            f"{label}: the layer's output minus its parts differs from the bias read from the weights by "
+            f"{err:.3g}; this architecture may add something the decomposition does not model (the bias row "
+            "holds the difference, so totals stay exact).",
+            stacklevel=3,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- hooks needed
+def required_hooks(model: Any, by: Granularity = "component", layer: int | None = None) -> list[str]:
+    """The hook names `attribution_from_cache` reads for granularity `by` (pass them as `names_filter`)."""
+    hooks = set(model.hook_dict)
+    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"]
+    if "hook_pos_embed" in hooks:
+        names.append("hook_pos_embed")
+    for l_ in range(model.cfg.n_layers):
+        names += [f"blocks.{l_}.hook_attn_out", f"blocks.{l_}.hook_mlp_out"]
+        names += [n for n in (f"blocks.{l_}.ln1_post.hook_scale", f"blocks.{l_}.ln2_post.hook_scale") if n in hooks]
+        if by in ("head", "position"):
+            names.append(f"blocks.{l_}.attn.hook_z")
+        if by == "position":
+            names += [f"blocks.{l_}.attn.hook_v", f"blocks.{l_}.attn.hook_pattern"]
+    if by == "neuron":
+        names.append(f"blocks.{_check_layer(model, layer)}.mlp.hook_post")
+    return names
+
+
+def _check_layer(model: Any, layer: int | None) -> int:
+    if layer is None:
+        raise InputError("by='neuron' needs layer=<the MLP layer whose neurons to attribute>.")
+    n = model.cfg.n_layers
+    if not -n <= layer < n:
+        raise InputError(f"layer={layer} is out of range for a model with {n} layers.")
+    return layer % n
+
+
+# ---------------------------------------------------------------------------------------------- one batch
+def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Tensor], list[str]]:
+    """Rows `[b, n_outputs]` and labels for by="component" or "head" (each row a direct reward)."""
+    rows: list[Tensor] = []
+    labels: list[str] = []
+
+    def read(name: str, readout: Tensor) -> Tensor:
+        return einsum(cache.at_reward(cache[name]).to(torch.float32), readout, "b d, b o d -> b o")
+
+    pos_embed = read("hook_pos_embed", u) if "hook_pos_embed" in cache.cache_dict else None
+    embed = read("blocks.0.hook_resid_pre", u)
+    rows.append(embed if pos_embed is None else embed - pos_embed)  # resid_pre_0 − pos_embed: exact by construction
+    labels.append("embed")
+    if pos_embed is not None:
+        rows.append(pos_embed)
+        labels.append("pos_embed")
+    for layer in range(model.cfg.n_layers):
+        attn = read(f"blocks.{layer}.hook_attn_out", u)
+        if by == "head":
+            u_attn, post_bias = _post_norm_readout(model, cache, layer, "ln1_post", u)
+            z = cache.at_reward(cache[f"blocks.{layer}.attn.hook_z"].flatten(-2)).to(torch.float32)
+            z = z.unflatten(-1, (model.cfg.n_heads, -1))  # [b, head, d_head]
+            w_o = as_float(model.W_O[layer]).to(z.device)  # [head, d_head, d_model]
+            heads = einsum(z, w_o, u_attn, "b h k, h k d, b o d -> h b o")
+            rows += list(heads)
+            labels += [f"L{layer}H{h}" for h in range(model.cfg.n_heads)]
+            bias_row = attn - heads.sum(0)
+            b_o = _weight_or_none(model, "b_O", layer)
+            expected = post_bias + (0.0 if b_o is None else einsum(b_o.to(u.device), u_attn, "d, b o d -> b o"))
+            _check_bias(f"layer {layer} attention", bias_row, expected)
+            rows.append(bias_row)
+            labels.append(f"{layer}_attn_bias")
+        else:
+            rows.append(attn)
+            labels.append(f"{layer}_attn_out")
+        rows.append(read(f"blocks.{layer}.hook_mlp_out", u))
+        labels.append(f"{layer}_mlp_out")
+    return rows, labels
+
+
+def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Tensor], list[str]]:
+    """Rows for each neuron of MLP `layer`, plus its "mlp_bias" row (mlp_out − Σ neurons)."""
+    u_mlp, post_bias = _post_norm_readout(model, cache, layer, "ln2_post", u)
+    post = cache.at_reward(cache[f"blocks.{layer}.mlp.hook_post"]).to(torch.float32)  # [b, d_mlp]
+    w_out = as_float(model.W_out[layer]).to(post.device)  # [d_mlp, d_model]
+    neurons = einsum(post, w_out, u_mlp, "b n, n d, b o d -> n b o")
+    mlp = einsum(cache.at_reward(cache[f"blocks.{layer}.hook_mlp_out"]).to(torch.float32), u, "b d, b o d -> b o")
+    bias_row = mlp - neurons.sum(0)
+    b_out = _weight_or_none(model, "b_out", layer)
+    expected = post_bias + (0.0 if b_out is None else einsum(b_out.to(u.device), u_mlp, "d, b o d -> b o"))
+    _check_bias(f"layer {layer} MLP", bias_row, expected)
+    return list(neurons) + [bias_row], [f"L{layer}N{n}" for n in range(neurons.shape[0])] + [f"{layer}_mlp_bias"]
+
+
+def _position_values(model: Any, cache: Any, u: Tensor) -> Float[Tensor, "batch layer head pos n_outputs"]:
+    """Each head's direct reward split over source positions: `A[r, k] (v[k] W_O[h]) · u_post`."""
+    if cache.cached_pos is not None:
+        raise InputError("Per-source-position attribution needs every position cached (positions=None).")
+    out = []
+    index = cache.reward_index
+    for layer in range(model.cfg.n_layers):
+        u_attn, _ = _post_norm_readout(model, cache, layer, "ln1_post", u)
+        pattern = gather_at_positions(cache[f"blocks.{layer}.attn.hook_pattern"], index, pos_dim=-2)[:, :, 0]
+        v = cache[f"blocks.{layer}.attn.hook_v"].to(torch.float32)  # [b, pos, kv_head, d_head]
+        v = repeat(v, "b k g d -> b k (g r) d", r=model.cfg.n_heads // v.shape[2])  # GQA: share kv heads
+        w_o = as_float(model.W_O[layer]).to(v.device)
+        per_value = einsum(v, w_o, u_attn, "b k h e, h e d, b o d -> b h k o")
+        out.append(pattern.to(torch.float32)[..., None] * per_value)
+    return torch.stack(out, dim=1)
+
+
+def attribution_from_cache(
+    cache: Any, by: Granularity = "component", layer: int | None = None, output: int | None = None
+) -> tuple[Tensor, list[str]]:
+    """Direct reward attribution from a `RewardActivationCache` holding `required_hooks(model, by, layer)`.
+
+    Returns `(values, labels)`: for by="component"/"head"/"neuron", values `[row, batch, n_outputs]` (one
+    row per label); for by="position", `[batch, layer, head, pos, n_outputs]` (raw cache positions) and no
+    labels. component/head rows sum to reward − b_R_eff; neuron rows sum to that MLP's direct reward.
+    """
+    model = cache.model
+    if by not in GRANULARITIES:
+        raise InputError(f"by={by!r}: choose from {GRANULARITIES}.")
+    with torch.no_grad():
+        u = reward_readout(model, cache, output)
+        if by == "position":
+            return _position_values(model, cache, u), []
+        if by == "neuron":
+            rows, labels = _neuron_rows(model, cache, u, _check_layer(model, layer))
+        else:
+            rows, labels = _component_rows(model, cache, u, by)
+    return torch.stack(rows), labels
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass(repr=False)
+class AttributionResult(LabeledTensor):
+    """Direct reward attributions.
+
+    dims `(text, component[, output])` for by="component"/"head"/"neuron"; `(text, layer, head, pos[,
+    output])` for by="position" (positions are each text's own token indices, NaN past its end; tokens in
+    `meta["tokens"]`). `rewards` `[text(, output)]` are the model's rewards; `bias` is `b_R_eff`. For
+    component and head granularity `values.sum(1) + bias == rewards` (to float precision).
+    """
+
+    rewards: Tensor = field(default_factory=lambda: torch.empty(0))
+    bias: Tensor = field(default_factory=lambda: torch.zeros(()))
+    by: str = "component"
+
+    def total(self) -> Tensor:
+        """Sum of all attributions per text (NaN-safe): reward − b_R_eff for component/head granularity."""
+        dims = tuple(range(1, 4 if self.by == "position" else 2))
+        return self.values.nansum(dim=dims)
+
+    def top(self, k: int = 10, text: int = 0, output: int = 0) -> list[tuple[Any, float]]:
+        """The `k` rows with the largest |attribution| for one text: `[(label, value), ...]`."""
+        vals = self.values[text]
+        if "output" in self.dims:
+            vals = vals[..., output]
+        flat = torch.nan_to_num(vals.flatten())
+        order = flat.abs().argsort(descending=True)[:k]
+        if self.by == "position":
+            n_heads, n_pos = vals.shape[1], vals.shape[2]
+            return [(f"L{i // (n_heads * n_pos)}H{i // n_pos % n_heads}@{i % n_pos}", float(flat[i]))
+                    for i in order.tolist()]
+        labels = self.axis_labels("component")
+        return [(labels[i], float(flat[i])) for i in order.tolist()]
+
+    def plot(self, ax: Any = None, text: int | None = None, output: int = 0, **kwargs: Any) -> Any:
+        """Bars per component (the mean over texts with a ±1 s.d. whisker when `text` is None and there are
+        several); for by="position", a heatmap of (layer, head) × source token for `text` (default 0)."""
+        plt = require_pyplot()
+        values = self.values.detach().to("cpu", torch.float32)
+        if "output" in self.dims:
+            values = values[..., output]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(6, 0.25 * values.shape[-1]), 3.5))
+        if self.by == "position":
+            row = 0 if text is None else text
+            image = values[row].flatten(0, 1)  # [(layer head), pos]
+            vmax = float(torch.nan_to_num(image).abs().max()) or 1.0
+            im = ax.imshow(image.numpy(), aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            n_layers, n_heads = values.shape[1], values.shape[2]
+            head_labels = [f"L{i // n_heads}H{i % n_heads}" for i in range(n_layers * n_heads)]
+            ax.set_yticks(range(n_layers * n_heads), head_labels)
+            tokens = self.meta.get("tokens")
+            if tokens is not None:
+                ax.set_xticks(range(len(tokens[row])), tokens[row], rotation=90)
+            ax.set_xlabel("source position")
+            ax.figure.colorbar(im, ax=ax, label=self.value_name)
+            return ax
+        labels = [str(x) for x in self.axis_labels("component")]
+        if text is None and values.shape[0] > 1:
+            mean, std = values.mean(0), values.std(0)
+            ax.bar(range(len(labels)), mean.numpy(), yerr=std.numpy(), capsize=2, **kwargs)
+            ax.set_title(f"mean over {values.shape[0]} texts (±1 s.d.)")
+        else:
+            ax.bar(range(len(labels)), values[0 if text is None else text].numpy(), **kwargs)
+        ax.set_xticks(range(len(labels)), labels, rotation=90)
+        ax.axhline(0.0, color="grey", lw=0.5)
+        ax.set_ylabel(self.value_name)
+        return ax
+
+
+@dataclass(repr=False)
+class PairAttributionResult(AttributionResult):
+    """Δ direct reward attributions, chosen − rejected (each side read with its own frozen scale σ).
+
+    `values.sum(1) == rewards` (= r(chosen) − r(rejected)) for component/head granularity: b_R_eff cancels,
+    so `bias` is 0. `chosen` and `rejected` hold each side's own `AttributionResult`.
+    """
+
+    chosen: AttributionResult | None = None
+    rejected: AttributionResult | None = None
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+def _realign_positions(values: Tensor, mask: Tensor) -> Tensor:
+    """`[b, layer, head, pos, o]` on raw positions -> each row's own token indices, NaN past its length."""
+    lengths = mask.sum(-1)
+    out = torch.full_like(values[..., : int(lengths.max()), :], float("nan"))
+    for b in range(values.shape[0]):
+        keep = mask[b].bool().to(values.device)
+        out[b, :, :, : int(lengths[b])] = values[b][:, :, keep]
+    return out
+
+
+def direct_reward_attribution(
+    model: Any,
+    inputs: Inputs,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    *,
+    by: Granularity = "component",
+    layer: int | None = None,
+    output: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> AttributionResult:
+    """Direct reward attribution for texts (or token ids with a mask), batched with a tqdm bar.
+
+    `by`: "component" (embed, pos_embed, each `l_attn_out` and `l_mlp_out`), "head" (embed, each head
+    `LlHh`, each layer's `l_attn_bias`, each `l_mlp_out`), "position" (each head's direct reward split over
+    the source tokens its attention reads; values `[text, layer, head, pos]`), or "neuron" (each neuron
+    `LlNn` of MLP `layer`, and its `l_mlp_bias`). Multi-output heads get a trailing output axis (or only
+    output `output`). Component and head rows sum, with `b_R_eff`, to the reward.
+    """
+    if by not in GRANULARITIES:
+        raise InputError(f"by={by!r}: choose from {GRANULARITIES}.")
+    names = required_hooks(model, by, layer)
+    chunks, rewards, tokens_str = [], [], []
+    labels: list[str] = []
+    for tokens, mask in iter_token_batches(model, inputs, attention_mask, batch_size, progress, f"DRA by {by}"):
+        r, cache = model.run_with_cache(
+            tokens, attention_mask=mask, names_filter=names, positions=None if by == "position" else "reward"
+        )
+        values, labels = attribution_from_cache(cache, by=by, layer=layer, output=output)
+        if by == "position":
+            chunks.append(_realign_positions(values, mask))
+            tokens_str += [token_strings(model, tokens[b][mask[b].bool()]) for b in range(tokens.shape[0])]
+        else:
+            chunks.append(values.permute(1, 0, 2))  # [b, row, o]
+        r = r.to(torch.float32).reshape(r.shape[0], -1)
+        rewards.append(r if output is None else r[:, output : output + 1])
+    if by == "position":
+        width = max(c.shape[3] for c in chunks)
+        chunks = [torch.nn.functional.pad(c, (0, 0, 0, width - c.shape[3]), value=float("nan")) for c in chunks]
+    values = torch.cat(chunks)
+    all_rewards = torch.cat(rewards)
+    _, _, _, b_eff = _head_weights(model)
+    b_eff = b_eff if output is None else b_eff[output : output + 1]
+    meta: dict[str, Any] = {"layer": layer} if by == "neuron" else {}
+    if tokens_str:
+        meta["tokens"] = tokens_str
+    return _make_result(model, values, all_rewards, b_eff, by, labels, meta)
+
+
+def _make_result(
+    model: Any, values: Tensor, rewards: Tensor, bias: Tensor, by: str, labels: list[str], meta: dict[str, Any]
+) -> AttributionResult:
+    if by == "position":
+        dims = ["text", "layer", "head", "pos"]
+        axis_labels: dict[str, list[Any]] = {}
+    else:
+        dims = ["text", "component"]
+        axis_labels = {"component": labels}
+    if values.shape[-1] == 1:
+        values, rewards, bias = values[..., 0], rewards[..., 0], bias[0]
+    else:
+        dims.append("output")
+        axis_labels["output"] = list(model.output_names)
+    return AttributionResult(values=values.detach(), dims=tuple(dims), labels=axis_labels,
+                             value_name="direct reward", meta=meta, rewards=rewards.detach(), bias=bias.detach(), by=by)
+
+
+def pair_reward_attribution(
+    model: Any,
+    chosen: str | Sequence[str] | Int[Tensor, "batch pos"],
+    rejected: str | Sequence[str] | Int[Tensor, "batch pos"],
+    chosen_mask: Int[Tensor, "batch pos"] | None = None,
+    rejected_mask: Int[Tensor, "batch pos"] | None = None,
+    *,
+    by: Granularity = "component",
+    layer: int | None = None,
+    output: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PairAttributionResult:
+    """Decompose Δreward = r(chosen) − r(rejected) per component/head/neuron: `values = DRA(chosen) −
+    DRA(rejected)` `[pair, component(, output)]`, each side with its own frozen final-norm scale.
+
+    by="position" is refused: the two texts' source positions are different tokens, so a position-wise
+    difference would compare unrelated tokens (call `direct_reward_attribution` on each side instead).
+    """
+    if by == "position":
+        raise InputError(
+            "by='position' has no pairwise difference: chosen and rejected source positions are different "
+            "tokens. Run direct_reward_attribution(model, chosen, by='position') and the same for rejected."
+        )
+    kw = dict(by=by, layer=layer, output=output, batch_size=batch_size, progress=progress)
+    side_c = direct_reward_attribution(model, chosen, chosen_mask, **kw)
+    side_r = direct_reward_attribution(model, rejected, rejected_mask, **kw)
+    if side_c.values.shape[0] != side_r.values.shape[0]:
+        raise InputError(f"{side_c.values.shape[0]} chosen texts but {side_r.values.shape[0]} rejected ones.")
+    result = PairAttributionResult(
+        values=side_c.values - side_r.values,
+        dims=side_c.dims,
+        labels=dict(side_c.labels),
+        value_name="Δ direct reward (chosen − rejected)",
+        meta=dict(side_c.meta),
+        rewards=side_c.rewards - side_r.rewards,
+        bias=torch.zeros_like(side_c.bias),
+        by=by,
+        chosen=side_c,
+        rejected=side_r,
+    )
+    return result
