@@ -26,6 +26,7 @@ from scipy import stats
 __all__ = [
     "bootstrap_ci",
     "bootstrap_items_ci",
+    "bootstrap_mean_ci",
     "cohens_d",
     "effect_is_degenerate",
     "sign_flip_test",
@@ -159,6 +160,42 @@ def bootstrap_items_ci(
         vectorized=False,
         seed=seed,
     )
+
+
+def bootstrap_mean_ci(
+    x: Float[np.ndarray, "n ..."],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    method: str = "BCa",
+    seed: int | np.random.Generator | None = 0,
+) -> tuple[Float[np.ndarray, "..."], Float[np.ndarray, "..."]]:
+    """Bootstrap CI of the mean over the first axis, for every remaining entry at once (e.g. a lens curve
+    ``[n_pairs, n_layers]`` gives per-layer intervals).  Resamples rows jointly (scipy ``bootstrap`` with
+    ``axis=0``); entries where every row is equal get the point itself, where BCa is undefined."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(0)
+    if x.shape[0] < 2:
+        nan = np.full_like(mean, np.nan)
+        return nan, nan.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        res = stats.bootstrap(
+            (x,), np.mean, axis=0, confidence_level=confidence, n_resamples=n_resamples, method=method,
+            vectorized=True, random_state=seed,
+        )
+    lo = np.asarray(res.confidence_interval.low, dtype=np.float64).copy()
+    hi = np.asarray(res.confidence_interval.high, dtype=np.float64).copy()
+    bad = ~(np.isfinite(lo) & np.isfinite(hi))
+    if bad.any():
+        dist = np.asarray(res.bootstrap_distribution, dtype=np.float64)  # [..., n_resamples]
+        alpha = (1 - confidence) / 2
+        lo[bad] = np.quantile(dist, alpha, axis=-1)[bad]
+        hi[bad] = np.quantile(dist, 1 - alpha, axis=-1)[bad]
+    const = np.ptp(x, axis=0) == 0
+    lo[const], hi[const] = mean[const], mean[const]
+    return lo, hi
 
 
 def sign_flip_test(
