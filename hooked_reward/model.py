@@ -92,14 +92,24 @@ class HookedRewardModel(TransformerBridge):
             loaded.module,
             loaded.causal_lm_architecture,
             hf_config=loaded.hf_config,
-            tokenizer=loaded.tokenizer,
+            tokenizer=None,
             model_name=model_name,
             post_adapter_hook=point_unembed_at_head,
         )
         # The public builder returns a plain TransformerBridge; specialise it in place (no copy of weights).
         bridge.__class__ = cls
+        bridge._set_reward_tokenizer(loaded.tokenizer)
         bridge._attach_reward_head(loaded.make_head(bridge))
         return bridge
+
+    def _set_reward_tokenizer(self, tokenizer: Any) -> None:
+        """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
+        which changes the tokens some reward models (e.g. Qwen's) were trained on."""
+        self._tokenizer = tokenizer
+        if tokenizer is not None:
+            from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+
+            self.cfg.tokenizer_prepends_bos, self.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
 
     def _attach_reward_head(self, head: RewardHead) -> None:
         prefix = getattr(self.original_model, "base_model_prefix", "model")
@@ -195,6 +205,12 @@ class HookedRewardModel(TransformerBridge):
         always off here. Rewards are unchanged (tested to 1e-4).
         """
         kwargs.pop("center_unembed", None)
+        if not getattr(self.head, "supports_weight_processing", True):
+            raise InputError(
+                f"{type(self.head).__name__} reads ln_final's output beyond one Linear (a gate or an MLP), so "
+                "TransformerLens's weight processing (which folds ln_final into the unembed) does not apply; "
+                "load without fold_ln / center_writing_weights."
+            )
         super().process_weights(
             fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=False, **kwargs
         )
