@@ -1,0 +1,643 @@
+"""Activation patching on reward models: denoising, noising and ablation sweeps, batched.
+
+Three modes, all against TransformerLens hook points, over one (clean, corrupted) pair:
+
+* ``"denoise"``: run the *corrupted* input and write the *clean* activation in at the patch site.
+* ``"noise"``: run the *clean* input and write the *corrupted* activation in.
+* ablation, ``"zero"`` / ``"mean"`` / ``"resample"``: run the *clean* input and write in zeros, the mean
+  activation over a reference set (over its rows and attended positions, one vector per component), or the
+  activation of each reference input in turn (the reward is averaged over the reference inputs).
+
+Every result reports the patched reward, the reward change against the unpatched run of the same input
+(``values``), and one normalised number on the corrupt → clean scale,
+
+    fraction = (r_patched − r_corrupt) / (r_clean − r_corrupt),
+
+which reads as the *recovered fraction* for denoising (0: nothing recovered, 1: the clean reward), the
+*remaining fraction* for noising (1: the patch destroys nothing, 0: it gives the corrupted reward, so
+``1 − fraction`` is the fraction destroyed), and for ablation (given a corrupted input as the reference point)
+how far the ablated clean run sits on the same scale; without a corrupted input it is NaN.
+
+Sweeps stack copies of the run along the batch axis, each row with its own patch, `max_rows` rows per forward
+(the memory bound). Pairs of different lengths are refused unless an alignment is named (see `Alignment`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hooked_reward.errors import InputError
+
+__all__ = [
+    "Alignment",
+    "Patch",
+    "PatchingResult",
+    "as_row",
+    "align_pair",
+    "run_patched",
+    "patch_hooks",
+    "patch_resid",
+    "patch_block_outputs",
+    "patch_heads",
+    "MODES",
+]
+
+MODES = ("denoise", "noise", "zero", "mean", "resample")
+ABLATIONS = ("zero", "mean", "resample")
+Input = str | Tensor | tuple[Tensor, Tensor]
+HEAD_ACTS = ("z", "q", "k", "v", "pattern")
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def as_row(model: Any, x: Input) -> Int[Tensor, "pos"]:
+    """One input as an unpadded 1-D token row: text, a `[pos]` / `[1, pos]` id tensor, or `(tokens, mask)`.
+
+    Padding is removed (the mask's attended tokens are kept), so that positions are the sequence's own.
+    """
+    if isinstance(x, str):
+        tokens, mask = model.tokenize([x])
+        return tokens[0][mask[0].bool()]
+    if isinstance(x, tuple):
+        tokens, mask = x
+        tokens = tokens.reshape(-1) if tokens.ndim == 2 and tokens.shape[0] == 1 else tokens
+        mask = mask.reshape(-1) if mask.ndim == 2 and mask.shape[0] == 1 else mask
+        if tokens.ndim != 1 or mask.shape != tokens.shape:
+            raise InputError("Pass one sequence per input: (tokens [pos], mask [pos]) or [1, pos] each.")
+        return tokens[mask.bool()]
+    if isinstance(x, Tensor):
+        if x.ndim == 2 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 1 or x.is_floating_point():
+            raise InputError(f"Expected one token row ([pos] or [1, pos] integer ids), got shape {tuple(x.shape)}.")
+        return x
+    raise InputError(f"Expected text, token ids or (tokens, mask), got {type(x).__name__}.")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Which target position reads which source position: source = target − `offset`, for targets in [lo, hi).
+
+    Built by `align_pair`. The *target* is the run being patched (corrupted for denoising, clean for noising),
+    the *source* the run the patched-in activation comes from.
+    """
+
+    target_len: int
+    source_len: int
+    offset: int
+    lo: int
+    hi: int
+    kind: str
+
+    def has(self, pos: int) -> bool:
+        """Whether target position `pos` has a source counterpart."""
+        return self.lo <= pos < self.hi
+
+    def indices(self, positions: Sequence[int] | None) -> tuple[Tensor, Tensor]:
+        """`(target_idx, source_idx)` for the given target positions (None: every aligned position)."""
+        if positions is None:
+            tgt = torch.arange(self.lo, self.hi)
+        else:
+            tgt = torch.as_tensor(list(positions), dtype=torch.long)
+            bad = [int(p) for p in tgt if not self.has(int(p))]
+            if bad:
+                raise InputError(
+                    f"Target position(s) {bad} have no source counterpart under align={self.kind!r} "
+                    f"(aligned target span is {self.lo}..{self.hi - 1})."
+                )
+        return tgt, tgt - self.offset
+
+
+def align_pair(target_len: int, source_len: int, align: str | None = None, prompt_len: int | None = None) -> Alignment:
+    """The position map between a target and a source sequence; refuses silent misalignment.
+
+    * ``align=None`` (or ``"position"``): position i ↔ position i; the lengths must be equal, else
+      `InputError` (patching position by position from the start would put the wrong activation at the
+      reward token).
+    * ``align="prompt"``: only the shared prompt span `0..prompt_len-1` is patchable (same index in both);
+      `prompt_len` is required and must not exceed either length. Under causal attention the prompt's
+      activations do not depend on the response, so this span is exactly comparable.
+    * ``align="reward"``: right-align the sequences, so the reward positions (last tokens) coincide;
+      target position t reads source position t − (target_len − source_len), where that exists.
+    """
+    if align in (None, "position"):
+        if target_len != source_len:
+            raise InputError(
+                f"The pair has different lengths ({target_len} vs {source_len} tokens), so position-by-position "
+                "patching would misalign them (the reward token would get another token's activation). Pass an "
+                "explicit alignment: align='reward' (right-align, reward positions coincide) or align='prompt' "
+                "with prompt_len=<tokens of the shared prompt>."
+            )
+        return Alignment(target_len, source_len, 0, 0, target_len, "position")
+    if align == "prompt":
+        if prompt_len is None or prompt_len < 1:
+            raise InputError("align='prompt' needs prompt_len (the number of tokens of the shared prompt, >= 1).")
+        if prompt_len > min(target_len, source_len):
+            raise InputError(
+                f"prompt_len={prompt_len} exceeds a sequence's length ({target_len}, {source_len} tokens)."
+            )
+        return Alignment(target_len, source_len, 0, 0, prompt_len, "prompt")
+    if align == "reward":
+        offset = target_len - source_len
+        return Alignment(target_len, source_len, offset, max(0, offset), target_len, "reward")
+    raise InputError(f"align must be None, 'position', 'prompt' or 'reward'; got {align!r}.")
+
+
+# ---------------------------------------------------------------------------------------------------- patches
+def hook_axes(name: str) -> tuple[int, int | None]:
+    """`(position axis, head axis)` of a hook's activation, counting the batch axis as 0.
+
+    Attention patterns/scores are `[batch, head, query, key]` (position = the query axis); q/k/v/z are
+    `[batch, pos, head, d_head]`; everything else `[batch, pos, ...]` with no head axis.
+    """
+    if name.endswith(("hook_pattern", "hook_attn_scores")):
+        return 2, 1
+    if name.endswith(("hook_q", "hook_k", "hook_v", "hook_z", "hook_rot_q", "hook_rot_k", "hook_result")):
+        return 1, 2
+    return 1, None
+
+
+def is_pattern(name: str) -> bool:
+    return name.endswith(("hook_pattern", "hook_attn_scores"))
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch site: a hook, the target positions (None: all aligned positions) and optionally one head."""
+
+    hook: str
+    positions: tuple[int, ...] | None = None
+    head: int | None = None
+
+
+def _patch_views(act: Tensor, src: Tensor, patch: Patch, align: Alignment) -> None:
+    """Copy `src` (one source row, no batch axis) into `act` (one target row) at `patch`, in place."""
+    pos_axis, head_axis = hook_axes(patch.hook)
+    pos_axis -= 1
+    if patch.head is not None:
+        if head_axis is None:
+            raise InputError(f"Hook {patch.hook!r} has no head axis; drop head= for it.")
+        act = act.select(head_axis - 1, patch.head)
+        src = src.select(head_axis - 1, patch.head)
+        if head_axis - 1 < pos_axis:
+            pos_axis -= 1
+    tgt, srci = align.indices(patch.positions)
+    tgt, srci = tgt.to(act.device), srci.to(act.device)
+    if is_pattern(patch.hook):
+        # the key axis follows the query axis; only equal-length pairs reach here (see _check_hook_alignment)
+        act.index_copy_(pos_axis, tgt, src.index_select(pos_axis, srci))
+    else:
+        act.index_copy_(pos_axis, tgt, src.index_select(pos_axis, srci))
+
+
+def _check_hook_alignment(hooks: Iterable[str], align: Alignment) -> None:
+    if align.kind != "position" and any(is_pattern(h) for h in hooks):
+        raise InputError(
+            "Attention patterns can only be patched between sequences of equal length (the key axis cannot be "
+            "aligned); patch hook_z / hook_q / hook_k / hook_v instead, or use an equal-length pair."
+        )
+
+
+def _select_output(rewards: Tensor, output: int | None) -> Float[Tensor, "batch"]:
+    if rewards.ndim == 2:
+        if output is None:
+            raise InputError(
+                f"The model has {rewards.shape[-1]} reward outputs; pass output=<index> to choose which one to patch."
+            )
+        return rewards[:, output]
+    return rewards
+
+
+def run_patched(
+    model: Any,
+    target: Int[Tensor, "pos"],
+    sources: Mapping[str, Tensor],
+    patch_sets: Sequence[Sequence[Patch]],
+    align: Alignment,
+    *,
+    output: int | None = None,
+    max_rows: int = 64,
+    progress: bool = True,
+    desc: str = "patching",
+    extra_hooks: Sequence[tuple[str, Callable]] = (),
+) -> Float[Tensor, "n_patches"]:
+    """The reward of the target run under each set of patches: `[len(patch_sets)]`.
+
+    `sources[hook]` is the source activation for that hook without a batch axis (`[pos, ...]`, the source's
+    own length). The target row is stacked `max_rows` times along the batch axis; row i gets `patch_sets[i]`
+    (all its patches at once). `extra_hooks` are applied to every row (e.g. freezing, for path patching).
+    """
+    _check_hook_alignment({p.hook for ps in patch_sets for p in ps}, align)
+    if max_rows < 1:
+        raise InputError(f"max_rows must be >= 1, got {max_rows}.")
+    out: list[Tensor] = []
+    starts = range(0, len(patch_sets), max_rows)
+    bar = tqdm(starts, desc=desc, disable=not progress or len(starts) <= 1, leave=False)
+    for start in bar:
+        chunk = patch_sets[start : start + max_rows]
+        by_hook: dict[str, list[tuple[int, Patch]]] = defaultdict(list)
+        for row, patches in enumerate(chunk):
+            for patch in patches:
+                by_hook[patch.hook].append((row, patch))
+
+        def make_hook(name: str, items: list[tuple[int, Patch]]) -> Callable:
+            src = sources[name]
+
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                act = act.clone()
+                source = src.to(act.device, act.dtype)
+                for row, patch in items:
+                    _patch_views(act[row], source, patch, align)
+                return act
+
+            return hook
+
+        hooks = [(name, make_hook(name, items)) for name, items in by_hook.items()]
+        tokens = target[None].expand(len(chunk), -1)
+        with torch.no_grad():
+            rewards = model.run_with_hooks(tokens, fwd_hooks=list(extra_hooks) + hooks)
+        out.append(_select_output(rewards, output).detach().float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# ---------------------------------------------------------------------------------------------------- results
+@dataclass
+class PatchingResult:
+    """Patched rewards over a grid of patch sites, with labels.
+
+    `values` is the reward change against the unpatched run of the patched input (`rewards − r_target`),
+    shaped by `axes` (e.g. `("layer", "pos")`); NaN where a site had no aligned counterpart. `fraction` is
+    `(rewards − r_corrupt) / (r_clean − r_corrupt)` (see the module docstring for its reading per mode).
+    """
+
+    values: Tensor
+    rewards: Tensor
+    axes: tuple[str, ...]
+    labels: list[list[str]]
+    mode: str
+    site: str
+    r_clean: float
+    r_corrupt: float
+    r_target: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> Tensor:
+        """Normalised reward on the corrupt → clean scale (NaN when no corrupted reference exists)."""
+        gap = self.r_clean - self.r_corrupt
+        if not math.isfinite(gap) or gap == 0:
+            return torch.full_like(self.rewards, math.nan)
+        return (self.rewards - self.r_corrupt) / gap
+
+    def to_frame(self) -> Any:
+        """Long-form `pandas.DataFrame`: one row per site, the axes' labels, reward, change and fraction."""
+        import itertools
+
+        import pandas as pd
+
+        rows = []
+        frac = self.fraction
+        for idx in itertools.product(*[range(n) for n in self.values.shape]):
+            row = {axis: self.labels[a][i] for a, (axis, i) in enumerate(zip(self.axes, idx, strict=True))}
+            row.update(
+                reward=float(self.rewards[idx]),
+                change=float(self.values[idx]),
+                fraction=float(frac[idx]),
+                mode=self.mode,
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def plot(self, what: str = "values", ax: Any = None, title: str | None = None) -> Any:
+        """Heatmap (2-D and 3-D grids; 3-D folds the first two axes) or bar chart (1-D) of `values` or
+        `fraction`. Returns the matplotlib Axes."""
+        import matplotlib.pyplot as plt
+
+        data = (self.fraction if what == "fraction" else self.values).detach().float()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(4.0, 0.35 * data.shape[-1] + 2), 3.5) if data.ndim > 1 else (6, 3))
+        title = title or f"{self.mode} patching: {self.site} ({'fraction' if what == 'fraction' else 'Δ reward'})"
+        if data.ndim == 1:
+            ax.bar(range(len(data)), data.numpy())
+            ax.set_xticks(range(len(data)), self.labels[0], rotation=90, fontsize=7)
+            ax.set_ylabel("fraction" if what == "fraction" else "Δ reward")
+        else:
+            rows_labels = self.labels[0]
+            if data.ndim == 3:
+                rows_labels = [f"{a}.{b}" for a in self.labels[0] for b in self.labels[1]]
+                data = data.reshape(-1, data.shape[-1])
+            lim = float(data.nan_to_num().abs().max()) or 1.0
+            im = ax.imshow(data.numpy(), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+            ax.set_yticks(range(len(rows_labels)), rows_labels, fontsize=7)
+            ax.set_xticks(range(data.shape[-1]), self.labels[-1], rotation=90, fontsize=7)
+            ax.set_xlabel(self.axes[-1])
+            ax.set_ylabel(".".join(self.axes[:-1]))
+            plt.colorbar(im, ax=ax)
+        ax.set_title(title, fontsize=9)
+        return ax
+
+
+# ---------------------------------------------------------------------------------------------------- setup
+@dataclass
+class _Setup:
+    """The runs of one patching experiment: target row, source activations per reference, rewards."""
+
+    target: Tensor
+    sources: list[dict[str, Tensor]]
+    aligns: list[Alignment]
+    r_clean: float
+    r_corrupt: float
+    r_target: float
+    target_acts: dict[str, Tensor]
+
+
+def _reward_of(model: Any, row: Tensor, output: int | None) -> float:
+    with torch.no_grad():
+        return float(_select_output(model(row[None]), output)[0])
+
+
+def _cache_row(
+    model: Any, row: Tensor, hooks: Sequence[str], output: int | None = None
+) -> tuple[float, dict[str, Tensor]]:
+    """`(reward, {hook: activation [pos, ...]})` of one unpadded row."""
+    rewards, cache = model.run_with_cache(row[None], names_filter=list(hooks))
+    return float(_select_output(rewards, output)[0]), {h: cache[h][0] for h in hooks}
+
+
+def _ablation_source(
+    model: Any, hook: str, mode: str, target_act: Tensor, reference: Sequence[Tensor] | None
+) -> Tensor:
+    if mode == "zero":
+        return torch.zeros_like(target_act)
+    # mean over the reference rows and their (attended, unpadded) positions: one vector per component
+    if is_pattern(hook):
+        raise InputError("Mean-ablating attention patterns is not defined (rows differ in length); use zero/resample.")
+    pos_axis, _ = hook_axes(hook)
+    acts = [_cache_row(model, r, [hook])[1][hook] for r in reference]
+    mean = torch.cat([a.movedim(pos_axis - 1, 0) for a in acts]).mean(0)
+    return mean.unsqueeze(pos_axis - 1).expand_as(target_act).contiguous()
+
+
+def _setup(
+    model: Any,
+    clean: Input,
+    corrupt: Input | None,
+    hooks: Sequence[str],
+    mode: str,
+    reference: Sequence[Input] | None,
+    align: str | None,
+    prompt_len: int | None,
+    output: int | None,
+) -> _Setup:
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
+    clean_row = as_row(model, clean)
+    corrupt_row = None if corrupt is None else as_row(model, corrupt)
+    if mode in ("denoise", "noise") and corrupt_row is None:
+        raise InputError(f"mode={mode!r} needs a corrupted input.")
+    hooks = list(dict.fromkeys(hooks))
+    if mode == "denoise":
+        target, source_rows = corrupt_row, [clean_row]
+    elif mode == "noise":
+        target, source_rows = clean_row, [corrupt_row]
+    else:
+        target = clean_row
+        source_rows = []
+        if mode in ("mean", "resample"):
+            if not reference:
+                raise InputError(f"mode={mode!r} needs reference=[inputs] (the reference set).")
+            reference = [as_row(model, r) for r in reference]
+            if mode == "resample":
+                source_rows = list(reference)
+    r_target, target_acts = _cache_row(model, target, hooks, output)
+    if mode in ("zero", "mean"):
+        sources = [{h: _ablation_source(model, h, mode, target_acts[h], reference) for h in hooks}]
+        aligns = [align_pair(len(target), len(target))]
+    else:
+        aligns = [align_pair(len(target), len(row), align, prompt_len) for row in source_rows]
+        runs = [_cache_row(model, row, hooks, output) for row in source_rows]
+        sources = [acts for _, acts in runs]
+    if mode == "denoise":
+        r_clean, r_corrupt = runs[0][0], r_target
+    elif mode == "noise":
+        r_clean, r_corrupt = r_target, runs[0][0]
+    else:
+        r_clean = r_target
+        r_corrupt = math.nan if corrupt_row is None else _reward_of(model, corrupt_row, output)
+    return _Setup(target, sources, aligns, r_clean, r_corrupt, r_target, target_acts)
+
+
+def _run_sites(
+    model: Any,
+    setup: _Setup,
+    sites: Sequence[Sequence[Patch] | None],
+    output: int | None,
+    max_rows: int,
+    progress: bool,
+    desc: str,
+) -> Tensor:
+    """Rewards for each site (None: a site with no aligned counterpart → NaN), averaged over sources."""
+    live = [i for i, s in enumerate(sites) if s is not None]
+    total = torch.zeros(len(sites))
+    for source, align in zip(setup.sources, setup.aligns, strict=True):
+        ok = [i for i in live if all(p.positions is None or all(align.has(q) for q in p.positions) for p in sites[i])]
+        if len(ok) != len(live):
+            raise InputError("A resample reference leaves some sites unaligned; use references of the target's length.")
+        r = run_patched(
+            model, setup.target, source, [sites[i] for i in live], align,
+            output=output, max_rows=max_rows, progress=progress, desc=desc,
+        )
+        total[live] += r
+    total /= len(setup.sources)
+    dead = [i for i, s in enumerate(sites) if s is None]
+    total[dead] = math.nan
+    return total
+
+
+def _result(
+    model: Any, setup: _Setup, rewards: Tensor, shape: tuple[int, ...], axes: tuple[str, ...],
+    labels: list[list[str]], mode: str, site: str,
+) -> PatchingResult:
+    rewards = rewards.reshape(shape)
+    return PatchingResult(
+        values=rewards - setup.r_target, rewards=rewards, axes=axes, labels=labels, mode=mode, site=site,
+        r_clean=setup.r_clean, r_corrupt=setup.r_corrupt, r_target=setup.r_target,
+        meta={"target_len": len(setup.target)},
+    )
+
+
+def position_labels(model: Any, row: Tensor) -> list[str]:
+    """`"i:token"` for each position of a row (token strings when the model has a tokenizer)."""
+    tok = getattr(model, "tokenizer", None)
+    try:
+        strs = tok.convert_ids_to_tokens(row.tolist()) if tok is not None else None
+    except Exception:  # noqa: BLE001 — labels are cosmetic
+        strs = None
+    return [f"{i}:{strs[i]}" if strs else str(i) for i in range(len(row))]
+
+
+# ---------------------------------------------------------------------------------------------------- sweeps
+def patch_hooks(
+    model: Any,
+    clean: Input,
+    corrupt: Input | None = None,
+    sites: Mapping[str, Patch | Sequence[Patch]] | None = None,
+    *,
+    mode: str = "denoise",
+    reference: Sequence[Input] | None = None,
+    align: str | None = None,
+    prompt_len: int | None = None,
+    output: int | None = None,
+    max_rows: int = 64,
+    progress: bool = True,
+) -> PatchingResult:
+    """Patch arbitrary named sites: `sites = {label: Patch or [Patch, ...]}` (a list is patched together).
+
+    Returns a 1-D result over `("site",)` in the order of `sites`.
+    """
+    if not sites:
+        raise InputError("sites is empty: pass {label: Patch(hook, positions, head)}.")
+    sets = [[s] if isinstance(s, Patch) else list(s) for s in sites.values()]
+    hooks = [p.hook for ps in sets for p in ps]
+    setup = _setup(model, clean, corrupt, hooks, mode, reference, align, prompt_len, output)
+    rewards = _run_sites(model, setup, sets, output, max_rows, progress, f"{mode} sites")
+    return _result(model, setup, rewards, (len(sets),), ("site",), [list(sites)], mode, "custom sites")
+
+
+def _layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+    n = model.cfg.n_layers
+    return list(range(n)) if layers is None else [int(l) % n for l in layers]  # noqa: E741
+
+
+def patch_resid(
+    model: Any,
+    clean: Input,
+    corrupt: Input | None = None,
+    *,
+    hook: str = "resid_pre",
+    mode: str = "denoise",
+    layers: Sequence[int] | None = None,
+    reference: Sequence[Input] | None = None,
+    align: str | None = None,
+    prompt_len: int | None = None,
+    output: int | None = None,
+    max_rows: int = 64,
+    progress: bool = True,
+    fast: bool = False,
+) -> PatchingResult:
+    """Residual-stream sweep over layer × position: `values [n_layers, target_len]`.
+
+    `hook` is ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"`` (`blocks.{l}.hook_{hook}`). Each site
+    patches one position of one layer. Positions with no aligned counterpart are NaN. `fast=True` (denoise /
+    noise / resample on `resid_pre`) skips the recomputation a patch cannot change (see
+    `hooked_reward.analysis.patching_fast`); results equal the plain sweep to float tolerance.
+    """
+    if hook not in ("resid_pre", "resid_mid", "resid_post"):
+        raise InputError(f"hook must be 'resid_pre', 'resid_mid' or 'resid_post', got {hook!r}.")
+    layer_list = _layers(model, layers)
+    names = [f"blocks.{l}.hook_{hook}" for l in layer_list]  # noqa: E741
+    setup = _setup(model, clean, corrupt, names, mode, reference, align, prompt_len, output)
+    n_pos = len(setup.target)
+    if fast and hook == "resid_pre" and mode in ("denoise", "noise", "resample"):
+        from hooked_reward.analysis.patching_fast import fast_resid_pre_sweep
+
+        rewards = fast_resid_pre_sweep(model, setup, layer_list, output, max_rows, progress)
+    else:
+        sites: list[list[Patch] | None] = []
+        for name in names:
+            for p in range(n_pos):
+                aligned = all(a.has(p) for a in setup.aligns)
+                sites.append([Patch(name, (p,))] if aligned else None)
+        rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} {hook}")
+    return _result(
+        model, setup, rewards, (len(layer_list), n_pos), ("layer", "pos"),
+        [[str(l) for l in layer_list], position_labels(model, setup.target)], mode, f"blocks.*.hook_{hook}",  # noqa: E741
+    )
+
+
+def patch_block_outputs(
+    model: Any,
+    clean: Input,
+    corrupt: Input | None = None,
+    *,
+    per_position: bool = False,
+    mode: str = "denoise",
+    layers: Sequence[int] | None = None,
+    reference: Sequence[Input] | None = None,
+    align: str | None = None,
+    prompt_len: int | None = None,
+    output: int | None = None,
+    max_rows: int = 64,
+    progress: bool = True,
+) -> PatchingResult:
+    """Attention and MLP outputs (`hook_attn_out`, `hook_mlp_out`) per layer: `values [2 * n_layers]` over
+    components ``attn{l}``, ``mlp{l}`` (all aligned positions patched at once), or `[2 * n_layers, pos]` with
+    `per_position=True`. The component order matches `cache.decompose_resid()` without the embeddings."""
+    layer_list = _layers(model, layers)
+    comps = [(f"{kind}{l}", f"blocks.{l}.hook_{kind}_out") for l in layer_list for kind in ("attn", "mlp")]  # noqa: E741
+    setup = _setup(model, clean, corrupt, [h for _, h in comps], mode, reference, align, prompt_len, output)
+    n_pos = len(setup.target)
+    if per_position:
+        sites = [
+            [Patch(h, (p,))] if all(a.has(p) for a in setup.aligns) else None for _, h in comps for p in range(n_pos)
+        ]
+        shape, axes = (len(comps), n_pos), ("component", "pos")
+        labels = [[c for c, _ in comps], position_labels(model, setup.target)]
+    else:
+        sites = [[Patch(h)] for _, h in comps]
+        shape, axes, labels = (len(comps),), ("component",), [[c for c, _ in comps]]
+    rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} attn/mlp")
+    return _result(model, setup, rewards, shape, axes, labels, mode, "hook_attn_out / hook_mlp_out")
+
+
+def patch_heads(
+    model: Any,
+    clean: Input,
+    corrupt: Input | None = None,
+    *,
+    act: str = "z",
+    per_position: bool = False,
+    mode: str = "denoise",
+    layers: Sequence[int] | None = None,
+    reference: Sequence[Input] | None = None,
+    align: str | None = None,
+    prompt_len: int | None = None,
+    output: int | None = None,
+    max_rows: int = 64,
+    progress: bool = True,
+) -> PatchingResult:
+    """Per-head patching of `blocks.{l}.attn.hook_{act}` (act in z, q, k, v, pattern).
+
+    `values [n_layers, n_heads]` (all aligned positions of the head at once), or `[n_layers, n_heads, pos]`
+    with `per_position=True` (for patterns, the position is the query/destination row). With grouped-query
+    attention, k and v have `n_key_value_heads` heads. Patterns need an equal-length pair.
+    """
+    if act not in HEAD_ACTS:
+        raise InputError(f"act must be one of {HEAD_ACTS}, got {act!r}.")
+    layer_list = _layers(model, layers)
+    names = [f"blocks.{l}.attn.hook_{act}" for l in layer_list]  # noqa: E741
+    setup = _setup(model, clean, corrupt, names, mode, reference, align, prompt_len, output)
+    _, head_axis = hook_axes(names[0])
+    n_heads = setup.target_acts[names[0]].shape[head_axis - 1]
+    n_pos = len(setup.target)
+    if per_position:
+        sites = [
+            [Patch(n, (p,), h)] if all(a.has(p) for a in setup.aligns) else None
+            for n in names for h in range(n_heads) for p in range(n_pos)
+        ]
+        shape, axes = (len(names), n_heads, n_pos), ("layer", "head", "pos")
+        labels = [[str(l) for l in layer_list], [str(h) for h in range(n_heads)], position_labels(model, setup.target)]  # noqa: E741
+    else:
+        sites = [[Patch(n, None, h)] for n in names for h in range(n_heads)]
+        shape, axes = (len(names), n_heads), ("layer", "head")
+        labels = [[str(l) for l in layer_list], [str(h) for h in range(n_heads)]]  # noqa: E741
+    rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} heads {act}")
+    return _result(model, setup, rewards, shape, axes, labels, mode, f"blocks.*.attn.hook_{act}")

@@ -1,0 +1,167 @@
+"""Activation patching: exact endpoints, agreement with transformer_lens.patching, alignment, ablation modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformer_lens.patching as tlp
+from conftest import build_hf_model, word_tokenizer
+
+from hooked_reward import HookedRewardModel, InputError
+from hooked_reward.analysis.patching import (
+    Patch,
+    align_pair,
+    as_row,
+    patch_block_outputs,
+    patch_heads,
+    patch_hooks,
+    patch_resid,
+)
+
+CLEAN, CORRUPT = "the cat is very good", "the dog is not bad"
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> HookedRewardModel:
+    out = tmp_path_factory.mktemp("llama")
+    build_hf_model("llama").save_pretrained(out)
+    word_tokenizer().save_pretrained(out)
+    return HookedRewardModel.from_pretrained(out)
+
+
+def reward(model: HookedRewardModel, text: str, hooks=()) -> float:
+    with torch.no_grad():
+        return float(model.run_with_hooks(as_row(model, text)[None], fwd_hooks=list(hooks))[0])
+
+
+@pytest.mark.parametrize("site", ["last_resid_post", "first_resid_pre"])
+def test_patching_every_position_gives_the_endpoint_rewards(model, site):
+    last = model.cfg.n_layers - 1
+    hook = f"blocks.{last}.hook_resid_post" if site == "last_resid_post" else "blocks.0.hook_resid_pre"
+    sites = {"all": Patch(hook)}
+    den = patch_hooks(model, CLEAN, CORRUPT, sites, mode="denoise", progress=False)
+    noi = patch_hooks(model, CLEAN, CORRUPT, sites, mode="noise", progress=False)
+    assert float(den.rewards[0]) == pytest.approx(den.r_clean, abs=ATOL)
+    assert float(noi.rewards[0]) == pytest.approx(noi.r_corrupt, abs=ATOL)
+    assert float(den.fraction[0]) == pytest.approx(1.0, abs=1e-3)
+    assert float(noi.fraction[0]) == pytest.approx(0.0, abs=1e-3)
+    assert den.r_clean == pytest.approx(reward(model, CLEAN), abs=ATOL)
+
+
+def test_resid_sweep_causal_structure_and_reward_position(model):
+    res = patch_resid(model, CLEAN, CORRUPT, hook="resid_post", progress=False)
+    n_pos = len(as_row(model, CLEAN))
+    assert res.values.shape == (model.cfg.n_layers, n_pos)
+    # token 1 is the first that differs ("the" is shared): position 0 carries no difference at any layer
+    assert torch.allclose(res.values[:, 0], torch.zeros(model.cfg.n_layers), atol=ATOL)
+    # at the last layer only the reward position matters, and patching it gives the clean reward
+    assert torch.allclose(res.values[-1, :-1], torch.zeros(n_pos - 1), atol=ATOL)
+    assert float(res.fraction[-1, -1]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_batching_does_not_change_results(model):
+    a = patch_heads(model, CLEAN, CORRUPT, act="v", per_position=True, max_rows=64, progress=False)
+    b = patch_heads(model, CLEAN, CORRUPT, act="v", per_position=True, max_rows=3, progress=False)
+    assert torch.allclose(a.rewards, b.rewards, atol=ATOL)
+    assert a.values.shape == (model.cfg.n_layers, model.cfg.n_key_value_heads, len(as_row(model, CORRUPT)))
+
+
+def test_agrees_with_transformer_lens_patching(model):
+    clean, corrupt = as_row(model, CLEAN)[None], as_row(model, CORRUPT)[None]
+    _, cache = model.run_with_cache(clean)
+
+    def metric(r):
+        return r.squeeze()
+
+    theirs = tlp.get_act_patch_resid_pre(model, corrupt, cache, metric)
+    ours = patch_resid(model, CLEAN, CORRUPT, progress=False).rewards
+    assert torch.allclose(theirs, ours, atol=ATOL)
+    theirs = tlp.get_act_patch_attn_head_out_all_pos(model, corrupt, cache, metric)
+    ours = patch_heads(model, CLEAN, CORRUPT, progress=False).rewards
+    assert torch.allclose(theirs, ours, atol=ATOL)
+    theirs = tlp.get_act_patch_attn_head_pattern_all_pos(model, corrupt, cache, metric)
+    ours = patch_heads(model, CLEAN, CORRUPT, act="pattern", progress=False).rewards
+    assert torch.allclose(theirs, ours, atol=ATOL)
+
+
+def test_different_lengths_are_refused_without_alignment(model):
+    short = "the cat is good"
+    with pytest.raises(InputError, match="different lengths"):
+        patch_resid(model, CLEAN, short, progress=False)
+    with pytest.raises(InputError, match="prompt_len"):
+        patch_resid(model, CLEAN, short, align="prompt", progress=False)
+    with pytest.raises(InputError, match="exceeds"):
+        align_pair(5, 6, "prompt", prompt_len=6)
+    with pytest.raises(InputError, match="patterns"):
+        patch_heads(model, CLEAN, short, act="pattern", align="reward", progress=False)
+    with pytest.raises(InputError, match="align must be"):
+        align_pair(5, 5, "left")
+
+
+def test_reward_and_prompt_alignment(model):
+    short = "the cat is good"  # 5 tokens; CLEAN has 6
+    res = patch_resid(model, CLEAN, short, hook="resid_post", align="reward", progress=False)
+    # denoise: target is the short corrupted row; right-aligned, its reward position reads CLEAN's
+    assert res.values.shape == (model.cfg.n_layers, 5)
+    assert float(res.fraction[-1, -1]) == pytest.approx(1.0, abs=1e-3)
+    al = align_pair(5, 6, "reward")
+    assert (al.lo, al.hi, al.offset) == (0, 5, -1)
+    tgt, src = al.indices(None)
+    assert tgt.tolist() == [0, 1, 2, 3, 4] and src.tolist() == [1, 2, 3, 4, 5]
+    res = patch_resid(model, CLEAN, short, align="prompt", prompt_len=3, progress=False)
+    assert torch.isnan(res.values[:, 3:]).all() and not torch.isnan(res.values[:, :3]).any()
+    # the shared prompt "<s> the cat" is identical in both: no effect anywhere in the span
+    assert torch.allclose(res.values[:, :3], torch.zeros(model.cfg.n_layers, 3), atol=ATOL)
+
+
+def test_ablation_modes_match_hand_computation(model):
+    hook, head = "blocks.0.attn.hook_z", 1
+    refs = ["a dog was bad", "the answer is yes no please"]
+
+    def set_head(value):
+        def fn(act, hook):
+            act = act.clone()
+            act[:, :, head] = value
+            return act
+
+        return [(hook, fn)]
+
+    res = patch_hooks(model, CLEAN, CORRUPT, {"z": Patch(hook, None, head)}, mode="zero", progress=False)
+    assert float(res.rewards[0]) == pytest.approx(reward(model, CLEAN, set_head(0.0)), abs=ATOL)
+    assert float(res.values[0]) == pytest.approx(float(res.rewards[0]) - reward(model, CLEAN), abs=ATOL)
+
+    acts = []
+    for text in refs:
+        _, cache = model.run_with_cache(as_row(model, text)[None], names_filter=hook)
+        acts.append(cache[hook][0, :, head])
+    mean = torch.cat(acts).mean(0)
+    res = patch_hooks(model, CLEAN, None, {"z": Patch(hook, None, head)}, mode="mean", reference=refs, progress=False)
+    assert float(res.rewards[0]) == pytest.approx(reward(model, CLEAN, set_head(mean)), abs=ATOL)
+    assert torch.isnan(res.fraction).all()  # no corrupted input: no corrupt -> clean scale
+
+    same_len = ["a dog was not bad", "the answer is yes no"]
+    hand = []
+    for text in same_len:
+        _, cache = model.run_with_cache(as_row(model, text)[None], names_filter=hook)
+        hand.append(reward(model, CLEAN, set_head(cache[hook][0, :, head])))
+    res = patch_hooks(
+        model, CLEAN, CORRUPT, {"z": Patch(hook, None, head)}, mode="resample", reference=same_len, progress=False
+    )
+    assert float(res.rewards[0]) == pytest.approx(sum(hand) / len(hand), abs=ATOL)
+    with pytest.raises(InputError, match="reference"):
+        patch_resid(model, CLEAN, mode="mean", progress=False)
+
+
+def test_block_outputs_and_result_views(model):
+    res = patch_block_outputs(model, CLEAN, CORRUPT, progress=False)
+    assert res.labels[0] == ["attn0", "mlp0", "attn1", "mlp1"]
+    frame = res.to_frame()
+    assert list(frame.columns[:2]) == ["component", "reward"] and len(frame) == 4
+    per_pos = patch_block_outputs(model, CLEAN, CORRUPT, per_position=True, progress=False)
+    assert per_pos.values.shape == (4, 6)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    res.plot()
+    per_pos.plot(what="fraction")
