@@ -16,9 +16,11 @@ For a factor's pairs, two complementary per-component measures of the mean Δ = 
   writes at earlier positions (a head that reads the padding at the reward position is caught; an early
   MLP that processes padding tokens before they are attended to is not).
 
-The two are shown side by side with their Spearman rank agreement over components.  Where
-``hooked_reward.analysis.attribution`` / ``.patching`` exist they are the general tools; this module is the
-minimal per-factor version the probe suite needs and depends only on the model's cache and hooks.
+The two are shown side by side with their Spearman rank agreement over components.  DRA is read with
+:func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split through ``W_O``; rows sum to
+Δreward); patching is done here, batched over all pairs at once and restricted to the reward position,
+which is all a per-factor summary needs (``hooked_reward.analysis.patching`` is the general, per-pair and
+per-position tool).
 """
 
 from __future__ import annotations
@@ -114,9 +116,39 @@ def component_hook(label: str) -> tuple[str, int | None]:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman ρ over the entries where both are finite (NaN if fewer than 2 or one side is constant)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
     return float(stats.spearmanr(a, b).statistic)
+
+
+def _pair_dra(cache_b, cache_n, by: str, output: int | None) -> tuple[list[str], np.ndarray]:
+    """Mean over pairs of DRA(biased) − DRA(neutral) per row of granularity ``by`` ("component"/"head").
+
+    Uses :func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split with ``W_O``, bias
+    rows kept so rows sum to Δreward); falls back to the cache's own ``decompose_reward`` /
+    ``stack_head_results`` when that module is unavailable.
+    """
+    try:
+        from hooked_reward.analysis.attribution import attribution_from_cache
+    except ImportError:  # pragma: no cover - attribution ships with the package
+        attribution_from_cache = None
+    if attribution_from_cache is not None:
+        vb, labels = attribution_from_cache(cache_b, by=by, output=output)  # [row, batch, n_outputs]
+        vn, _ = attribution_from_cache(cache_n, by=by, output=output)
+        diff = (vb.float() - vn.float()).mean(1)
+        diff = diff[:, 0] if diff.ndim == 2 and diff.shape[-1] == 1 else diff
+        return list(labels), diff.cpu().numpy().astype(np.float64)
+    if by == "component":
+        ab, labels = cache_b.decompose_reward(output=output)
+        an, _ = cache_n.decompose_reward(output=output)
+    else:
+        hb, labels = cache_b.stack_head_results(return_labels=True)
+        hn, _ = cache_n.stack_head_results(return_labels=True)
+        ab, an = cache_b.reward_attrs(hb, output=output), cache_n.reward_attrs(hn, output=output)
+    return list(labels), (ab.float() - an.float()).mean(-1).cpu().numpy().astype(np.float64)
 
 
 def _select(rewards: Tensor, output: int | None) -> Tensor:
@@ -178,47 +210,46 @@ def localise_pairs(
     rb, cb = model.run_with_cache(tb, attention_mask=mb, positions="reward")
     rn, cn = model.run_with_cache(tn, attention_mask=mn, positions="reward")
     rb, rn = _select(rb, output), _select(rn, output)
-    ab, labels = cb.decompose_reward(output=output)  # [comp, batch]
-    an, labels_n = cn.decompose_reward(output=output)
-    assert labels == labels_n
-    dra = (ab.float() - an.float()).mean(-1).cpu().numpy()
+    labels, dra = _pair_dra(cb, cn, "component", output)
 
     def act_at_reward(cache, hook: str, head: int | None) -> Tensor:
         a = cache[hook][:, 0]  # positions="reward": the reward position sits at index 0
         return a if head is None else a[:, head]
 
-    patch_vals = np.full(len(labels), np.nan)
-    if patching:
-        for i, lab in enumerate(labels):
-            hook, head = component_hook(lab)
+    def patch_all(labs: list[str]) -> np.ndarray:
+        vals = np.full(len(labs), np.nan)
+        for i, lab in enumerate(labs):
+            try:
+                hook, head = component_hook(lab)
+            except ValueError:  # bias rows (e.g. "0_attn_bias") have no activation to patch
+                continue
+            if hook not in cb.cache_dict:
+                continue
             pr = _patched_rewards(model, tn, mn, hook, head, act_at_reward(cb, hook, head), output)
-            patch_vals[i] = float((pr - rn).mean())
+            vals[i] = float((pr - rn).mean())
+        return vals
 
+    patch_vals = patch_all(labels) if patching else np.full(len(labels), np.nan)
     head_labels: list[str] = []
     head_dra = np.zeros(0)
     head_patch = np.zeros(0)
     if heads:
-        hb, head_labels = cb.stack_head_results(return_labels=True)
-        hn, _ = cn.stack_head_results(return_labels=True)
-        head_dra = (cb.reward_attrs(hb, output=output) - cn.reward_attrs(hn, output=output)).float()
-        head_dra = head_dra.mean(-1).cpu().numpy()
-        head_patch = np.full(len(head_labels), np.nan)
-        if patching:
-            for i, lab in enumerate(head_labels):
-                hook, head = component_hook(lab)
-                pr = _patched_rewards(model, tn, mn, hook, head, act_at_reward(cb, hook, head), output)
-                head_patch[i] = float((pr - rn).mean())
+        all_labels, all_dra = _pair_dra(cb, cn, "head", output)
+        keep = [i for i, lab in enumerate(all_labels) if _HEAD.match(lab)]
+        head_labels = [all_labels[i] for i in keep]
+        head_dra = all_dra[keep]
+        head_patch = patch_all(head_labels) if patching else np.full(len(head_labels), np.nan)
 
     return FactorLocalisation(
         factor=factor,
         labels=list(labels),
         dra=dra,
         patch=patch_vals,
-        spearman=_spearman(dra, patch_vals) if patching else math.nan,
+        spearman=_spearman(dra, patch_vals),
         head_labels=list(head_labels),
         head_dra=head_dra,
         head_patch=head_patch,
-        head_spearman=_spearman(head_dra, head_patch) if (patching and heads) else math.nan,
+        head_spearman=_spearman(head_dra, head_patch) if heads else math.nan,
         mean_delta=float((rb - rn).mean()),
     )
 
@@ -238,10 +269,10 @@ def concat_localisations(parts: Sequence[FactorLocalisation], weights: Sequence[
         labels=first.labels,
         dra=dra,
         patch=patch,
-        spearman=_spearman(dra, patch) if np.all(np.isfinite(patch)) else math.nan,
+        spearman=_spearman(dra, patch),
         head_labels=first.head_labels,
         head_dra=hd,
         head_patch=hp,
-        head_spearman=_spearman(hd, hp) if hp.size and np.all(np.isfinite(hp)) else math.nan,
+        head_spearman=_spearman(hd, hp),
         mean_delta=float(np.sum([wi * p.mean_delta for wi, p in zip(w, parts, strict=True)])),
     )
