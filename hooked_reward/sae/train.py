@@ -104,6 +104,7 @@ def train_topk_sae_on_activations(
     progress: bool = True,
     log_every: int = 50,
     hook_name: str | None = None,
+    lr_decay_fraction: float = 0.2,
 ) -> SparseAutoencoder:
     """Train a TopK SAE on activation rows ``[n, d]``; returns it with ``.training_log`` (:class:`TrainingLog`).
 
@@ -114,6 +115,7 @@ def train_topk_sae_on_activations(
         steps: optimiser steps; batch_size: rows per step (sampled with replacement across epochs).
         lr: Adam learning rate (default ``2e-4 / sqrt(d_sae / 2**14)``, capped at 3e-3).
         auxk_alpha: weight of the AuxK dead-latent loss (0 disables it).
+        lr_decay_fraction: the learning rate decays linearly to 0 over this last fraction of the steps.
         dead_after: a latent that has not fired for this many training rows counts as dead (default
             ``min(n, 20 * batch_size)``).
         seed: seeds initialisation and batch order (a private generator; global RNG state is untouched).
@@ -149,6 +151,10 @@ def train_topk_sae_on_activations(
         sae.b_enc.zero_()
     params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
     opt = torch.optim.Adam(params, lr=lr)
+    decay_start = int(steps * (1 - lr_decay_fraction))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 if s < decay_start else max(0.0, (steps - s) / max(1, steps - decay_start))
+    )
     since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     k_aux = max(1, d // 2)
 
@@ -158,7 +164,7 @@ def train_topk_sae_on_activations(
 
     log = TrainingLog(scaling_factor=scale, n_activations=n, config=dict(
         d_sae=d_sae, k=k, steps=steps, batch_size=batch_size, lr=lr, auxk_alpha=auxk_alpha,
-        dead_after=dead_after, seed=seed))
+        dead_after=dead_after, seed=seed, lr_decay_fraction=lr_decay_fraction))
     with torch.no_grad():
         log.initial_fvu = float(fvu_of(x_all[: min(n, 4096)]))
 
@@ -200,6 +206,7 @@ def train_topk_sae_on_activations(
                 parallel = einops.einsum(g, sae.W_dec, "s d, s d -> s")
                 g -= einops.einsum(parallel, sae.W_dec, "s, s d -> s d")
         opt.step()
+        sched.step()
         with torch.no_grad():
             sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
