@@ -58,6 +58,9 @@ def test_decomposition_sums_to_reward(make_checkpoint, arch: str) -> None:
     attrs_r, _ = cache_r.decompose_reward()
     assert (attrs_r - attrs).abs().max() <= TOL
     assert (cache_r.reward_attrs(cache_r.stack_head_results()) - heads).abs().max() <= TOL
+    # The accumulated residual after the last layer, read through the frozen norm, is the reward.
+    accumulated = cache_r.reward_attrs(cache_r.accumulated_resid())
+    assert (accumulated[-1] + model.b_R_eff - rewards).abs().max() <= TOL
 
 
 def test_hook_reward_resid_is_final_normed_residual(make_checkpoint) -> None:
@@ -165,8 +168,9 @@ def test_text_input_and_tokenize(make_checkpoint) -> None:
     assert tokens_bos[0].tolist() == tokens[0, :5].tolist()
 
 
-def test_process_weights_keeps_rewards(make_checkpoint) -> None:
-    path = make_checkpoint("gpt2")
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_process_weights_keeps_rewards(make_checkpoint, arch: str) -> None:
+    path = make_checkpoint(arch)
     plain = HookedRewardModel.from_pretrained(path)
     tokens, mask = padded_batch(left=False)
     expected = plain(tokens, attention_mask=mask)
