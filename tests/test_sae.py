@@ -256,6 +256,25 @@ def test_splice_with_error_term_keeps_reward(models, trained, arch):
     assert acts.shape == (*tokens.shape, 64)
     torch.testing.assert_close(rewards, model(tokens, attention_mask=mask).detach(), atol=1e-4, rtol=0)
     assert not any("hook_sae" in n for n in model.hook_dict)  # unspliced afterwards
+
+    # an in-place edit of hook_sae_acts moves the output by exactly that feature's decoder contribution
+    feat = int(acts[mask.bool()].sum(0).argmax())
+    seen: dict[str, torch.Tensor] = {}
+
+    def kill(a, hook):
+        a[..., feat] = 0
+        return a
+
+    def grab(t, hook):
+        seen[hook.name] = t.detach().clone()
+
+    with splice_sae(model, sae):
+        model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[
+            ("blocks.0.hook_resid_post.hook_sae_acts", kill),
+            ("blocks.0.hook_resid_post.hook_sae_input", grab), ("blocks.0.hook_resid_post.hook_sae_output", grab)])
+    moved = seen["blocks.0.hook_resid_post.hook_sae_input"] - seen["blocks.0.hook_resid_post.hook_sae_output"]
+    expected = acts[..., feat, None] * sae.W_dec[feat].detach()
+    torch.testing.assert_close(moved, expected, atol=1e-5, rtol=1e-4)
     with splice_sae(model, sae):
         assert "blocks.0.hook_resid_post.hook_sae_error" in model.hook_dict
 

@@ -264,7 +264,6 @@ class SparseAutoencoder(nn.Module):
             (xn - self.b_dec * float(self.cfg.apply_b_dec_to_input)) @ self.W_enc + self.b_enc
         )
         acts_clean = self._activation(pre)
-        acts = self.hook_sae_acts(acts_clean)
 
         def _decode(a: Tensor) -> Tensor:
             y = self._unnormalize(a @ self.W_dec + self.b_dec, state)
@@ -272,13 +271,14 @@ class SparseAutoencoder(nn.Module):
                 y = y + x @ self.W_skip.T
             return y
 
-        recons = self.hook_sae_recons(_decode(acts))
         if self.use_error_term:
-            # Error from the *clean* activations (a constant w.r.t. edits of hook_sae_acts).
-            error = self.hook_sae_error((x - _decode(acts_clean)).detach())
-            out = recons + error
-        else:
-            out = recons
+            # Error from the *clean* activations, before any hook can edit them: a constant w.r.t. edits.
+            with torch.no_grad():
+                error = x - _decode(acts_clean)
+        # A copy goes to the hook, so in-place edits there cannot reach acts_clean or its autograd graph.
+        acts = self.hook_sae_acts(acts_clean.clone())
+        recons = self.hook_sae_recons(_decode(acts))
+        out = recons + self.hook_sae_error(error) if self.use_error_term else recons
         return self.hook_sae_output(out).to(in_dtype)
 
     # ------------------------------------------------------------------ helpers
