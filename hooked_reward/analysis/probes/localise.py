@@ -18,9 +18,9 @@ For a factor's pairs, two complementary per-component measures of the mean Δ = 
 
 The two are shown side by side with their Spearman rank agreement over components.  DRA is read with
 :func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split through ``W_O``; rows sum to
-Δreward); patching is done here, batched over all pairs at once and restricted to the reward position,
-which is all a per-factor summary needs (``hooked_reward.analysis.patching`` is the general, per-pair and
-per-position tool).
+Δreward); patching uses :func:`hooked_reward.analysis.patching.run_patched` per pair with
+``align="reward"`` and only the last (reward) position patched (a batched in-module fallback computes the
+same numbers if that module is absent).
 """
 
 from __future__ import annotations
@@ -191,6 +191,36 @@ def _patched_rewards(
 
 
 @torch.no_grad()
+def _patch_with_module(
+    patching_module,
+    model,
+    biased: tuple[Tensor, Tensor],
+    neutral: tuple[Tensor, Tensor],
+    r_neutral: Tensor,
+    items: Sequence[tuple[str, int | None]],
+    output: int | None,
+) -> np.ndarray:
+    """Mean over pairs of ``r(neutral with item patched from biased at the reward position) − r(neutral)``,
+    with :func:`hooked_reward.analysis.patching.run_patched`: per pair, the neutral row (unpadded) is the
+    target, the biased row's activations the source, aligned with ``align="reward"`` (last token ↔ last
+    token), one patched row per item."""
+    (tb, mb), (tn, mn) = biased, neutral
+    hooks = sorted({h for h, _ in items})
+    _, cache = model.run_with_cache(tb, attention_mask=mb, names_filter=hooks)
+    sums = np.zeros(len(items))
+    for i in range(tb.shape[0]):
+        keep_b, keep_n = mb[i].bool(), mn[i].bool()
+        target = tn[i][keep_n.to(tn.device)]
+        sources = {h: cache[h][i][keep_b.to(cache[h].device)] for h in hooks}
+        align = patching_module.align_pair(int(keep_n.sum()), int(keep_b.sum()), "reward")
+        last = int(keep_n.sum()) - 1
+        sets = [[patching_module.Patch(h, (last,), hd)] for h, hd in items]
+        r = patching_module.run_patched(model, target, sources, sets, align, output=output, progress=False)
+        sums += r.numpy().astype(np.float64) - float(r_neutral[i])
+    return sums / tb.shape[0]
+
+
+@torch.no_grad()
 def localise_pairs(
     model,
     biased: tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]],
@@ -218,13 +248,27 @@ def localise_pairs(
 
     def patch_all(labs: list[str]) -> np.ndarray:
         vals = np.full(len(labs), np.nan)
+        items: list[tuple[int, str, int | None]] = []
         for i, lab in enumerate(labs):
             try:
                 hook, head = component_hook(lab)
             except ValueError:  # bias rows (e.g. "0_attn_bias") have no activation to patch
                 continue
-            if hook not in cb.cache_dict:
-                continue
+            if hook in cb.cache_dict:
+                items.append((i, hook, head))
+        if not items:
+            return vals
+        try:
+            from hooked_reward.analysis import patching as patching_module
+        except ImportError:  # pragma: no cover - patching ships with the package
+            patching_module = None
+        if patching_module is not None:
+            effects = _patch_with_module(patching_module, model, (tb, mb), (tn, mn), rn,
+                                         [(h, hd) for _, h, hd in items], output)
+            for (i, _, _), e in zip(items, effects, strict=True):
+                vals[i] = e
+            return vals
+        for i, hook, head in items:
             pr = _patched_rewards(model, tn, mn, hook, head, act_at_reward(cb, hook, head), output)
             vals[i] = float((pr - rn).mean())
         return vals
