@@ -1,0 +1,46 @@
+"""The five extensions of issue 15: distortion index, divergence-aware patching, misalignment cascades,
+reward-term conflict and concept vectors. Each is absolute (no forced worst), norm-exact (`W_R_eff`, the
+final norm's scale frozen per run) and reports uncertainty (bootstrap intervals, permutation or exact nulls).
+"""
+
+from hooked_reward.analysis.extensions.cascade import (
+    DIMENSIONS,
+    CascadeResult,
+    cascade_analysis,
+    cascade_from_items,
+    misalignment_pairs,
+)
+from hooked_reward.analysis.extensions.distortion import (
+    DistortionResult,
+    dimensions_from_tagged,
+    distortion_from_margins,
+    distortion_index,
+)
+from hooked_reward.analysis.extensions.divergence import (
+    DivergenceResult,
+    GaussianDensity,
+    ResidualDensity,
+    ablation_hooks,
+    ablation_sweep,
+    fit_residual_density,
+    score_patched_runs,
+)
+
+__all__ = [
+    "DIMENSIONS",
+    "CascadeResult",
+    "cascade_analysis",
+    "cascade_from_items",
+    "misalignment_pairs",
+    "DistortionResult",
+    "dimensions_from_tagged",
+    "distortion_from_margins",
+    "distortion_index",
+    "DivergenceResult",
+    "GaussianDensity",
+    "ResidualDensity",
+    "ablation_hooks",
+    "ablation_sweep",
+    "fit_residual_density",
+    "score_patched_runs",
+]

@@ -1,0 +1,210 @@
+"""Shared pieces of the five extensions: reward-position residuals, the final norm, the random-direction null.
+
+Everything here is in one of two bases, and the names say which:
+
+* **raw**: the residual stream as a hook sees it (`blocks.{l}.hook_resid_post`), `[batch, d_model]`.
+* **normed**: the final residual read the way the head reads it, `(h − mean(h)) / σ` for LayerNorm or `h / σ`
+  for RMSNorm, with σ = `ln_final.hook_scale` of the same run (frozen). Then `reward = normed · W_R_eff + b_R_eff`
+  exactly, for every linear head. `W_R_eff` (the head with the norm's gain folded in) lives in this basis.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from scipy import stats
+from torch import Tensor
+
+from hooked_reward.errors import InputError
+
+FINAL_SCALE = "ln_final.hook_scale"
+
+
+def final_resid_hook(model: Any) -> str:
+    """The last block's output, `blocks.{L-1}.hook_resid_post`: the pre-norm residual the head reads."""
+    return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+def resid_hooks(model: Any, layers: Sequence[int] | None = None) -> list[str]:
+    """`blocks.{l}.hook_resid_post` for `layers` (default: every layer)."""
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    return [f"blocks.{layer}.hook_resid_post" for layer in layers]
+
+
+def layer_of(hook_name: str) -> int:
+    """The block index in a hook name (`blocks.3.attn.hook_z` -> 3); -1 for hooks before the blocks."""
+    parts = hook_name.split(".")
+    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return -1
+
+
+def as_tokens(model: Any, texts_or_tokens: Any, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Texts -> `model.tokenize`; `(tokens, mask)` or token ids pass through `model._prepare`."""
+    if isinstance(texts_or_tokens, tuple) and len(texts_or_tokens) == 2 and isinstance(texts_or_tokens[0], Tensor):
+        texts_or_tokens, mask = texts_or_tokens
+    if isinstance(texts_or_tokens, str):
+        texts_or_tokens = [texts_or_tokens]
+    if isinstance(texts_or_tokens, Tensor):
+        return model._prepare(texts_or_tokens, mask)
+    return model.tokenize(list(texts_or_tokens))
+
+
+@torch.no_grad()
+def reward_position_acts(
+    model: Any,
+    texts_or_tokens: Any,
+    hooks: Sequence[str],
+    mask: Tensor | None = None,
+    batch_size: int = 64,
+    fwd_hooks: Sequence[tuple[str, Callable]] = (),
+) -> tuple[Float[Tensor, "batch"], dict[str, Float[Tensor, "batch d"]]]:
+    """Rewards and each hook's activation at each row's reward position, `{hook: [batch, d]}` (float32, cpu).
+
+    Runs in batches of `batch_size`; `fwd_hooks` (e.g. a patch) are active during the run.
+    """
+    tokens, mask = as_tokens(model, texts_or_tokens, mask)
+    hooks = list(dict.fromkeys(hooks))
+    rewards, acts = [], {h: [] for h in hooks}
+    for start in range(0, tokens.shape[0], batch_size):
+        tok, msk = tokens[start : start + batch_size], mask[start : start + batch_size]
+        with model.hooks(fwd_hooks=list(fwd_hooks)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            r, cache = model.run_with_cache(tok, attention_mask=msk, names_filter=hooks, positions="reward")
+        rewards.append(r.float().cpu())
+        for h in hooks:
+            a = cache[h]
+            acts[h].append(a.reshape(a.shape[0], -1).float().cpu() if a.ndim > 2 else a.float().cpu())
+    return torch.cat(rewards), {h: torch.cat(v) for h, v in acts.items()}
+
+
+def normalise_final(model: Any, resid: Float[Tensor, "batch d_model"], scale: Tensor) -> Float[Tensor, "batch d_model"]:
+    """Raw final residual -> the normed basis: centre (LayerNorm only), divide by the frozen scale σ `[batch]`."""
+    resid = resid.float()
+    if model.final_norm_is_layernorm:
+        resid = resid - resid.mean(-1, keepdim=True)
+    return resid / scale.reshape(-1, 1).float().to(resid.device)
+
+
+@torch.no_grad()
+def final_normed(
+    model: Any, texts_or_tokens: Any, mask: Tensor | None = None, batch_size: int = 64
+) -> tuple[Float[Tensor, "batch"], Float[Tensor, "batch d"], Float[Tensor, "batch d"], Float[Tensor, "batch"]]:
+    """`(rewards, normed, raw, scale)` at the reward position: raw final residual, its normed form and σ."""
+    hook = final_resid_hook(model)
+    rewards, acts = reward_position_acts(model, texts_or_tokens, [hook, FINAL_SCALE], mask, batch_size)
+    scale = acts[FINAL_SCALE].reshape(-1)
+    return rewards, normalise_final(model, acts[hook], scale), acts[hook], scale
+
+
+def reward_direction(model: Any, output: int | None = None) -> Float[Tensor, "d_model"] | None:
+    """`W_R_eff` (one output, or row `output`) as float32 on cpu, or None when the head is not one affine map."""
+    try:
+        w = model.W_R_eff
+    except (AttributeError, InputError):
+        return None
+    w = w.detach().float().cpu()
+    if w.ndim == 2:
+        if output is None:
+            if w.shape[0] != 1:
+                return None
+            output = 0
+        w = w[output]
+    return w
+
+
+def cosine(a: Tensor, b: Tensor, eps: float = 1e-12) -> float:
+    """Cosine of two vectors (0 when either is zero)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    na, nb = float(a.norm()), float(b.norm())
+    return 0.0 if na < eps or nb < eps else float(a @ b / (na * nb))
+
+
+def cosine_matrix(rows: Float[Tensor, "k d"]) -> Float[Tensor, "k k"]:
+    """Pairwise cosines of rows (a zero row has cosine 0 with everything, 1 with itself)."""
+    rows = rows.double()
+    norms = rows.norm(dim=-1, keepdim=True)
+    unit = torch.where(norms > 1e-12, rows / norms.clamp_min(1e-300), torch.zeros_like(rows))
+    sim = unit @ unit.T
+    sim.fill_diagonal_(1.0)
+    return sim
+
+
+def random_cosine_null(d: int, observed: float | None = None, confidence: float = 0.95) -> dict[str, float]:
+    """The random-direction null for a cosine with a fixed vector in `d` dimensions.
+
+    For a Gaussian random direction u ~ N(0, I_d) and any fixed w, cos(u, w)² ~ Beta(1/2, (d−1)/2) exactly
+    (the null's sd is 1/√d). Returns the symmetric `confidence` band `(−q, q)` and, when `observed` is
+    given, the two-sided p-value P(|cos| ≥ |observed|) under that null. Exact, so no sampling.
+    """
+    if d < 2:
+        raise InputError(f"A cosine null needs d >= 2, got {d}.")
+    beta = stats.beta(0.5, (d - 1) / 2)
+    q = math.sqrt(float(beta.ppf(confidence)))
+    out = {"d": float(d), "null_sd": 1 / math.sqrt(d), "band_low": -q, "band_high": q}
+    if observed is not None:
+        out["p_value"] = float(beta.sf(min(1.0, float(observed) ** 2))) if math.isfinite(observed) else math.nan
+    return out
+
+
+def sign_score(margins: np.ndarray) -> np.ndarray:
+    """1 for a positive margin, −1 for a negative one, 0 for a tie: mean(sign) = 2·AUC − 1 (ties ½)."""
+    return np.sign(np.asarray(margins, dtype=np.float64))
+
+
+@contextmanager
+def frozen_final_scale(model: Any, scale: Float[Tensor, "batch"]) -> Any:
+    """Replace `ln_final.hook_scale` by `scale` (one value per row, applied at every position) for the block.
+
+    With the scale frozen the head is affine in the final residual, which is what the linear predictions of
+    `concepts.dose_response` and `distortion`'s readout assume.
+    """
+
+    def freeze(t: Tensor, hook: Any) -> Tensor:
+        return scale.to(t.device, t.dtype).reshape(-1, *([1] * (t.ndim - 1))).expand_as(t).clone()
+
+    with model.hooks(fwd_hooks=[(FINAL_SCALE, freeze)]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def at_reward_pos_hook(
+    positions: Int[Tensor, "batch"], fn: Callable[[Tensor, Tensor], Tensor]
+) -> Callable[[Tensor, Any], Tensor]:
+    """A forward hook that replaces `act[b, positions[b]]` by `fn(act[b, positions[b]] rows, batch index)`."""
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        act = act.clone()
+        rows = torch.arange(act.shape[0], device=act.device)
+        pos = positions.to(act.device)
+        act[rows, pos] = fn(act[rows, pos], rows).to(act.dtype)
+        return act
+
+    return hook
+
+
+def figure(n: int = 1, width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
+    """A matplotlib figure with `n` axes side by side (Agg-safe)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, axes[0] if n > 1 else axes[0, 0]
+
+
+def frame(rows: list[dict[str, Any]]) -> Any:
+    """A pandas DataFrame of `rows`, with a clear ImportError when pandas is missing."""
+    try:
+        import pandas as pd
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("to_frame() needs pandas: `pip install pandas`.") from err
+    return pd.DataFrame(rows)
