@@ -117,7 +117,7 @@ def train_topk_sae_on_activations(
         auxk_alpha: weight of the AuxK dead-latent loss (0 disables it).
         lr_decay_fraction: the learning rate decays linearly to 0 over this last fraction of the steps.
         dead_after: a latent that has not fired for this many training rows counts as dead (default
-            ``min(n, 20 * batch_size)``).
+            20 steps' worth of rows, ``20 * min(n, batch_size)``).
         seed: seeds initialisation and batch order (a private generator; global RNG state is untouched).
         progress: show a tqdm progress bar.
         hook_name: stored in the SAE config.
@@ -131,7 +131,7 @@ def train_topk_sae_on_activations(
     if not 1 <= k <= d_sae:
         raise ValueError(f"k must be in [1, d_sae={d_sae}], got {k}.")
     lr = float(lr if lr is not None else min(2e-4 / math.sqrt(d_sae / 2**14), 3e-3))
-    dead_after = int(dead_after if dead_after is not None else min(n, 20 * batch_size))
+    dead_after = int(dead_after if dead_after is not None else 20 * min(n, batch_size))
     device = acts.device
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
