@@ -165,6 +165,12 @@ def hook_axes(name: str) -> tuple[int, int | None]:
     return 1, None
 
 
+def has_position_axis(name: str) -> bool:
+    """False for the reward head's hooks (`hook_reward_resid`, `hook_reward`, `unembed.*`, head hooks), which
+    hold one vector per row (read at the reward position) rather than one per position."""
+    return not name.startswith(("hook_reward", "unembed.", "hook_unembed", "head."))
+
+
 def is_pattern(name: str) -> bool:
     return name.endswith(("hook_pattern", "hook_attn_scores"))
 
@@ -180,6 +186,11 @@ class Patch:
 
 def _patch_views(act: Tensor, src: Tensor, patch: Patch, align: Alignment) -> None:
     """Copy `src` (one source row, no batch axis) into `act` (one target row) at `patch`, in place."""
+    if not has_position_axis(patch.hook):
+        if patch.positions is not None or patch.head is not None:
+            raise InputError(f"{patch.hook!r} has one vector per row (no position or head axis): drop positions/head.")
+        act.copy_(src)
+        return
     pos_axis, head_axis = hook_axes(patch.hook)
     pos_axis -= 1
     if patch.head is not None:
