@@ -280,6 +280,10 @@ def test_frame_plot_top_and_errors(checkpoints) -> None:
     frame = res.to_frame()
     assert list(frame.columns) == ["text", "component", "direct reward"]
     assert abs(frame["direct reward"].sum() - float(res.total()[0])) <= TOL
+    one_head = res.sel(component="L0H1")
+    assert one_head.dims == ("text",)
+    assert float(one_head.values[0]) == float(res.values[0, res.index_of("component", "L0H1")])
+    assert res.sel(component=["L0H1", "L1H0"]).values.shape == (1, 2)
     top = res.top(3)
     assert len(top) == 3 and abs(top[0][1]) >= abs(top[1][1]) >= abs(top[2][1])
     with warnings.catch_warnings():

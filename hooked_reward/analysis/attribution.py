@@ -89,7 +89,7 @@ def _post_norm_readout(
     gain, bias, centres = _norm_params(model, getattr(model.blocks[layer], which))
     scale = cache[name]
     scale = scale[..., None] if scale.ndim == 2 else scale
-    scale = cache.at_reward(scale).to(torch.float32)  # [b, 1]
+    scale = cache.at_reward(scale).to(u.device, torch.float32)  # [b, 1]
     inner = gain.to(u.device) * u
     inner = _centre(inner) if centres else inner
     return inner / scale[:, :, None], einsum(bias.to(u.device), u, "d, b o d -> b o")
@@ -149,7 +149,7 @@ def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Te
     labels: list[str] = []
 
     def read(name: str, readout: Tensor) -> Tensor:
-        return einsum(cache.at_reward(cache[name]).to(torch.float32), readout, "b d, b o d -> b o")
+        return einsum(cache.at_reward(cache[name]).to(readout.device, torch.float32), readout, "b d, b o d -> b o")
 
     pos_embed = read("hook_pos_embed", u) if "hook_pos_embed" in cache.cache_dict else None
     embed = read("blocks.0.hook_resid_pre", u)
@@ -162,7 +162,7 @@ def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Te
         attn = read(f"blocks.{layer}.hook_attn_out", u)
         if by == "head":
             u_attn, post_bias = _post_norm_readout(model, cache, layer, "ln1_post", u)
-            z = cache.at_reward(cache[f"blocks.{layer}.attn.hook_z"].flatten(-2)).to(torch.float32)
+            z = cache.at_reward(cache[f"blocks.{layer}.attn.hook_z"].flatten(-2)).to(u.device, torch.float32)
             z = z.unflatten(-1, (model.cfg.n_heads, -1))  # [b, head, d_head]
             w_o = as_float(model.W_O[layer]).to(z.device)  # [head, d_head, d_model]
             heads = einsum(z, w_o, u_attn, "b h k, h k d, b o d -> h b o")
@@ -185,10 +185,11 @@ def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Te
 def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Tensor], list[str]]:
     """Rows for each neuron of MLP `layer`, plus its "mlp_bias" row (mlp_out − Σ neurons)."""
     u_mlp, post_bias = _post_norm_readout(model, cache, layer, "ln2_post", u)
-    post = cache.at_reward(cache[f"blocks.{layer}.mlp.hook_post"]).to(torch.float32)  # [b, d_mlp]
+    post = cache.at_reward(cache[f"blocks.{layer}.mlp.hook_post"]).to(u.device, torch.float32)  # [b, d_mlp]
     w_out = as_float(model.W_out[layer]).to(post.device)  # [d_mlp, d_model]
     neurons = einsum(post, w_out, u_mlp, "b n, n d, b o d -> n b o")
-    mlp = einsum(cache.at_reward(cache[f"blocks.{layer}.hook_mlp_out"]).to(torch.float32), u, "b d, b o d -> b o")
+    mlp_out = cache.at_reward(cache[f"blocks.{layer}.hook_mlp_out"]).to(u.device, torch.float32)
+    mlp = einsum(mlp_out, u, "b d, b o d -> b o")
     bias_row = mlp - neurons.sum(0)
     b_out = _weight_or_none(model, "b_out", layer)
     expected = post_bias + (0.0 if b_out is None else einsum(b_out.to(u.device), u_mlp, "d, b o d -> b o"))
@@ -205,11 +206,11 @@ def _position_values(model: Any, cache: Any, u: Tensor) -> Float[Tensor, "batch 
     for layer in range(model.cfg.n_layers):
         u_attn, _ = _post_norm_readout(model, cache, layer, "ln1_post", u)
         pattern = gather_at_positions(cache[f"blocks.{layer}.attn.hook_pattern"], index, pos_dim=-2)[:, :, 0]
-        v = cache[f"blocks.{layer}.attn.hook_v"].to(torch.float32)  # [b, pos, kv_head, d_head]
+        v = cache[f"blocks.{layer}.attn.hook_v"].to(u.device, torch.float32)  # [b, pos, kv_head, d_head]
         v = repeat(v, "b k g d -> b k (g r) d", r=model.cfg.n_heads // v.shape[2])  # GQA: share kv heads
         w_o = as_float(model.W_O[layer]).to(v.device)
         per_value = einsum(v, w_o, u_attn, "b k h e, h e d, b o d -> b h k o")
-        out.append(pattern.to(torch.float32)[..., None] * per_value)
+        out.append(pattern.to(u.device, torch.float32)[..., None] * per_value)
     return torch.stack(out, dim=1)
 
 
