@@ -81,7 +81,7 @@ class RewardActivationCache(ActivationCache):
         return at / self.final_scale_at_reward().to(at.device, torch.float32)
 
     def reward_attrs(
-        self, residual_stack: Float[Tensor, "... batch pos d_model"], output: int | None = None
+        self, residual_stack: Float[Tensor, "... batch pos d_model"], output: int | str | None = None
     ) -> Tensor:
         """The reward-head analogue of `logit_attrs`: each component's direct contribution to the reward.
 
@@ -89,8 +89,19 @@ class RewardActivationCache(ActivationCache):
         `accumulated_resid`, ...). Returns `[components, batch]` for a single output, `[components, batch,
         n_outputs]` otherwise (or that output alone with `output=k`). With the final norm's scale frozen
         from this run, contributions of a full decomposition plus `model.b_R_eff` sum to the reward.
+        `output="name"` selects by name; heads with an `attribution_direction(name, cache)` (ArmoRM's "score",
+        a per-row direction with the gate held fixed) give `[components, batch]` along that direction.
         """
         normed = self.apply_final_ln_at_reward(residual_stack)
+        if isinstance(output, str):
+            head = self.model.head
+            if hasattr(head, "attribution_direction"):
+                gain, _ = self.model.final_norm_gain_bias()
+                direction = head.attribution_direction(output, self).to(normed.device) * gain.to(normed.device)
+                return (normed * direction).sum(-1)
+            if output not in self.model.output_names:
+                raise InputError(f"Unknown output {output!r}; this head's outputs are {self.model.output_names}.")
+            output = self.model.output_names.index(output) if self.model.n_outputs > 1 else None
         w_eff = self.model.W_R_eff.to(normed.device)
         if output is not None:
             if w_eff.ndim == 1:

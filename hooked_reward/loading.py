@@ -54,6 +54,21 @@ def register_loader(architecture: str) -> Callable:
     return wrap
 
 
+# (detect(path, config_dict) -> bool, loader): checkpoints known by their contents rather than by their
+# "architectures" entry, e.g. TRL value-head checkpoints, whose config is the backbone's `*ForCausalLM` one.
+CONTENT_LOADERS: list[tuple[Callable[[Path, dict], bool], Callable[..., LoadedCheckpoint]]] = []
+
+
+def register_content_loader(detect: Callable[[Path, dict], bool]) -> Callable:
+    """Decorator: load checkpoints for which `detect(path, config)` is true with the decorated function."""
+
+    def wrap(fn: Callable[..., LoadedCheckpoint]) -> Callable[..., LoadedCheckpoint]:
+        CONTENT_LOADERS.append((detect, fn))
+        return fn
+
+    return wrap
+
+
 def supported_causal_architectures() -> list[str]:
     """Every `*ForCausalLM`-style architecture TransformerLens 4 can bridge."""
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
@@ -133,12 +148,13 @@ def load_checkpoint(
     path = Path(path)
     config = read_config(path)
     architectures = config.get("architectures") or []
-    for arch in architectures:
-        if arch in CUSTOM_LOADERS:
-            loaded = CUSTOM_LOADERS[arch](path, dtype=dtype, device_map=device_map)
-            if loaded.tokenizer is None:
-                loaded.tokenizer = load_tokenizer(path)
-            return loaded
+    loaders = [CUSTOM_LOADERS[a] for a in architectures if a in CUSTOM_LOADERS]
+    loaders += [loader for detect, loader in CONTENT_LOADERS if detect(path, config)]
+    if loaders:
+        loaded = loaders[0](path, dtype=dtype, device_map=device_map)
+        if loaded.tokenizer is None:
+            loaded.tokenizer = load_tokenizer(path)
+        return loaded
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise UnsupportedArchitectureError(
             f"{str(path)!r} holds a {architectures} checkpoint, not a reward model: expected a "
