@@ -10,6 +10,8 @@ from hooked_reward.analysis.extensions.cascade import (
     cascade_from_items,
     misalignment_pairs,
 )
+from hooked_reward.analysis.extensions.concepts import ConceptVector, DoseResponse, dose_response, fit_concept
+from hooked_reward.analysis.extensions.conflict import ConflictResult, conflict_analysis, whitened_cosine
 from hooked_reward.analysis.extensions.distortion import (
     DistortionResult,
     dimensions_from_tagged,
@@ -25,8 +27,18 @@ from hooked_reward.analysis.extensions.divergence import (
     fit_residual_density,
     score_patched_runs,
 )
+from hooked_reward.analysis.extensions.report import default_dimensions, write_extensions_report
 
 __all__ = [
+    "write_extensions_report",
+    "default_dimensions",
+    "ConceptVector",
+    "DoseResponse",
+    "dose_response",
+    "fit_concept",
+    "ConflictResult",
+    "conflict_analysis",
+    "whitened_cosine",
     "DIMENSIONS",
     "CascadeResult",
     "cascade_analysis",

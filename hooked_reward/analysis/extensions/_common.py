@@ -160,15 +160,19 @@ def sign_score(margins: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def frozen_final_scale(model: Any, scale: Float[Tensor, "batch"]) -> Any:
-    """Replace `ln_final.hook_scale` by `scale` (one value per row, applied at every position) for the block.
+def frozen_final_scale(model: Any, scale: Float[Tensor, "batch"] | Float[Tensor, "batch pos 1"]) -> Any:
+    """Replace `ln_final.hook_scale` by `scale` for the block: one value per row (`[batch]`, used at every
+    position) or the clean run's whole scale tensor (`[batch, pos, 1]`).
 
     With the scale frozen the head is affine in the final residual, which is what the linear predictions of
     `concepts.dose_response` and `distortion`'s readout assume.
     """
 
     def freeze(t: Tensor, hook: Any) -> Tensor:
-        return scale.to(t.device, t.dtype).reshape(-1, *([1] * (t.ndim - 1))).expand_as(t).clone()
+        s = scale.to(t.device, t.dtype)
+        if s.ndim == 1:
+            s = s.reshape(-1, *([1] * (t.ndim - 1)))
+        return s.expand_as(t).clone()
 
     with model.hooks(fwd_hooks=[(FINAL_SCALE, freeze)]), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

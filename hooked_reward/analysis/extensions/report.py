@@ -1,0 +1,208 @@
+"""`write_extensions_report`: the five extensions on one model, one HTML section each (PNG + JSON).
+
+`hooked-reward extensions [--model DIR]` calls it (default model: the bundled demo organism). Data, unless
+given: an organism's own held-out pairs (grouped by mechanism) when the model is a bundled organism, else the
+templated misalignment pairs (aligned preferred) as the distortion dimensions. A section that cannot run on
+this model (e.g. the gated conflict analysis without a gate) says why instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hooked_reward.analysis.extensions._common import final_normed
+from hooked_reward.analysis.extensions.cascade import cascade_analysis, misalignment_pairs
+from hooked_reward.analysis.extensions.concepts import dose_response, fit_concept
+from hooked_reward.analysis.extensions.conflict import GATE_HOOKS, conflict_analysis
+from hooked_reward.analysis.extensions.distortion import distortion_index
+from hooked_reward.analysis.extensions.divergence import ablation_sweep, fit_residual_density
+from hooked_reward.errors import InputError
+from hooked_reward.report.html import Report, to_jsonable
+
+__all__ = ["write_extensions_report", "default_dimensions"]
+
+Pair = tuple[str, str]
+
+
+def _organism_of(model: Any) -> str | None:
+    """The bundled organism this model was loaded from, if any."""
+    try:
+        from hooked_reward import organisms
+
+        path = Path(str(getattr(model.cfg, "model_name", ""))).resolve()
+        for name in organisms.list_organisms():
+            if organisms.checkpoint_dir(name).resolve() == path:
+                return name
+    except Exception:  # noqa: BLE001 - no organism registry or a model without a path: not an organism
+        return None
+    return None
+
+
+def default_dimensions(model: Any, render: Callable[[str, str], str] | None = None,
+                       max_per_dimension: int = 40) -> tuple[dict[str, list[Pair]], Callable[[str, str], str]]:
+    """`({dimension: [(preferred, dispreferred)]}, render)`: an organism's pairs by mechanism, else the
+    misalignment templates with the aligned response preferred."""
+    name = _organism_of(model)
+    if name is not None:
+        from hooked_reward import organisms
+
+        dims: dict[str, list[Pair]] = {}
+        for p in organisms.load_pairs(name):
+            group = dims.setdefault(p["mechanism"], [])
+            if len(group) < max_per_dimension:
+                group.append((organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"])))
+        return dims, organisms.render
+    render = render or model.render_chat
+    return ({d: [(render(p, al), render(p, mis)) for p, mis, al in items][:max_per_dimension]
+             for d, items in misalignment_pairs().items()}, render)
+
+
+def _save_json(out: Path, name: str, data: Any) -> None:
+    (out / f"{name}.json").write_text(json.dumps(to_jsonable(data), indent=1))
+
+
+def _frame_rows(df: Any) -> list[dict[str, Any]]:
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def write_extensions_report(
+    model: Any = None,
+    out_dir: str | Path = "hooked_reward_extensions",
+    *,
+    dimensions: Mapping[str, Sequence[Pair]] | None = None,
+    render: Callable[[str, str], str] | None = None,
+    texts: Sequence[str] | None = None,
+    n_boot: int = 999,
+    n_perm: int = 499,
+    progress: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Run the five extensions on `model` (default: the demo organism) and write `out_dir/index.html` with one
+    section per extension, a PNG and a JSON each (`distortion.json`, ...), and `report.json` with everything.
+
+    `dimensions`: `{name: [(preferred, dispreferred)]}` (default: see `default_dimensions`); `texts`: reference
+    texts for divergence and conflict (default: every text of the dimensions). Returns the HTML path.
+    """
+    if model is None:
+        from hooked_reward import organisms
+
+        model = organisms.load("sycophancy")
+    out = Path(out_dir)
+    report = Report(out, "hooked_reward: the five extensions (issue 15)")
+    if dimensions is None:
+        dimensions, render = default_dimensions(model, render)
+    else:
+        render = render or model.render_chat
+    dimensions = {k: list(v) for k, v in dimensions.items()}
+    all_texts = list(texts) if texts is not None else list(
+        dict.fromkeys(t for pairs in dimensions.values() for pair in pairs for t in pair))
+    say = print if progress else (lambda *a, **k: None)
+
+    def section(name: str, heading: str, fn: Callable[[], tuple[Any, Any, str]]) -> None:
+        say(f"[extensions] {name} ...")
+        try:
+            data, fig, text = fn()
+        except (InputError, ValueError, RuntimeError, AttributeError) as err:
+            report.add_text(heading, f"Not run on this model: {err}")
+            report.add_data(name, {"skipped": str(err), "trace": traceback.format_exc(limit=3)})
+            return
+        report.add_figure(heading, fig, name, caption=text)
+        report.add_data(name, data)
+        _save_json(out, name, data)
+
+    def distortion() -> tuple[Any, Any, str]:
+        res = distortion_index(model, dimensions, n_boot=n_boot, seed=seed)
+        report_rows = _frame_rows(res.to_frame())
+        report.add_table("Distortion index: per dimension", report_rows)
+        s = res.summary()
+        text = (f"Overall distortion {s['overall']:.3f} [{s['overall_low']:.3f}, {s['overall_high']:.3f}] "
+                f"(0: every pair ranked right; 1: chance or worse). Inverted: {s['inverted'] or 'none'}.")
+        return {"summary": s, "dimensions": report_rows}, res.plot(), text
+
+    def divergence() -> tuple[Any, Any, str]:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(all_texts))
+        if len(order) < 30:
+            raise InputError(f"Divergence calibration needs at least 30 texts, got {len(order)}.")
+        third = len(order) // 3
+        ref = [all_texts[i] for i in order[:third]]
+        held = [all_texts[i] for i in order[third : 2 * third]]
+        test = [all_texts[i] for i in order[2 * third :]][:64]
+        density = fit_residual_density(model, ref, held, k=min(32, max(2, len(ref) // 4)))
+        comps = [f"blocks.{layer}.hook_{c}_out" for layer in range(model.cfg.n_layers) for c in ("attn", "mlp")]
+        res = ablation_sweep(model, test, density, comps, reference=ref, seed=seed)
+        rows = _frame_rows(res.to_frame())
+        report.add_table("Divergence-aware ablation: per component and mode", rows)
+        text = (f"Residual densities fitted on {len(ref)} texts, threshold = 99th percentile of {len(held)} "
+                "held-out clean texts. A run is flagged when most rows exceed it.")
+        return {"rows": rows, "meta": density.meta}, res.plot(), text
+
+    def cascade() -> tuple[Any, Any, str]:
+        res = cascade_analysis(model, render=render, n_perm=n_perm, n_boot=n_boot, seed=seed)
+        rows = _frame_rows(res.to_frame())
+        report.add_table("Misalignment cascade: per dimension", rows)
+        text = (f"Cascade strength (top-eigenvalue share) {res.strength:.3f}, p = {res.p_value:.3g} against "
+                f"unaligned profiles; clusters at t = {res.threshold:.2f}: {res.clusters}. "
+                f"Shared components: {res.shared_components[:3]}.")
+        data = {"rows": rows, "strength": res.strength, "p_value": res.p_value, "p_distinct": res.p_distinct,
+                "threshold": res.threshold, "clusters": res.clusters, "similarity": res.similarity,
+                "shared_components": res.shared_components}
+        return data, res.plot(), text
+
+    def conflict() -> tuple[Any, Any, str]:
+        pairs = [p for ps in dimensions.values() for p in ps]
+        gated = all(h in model.hook_dict for h in GATE_HOOKS)
+        directions, names = None, None
+        if not gated:
+            _, normed, _, _ = final_normed(model, all_texts)
+            index = {t: i for i, t in enumerate(all_texts)}
+            rows, names = [], []
+            for name, ps in dimensions.items():
+                a = torch.tensor([index[p] for p, _ in ps])
+                b = torch.tensor([index[d] for _, d in ps])
+                rows.append((normed[a] - normed[b]).mean(0))
+                names.append(name)
+            directions = torch.stack(rows)
+        res = conflict_analysis(model, all_texts, pairs, directions=directions, names=names, n_boot=n_boot,
+                                seed=seed)
+        rows = _frame_rows(res.to_frame())
+        report.add_table("Reward-term conflict: per pair of terms", rows)
+        kind = "objectives (gated head)" if res.meta["gated"] else "dimension mean-difference directions"
+        text = (f"Terms: {kind}. Δscore split exactly (max error {res.split_error:.2g}); "
+                "conflict = terms of opposite sign on a pair, and which one Δscore follows.")
+        return {"rows": rows, "split_error": res.split_error, "meta": res.meta}, res.plot(), text
+
+    def concepts() -> tuple[Any, Any, str]:
+        import matplotlib.pyplot as plt
+
+        names = list(dimensions)[:3]
+        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+        rows = []
+        for ax, name in zip(axes[0], names, strict=True):
+            ps = dimensions[name]
+            cv = fit_concept(model, [p for p, _ in ps], [d for _, d in ps], name=name, n_boot=n_boot, seed=seed)
+            probe_texts = [d for _, d in ps][:32]
+            dr = dose_response(model, cv, probe_texts, freeze_norm=True, n_boot=n_boot, seed=seed)
+            dr_free = dose_response(model, cv, probe_texts, n_boot=n_boot, seed=seed)
+            dr_free.plot(ax=ax)
+            row = _frame_rows(cv.to_frame())[0]
+            row.update(slope_frozen=dr.slope, predicted_frozen=dr.predicted_slope, slope=dr_free.slope,
+                       slope_low=dr_free.slope_low, slope_high=dr_free.slope_high)
+            rows.append(row)
+        report.add_table("Concept vectors: per dimension (positive = preferred side)", rows)
+        fig.tight_layout()
+        return {"rows": rows}, fig, "Dose–response of each dimension's concept direction at the final residual."
+
+    section("distortion", "1. Distortion index", distortion)
+    section("divergence", "2. Divergence-aware patching", divergence)
+    section("cascade", "3. Misalignment cascade", cascade)
+    section("conflict", "4. Reward-term conflict", conflict)
+    section("concepts", "5. Concept vectors", concepts)
+    return report.write()
