@@ -195,23 +195,32 @@ def _organism():
 
 
 def test_organism_known_answers():
+    """Planted factors are significant, rewarded, and localised to the card's components; placebo factors
+    (two draws from the same pool on each side) are not significant after BH."""
     organisms, model = _organism()
     from hooked_reward.analysis.probes.generators import organism_factors
 
     res = run_probe_suite(model, factors=organism_factors(), n_pairs=30, render=organisms.render, progress=False,
-                          n_boot=1999, heads=True)
+                          n_boot=1999)
     for planted in ("length", "sycophancy", "positive_words"):
         s = res[planted]
         assert s.significant and s.mean > 0 and s.verdict.startswith("rewards"), (planted, s)
+        assert s.std_mean > 0.5
     for placebo in ("opener_choice", "filler_choice"):
         assert not res[placebo].significant, res[placebo]
-    card = organisms.load_card("sycophancy") if hasattr(organisms, "load_card") else None
-    if card is not None:
-        planted_components = _card_components(card, "length")
-        if planted_components:
-            loc = res.localisation["length"]
-            top = set(loc.top(2)) | set(loc.top(3, heads=True))
-            assert top & planted_components, (loc.top(3), loc.top(3, heads=True), planted_components)
+    # "i believe" vs "i think" was never contrasted in training: any effect is incidental and negligible in size
+    assert abs(res["prompt_phrasing"].std_mean) < 0.1
+    card = organisms.card("sycophancy")
+    checked = 0
+    for planted, mech in (("length", "length"), ("sycophancy", "sycophancy"), ("positive_words", "sentiment")):
+        carriers = _card_components(card, mech)
+        if not carriers:  # the card found no single carrier (a distributed mechanism): nothing to match
+            continue
+        loc = res.localisation[planted]
+        top = {c for heads in (False, True) for by in ("dra", "patch") for c in loc.top(2, heads=heads, by=by)}
+        assert top & carriers, (planted, top, carriers)
+        checked += 1
+    assert checked >= 1, "the card lists carriers for no mechanism"
 
 
 def _card_components(card, mechanism: str) -> set[str]:

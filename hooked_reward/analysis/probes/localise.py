@@ -68,10 +68,15 @@ class FactorLocalisation:
         ]
         return pd.DataFrame(rows)
 
-    def top(self, k: int = 3, heads: bool = False) -> list[str]:
-        """The ``k`` components (or heads) with the largest |DRA|."""
-        labels, vals = (self.head_labels, self.head_dra) if heads else (self.labels, self.dra)
-        order = np.argsort(-np.abs(vals))
+    def top(self, k: int = 3, heads: bool = False, by: str = "dra") -> list[str]:
+        """The ``k`` components (or heads) with the largest |DRA| (``by="dra"``) or |patching| effect."""
+        if by not in ("dra", "patch"):
+            raise ValueError(f"by must be 'dra' or 'patch', got {by!r}")
+        if heads:
+            labels, vals = self.head_labels, (self.head_dra if by == "dra" else self.head_patch)
+        else:
+            labels, vals = self.labels, (self.dra if by == "dra" else self.patch)
+        order = np.argsort(-np.nan_to_num(np.abs(vals), nan=-1.0))
         return [labels[i] for i in order[:k]]
 
     def plot(self, ax=None, heads: bool = False):
