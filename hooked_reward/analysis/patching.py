@@ -542,7 +542,6 @@ def patch_resid(
     output: int | None = None,
     max_rows: int = 64,
     progress: bool = True,
-    fast: bool = False,
 ) -> PatchingResult:
     """Residual-stream sweep over layer × position: `values [n_layers, target_len]`.
 
@@ -557,17 +556,12 @@ def patch_resid(
     names = [f"blocks.{l}.hook_{hook}" for l in layer_list]  # noqa: E741
     setup = _setup(model, clean, corrupt, names, mode, reference, align, prompt_len, output)
     n_pos = len(setup.target)
-    if fast and hook == "resid_pre" and mode in ("denoise", "noise", "resample"):
-        from hooked_reward.analysis.patching_fast import fast_resid_pre_sweep
-
-        rewards = fast_resid_pre_sweep(model, setup, layer_list, output, max_rows, progress)
-    else:
-        sites: list[list[Patch] | None] = []
-        for name in names:
-            for p in range(n_pos):
-                aligned = all(a.has(p) for a in setup.aligns)
-                sites.append([Patch(name, (p,))] if aligned else None)
-        rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} {hook}")
+    sites: list[list[Patch] | None] = []
+    for name in names:
+        for p in range(n_pos):
+            aligned = all(a.has(p) for a in setup.aligns)
+            sites.append([Patch(name, (p,))] if aligned else None)
+    rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} {hook}")
     return _result(
         model, setup, rewards, (len(layer_list), n_pos), ("layer", "pos"),
         [[str(l) for l in layer_list], position_labels(model, setup.target)], mode, f"blocks.*.hook_{hook}",  # noqa: E741

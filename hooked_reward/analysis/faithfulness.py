@@ -1,0 +1,292 @@
+"""Faithfulness of linear attribution: does direct reward attribution rank components as patching does?
+
+Per (clean, corrupted) pair, over the same components (attention layers and MLPs, or heads):
+
+* linear attribution: ΔDRA_c = DRA_c(clean) − DRA_c(corrupted) (`pair_reward_attribution`), the direct
+  contribution of component c to the reward difference, each side with its own frozen final-norm scale;
+* patching effect: the denoising change r(corrupted with c's clean output) − r(corrupted) (`hook_attn_out`,
+  `hook_mlp_out` at all positions, or a head's `hook_z`), the component's total (direct + indirect) effect.
+
+The per-pair statistic is Spearman's ρ between the two vectors. Over pairs we report the mean ρ, a BCa
+bootstrap 95% interval (`scipy.stats.bootstrap` via `analysis.stats.bootstrap_ci`), a sign-flip permutation
+test of mean ρ = 0 and a Wilcoxon signed-rank test, and the per-pair distribution (`.plot()`: a histogram).
+
+`recovery_control` checks the machinery on a planted mechanism: one head's W_O is set to write along the
+reward direction, so patching must rank it first; the same head writing along random directions of matched
+norm (orthogonal to the reward readout) is the null.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from scipy import stats as sps
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hooked_reward.analysis.attribution import pair_reward_attribution
+from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
+from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test
+from hooked_reward.errors import InputError
+
+__all__ = ["FaithfulnessResult", "faithfulness_study", "RecoveryControl", "recovery_control", "plant_head"]
+
+
+@dataclass
+class FaithfulnessResult:
+    """Per-pair Spearman ρ between linear attribution and patching, and its summary over pairs.
+
+    `rho [n_pairs]` (NaN for a pair where either vector is constant; excluded from the summary),
+    `attribution` and `patching` `[n_pairs, n_components]` over `labels`. `mean`, `ci` (BCa bootstrap,
+    `confidence`), `p_sign_flip` and `p_wilcoxon` (two-sided, H0: ρ centred on 0) summarise the finite ρs.
+    """
+
+    rho: Float[Tensor, "pair"]
+    attribution: Float[Tensor, "pair component"]
+    patching: Float[Tensor, "pair component"]
+    labels: list[str]
+    by: str
+    mean: float
+    ci: tuple[float, float]
+    p_sign_flip: float
+    p_wilcoxon: float
+    n: int
+    confidence: float = 0.95
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def values(self) -> Tensor:
+        """The per-pair ρ (the shared result convention: `.values` with `.labels`)."""
+        return self.rho
+
+    def summary(self) -> dict[str, Any]:
+        """One row: granularity, n pairs used, mean ρ, CI, p-values."""
+        return {
+            "by": self.by, "n_pairs": self.n, "mean_rho": self.mean, "ci_low": self.ci[0], "ci_high": self.ci[1],
+            "p_sign_flip": self.p_sign_flip, "p_wilcoxon": self.p_wilcoxon,
+        }
+
+    def to_frame(self) -> Any:
+        """Per-pair table: pair index, ρ, and each pair's reward gap (clean − corrupted)."""
+        import pandas as pd
+
+        gaps = self.meta.get("reward_gap", [math.nan] * len(self.rho))
+        return pd.DataFrame({"pair": range(len(self.rho)), "rho": self.rho.numpy(), "reward_gap": gaps})
+
+    def plot(self, ax: Any = None, bins: int = 20) -> Any:
+        """Histogram of per-pair ρ with the mean and its bootstrap interval."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3))
+        finite = self.rho[torch.isfinite(self.rho)].numpy()
+        ax.hist(finite, bins=bins, range=(-1, 1), color="tab:blue", alpha=0.7)
+        ax.axvline(self.mean, color="k", label=f"mean ρ = {self.mean:.2f}")
+        ax.axvspan(self.ci[0], self.ci[1], color="grey", alpha=0.3, label=f"{int(self.confidence * 100)}% CI")
+        ax.axvline(0, color="tab:red", ls="--", lw=0.8)
+        ax.set_xlabel(f"Spearman ρ (DRA vs patching, by {self.by})")
+        ax.set_ylabel("pairs")
+        ax.set_title(f"n = {self.n}, p (sign-flip) = {self.p_sign_flip:.2g}", fontsize=9)
+        ax.legend(fontsize=7)
+        return ax
+
+
+def _dra_labels(model: Any, by: str) -> list[str]:
+    n_layers = model.cfg.n_layers
+    if by == "component":
+        return [f"{l}_{kind}_out" for l in range(n_layers) for kind in ("attn", "mlp")]  # noqa: E741
+    return [f"L{l}H{h}" for l in range(n_layers) for h in range(model.cfg.n_heads)]  # noqa: E741
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(sps.spearmanr(x, y).statistic)
+
+
+def faithfulness_study(
+    model: Any,
+    pairs: Sequence[tuple[Input, Input]],
+    *,
+    by: str = "component",
+    align: str | None = None,
+    prompt_len: int | None = None,
+    output: int | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    max_rows: int = 64,
+    progress: bool = True,
+    seed: int = 0,
+) -> FaithfulnessResult:
+    """Spearman ρ between ΔDRA and denoising-patching effects per pair, summarised over `pairs`.
+
+    `pairs` are `(clean, corrupted)` (e.g. (chosen, rejected)); text or token rows. `by="component"`
+    compares attention layers and MLPs (`hook_attn_out`, `hook_mlp_out`, all positions); `by="head"`
+    compares heads (`hook_z`). Different-length pairs need `align` (and `prompt_len`), as in `patching`.
+    """
+    if by not in ("component", "head"):
+        raise InputError(f"by must be 'component' or 'head', got {by!r}.")
+    if len(pairs) == 0:
+        raise InputError("No pairs given.")
+    labels = _dra_labels(model, by)
+    attr_rows, patch_rows, rhos, gaps = [], [], [], []
+    for clean, corrupt in tqdm(pairs, desc=f"faithfulness ({by})", disable=not progress):
+        c_row, x_row = as_row(model, clean), as_row(model, corrupt)
+        dra = pair_reward_attribution(model, c_row[None], x_row[None], by=by, output=output, progress=False)
+        idx = [dra.labels["component"].index(lab) for lab in labels]
+        attr = dra.values[0, idx].float()
+        kw = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
+        if by == "component":
+            res = patch_block_outputs(model, c_row, x_row, **kw)
+        else:
+            res = patch_heads(model, c_row, x_row, act="z", **kw)
+        eff = res.values.reshape(-1).float()
+        attr_rows.append(attr)
+        patch_rows.append(eff)
+        rhos.append(_spearman(attr.numpy(), eff.numpy()))
+        gaps.append(res.r_clean - res.r_corrupt)
+    rho = torch.tensor(rhos, dtype=torch.float32)
+    finite = rho[torch.isfinite(rho)].double().numpy()
+    n = int(finite.size)
+    mean = float(finite.mean()) if n else math.nan
+    ci = bootstrap_ci(finite, confidence=confidence, n_resamples=n_resamples, seed=seed) if n >= 2 else (math.nan,) * 2
+    p_flip = sign_flip_test(finite, seed=seed) if n else math.nan
+    if n >= 2 and np.any(finite != 0):
+        p_wil = float(sps.wilcoxon(finite).pvalue)
+    else:
+        p_wil = math.nan
+    return FaithfulnessResult(
+        rho=rho, attribution=torch.stack(attr_rows), patching=torch.stack(patch_rows), labels=labels, by=by,
+        mean=mean, ci=(float(ci[0]), float(ci[1])), p_sign_flip=p_flip, p_wilcoxon=p_wil, n=n,
+        confidence=confidence, meta={"reward_gap": gaps, "n_dropped": len(rhos) - n},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- planted control
+def _o_slice(model: Any, layer: int, head: int) -> tuple[Tensor, tuple[slice, slice], bool]:
+    """The output projection's weight and the block holding head `head`'s W_O, in the module's own layout."""
+    proj = model.blocks[layer].attn.o
+    proj = getattr(proj, "original_component", proj)
+    weight = proj.weight
+    d_head = model.cfg.d_head
+    cols = slice(head * d_head, (head + 1) * d_head)
+    if isinstance(proj, torch.nn.Linear):  # [d_model, n_heads * d_head]
+        return weight, (slice(None), cols), False
+    return weight, (cols, slice(None)), True  # GPT-2 Conv1D: [n_heads * d_head, d_model]
+
+
+def plant_head(model: Any, layer: int, head: int, direction: Tensor, read: Tensor, scale: float) -> Tensor:
+    """Set head (layer, head)'s W_O to `scale · read ⊗ direction` (TL layout `[d_head, d_model]`), in place.
+
+    The head then writes `scale (z · read) direction` into the residual. Returns the old weight block, to
+    restore with `restore_head`.
+    """
+    weight, sl, transposed = _o_slice(model, layer, head)
+    old = weight.data[sl].clone()
+    w_o = scale * torch.outer(read / read.norm(), direction / direction.norm())  # [d_head, d_model]
+    with torch.no_grad():
+        weight.data[sl] = (w_o if transposed else w_o.T).to(weight.dtype)
+    return old
+
+
+def restore_head(model: Any, layer: int, head: int, old: Tensor) -> None:
+    weight, sl, _ = _o_slice(model, layer, head)
+    with torch.no_grad():
+        weight.data[sl] = old
+
+
+@dataclass
+class RecoveryControl:
+    """Where patching ranks a planted head (1 = the largest mean |effect| over pairs), against the null.
+
+    `planted_rank` / `planted_share` (the planted head's share of the summed mean |effect|) with W_O along the
+    reward direction; `null_ranks` / `null_shares` with W_O along random directions of the same norm,
+    orthogonal to the reward readout. `effects` `[n_layers, n_heads]` is the planted run's mean |effect|.
+    """
+
+    layer: int
+    head: int
+    planted_rank: int
+    planted_share: float
+    null_ranks: list[int]
+    null_shares: list[float]
+    effects: Tensor
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        rows = [{"run": "planted", "rank": self.planted_rank, "share": self.planted_share}]
+        nulls = zip(self.null_ranks, self.null_shares, strict=True)
+        rows += [{"run": f"null{i}", "rank": r, "share": s} for i, (r, s) in enumerate(nulls)]
+        return pd.DataFrame(rows)
+
+
+def _head_effects(model: Any, pairs: Sequence[tuple[Tensor, Tensor]], max_rows: int) -> Tensor:
+    effs = [patch_heads(model, c, x, act="z", max_rows=max_rows, progress=False).values.abs() for c, x in pairs]
+    return torch.stack(effs).mean(0)
+
+
+def _rank_share(effects: Tensor, layer: int, head: int) -> tuple[int, float]:
+    flat = effects.reshape(-1)
+    k = layer * effects.shape[1] + head
+    rank = int((flat > flat[k]).sum()) + 1
+    return rank, float(flat[k] / flat.sum())
+
+
+def recovery_control(
+    model: Any,
+    pairs: Sequence[tuple[Input, Input]],
+    layer: int | None = None,
+    head: int = 0,
+    *,
+    scale: float = 1.0,
+    n_null: int = 3,
+    max_rows: int = 64,
+    seed: int = 0,
+) -> RecoveryControl:
+    """Plant a reward-writing head, check head patching finds it; random matched-norm directions as null.
+
+    The head (default: last layer, head `head`) reads `read` = the mean clean − corrupted difference of its
+    z at the reward position (so the pair differs along what it reads), and writes along `W_R_eff`'s direction
+    with W_O norm `scale` × the residual norm scale (`sqrt(d_model)`); the null runs write along random unit
+    directions with the component along `W_R_eff` removed. The model's weights are restored afterwards. Keep
+    `scale` near 1: a much larger write moves the final norm's scale, which is an effect in any direction.
+    """
+    layer = model.cfg.n_layers - 1 if layer is None else layer
+    rows = [(as_row(model, c), as_row(model, x)) for c, x in pairs]
+    name = f"blocks.{layer}.attn.hook_z"
+    diffs = []
+    for c, x in rows:
+        _, cc = model.run_with_cache(c[None], names_filter=name)
+        _, cx = model.run_with_cache(x[None], names_filter=name)
+        diffs.append(cc[name][0, -1, head] - cx[name][0, -1, head])
+    read = torch.stack(diffs).mean(0).float()
+    if float(read.norm()) == 0:
+        read = torch.ones_like(read)
+    w_r = model.W_R_eff.reshape(-1, model.cfg.d_model)[0].float()
+    size = scale * math.sqrt(model.cfg.d_model)
+    gen = torch.Generator().manual_seed(seed)
+    nulls = []
+    for _ in range(n_null):
+        d = torch.randn(model.cfg.d_model, generator=gen)
+        d = d - (d @ w_r) / (w_r @ w_r) * w_r
+        nulls.append(d)
+    results = []
+    for direction in [w_r, *nulls]:
+        old = plant_head(model, layer, head, direction, read, size)
+        try:
+            effects = _head_effects(model, rows, max_rows)
+        finally:
+            restore_head(model, layer, head, old)
+        results.append((effects, *_rank_share(effects, layer, head)))
+    planted = results[0]
+    return RecoveryControl(
+        layer=layer, head=head, planted_rank=planted[1], planted_share=planted[2],
+        null_ranks=[r[1] for r in results[1:]], null_shares=[r[2] for r in results[1:]], effects=planted[0],
+    )
