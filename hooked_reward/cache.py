@@ -8,6 +8,7 @@ so that `sum(reward_attrs(decompose_resid())) + b_R_eff == reward` exactly.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -38,6 +39,19 @@ class RewardActivationCache(ActivationCache):
         self.reward_pos = reward_pos
         self.cached_pos = cached_pos
         self.attention_mask = attention_mask
+
+    def stack_head_results(self, *args: Any, **kwargs: Any) -> Any:
+        """TransformerLens's per-head results. On models with post-sublayer norms (Gemma-2/3 `ln1_post`)
+        they are read before that norm, so they do not sum to `hook_attn_out`: a warning says so, and
+        `analysis.attribution.direct_reward_attribution(by="head")` gives exact per-head reward attributions."""
+        if any(name == "ln1_post" for name, _ in self.model.blocks[0].named_children()):
+            warnings.warn(
+                "stack_head_results: this model normalises attention output after the heads (ln1_post), so "
+                "head results are pre-norm and their reward_attrs are not exact. Use "
+                "hooked_reward.analysis.attribution.direct_reward_attribution(model, texts, by='head').",
+                stacklevel=2,
+            )
+        return super().stack_head_results(*args, **kwargs)
 
     @property
     def reward_index(self) -> Int[Tensor, "batch"]:
@@ -72,7 +86,9 @@ class RewardActivationCache(ActivationCache):
             scale = scale[..., None]
         return self.at_reward(scale)
 
-    def apply_final_ln_at_reward(self, stack: Float[Tensor, "... batch pos d_model"]) -> Float[Tensor, "... batch d_model"]:
+    def apply_final_ln_at_reward(
+        self, stack: Float[Tensor, "... batch pos d_model"]
+    ) -> Float[Tensor, "... batch d_model"]:
         """Read a residual stack at the reward position through the final norm, scale frozen (gain excluded:
         it is folded into `W_R_eff`). LayerNorm models are centred first, as their norm does."""
         at = self.at_reward(stack).to(torch.float32)

@@ -50,8 +50,21 @@ def test_decomposition_sums_to_reward(make_checkpoint, arch: str) -> None:
     attrs, labels = cache.decompose_reward()
     assert attrs.shape == (len(labels), 4)
     assert (attrs.sum(0) + model.b_R_eff - rewards).abs().max() <= TOL
-    heads = cache.reward_attrs(cache.stack_head_results())
+    if arch == "gemma2":  # post-attention norm: TL's head results are pre-norm, and we say so
+        with pytest.warns(UserWarning, match="ln1_post"):
+            cache.stack_head_results()
+        return
+    heads, head_labels = cache.stack_head_results(return_labels=True)
+    heads = cache.reward_attrs(heads)
     assert heads.shape == (model.cfg.n_layers * model.cfg.n_heads, 4)
+    # Heads of a layer plus its output bias b_O give that layer's attention attribution.
+    attn_rows = [labels.index(f"{layer}_attn_out") for layer in range(model.cfg.n_layers)]
+    per_layer = heads.reshape(model.cfg.n_layers, model.cfg.n_heads, 4).sum(1)
+    d_model = model.cfg.d_model
+    b_o = torch.stack([torch.zeros(d_model) if model.blocks[layer].attn.b_O is None else model.blocks[layer].attn.b_O
+                       for layer in range(model.cfg.n_layers)]).detach()
+    bias_attr = cache.reward_attrs(b_o[:, None, None, :].expand(-1, 4, tokens.shape[1], -1).contiguous())
+    assert (per_layer + bias_attr - attrs[attn_rows]).abs().max() <= TOL
     # Reward-position-only cache gives the same numbers with one position per row.
     rewards_r, cache_r = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
     assert cache_r["blocks.0.hook_resid_pre"].shape[1] == 1
@@ -247,7 +260,8 @@ def test_bad_inputs(make_checkpoint) -> None:
     with pytest.raises(InputError, match="longer than the model's context"):
         model(torch.ones(1, 65, dtype=torch.long))
     with pytest.raises(HookNameError, match="does not exist"):
-        model.run_with_hooks(torch.ones(1, 4, dtype=torch.long), fwd_hooks=[("blocks.0.hook_resid_pots", lambda t, hook: t)])
+        model.run_with_hooks(torch.ones(1, 4, dtype=torch.long),
+                             fwd_hooks=[("blocks.0.hook_resid_pots", lambda t, hook: t)])
     with pytest.raises(HookNameError, match="hook_resid_post"):
         model.run_with_cache(torch.ones(1, 4, dtype=torch.long), names_filter=["blocks.0.hook_resid_pots"])
     with pytest.raises(InputError, match="outside the sequence"):
