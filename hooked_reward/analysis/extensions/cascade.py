@@ -152,8 +152,10 @@ class CascadeResult:
 
     `profiles` `[K, C]` (mean ΔDRA per component), `directions` `[K, d]` or None, `similarity` `[K, K]` (of
     `basis`), `strength` (λ_max/K), `p_value` (component-permutation null), `threshold` (cluster cut-off),
-    `clusters` (lists of dimension names, singletons included), `shared_components` (component, loading) of
-    the top eigenvector's profile, `p_distinct` (item-shuffle reference) or NaN without item-level data.
+    `clusters` (lists of dimension names, singletons included, largest first), `cluster_components` (per
+    multi-dimension cluster, the components of its mean unit profile, largest |loading| first),
+    `shared_components` (those of the largest cluster, or of the top eigenvector when nothing clusters),
+    `p_distinct` (item-shuffle reference) or NaN without item-level data.
     """
 
     names: list[str]
@@ -176,6 +178,7 @@ class CascadeResult:
     shared_components: list[tuple[str, float]]
     p_distinct: float = float("nan")
     null_strength: np.ndarray | None = None
+    cluster_components: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_frame(self) -> Any:
@@ -285,13 +288,22 @@ def cascade_from_items(
     n_clusters, labels = connected_components(adj, directed=False)
     clusters = [[names[i] for i in range(len(names)) if labels[i] == c] for c in range(n_clusters)]
     clusters.sort(key=lambda c: (-len(c), names.index(c[0])))
-    # the shared part: the top eigenvector's combination of the unit profiles
+    # the shared part: per multi-dimension cluster, the mean of its members' unit profiles; without any
+    # cluster, the top eigenvector's combination of the unit profiles
+    unit = profiles / np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-300)
+
+    def loadings(weights: np.ndarray) -> list[tuple[str, float]]:
+        shared = weights @ unit
+        order = np.argsort(-np.abs(shared))
+        return [(components[i], float(shared[i])) for i in order[: min(10, len(order))]]
+
+    cluster_components = {
+        "+".join(c): loadings(np.array([1.0 / len(c) if n in c else 0.0 for n in names]))
+        for c in clusters if len(c) > 1
+    }
     _, vecs_eig = np.linalg.eigh(sim)
     top = vecs_eig[:, -1] * np.sign(vecs_eig[:, -1].sum() or 1.0)
-    unit = profiles / np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-300)
-    shared = top @ unit
-    order = np.argsort(-np.abs(shared))
-    shared_components = [(components[i], float(shared[i])) for i in order[: min(10, len(order))]]
+    shared_components = next(iter(cluster_components.values())) if cluster_components else loadings(top)
     # item-shuffle reference (exchangeable dimensions), only with item-level data
     p_distinct = float("nan")
     null_items = None
@@ -324,7 +336,9 @@ def cascade_from_items(
         std_delta_low=np.array(slo), std_delta_high=np.array(shi), profiles=profiles, directions=directions,
         similarity=sim, basis=basis, strength=strength, p_value=p_value, threshold=threshold, clusters=clusters,
         shared_components=shared_components, p_distinct=p_distinct, null_strength=null_s,
-        meta={"n_perm": n_perm, "null_items_mean": float(null_items.mean()) if null_items is not None else np.nan},
+        cluster_components=cluster_components,
+        meta={"n_perm": n_perm, "null_items_mean": float(null_items.mean()) if null_items is not None else np.nan,
+              "mean_delta": np.array([deltas[n].mean() for n in names])},
     )
 
 
