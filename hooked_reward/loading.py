@@ -20,7 +20,10 @@ from torch import nn
 from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
 from hooked_reward.heads.base import RewardHead
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass
@@ -39,6 +42,8 @@ class LoadedCheckpoint:
     make_head: Callable[[Any], RewardHead]
     tokenizer: Any = None
 
+
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 # config.json "architectures" entry -> loader(path, dtype, device_map) -> LoadedCheckpoint
 CUSTOM_LOADERS: dict[str, Callable[..., LoadedCheckpoint]] = {}
@@ -89,8 +94,11 @@ def causal_lm_architecture(hf_config: Any) -> str:
     arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     supported = supported_causal_architectures()
     if arch is None or arch not in supported:
-        seq_cls = [a.replace("ForCausalLM", "ForSequenceClassification").replace("LMHeadModel", "ForSequenceClassification")
-                   for a in supported if a.endswith(("ForCausalLM", "LMHeadModel"))]
+        seq_cls = [
+            a.replace("ForCausalLM", "ForSequenceClassification").replace("LMHeadModel", "ForSequenceClassification")
+            for a in supported
+            if a.endswith(("ForCausalLM", "LMHeadModel"))
+        ]
         raise UnsupportedArchitectureError(
             f"Architecture {model_type!r} ({getattr(hf_config, 'architectures', None)}) is not supported: "
             f"TransformerLens {_tl_version()} has no adapter for {arch or 'its causal-LM form'}. "
@@ -135,9 +143,16 @@ def load_tokenizer(path: Path) -> Any:
     """The checkpoint's tokenizer, or None when the directory ships none (token-id input still works)."""
     from transformers import AutoTokenizer
 
-    has_files = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"))
-    if not has_files:
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
         return None
+    config_file = path / "tokenizer_config.json"
+    declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.exists() else None
+    if declared in GENERIC_TOKENIZER_CLASSES and (path / "tokenizer.json").exists():
+        # A generic fast tokenizer: AutoTokenizer (transformers 5) would substitute the class of the model type
+        # (e.g. Qwen2Tokenizer) and rebuild its pre-tokenizer, changing the token ids.
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
 

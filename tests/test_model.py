@@ -169,8 +169,11 @@ def test_gpt2_left_padding_uses_mask_positions(make_checkpoint) -> None:
     assert (batched - alone).abs().max() <= TOL
 
 
-def test_text_input_and_tokenize(make_checkpoint) -> None:
-    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_text_input_and_tokenize(make_checkpoint, arch: str) -> None:
+    model = HookedRewardModel.from_pretrained(make_checkpoint(arch))
+    expected = word_tokenizer()("the cat is very good")["input_ids"]
+    assert model.tokenize(["the cat is very good"])[0].tolist() == [expected]
     texts = ["the cat is good", "the dog was very bad thanks"]
     tokens, mask = model.tokenize(texts)
     assert tokens[0, 0] == model.tokenizer.bos_token_id
