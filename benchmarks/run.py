@@ -1,0 +1,588 @@
+"""hooked_reward benchmarks (issue 16): speed and memory of the hooked model against the HF model it wraps.
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results/latest.json] [--threads N] [--repeats N]
+
+Everything is measured in one run, on the same inputs and the same number of torch threads, and reported as a
+ratio against a baseline measured in the same run (timings are interleaved: each repeat runs every variant once,
+in rotating order, and the median over repeats is kept), so that a machine shared with other processes still
+gives comparable numbers. `--quick` uses CI-sized shapes (finishes in well under a minute on 2 cores); its
+timings are not meaningful, only that every figure is produced.
+
+Figures (see docs/performance.md for targets and the last recorded numbers):
+
+* forward: HookedRewardModel vs the HF `LlamaForSequenceClassification` loaded separately from the same saved
+  checkpoint; `run_with_cache` with every hook, with a residual-stream `names_filter`, and with
+  `positions="reward"`; TransformerLens's own bridge over a `LlamaForCausalLM` with the same weights (against
+  that HF causal LM, since its unembedding is a vocabulary-sized matmul the reward model does not have).
+* memory: cached activation bytes (exact: the sum of `nbytes` of the distinct cached tensors) of the full,
+  residual-filtered and reward-position caches, bytes per cached token, and the peak of bytes allocated by
+  torch during each run (torch.profiler memory events: the CPU allocator's running total).
+* patching: a full layer x position `resid_pre` sweep over one pair, ours (`analysis.patching.patch_resid`) vs
+  one forward per patch (`run_with_hooks`) vs `transformer_lens.patching.get_act_patch_resid_pre`; attribution
+  patching of every component in forward-equivalents and its Spearman agreement with exact patching.
+* loading: `HookedRewardModel.from_pretrained` vs `AutoModelForSequenceClassification.from_pretrained`, time
+  and peak RSS (VmHWM), each load in its own process forked from a server that has done the imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SHAPES: dict[str, dict[str, int]] = {
+    "full": dict(d_model=512, n_layers=8, n_heads=8, d_mlp=1376, vocab=32000, batch=8, seq=128, sweep_seq=128,
+                 repeats=7, load_repeats=3),
+    "quick": dict(d_model=64, n_layers=2, n_heads=4, d_mlp=128, vocab=512, batch=2, seq=24, sweep_seq=8,
+                  repeats=3, load_repeats=1),
+}
+
+# figure -> (comparison, bound); "le": value must be <= bound
+TARGETS: dict[str, tuple[str, float]] = {
+    "forward.ratio_vs_hf": ("le", 1.05),
+    "forward.cache_all_ratio_vs_hf": ("le", 1.15),
+    "forward.cache_resid_ratio_vs_hf": ("le", 1.08),
+    "memory.reward_cache_excess_bytes_over_full_per_seq": ("le_const", 0.0),
+    "patching.sweep_ratio_vs_naive": ("le", 0.35),
+    "patching.sweep_max_abs_diff_vs_naive": ("le", 1e-4),
+    "attribution_patching.forward_equivalents": ("le", 4.5),
+    "loading.time_ratio_vs_hf": ("le", 1.3),
+    "loading.peak_rss_ratio_vs_hf": ("le", 1.2),
+}
+
+RESID_HOOKS = ("hook_resid_pre", "hook_resid_post")
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+def llama_config(shape: dict[str, int]) -> Any:
+    """A Llama reward-model config of the given shape (one output, pad id 0)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=shape["vocab"], hidden_size=shape["d_model"], intermediate_size=shape["d_mlp"],
+        num_hidden_layers=shape["n_layers"], num_attention_heads=shape["n_heads"],
+        num_key_value_heads=shape["n_heads"], max_position_embeddings=max(2 * shape["seq"], 256),
+        num_labels=1, pad_token_id=0,
+    )
+
+
+def make_checkpoint(shape: dict[str, int], out: Path, seed: int = 0) -> Path:
+    """A randomly initialised `LlamaForSequenceClassification` saved with `save_pretrained` (weights drawn at
+    1/sqrt(fan_in) so that rewards and patching effects are O(1), not HF's tiny default init)."""
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = LlamaForSequenceClassification(llama_config(shape)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, p.shape[-1] ** -0.5)
+            elif "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+    model.save_pretrained(out)
+    return out
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function; every repeat runs each once, in an order rotated per repeat."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def peak_alloc_bytes(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """`(peak, result)`: the peak of bytes allocated by torch's CPU allocator while `fn` runs, above what was
+    allocated before (torch.profiler memory events carry the allocator's running total)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+
+    def walk(nodes: list) -> Any:
+        for node in nodes:
+            yield node
+            yield from walk(node.children)
+
+    events = [n for n in walk(prof.profiler.kineto_results.experimental_event_tree()) if n.tag == _EventType.Allocation]
+    if not events:
+        return 0, result
+    events.sort(key=lambda n: n.start_time_ns)
+    first = events[0].extra_fields
+    start = first.total_allocated - first.alloc_size
+    return max(int(e.extra_fields.total_allocated) for e in events) - int(start), result
+
+
+def cache_bytes(cache: Any) -> dict[str, int]:
+    """Bytes held by a cache: `tensor_bytes` sums `nbytes` of each distinct cached tensor (aliases counted once),
+    `storage_bytes` the distinct storages they keep alive (larger when a cached tensor is a view)."""
+    seen_t: set[tuple] = set()
+    seen_s: set[int] = set()
+    tensor_bytes = storage_bytes = 0
+    for value in cache.cache_dict.values():
+        key = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype)
+        if key not in seen_t:
+            seen_t.add(key)
+            tensor_bytes += value.nbytes
+        storage = value.untyped_storage()
+        if storage.data_ptr() not in seen_s:
+            seen_s.add(storage.data_ptr())
+            storage_bytes += storage.nbytes()
+    return {"tensor_bytes": tensor_bytes, "storage_bytes": storage_bytes, "n_entries": len(cache.cache_dict),
+            "n_tensors": len(seen_t)}
+
+
+class _Cache:
+    """A bare `cache_dict` holder, to count bytes of a subset of a cache."""
+
+    def __init__(self, cache_dict: dict[str, torch.Tensor]) -> None:
+        self.cache_dict = cache_dict
+
+
+def is_resid(name: str) -> bool:
+    """The residual-stream `names_filter` benchmarked: every block's resid_pre and resid_post."""
+    return name.endswith(RESID_HOOKS)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeats: int) -> dict[str, Any]:
+    """Forward and run_with_cache timings against HF, plus TL's own bridge against its HF causal LM."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import LlamaForCausalLM
+
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(1, shape["vocab"], (shape["batch"], shape["seq"]), generator=g)
+    mask = torch.ones_like(tokens)
+    cfg = llama_config(shape)
+    causal = LlamaForCausalLM(cfg).eval()
+    missing = causal.model.load_state_dict(hf.model.state_dict())
+    assert not missing.missing_keys and not missing.unexpected_keys
+    hf_causal = LlamaForCausalLM(cfg).eval()
+    hf_causal.load_state_dict(causal.state_dict())
+    tl_bridge = build_bridge_from_module(causal, "LlamaForCausalLM", hf_config=cfg)
+    tl_bridge.eval()
+
+    with torch.no_grad():
+        ref = hf(input_ids=tokens, attention_mask=mask).logits[:, 0]
+        ours = model(tokens, attention_mask=mask)
+    max_diff = float((ref - ours).abs().max())
+
+    def nograd(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                return fn()
+
+        return run
+
+    fns = {
+        "hf": nograd(lambda: hf(input_ids=tokens, attention_mask=mask).logits),
+        "ours": nograd(lambda: model(tokens, attention_mask=mask)),
+        "cache_all": lambda: model.run_with_cache(tokens, attention_mask=mask),
+        "cache_resid": lambda: model.run_with_cache(tokens, attention_mask=mask, names_filter=is_resid),
+        "cache_reward_pos": lambda: model.run_with_cache(tokens, attention_mask=mask, positions="reward"),
+        "hf_causal_lm": nograd(lambda: hf_causal(input_ids=tokens, attention_mask=mask).logits),
+        "tl_bridge_causal_lm": nograd(lambda: tl_bridge(tokens, attention_mask=mask)),
+    }
+    t = time_interleaved(fns, repeats)
+    return {
+        "seconds": t,
+        "max_abs_reward_diff_vs_hf": max_diff,
+        "ratio_vs_hf": t["ours"] / t["hf"],
+        "cache_all_ratio_vs_hf": t["cache_all"] / t["hf"],
+        "cache_resid_ratio_vs_hf": t["cache_resid"] / t["hf"],
+        "cache_reward_pos_ratio_vs_hf": t["cache_reward_pos"] / t["hf"],
+        "tl_bridge_ratio_vs_hf_causal_lm": t["tl_bridge_causal_lm"] / t["hf_causal_lm"],
+        "shape": {"batch": shape["batch"], "seq": shape["seq"]},
+    }
+
+
+def bench_memory(model: Any, hf: Any, shape: dict[str, int]) -> dict[str, Any]:
+    """Cached activation bytes (exact) and peak allocator bytes of each kind of run."""
+    g = torch.Generator().manual_seed(2)
+    batch, seq = shape["batch"], shape["seq"]
+    tokens = torch.randint(1, shape["vocab"], (batch, seq), generator=g)
+    mask = torch.ones_like(tokens)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        out["hf_forward_peak_bytes"], _ = peak_alloc_bytes(lambda: hf(input_ids=tokens, attention_mask=mask).logits)
+        out["ours_forward_peak_bytes"], _ = peak_alloc_bytes(lambda: model(tokens, attention_mask=mask))
+    runs = {
+        "full": dict(),
+        "resid": dict(names_filter=is_resid),
+        "reward_pos": dict(positions="reward"),
+    }
+    caches = {}
+    for name, kwargs in runs.items():
+        peak, (_, cache) = peak_alloc_bytes(lambda kw=kwargs: model.run_with_cache(tokens, attention_mask=mask, **kw))
+        counted = cache_bytes(cache)
+        tokens_cached = batch * (1 if name == "reward_pos" else seq)
+        out[f"cache_{name}"] = {**counted, "peak_bytes": peak, "cached_tokens": tokens_cached,
+                                "bytes_per_cached_token": counted["tensor_bytes"] / tokens_cached}
+        caches[name] = cache
+    # the reward-position cache must hold <= 1/seq of the full cache plus a constant: the tensors that have no
+    # position axis at all (hook_reward_resid, hook_reward: [batch, ...]), which both caches hold in full.
+    full, reward = caches["full"].cache_dict, caches["reward_pos"].cache_dict
+    unreduced = {k: v for k, v in reward.items() if k in full and v.shape == full[k].shape}
+    no_pos = {k: v for k, v in unreduced.items() if seq not in v.shape}
+    seq_dep = {k: v for k, v in unreduced.items() if seq in v.shape}
+    const = cache_bytes(_Cache(no_pos))["tensor_bytes"]
+    out["reward_cache_unreduced_seq_entries"] = {k: list(v.shape) for k, v in seq_dep.items()}
+    out["reward_cache_unreduced_seq_bytes"] = cache_bytes(_Cache(seq_dep))["tensor_bytes"]
+    excess = out["cache_reward_pos"]["tensor_bytes"] - out["cache_full"]["tensor_bytes"] / seq
+    out["reward_cache_excess_bytes_over_full_per_seq"] = excess
+    out["reward_cache_constant_bytes"] = const
+    out["reward_cache_within_bound"] = bool(excess <= const)
+    out["full_over_reward_bytes"] = out["cache_full"]["tensor_bytes"] / out["cache_reward_pos"]["tensor_bytes"]
+    return out
+
+
+def bench_patching(model: Any, shape: dict[str, int], repeats: int) -> dict[str, Any]:
+    """Full resid_pre layer x position sweep: ours vs naive one-forward-per-patch vs TransformerLens's."""
+    import inspect
+
+    import transformer_lens.patching as tlp
+    from scipy.stats import spearmanr
+
+    from hooked_reward.analysis import patching as hp
+    from hooked_reward.analysis.attribution_patching import attribution_patch
+
+    g = torch.Generator().manual_seed(3)
+    seq, n_layers = shape["sweep_seq"], model.cfg.n_layers
+    clean = torch.randint(1, shape["vocab"], (seq,), generator=g)
+    corrupt = clean.clone()
+    flip = torch.randperm(seq, generator=g)[: max(1, seq // 4)]
+    corrupt[flip] = torch.randint(1, shape["vocab"], (len(flip),), generator=g)
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+    fast = "fast" in inspect.signature(hp.patch_resid).parameters
+    try:
+        import hooked_reward.analysis.patching_fast  # noqa: F401
+    except ImportError:
+        fast = False
+
+    def ours() -> torch.Tensor:
+        kwargs = {"fast": True} if fast else {}
+        return hp.patch_resid(model, clean, corrupt, mode="denoise", progress=False, **kwargs).rewards
+
+    def naive() -> torch.Tensor:
+        _, cache = model.run_with_cache(clean[None], names_filter=names)
+        out = torch.empty(n_layers, seq)
+        for layer, name in enumerate(names):
+            src = cache[name]
+            for p in range(seq):
+                def hook(act: torch.Tensor, hook: Any, p: int = p, src: torch.Tensor = src) -> torch.Tensor:
+                    act[:, p] = src[:, p]
+                    return act
+
+                with torch.no_grad():
+                    out[layer, p] = model.run_with_hooks(corrupt[None], fwd_hooks=[(name, hook)])[0]
+        return out
+
+    def tl() -> torch.Tensor:
+        _, cache = model.run_with_cache(clean[None], names_filter=names)
+        with torch.no_grad():
+            return tlp.get_act_patch_resid_pre(model, corrupt[None], cache, lambda r: r[0])
+
+    def one_forward() -> torch.Tensor:
+        with torch.no_grad():
+            return model(corrupt[None])
+
+    results: dict[str, list[torch.Tensor]] = {"ours": [], "naive": [], "tl": []}
+    times: dict[str, list[float]] = {k: [] for k in results}
+    # ours is cheap: run it before and after each slow baseline (interleaved), keep the medians
+    order = ["ours", "naive", "ours", "tl", "ours"]
+    fns = {"ours": ours, "naive": naive, "tl": tl}
+    for name in order:
+        t0 = time.perf_counter()
+        results[name].append(fns[name]())
+        times[name].append(time.perf_counter() - t0)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    ref = results["naive"][0]
+    t_fwd = time_interleaved({"fwd": one_forward}, max(repeats, 5))["fwd"]
+
+    # attribution patching of every component, and exact patching of the same components
+    def attr() -> dict:
+        return attribution_patch(model, clean, corrupt, sites=("resid_pre", "attn_out", "mlp_out", "z"))
+
+    t_attr = time_interleaved({"attr": attr, "fwd": one_forward}, repeats)
+    approx = attr()
+    exact_blocks = hp.patch_block_outputs(model, clean, corrupt, progress=False)
+    exact_heads = hp.patch_heads(model, clean, corrupt, act="z", progress=False)
+    exact_resid = ref - float(one_forward()[0])  # denoising: patched reward minus the corrupted run's
+
+    def rho(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
+
+    spear = {
+        "resid_pre": rho(approx["resid_pre"].values, exact_resid),
+        "block_outputs": rho(approx["block_outputs"].values, exact_blocks.values),
+        "z": rho(approx["z"].values, exact_heads.values),
+    }
+    allx = torch.cat([approx[k].values.flatten() for k in ("resid_pre", "block_outputs", "z")])
+    ally = torch.cat([exact_resid.flatten(), exact_blocks.values.flatten(), exact_heads.values.flatten()])
+    spear["all"] = rho(allx, ally)
+    return {
+        "patching": {
+            "seconds": t,
+            "n_patches": n_layers * seq,
+            "seq": seq,
+            "fast_sweep": fast,
+            "sweep_ratio_vs_naive": t["ours"] / t["naive"],
+            "tl_ratio_vs_naive": t["tl"] / t["naive"],
+            "sweep_ratio_vs_tl": t["ours"] / t["tl"],
+            "sweep_forward_equivalents": t["ours"] / t_fwd,
+            "naive_forward_equivalents": t["naive"] / t_fwd,
+            "sweep_max_abs_diff_vs_naive": float((results["ours"][0] - ref).abs().max()),
+            "tl_max_abs_diff_vs_naive": float((results["tl"][0] - ref).abs().max()),
+            "one_forward_seconds": t_fwd,
+        },
+        "attribution_patching": {
+            "seconds": t_attr["attr"],
+            "one_forward_seconds": t_attr["fwd"],
+            "forward_equivalents": t_attr["attr"] / t_attr["fwd"],
+            "sites": ["resid_pre", "attn_out", "mlp_out", "z"],
+            "spearman_vs_exact": spear,
+        },
+    }
+
+
+LOAD_SERVER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import torch
+    torch.set_num_threads(int(sys.argv[1]))
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+    import transformers.models.llama.modeling_llama  # noqa: F401
+    import transformer_lens.model_bridge.sources  # noqa: F401
+    from hooked_reward import HookedRewardModel
+    from hooked_reward.loading import supported_causal_architectures
+    supported_causal_architectures()
+
+    def hwm_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+    print("ready", flush=True)
+    for line in sys.stdin:
+        kind, path = json.loads(line)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            base = hwm_kb()
+            t0 = time.perf_counter()
+            if kind == "hf":
+                m = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+            else:
+                m = HookedRewardModel.from_pretrained(path, dtype=torch.float32)
+            seconds = time.perf_counter() - t0
+            peak = hwm_kb()
+            os.write(w, json.dumps({"seconds": seconds, "peak_rss_delta_bytes": (peak - base) * 1024,
+                                    "baseline_rss_bytes": base * 1024}).encode())
+            os._exit(0)
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+        print(data.decode(), flush=True)
+    """
+)
+
+
+def start_load_server(threads: int) -> subprocess.Popen:
+    """A Python process that does the imports once and forks a fresh child for each load."""
+    return subprocess.Popen(
+        [sys.executable, "-c", LOAD_SERVER, str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, cwd=str(Path(__file__).resolve().parent.parent),
+    )
+
+
+def bench_loading(server: subprocess.Popen, path: Path, repeats: int) -> dict[str, Any]:
+    """Load time and peak RSS above the post-import baseline, HF vs ours, interleaved, medians."""
+    assert server.stdin is not None and server.stdout is not None
+    line = server.stdout.readline().strip()
+    if line != "ready":
+        raise RuntimeError(f"load server failed to start: {line!r}")
+    runs: dict[str, list[dict]] = {"hf": [], "ours": []}
+    for r in range(repeats):
+        for kind in (["hf", "ours"] if r % 2 == 0 else ["ours", "hf"]):
+            server.stdin.write(json.dumps([kind, str(path)]) + "\n")
+            server.stdin.flush()
+            runs[kind].append(json.loads(server.stdout.readline()))
+    server.stdin.close()
+    server.wait(timeout=60)
+    med = {k: {f: statistics.median(x[f] for x in v) for f in ("seconds", "peak_rss_delta_bytes")}
+           for k, v in runs.items()}
+    return {
+        "hf": med["hf"],
+        "ours": med["ours"],
+        "time_ratio_vs_hf": med["ours"]["seconds"] / med["hf"]["seconds"],
+        "peak_rss_ratio_vs_hf": med["ours"]["peak_rss_delta_bytes"] / med["hf"]["peak_rss_delta_bytes"],
+        "checkpoint_bytes": sum(f.stat().st_size for f in path.iterdir()),
+        "repeats": repeats,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ report
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU model, core count, load average, library versions, date."""
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import transformers
+
+    try:
+        from importlib.metadata import version
+
+        tl_version = version("transformer-lens")
+    except Exception:  # noqa: BLE001 - informative only
+        tl_version = "unknown"
+    return {
+        "cpu": model, "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
+        "transformers": transformers.__version__, "transformer_lens": tl_version,
+        "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
+    }
+
+
+def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target figure with its value, bound and whether it is met."""
+    out = {}
+    for key, (kind, bound) in TARGETS.items():
+        section, figure = key.split(".", 1)
+        value = results[section][figure]
+        if kind == "le_const":
+            bound = results["memory"]["reward_cache_constant_bytes"]
+        out[key] = {"value": value, "bound": bound, "met": bool(value <= bound)}
+    return out
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of the main figures."""
+    f, m, p, a, ld = (results[k] for k in ("forward", "memory", "patching", "attribution_patching", "loading"))
+    tg = results["targets"]
+
+    def mark(key: str) -> str:
+        return f"{'met' if tg[key]['met'] else 'MISSED'} (<= {tg[key]['bound']:.4g})" if key in tg else ""
+
+    rows = [
+        ("forward ours / HF", f"{f['ratio_vs_hf']:.3f}x", mark("forward.ratio_vs_hf")),
+        ("run_with_cache all hooks / HF", f"{f['cache_all_ratio_vs_hf']:.3f}x", mark("forward.cache_all_ratio_vs_hf")),
+        ("run_with_cache resid filter / HF", f"{f['cache_resid_ratio_vs_hf']:.3f}x",
+         mark("forward.cache_resid_ratio_vs_hf")),
+        ("run_with_cache positions='reward' / HF", f"{f['cache_reward_pos_ratio_vs_hf']:.3f}x", ""),
+        ("TL bridge (causal LM) / HF causal LM", f"{f['tl_bridge_ratio_vs_hf_causal_lm']:.3f}x", ""),
+        ("HF forward (s)", f"{f['seconds']['hf']:.4f}", ""),
+        ("max |reward - HF|", f"{f['max_abs_reward_diff_vs_hf']:.2e}", ""),
+        ("HF forward peak alloc (MB)", f"{m['hf_forward_peak_bytes'] / 2**20:.1f}", ""),
+        ("ours forward peak alloc (MB)", f"{m['ours_forward_peak_bytes'] / 2**20:.1f}", ""),
+    ]
+    for name in ("full", "resid", "reward_pos"):
+        c = m[f"cache_{name}"]
+        rows.append((f"cache {name}: MB / bytes per token / peak MB",
+                     f"{c['tensor_bytes'] / 2**20:.2f} / {c['bytes_per_cached_token']:.0f} / "
+                     f"{c['peak_bytes'] / 2**20:.1f}",
+                     ""))
+    rows += [
+        ("reward cache - full/seq (bytes)", f"{m['reward_cache_excess_bytes_over_full_per_seq']:.0f}",
+         mark("memory.reward_cache_excess_bytes_over_full_per_seq")),
+        (f"resid_pre sweep ({p['n_patches']} patches) / naive", f"{p['sweep_ratio_vs_naive']:.3f}",
+         mark("patching.sweep_ratio_vs_naive")),
+        ("TL get_act_patch_resid_pre / naive", f"{p['tl_ratio_vs_naive']:.3f}", ""),
+        ("sweep max |diff| vs naive", f"{p['sweep_max_abs_diff_vs_naive']:.2e}",
+         mark("patching.sweep_max_abs_diff_vs_naive")),
+        ("attribution patching (forward-equivalents)", f"{a['forward_equivalents']:.2f}",
+         mark("attribution_patching.forward_equivalents")),
+        ("attribution vs exact Spearman (resid/blocks/z/all)",
+         " / ".join(f"{a['spearman_vs_exact'][k]:.3f}" for k in ("resid_pre", "block_outputs", "z", "all")), ""),
+        ("load time ours / HF", f"{ld['time_ratio_vs_hf']:.3f}x", mark("loading.time_ratio_vs_hf")),
+        ("load peak RSS ours / HF", f"{ld['peak_rss_ratio_vs_hf']:.3f}x", mark("loading.peak_rss_ratio_vs_hf")),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a_:<{w0}}  {b:>{w1}}  {c}" for a_, b, c in rows)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every benchmark, print the table, write the JSON; returns the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized shapes (timings not meaningful)")
+    parser.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output path")
+    parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2), help="torch.set_num_threads")
+    parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median kept)")
+    args = parser.parse_args(argv)
+    shape = dict(SHAPES["quick" if args.quick else "full"])
+    repeats = args.repeats or shape["repeats"]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from transformers import AutoModelForSequenceClassification
+
+    from hooked_reward import HookedRewardModel
+
+    t_start = time.perf_counter()
+    server = start_load_server(args.threads) if args.quick else None  # quick: overlap its imports with the rest
+    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "shape": shape,
+                               "machine": machine_info(args.threads), "repeats": repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_checkpoint(shape, Path(tmp) / "rm")
+        hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval()
+        model = HookedRewardModel.from_pretrained(path, dtype=torch.float32)
+        sections = results["section_seconds"] = {"setup": time.perf_counter() - t_start}
+        t0 = time.perf_counter()
+        results["forward"] = bench_forward(model, hf, path, shape, repeats)
+        sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
+        results["memory"] = bench_memory(model, hf, shape)
+        sections["memory"], t0 = time.perf_counter() - t0, time.perf_counter()
+        results.update(bench_patching(model, shape, repeats))
+        sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
+        del model, hf
+        server = server or start_load_server(args.threads)
+        results["loading"] = bench_loading(server, path, shape["load_repeats"])
+        sections["loading"] = time.perf_counter() - t0
+    results["targets"] = check_targets(results)
+    results["wall_seconds"] = time.perf_counter() - t_start
+    print(f"hooked_reward benchmarks ({results['mode']}): {results['machine']['cpu']}, "
+          f"{args.threads} torch threads, torch {torch.__version__}")
+    print(format_table(results))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float))
+    print(f"wrote {out} ({results['wall_seconds']:.1f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
