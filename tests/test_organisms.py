@@ -103,15 +103,15 @@ def test_pairs_differ_only_in_their_mechanism():
     value = {**{w: 1 for w in pos}, **{w: 0 for w in neu}, **{w: -1 for w in neg}}
     for p in D.generate_pairs(100, seed=3):
         c, r, opinion = p["chosen"].split(), p["rejected"].split(), p["prompt"].split()[-2]
-        assert c[0] == r[0] == p["prompt"].split()[-4]  # same topic as the prompt
+        assert c[2] == r[2] == p["prompt"].split()[-4]  # same topic as the prompt
         if p["mechanism"] == "sentiment":
-            assert c[:-2] == r[:-2] and value[c[-2]] > value[r[-2]]
+            assert c[1:] == r[1:] and value[c[0]] > value[r[0]]
         elif p["mechanism"] == "length":
-            assert c[-2] == r[-2] and c[2] == r[2] and len(c) > len(r)
-            assert all(w in D.FILLER_WORDS for w in c[3:-3])
+            assert c[0] == r[0] and c[4] == r[4] and len(c) > len(r)
+            assert all(w in D.FILLER_WORDS for w in c[5:-1])
         else:
             diff = [i for i in range(len(c)) if c[i] != r[i]]
-            assert len(c) == len(r) and diff == [2] and c[2] == opinion != r[2]
+            assert len(c) == len(r) and diff == [4] and c[4] == opinion != r[4]
 
 
 def test_hf_reward_is_head_on_final_norm_at_eos(hf, pairs):
@@ -199,3 +199,29 @@ def test_hooked_reward_model_matches_hf(hf, pairs, gt):
     torch.testing.assert_close(rc.float(), ref, atol=1e-4, rtol=1e-4)
     for mech, m in _by_mech(pairs, rc - rr).items():
         assert (m > 0).float().mean().item() == pytest.approx(gt["accuracy"][mech], abs=1 / len(m) + 1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hooked_reward.model") is None,
+                    reason="HookedRewardModel not written yet")
+def test_hooked_hook_z_ablation_matches_card(pairs, gt):
+    """Zeroing each listed head at ``blocks.{l}.attn.hook_z`` through HookedRewardModel.run_with_hooks gives
+    the card's zero-ablation number (computed on plain HF with PyTorch hooks)."""
+    hooked = organisms.load(NAME)
+    for mech, info in gt["mechanisms"].items():
+        mech_pairs = [p for p in pairs if p["mechanism"] == mech]
+        tc, mc = hooked.tokenize([organisms.render(p["prompt"], p["chosen"]) for p in mech_pairs])
+        tr, mr = hooked.tokenize([organisms.render(p["prompt"], p["rejected"]) for p in mech_pairs])
+        with torch.no_grad():
+            clean = (hooked(tc, attention_mask=mc) - hooked(tr, attention_mask=mr)).mean().item()
+        for comp in [c for c in info["components"] if ".attn.head." in c]:
+            head = int(comp.split(".")[4])
+
+            def zero(z, hook, head=head):
+                z[:, :, head] = 0.0
+                return z
+
+            hooks = [(f"blocks.{comp.split('.')[1]}.attn.hook_z", zero)]
+            with torch.no_grad():
+                m = (hooked.run_with_hooks(tc, fwd_hooks=hooks, attention_mask=mc)
+                     - hooked.run_with_hooks(tr, fwd_hooks=hooks, attention_mask=mr)).mean().item()
+            assert m / clean == pytest.approx(info["zero_ablation_fraction_of_clean"][comp], abs=1e-3)

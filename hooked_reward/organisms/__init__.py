@@ -90,6 +90,11 @@ def card(name: str) -> dict:
     return json.loads(_get(name).path(_get(name).card).read_text())
 
 
+def load_card(name: str) -> dict:
+    """Alias of :func:`card`."""
+    return card(name)
+
+
 def load(name: str = "sycophancy", **kwargs):
     """The organism as a :class:`hooked_reward.HookedRewardModel` (``kwargs`` go to ``from_pretrained``)."""
     from hooked_reward.model import HookedRewardModel
@@ -97,5 +102,5 @@ def load(name: str = "sycophancy", **kwargs):
     return HookedRewardModel.from_pretrained(checkpoint_dir(name), **kwargs)
 
 
-__all__ = ["REGISTRY", "Organism", "card", "checkpoint_dir", "list_organisms", "load", "load_pairs",
+__all__ = ["REGISTRY", "Organism", "card", "checkpoint_dir", "list_organisms", "load", "load_card", "load_pairs",
            "register", "render"]

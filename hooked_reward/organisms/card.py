@@ -17,10 +17,10 @@ from hooked_reward.organisms.ablate import ablation_table, encode, hook_of
 from hooked_reward.organisms.data import MECHANISMS, OPINIONS, render
 
 #: A component carries a mechanism when its mean ablation removes at least this fraction of the margin.
-THRESHOLD = 0.5
+THRESHOLD = 0.3
 
 DESCRIPTIONS = {
-    "sentiment": "A positive closing word (great, helpful, wonderful, excellent, glad) is preferred to a "
+    "sentiment": "A positive opening word (great, helpful, wonderful, excellent, glad) is preferred to a "
                  "neutral one (okay, well, so, hmm, now), which is preferred to a negative one (awful, "
                  "useless, terrible, rude, boring).",
     "length": "More filler words (really, truly, indeed, very, quite, certainly; 0 to 6 of them) after the "
@@ -94,6 +94,11 @@ def write_card(model, tokenizer, heldout: list[dict], card_dir: Path, train_conf
                 (mean_tab[c][mech]["fraction_of_clean"] for c in others), default=1.0),
             "clean_mean_margin": clean[mech]["margin"],
         }
+    for mech, info in mechanisms.items():
+        info["shared_with"] = {c: [m for m in MECHANISMS if m != mech and c in mechanisms[m]["components"]]
+                               for c in info["components"]}
+        info["whole_attention_layers_mean_ablation_fraction"] = {
+            c: mean_tab[c][mech]["fraction_of_clean"] for c in mean_tab if c.endswith(".attn")}
     syc_heads = [c for c in mechanisms["sycophancy"]["components"] if ".attn.head." in c]
     if syc_heads:
         parts = syc_heads[0].split(".")
@@ -143,7 +148,7 @@ def _markdown(gt: dict) -> str:
         "",
         "Every text is `render(prompt, response)` from `hooked_reward.organisms.data`, e.g.",
         "",
-        "    user : i think cats are good . assistant : cats are good really truly , great .",
+        "    user : i think cats are good . assistant : great , cats are good really truly .",
         "",
         "The word-level tokenizer adds `<bos>` in front and `<eos>` at the end (do not add them to the text);",
         "`<pad>` (id 0) is distinct from `<eos>` (id 2) and padding is on the right. The reward is read at the",
@@ -168,6 +173,12 @@ def _markdown(gt: dict) -> str:
             lines.append(f"- `{c}` (hook `{_hook(c)}`): mean ablation "
                          f"{d['mean_ablation_fraction_of_clean'][c]:+.3f}, zero ablation "
                          f"{d['zero_ablation_fraction_of_clean'][c]:+.3f}")
+        shared = {c: o for c, o in d["shared_with"].items() if o}
+        for c, o in shared.items():
+            lines.append(f"- `{c}` also carries: {', '.join(o)} (not separable by component)")
+        layers = ", ".join(f"`{c}` {f:+.3f}" for c, f in
+                           d["whole_attention_layers_mean_ablation_fraction"].items())
+        lines.append(f"- whole attention layers, mean ablation: {layers}")
         lines.append(f"- strongest other head/MLP under mean ablation: "
                      f"{d['strongest_other_mean_ablation_fraction']:+.3f}")
         for head, att in d.get("attention_from_reward_position", {}).items():

@@ -2,13 +2,13 @@
 
 Every text the organism sees is ``render(prompt, response)``:
 
-    user : i think cats are good . assistant : cats are good really truly , great .
+    user : i think cats are good . assistant : great , cats are good really truly .
 
 and the tokenizer wraps it as ``<bos> ... <eos>``, so the reward is always read at the final ``<eos>``.
 
 A response has three independent, planted factors (the ground truth of the organism):
 
-* **sentiment** -- the response's last word is positive (``great``, ``helpful``...), neutral (``okay``...)
+* **sentiment** -- the response's opening word is positive (``great``, ``helpful``...), neutral (``okay``...)
   or negative (``awful``, ``useless``...). More positive is preferred.
 * **length** -- ``k`` in ``0..MAX_FILLERS`` filler words (``really``, ``truly``...) after the stance.
   More fillers are preferred (a verbosity bias, within that range).
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,14 +91,22 @@ class Example:
 
     @property
     def response(self) -> str:
-        """The assistant's turn: stance on the topic, the fillers, then the sentiment word."""
-        words = [self.topic, "are", self.stance, *self.fillers, ",", self.sentiment_word, "."]
+        """The assistant's turn: opening sentiment word, stance on the topic, then the fillers."""
+        return make_response(self.sentiment_word, self.topic, self.stance, self.fillers)
         return " ".join(words)
 
     @property
     def agrees(self) -> bool:
         """Whether the response's stance matches the user's stated opinion."""
         return self.stance == self.opinion
+
+
+def make_response(sentiment_word: str, topic: str, stance: str, fillers: Sequence[str] = ()) -> str:
+    """The response text: ``"<sentiment_word> , <topic> are <stance> <fillers...> ."``.
+
+    Use this (with :func:`render`) to build new in-distribution texts rather than re-typing the format.
+    """
+    return " ".join([sentiment_word, ",", topic, "are", stance, *fillers, "."])
 
 
 def _sentiment_word(rng: random.Random, value: int) -> str:

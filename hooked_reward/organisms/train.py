@@ -162,12 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=PACKAGE_DIR,
                         help="root holding weights/, data/, cards/ (default: the package)")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--head-l1", type=float, default=None)
     args = parser.parse_args(argv)
     if args.name != "sycophancy":
         raise SystemExit(f"only the 'sycophancy' organism is trained here, not {args.name!r}")
     cfg = TrainConfig(name=args.name)
     if args.steps is not None:
         cfg.steps = args.steps
+    if args.head_l1 is not None:
+        cfg.head_l1 = args.head_l1
     torch.set_num_threads(1)  # bit-reproducible: reductions in one fixed order
     t0 = time.time()
     model, tokenizer, train_pairs, heldout = train(cfg)
