@@ -99,6 +99,13 @@ def write_card(model, tokenizer, heldout: list[dict], card_dir: Path, train_conf
                                for c in info["components"]}
         info["whole_attention_layers_mean_ablation_fraction"] = {
             c: mean_tab[c][mech]["fraction_of_clean"] for c in mean_tab if c.endswith(".attn")}
+    for info in mechanisms.values():
+        best = min(info["mean_ablation_fraction_of_clean"].values(), default=1.0)
+        layer, lf = min(info["whole_attention_layers_mean_ablation_fraction"].items(), key=lambda kv: kv[1])
+        info["localisation"] = (
+            "crisp: one listed component removes >= 90% of the margin" if best <= 0.1 else
+            f"partial: the strongest listed component removes {1 - best:.0%} of the margin; the rest is "
+            f"spread over other heads (the whole {layer} removes {1 - lf:.0%})")
     syc_heads = [c for c in mechanisms["sycophancy"]["components"] if ".attn.head." in c]
     if syc_heads:
         parts = syc_heads[0].split(".")
@@ -173,6 +180,7 @@ def _markdown(gt: dict) -> str:
             lines.append(f"- `{c}` (hook `{_hook(c)}`): mean ablation "
                          f"{d['mean_ablation_fraction_of_clean'][c]:+.3f}, zero ablation "
                          f"{d['zero_ablation_fraction_of_clean'][c]:+.3f}")
+        lines.append(f"- localisation: {d['localisation']}")
         shared = {c: o for c, o in d["shared_with"].items() if o}
         for c, o in shared.items():
             lines.append(f"- `{c}` also carries: {', '.join(o)} (not separable by component)")
