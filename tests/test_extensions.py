@@ -257,3 +257,40 @@ def test_write_extensions_report(llama, tmp_path):
         assert (tmp_path / "rep" / f"{name}.png").exists(), name
         assert "skipped" not in json.loads((tmp_path / "rep" / f"{name}.json").read_text())
     assert html.count("<h2>") >= 5
+
+
+# ------------------------------------------------------------------------------------------------ organism
+def _organism_or_skip():
+    from hooked_reward import organisms
+
+    if "sycophancy" not in organisms.list_organisms() or not organisms.checkpoint_dir("sycophancy").exists():
+        pytest.skip("the sycophancy organism's weights are not shipped in this checkout")
+    return organisms, organisms.load("sycophancy")
+
+
+def test_organism_planted_sentiment_concept():
+    """Minimal contrast sets: the same prompt and response, first word positive vs negative (the planted
+    sentiment mechanism: positive is preferred)."""
+    organisms, model = _organism_or_skip()
+    from hooked_reward.organisms.data import (
+        FILLER_WORDS,
+        NEGATIVE_WORDS,
+        OPINIONS,
+        POSITIVE_WORDS,
+        PROMPT_TEMPLATES,
+        TOPICS,
+    )
+
+    rng = random.Random(0)
+    pos, neg = [], []
+    for _ in range(60):
+        topic, opinion, stance = rng.choice(TOPICS), rng.choice(OPINIONS), rng.choice(OPINIONS)
+        prompt = rng.choice(PROMPT_TEMPLATES).format(topic=topic, opinion=opinion)
+        fill = " ".join(rng.choice(FILLER_WORDS) for _ in range(rng.randint(0, 6)))
+        pos.append(organisms.render(prompt, f"{rng.choice(POSITIVE_WORDS)} , {topic} are {stance} {fill} ."))
+        neg.append(organisms.render(prompt, f"{rng.choice(NEGATIVE_WORDS)} , {topic} are {stance} {fill} ."))
+    concept = fit_concept(model, pos, neg, hook="blocks.0.hook_resid_post", method="lda", name="positive_sentiment",
+                          n_boot=200)
+    assert concept.test_auc > 0.95
+    dose = dose_response(model, concept, neg[:16], n_boot=300)
+    assert dose.slope_low > 0  # the planted sign: more positive sentiment, more reward

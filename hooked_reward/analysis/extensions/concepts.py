@@ -1,8 +1,9 @@
 """Concept vectors: a direction for a named concept at a hook point, how well it separates held-out texts,
 how it lines up with the reward direction, and what adding it does to the reward.
 
-    u      = normalise(mean_pos − mean_neg)          at the reward position of `hook` (or a logistic probe's
-                                                      weight vector), fitted on a train split only
+    u      = normalise(mean_pos − mean_neg)          at the reward position of `hook` (or Σ⁻¹(mean_pos −
+                                                      mean_neg) with a LedoitWolf within-class Σ, or a
+                                                      logistic probe's weights), fitted on a train split only
     AUC    = P(u·x_pos > u·x_neg) on the held-out split, bootstrap CI (positives and negatives resampled)
     align  = cos(u_c, W_R_eff) at the final residual, u_c = u centred for LayerNorm (what the norm sees),
              against the exact random-direction null at width d (cos² ~ Beta(½, (d−1)/2))
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
+from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
@@ -137,11 +139,12 @@ def fit_concept(
     `positive` (texts with the concept) and `negative` texts, on a seeded `train_frac` split of each side;
     the AUC is reported on the other part.
 
-    `method`: "mean_diff" (difference of class means, normalised) or "logistic" (sklearn logistic regression
-    on the raw activations; its weight vector, normalised).
+    `method`: "mean_diff" (difference of class means, normalised), "lda" (the mean difference whitened by the
+    LedoitWolf pooled within-class covariance, Σ⁻¹(μ₊ − μ₋): the better separator when other features vary more
+    than the concept) or "logistic" (sklearn logistic regression on the raw activations; its weight vector).
     """
-    if method not in ("mean_diff", "logistic"):
-        raise InputError(f"method must be 'mean_diff' or 'logistic', got {method!r}.")
+    if method not in ("mean_diff", "lda", "logistic"):
+        raise InputError(f"method must be 'mean_diff', 'lda' or 'logistic', got {method!r}.")
     hook = hook or final_resid_hook(model)
     _, pos_acts = reward_position_acts(model, positive, [hook], batch_size=batch_size)
     _, neg_acts = reward_position_acts(model, negative, [hook], batch_size=batch_size)
@@ -153,6 +156,10 @@ def fit_concept(
     tn, hn = _split(len(xn), train_frac, rng)
     if method == "mean_diff":
         u = xp[tp].mean(0) - xn[tn].mean(0)
+    elif method == "lda":
+        x_train = np.r_[xp[tp] - xp[tp].mean(0), xn[tn] - xn[tn].mean(0)]
+        cov = LedoitWolf(assume_centered=True).fit(x_train).covariance_
+        u = np.linalg.solve(cov, xp[tp].mean(0) - xn[tn].mean(0))
     else:
         clf = LogisticRegression(max_iter=2000).fit(np.r_[xp[tp], xn[tn]], np.r_[np.ones(len(tp)), np.zeros(len(tn))])
         u = clf.coef_[0]
