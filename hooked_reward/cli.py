@@ -66,10 +66,15 @@ def cmd_analyze(args: argparse.Namespace) -> Path:
 
 
 def cmd_probe(args: argparse.Namespace) -> Path:
+    from hooked_reward import organisms
     from hooked_reward.analysis.probes import run_probe_suite, write_probe_report
+    from hooked_reward.analysis.probes.generators import organism_factors
 
-    model, _, _ = _load_model(args.model)
-    result = run_probe_suite(model, n_pairs=args.n_pairs, seed=args.seed, progress=not args.quiet)
+    model, render, bundled = _load_model(args.model)
+    kwargs: dict[str, Any] = {}
+    if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
+        kwargs = {"factors": organism_factors(), "render": organisms.render}
+    result = run_probe_suite(model, n_pairs=args.n_pairs, seed=args.seed, progress=not args.quiet, **kwargs)
     return Path(write_probe_report(result, args.out))
 
 
@@ -79,24 +84,54 @@ def cmd_compare(args: argparse.Namespace) -> Path:
     model_a, render, bundled = _load_model(args.model)
     model_b, _, _ = _load_model(args.model_b)
     pairs = _pairs(args, bundled, render)
-    result = compare_models(model_a, model_b, [(p.chosen, p.rejected) for p in pairs], progress=not args.quiet)
+    records = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+    result = compare_models(model_a, model_b, records, render_a=_identity, render_b=_identity,
+                            progress=not args.quiet)
     return Path(write_compare_report(result, args.out))
 
 
+def _identity(prompt: str, response: str) -> str:
+    return response
+
+
 def cmd_faithfulness(args: argparse.Namespace) -> Path:
-    from hooked_reward.analysis.faithfulness import faithfulness_study, write_faithfulness_report
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hooked_reward.analysis.faithfulness import faithfulness_study
+    from hooked_reward.report.html import Report
 
     model, render, bundled = _load_model(args.model)
     pairs = _pairs(args, bundled, render)
-    result = faithfulness_study(model, [(p.chosen, p.rejected) for p in pairs], progress=not args.quiet)
-    return Path(write_faithfulness_report(result, args.out))
+    report = Report(Path(args.out), "Faithfulness: direct reward attribution vs activation patching")
+    report.add_text(
+        "What this is",
+        "Per pair, the Spearman correlation between each component's direct reward attribution of "
+        "r(chosen) − r(rejected) and its denoising patching effect (chosen activations into the rejected run); "
+        "pairs of different token lengths are aligned at the reward position (right ends). Over pairs: mean, BCa "
+        "bootstrap 95% CI, and sign-flip and Wilcoxon tests against 0.",
+    )
+    for by in ("component", "head"):
+        result = faithfulness_study(model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward",
+                                    progress=not args.quiet)
+        report.add_table(f"Summary ({by})", [result.summary()])
+        fig, ax = plt.subplots(figsize=(5, 3))
+        result.plot(ax=ax)
+        report.add_figure(f"Per-pair Spearman ρ ({by})", fig, f"faithfulness_{by}")
+        report.add_data(by, {"summary": result.summary(), "rho": result.rho, "labels": result.labels,
+                             "attribution": result.attribution, "patching": result.patching})
+    return report.write()
 
 
 def cmd_extensions(args: argparse.Namespace) -> Path:
+    from hooked_reward import organisms
     from hooked_reward.analysis.extensions import write_extensions_report
 
-    model, _, _ = _load_model(args.model)
-    return Path(write_extensions_report(model, args.out, progress=not args.quiet))
+    model, render, _ = _load_model(args.model)
+    kwargs = {"render": organisms.render} if render is organisms.render else {}
+    return Path(write_extensions_report(model, args.out, progress=not args.quiet, **kwargs))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
     faith = sub.add_parser("faithfulness", help="DRA vs patching agreement over pairs")
     common(faith, "hooked_reward_faithfulness")
+    faith.set_defaults(max_pairs_default=30)
     faith.set_defaults(func=cmd_faithfulness)
     ext = sub.add_parser("extensions", help="the five extensions")
     common(ext, "hooked_reward_extensions", pairs=False)
