@@ -1,0 +1,66 @@
+"""`benchmarks/run.py --quick` produces every figure (issue 16). Timing targets are not unit-tested: only that
+each figure is present and finite, and the exactness checks that do not depend on the machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+FIGURES = {
+    "forward": ["ratio_vs_hf", "cache_all_ratio_vs_hf", "cache_resid_ratio_vs_hf", "cache_reward_pos_ratio_vs_hf",
+                "tl_bridge_ratio_vs_hf_causal_lm", "max_abs_reward_diff_vs_hf", "seconds"],
+    "memory": ["hf_forward_peak_bytes", "ours_forward_peak_bytes", "cache_full", "cache_resid", "cache_reward_pos",
+               "reward_cache_excess_bytes_over_full_per_seq", "reward_cache_constant_bytes"],
+    "patching": ["sweep_ratio_vs_naive", "tl_ratio_vs_naive", "sweep_max_abs_diff_vs_naive",
+                 "tl_max_abs_diff_vs_naive", "seconds"],
+    "attribution_patching": ["forward_equivalents", "spearman_vs_exact"],
+    "loading": ["time_ratio_vs_hf", "peak_rss_ratio_vs_hf", "hf", "ours"],
+    "machine": ["cpu", "cores", "torch_threads", "torch", "date"],
+}
+
+
+def load_run() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hooked_reward_benchmarks_run", RUN_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    returned = load_run().main(["--quick", "--repeats", "1", "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert set(written) == set(returned)
+    return written
+
+
+@pytest.mark.parametrize("section", list(FIGURES))
+def test_every_figure_is_reported(results: dict, section: str) -> None:
+    for figure in FIGURES[section]:
+        assert figure in results[section], f"{section}.{figure} missing"
+        value = results[section][figure]
+        if isinstance(value, (int, float)):
+            assert math.isfinite(value), f"{section}.{figure} = {value}"
+
+
+def test_targets_and_exact_figures(results: dict) -> None:
+    run = load_run()
+    assert set(results["targets"]) == set(run.TARGETS)
+    assert results["forward"]["max_abs_reward_diff_vs_hf"] <= 1e-4
+    assert results["patching"]["sweep_max_abs_diff_vs_naive"] <= 1e-4
+    assert results["patching"]["tl_max_abs_diff_vs_naive"] <= 1e-4
+    for name in ("full", "resid", "reward_pos"):
+        cache = results["memory"][f"cache_{name}"]
+        assert cache["tensor_bytes"] > 0 and cache["bytes_per_cached_token"] > 0
+    assert results["memory"]["cache_full"]["tensor_bytes"] > results["memory"]["cache_reward_pos"]["tensor_bytes"]
+    assert set(results["attribution_patching"]["spearman_vs_exact"]) == {"resid_pre", "block_outputs", "z", "all"}
+    assert results["loading"]["hf"]["peak_rss_delta_bytes"] > 0
