@@ -165,3 +165,85 @@ def test_block_outputs_and_result_views(model):
     matplotlib.use("Agg")
     res.plot()
     per_pos.plot(what="fraction")
+
+
+# ---------------------------------------------------------------------------------------------------- fast sweep
+def naive_resid_sweep(model, target: str, source: str, hook: str = "resid_pre") -> torch.Tensor:
+    """Denoise-style sweep by hand: one full `run_with_hooks` forward per (layer, position)."""
+    tgt, src = as_row(model, target)[None], as_row(model, source)[None]
+    names = [f"blocks.{l}.hook_{hook}" for l in range(model.cfg.n_layers)]  # noqa: E741
+    _, cache = model.run_with_cache(src, names_filter=names)
+    out = torch.empty(len(names), tgt.shape[1])
+    for layer, name in enumerate(names):
+        for p in range(tgt.shape[1]):
+
+            def put(act, hook, p=p, name=name):
+                act = act.clone()
+                act[:, p] = cache[name][:, p]
+                return act
+
+            out[layer, p] = reward_of(model, tgt, [(name, put)])
+    return out
+
+
+def reward_of(model, tokens, hooks) -> float:
+    with torch.no_grad():
+        return float(model.run_with_hooks(tokens, fwd_hooks=hooks)[0])
+
+
+# sequences of 8 tokens: longer than the tiny Mistral / Gemma-2 sliding window (4), so windows are exercised
+LONG_CLEAN, LONG_CORRUPT = "the cat is very good please thanks", "the dog is not bad please no"
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "qwen2", "gpt2", "qwen3"])
+def test_fast_resid_sweep_equals_one_forward_per_patch(arch, tmp_path):
+    out = tmp_path / arch
+    build_hf_model(arch).save_pretrained(out)
+    word_tokenizer().save_pretrained(out)
+    m = HookedRewardModel.from_pretrained(out)
+    fast = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, progress=False)
+    assert fast.meta["fast"], fast.meta["fast_reason"]
+    naive = naive_resid_sweep(m, LONG_CORRUPT, LONG_CLEAN)
+    assert (fast.rewards - naive).abs().max() < ATOL
+    assert naive.std() > 0.05  # the grid is not trivially constant
+    # noising on resid_post (enters the next block; the last layer's enters ln_final), against the plain sweep
+    a = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, hook="resid_post", mode="noise", max_rows=3, progress=False)
+    b = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, hook="resid_post", mode="noise", progress=False, fast=False)
+    assert a.meta["fast"] and not b.meta["fast"]
+    assert (a.rewards - b.rewards).abs().max() < ATOL
+
+
+def test_fast_sweep_modes_alignment_and_fallbacks(model, monkeypatch):
+    short = "the cat is good"
+    refs = ["a dog was not bad", "the answer is yes no"]
+    cases = [
+        dict(corrupt=CORRUPT, mode="resample", reference=refs),
+        dict(corrupt=CORRUPT, mode="mean", reference=refs + [short]),
+        dict(corrupt=CORRUPT, mode="zero", layers=[1]),
+        dict(corrupt=short, align="reward"),
+        dict(corrupt=short, align="prompt", prompt_len=3, hook="resid_post"),
+    ]
+    for kw in cases:
+        kw = dict(kw)
+        corrupt = kw.pop("corrupt")
+        a = patch_resid(model, CLEAN, corrupt, progress=False, **kw)
+        b = patch_resid(model, CLEAN, corrupt, progress=False, fast=False, **kw)
+        assert a.meta["fast"], kw
+        assert torch.equal(a.rewards.isnan(), b.rewards.isnan())
+        assert (a.rewards - b.rewards).nan_to_num().abs().max() < ATOL, kw
+    res = patch_resid(model, CLEAN, CORRUPT, hook="resid_mid", progress=False)
+    assert not res.meta["fast"] and "inside a block" in res.meta["fast_reason"]
+    # a fast path that does not reproduce the unpatched run is caught by its self-check: plain sweep, warning
+    from hooked_reward.analysis import patching_fast
+
+    # (here: the cache forgets the prefix, so suffix positions attend to themselves only)
+    record = patching_fast._PrefixKV.update
+
+    def forgetful(self, k, v, *args, **kwargs):
+        return record(self, k, v, *args, **kwargs) if self.prefix_len is None else (k, v)
+
+    monkeypatch.setattr(patching_fast._PrefixKV, "update", forgetful)
+    with pytest.warns(UserWarning, match="self-check failed"):
+        res = patch_resid(model, CLEAN, CORRUPT, progress=False)
+    assert not res.meta["fast"]
+    assert torch.allclose(res.rewards, patch_resid(model, CLEAN, CORRUPT, progress=False, fast=False).rewards)
