@@ -470,13 +470,25 @@ class HookedRewardModel(TransformerBridge):
         keep_pos = self._cache_positions(positions, mask)
         batch, seq = tokens.shape
         store: dict[str, Tensor] = {}
+        # The same tensor often fires at consecutive hook points (resid_post l, resid_pre l+1, ln1.hook_in):
+        # gather it once. Recent sources are held so their memory cannot be reused while they are compared.
+        recent: list[tuple[Tensor, int, int, Tensor]] = []
 
         def reduce(name: str, tensor: Tensor, hook_point: HookPoint) -> Tensor:
             tensor = tensor.detach()
             if keep_pos is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
                 pos_dim = self._pos_slice_dim(name, hook_point) % tensor.ndim
-                if tensor.shape[0] == batch and tensor.shape[pos_dim] == seq:
-                    tensor = gather_at_positions(tensor, keep_pos, pos_dim)
+                if tensor.shape[0] in (1, batch) and pos_dim > 0 and tensor.shape[pos_dim] == seq:
+                    for source, dim, version, gathered in recent:
+                        if (dim == pos_dim and version == tensor._version and source.data_ptr() == tensor.data_ptr()
+                                and source.shape == tensor.shape and source.stride() == tensor.stride()):
+                            return gathered
+                    full = tensor.expand(batch, *tensor.shape[1:])  # broadcast rows (rotary cos/sin)
+                    gathered = gather_at_positions(full, keep_pos, pos_dim)
+                    gathered = gathered.to(device) if device is not None else gathered
+                    recent.append((tensor, pos_dim, tensor._version, gathered))
+                    del recent[:-4]
+                    return gathered
             return tensor.to(device) if device is not None else tensor
 
         def make_hook(names: list[str], suffix: str) -> Callable:

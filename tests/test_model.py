@@ -287,3 +287,18 @@ def test_from_hf_model_in_memory() -> None:
         expected = torch.stack([hf(tokens[i][mask[i].bool()][None]).logits[0, 0] for i in range(4)])
     model = HookedRewardModel.from_hf_model(hf, tokenizer=word_tokenizer())
     assert (model(tokens, attention_mask=mask) - expected).abs().max() <= TOL
+
+
+def cache_bytes(cache) -> int:
+    """Bytes of distinct tensors in a cache (aliases of one tensor counted once)."""
+    seen = {(v.data_ptr(), tuple(v.shape)): v.numel() * v.element_size() for v in cache.cache_dict.values()}
+    return sum(seen.values())
+
+
+def test_reward_position_cache_memory(make_checkpoint) -> None:
+    """positions="reward" keeps one position per row: at most 1/seq of the full cache plus a small constant."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    tokens = torch.randint(4, 96, (4, 48))
+    _, full = model.run_with_cache(tokens)
+    _, reward_only = model.run_with_cache(tokens, positions="reward")
+    assert cache_bytes(reward_only) <= cache_bytes(full) / 48 + 16 * 1024
