@@ -34,6 +34,11 @@ class RewardHead(nn.Module):
     """
 
     output_names: list[str]
+    #: False for heads that read ln_final's output beyond one Linear (gates, MLPs): TL's weight processing,
+    #: which folds ln_final into the unembed, is then refused.
+    supports_weight_processing: bool = True
+    # Heads may also define `attribution_direction(name, cache) -> [batch, d_model]`: a per-row direction that
+    # `cache.reward_attrs(stack, output=name)` projects on (e.g. ArmoRM's score with the gate held fixed).
 
     @property
     def n_outputs(self) -> int:

@@ -62,6 +62,16 @@ register(Organism(
 ))
 
 
+register(Organism(
+    name="armorm",
+    weights="armorm/weights",
+    heldout="armorm/heldout.jsonl",
+    card="armorm/card.json",
+    description="ArmoRM-style gated RM: helpfulness/brevity/safety/politeness objectives, a gate on the prompt "
+                "end and a transform matrix; helpfulness and brevity conflict on purpose.",
+))
+
+
 def _get(name: str) -> Organism:
     try:
         return REGISTRY[name]
