@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# Set up a fresh virtual environment and run the test suite (the README's test command).
+# Set up a fresh virtual environment and run the test suite (the README's test command; CI runs this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
-pip install -q --upgrade pip
-pip install -q torch==2.13.0
-pip install -q -e ".[test]"
+. scripts/setup.sh "[test]"
 ruff check hooked_reward tests benchmarks
 set +e
 python -m pytest tests "$@"
