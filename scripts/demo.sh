@@ -2,5 +2,5 @@
 # Set up a fresh virtual environment and run the main job: the demo on the bundled organism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup.sh
+. scripts/setup.sh ""
 hooked-reward demo "$@"
