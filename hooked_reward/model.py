@@ -333,7 +333,8 @@ class HookedRewardModel(TransformerBridge):
         """Rewards for texts or token ids: `[batch]` (one output) or `[batch, n_outputs]`.
 
         `return_type`: "reward" (or TransformerLens's "logits", the same tensor, so TL code runs unchanged),
-        or None. `stop_at_layer=l` returns the residual entering block l (`[batch, pos, d_model]`).
+        or None. `stop_at_layer=l` returns the residual entering block l (`[batch, pos, d_model]`; l = n_layers:
+        the residual after the last block, before ln_final), as in TransformerLens.
         """
         if start_at_layer is not None:
             raise NotImplementedError(
@@ -347,30 +348,34 @@ class HookedRewardModel(TransformerBridge):
             raise InputError(f"return_type must be 'reward', 'logits' (same) or None, got {return_type!r}.")
         tokens, mask = self._prepare(input, attention_mask)
         reward_pos = reward_positions(mask)
-        stop_handle = None
         if stop_at_layer is not None:
-            layer = stop_at_layer % self.cfg.n_layers if stop_at_layer < 0 else stop_at_layer
-            if layer < self.cfg.n_layers:
-
-                def stop(tensor: Tensor, hook: HookPoint) -> Tensor:
-                    raise StopAtLayerException(tensor)
-
-                stop_handle = (self.blocks[layer].hook_in, stop)
-                self.blocks[layer].hook_in.add_hook(stop, level=getattr(self, "context_level", 0) + 1)
-        try:
-            final_resid = self._run_backbone(tokens, mask)
-        except StopAtLayerException as stopped:
-            return stopped.layer_output
-        finally:
-            if stop_handle is not None:
-                stop_handle[0].remove_hooks(including_permanent=False, level=getattr(self, "context_level", 0) + 1)
-        if stop_at_layer is not None and stop_handle is None:
-            return final_resid
+            return self._residual_before(stop_at_layer, tokens, mask)
+        final_resid = self._run_backbone(tokens, mask)
         reward_resid = gather_at_positions(final_resid, reward_pos)[:, 0]
         reward_resid = self.hook_reward_resid(reward_resid)
         rewards = self.head(reward_resid, HeadInputs(final_resid, tokens, mask, reward_pos))
         rewards = self.hook_reward(rewards)
         return None if return_type is None else rewards
+
+    def _residual_before(self, layer: int, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"]:
+        """The residual entering block `layer` (negative counts from the end; `n_layers`: before ln_final)."""
+        n_layers = self.cfg.n_layers
+        layer = n_layers + layer if layer < 0 else layer
+        if not 0 <= layer <= n_layers:
+            raise InputError(f"stop_at_layer must lie in {-n_layers}..{n_layers}, got {layer}.")
+        hook_point = self.ln_final.hook_in if layer == n_layers else self.blocks[layer].hook_in
+
+        def stop(tensor: Tensor, hook: HookPoint) -> Tensor:
+            raise StopAtLayerException(tensor)
+
+        handle = hook_point.add_hook(stop, level=getattr(self, "context_level", 0) + 1)
+        try:
+            self._run_backbone(tokens, mask)
+        except StopAtLayerException as stopped:
+            return stopped.layer_output
+        finally:
+            self._remove_temporary_hook(hook_point, "fwd", handle)
+        raise RuntimeError(f"stop_at_layer={layer}: the hook at {hook_point.name} did not fire.")
 
     def _run_backbone(self, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"]:
         """The bridged HF backbone up to and including `ln_final`."""

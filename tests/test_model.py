@@ -302,3 +302,16 @@ def test_reward_position_cache_memory(make_checkpoint) -> None:
     _, full = model.run_with_cache(tokens)
     _, reward_only = model.run_with_cache(tokens, positions="reward")
     assert cache_bytes(reward_only) <= cache_bytes(full) / 48 + 16 * 1024
+
+
+def test_stop_at_layer_returns_residual(make_checkpoint) -> None:
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    tokens, mask = padded_batch(left=False)
+    _, cache = model.run_with_cache(tokens, attention_mask=mask)
+    assert torch.allclose(model(tokens, attention_mask=mask, stop_at_layer=1), cache["blocks.1.hook_resid_pre"])
+    assert torch.allclose(model(tokens, attention_mask=mask, stop_at_layer=-1), cache["blocks.1.hook_resid_pre"])
+    after_last = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+    assert torch.allclose(after_last, cache["blocks.1.hook_resid_post"])
+    assert not model.blocks[1].hook_in._forward_hooks  # the stop hook is gone
+    with pytest.raises(InputError, match="stop_at_layer"):
+        model(tokens, attention_mask=mask, stop_at_layer=5)
