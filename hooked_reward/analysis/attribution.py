@@ -19,6 +19,14 @@ Blocks with a norm after the sublayer (Gemma 2's `ln1_post` / `ln2_post`) are ha
 that norm's scale frozen too: a part y of the sublayer output reaches the residual as (P y / σ_post) ⊙ g_post,
 so it is read with u_post = P(g_post ⊙ u) / σ_post, and the post-norm's bias goes into the bias row.
 
+Heads that are not one affine map are read through the lens's `Readout` (per-row directions): ArmoRM gives one
+column per objective (`W_R` rows) and a "score" column along `(T g) @ W_R` **with the gate held fixed at this
+run's weights** (components plus the per-row bias sum to the score exactly; what the gate does is not in any
+component). For pairs, the score column is split with `score_difference`: each component's Δ per-objective
+attributions weighted by the two runs' mean gate, plus a separate "gate" row for the change of the gate, so the
+rows sum to Δscore exactly. MLP value heads are read along their linearisation at the run's point
+(`head.linearise_at` of `hook_reward_resid`); the bias then holds the linearisation's offset.
+
 Direct only: a part's effect through later layers (its indirect effect) is not in its number, and the frozen
 σ means a part is credited as if the others had left the norm unchanged. See docs/tools/attribution.md.
 """
@@ -35,7 +43,19 @@ from einops import einsum, repeat
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_reward.analysis.lens import Inputs, _head_weights, iter_token_batches, token_strings
+from hooked_reward.analysis.lens import (
+    Inputs,
+    Readout,
+    _readout_rewards,
+    column_index,
+    is_gated,
+    is_linearised,
+    iter_token_batches,
+    readout_from_cache,
+    readout_hooks,
+    readout_names,
+    token_strings,
+)
 from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.heads.base import as_float
@@ -66,16 +86,31 @@ def _centre(w: Tensor) -> Tensor:
     return w - w.mean(-1, keepdim=True)
 
 
-def reward_readout(model: Any, cache: Any, output: int | None = None) -> Float[Tensor, "batch n_outputs d_model"]:
-    """`u = P W_R_eff / σ` for each row: the vector whose dot product with a residual-stream part at the
-    reward position is that part's direct reward (σ = the row's frozen final-norm scale)."""
-    _, _, w_eff, _ = _head_weights(model)
-    if output is not None:
-        w_eff = w_eff[output : output + 1]
+def reward_readout(
+    model: Any, cache: Any, output: int | str | None = None
+) -> Float[Tensor, "batch n_outputs d_model"]:
+    """`u = P (direction ⊙ g) / σ` for each row: the vector whose dot product with a residual-stream part at the
+    reward position is that part's direct reward (σ = the row's frozen final-norm scale; direction = `W_R` for
+    affine heads, the lens's `Readout` otherwise: ArmoRM's objectives and gate-fixed score, an MLP head's
+    linearisation)."""
+    readout = readout_from_cache(model, cache).select(column_index(model, output))
+    gain, _ = model.final_norm_gain_bias()
+    scale = cache.final_scale_at_reward().to(torch.float32)  # [b, 1]
+    w_eff = readout.direction.to(scale.device, torch.float32) * gain.to(scale.device)
     if model.final_norm_is_layernorm:
         w_eff = _centre(w_eff)
-    scale = cache.final_scale_at_reward().to(torch.float32)  # [b, 1]
-    return w_eff.to(scale.device)[None] / scale[:, :, None]
+    return w_eff / scale[:, :, None]
+
+
+def readout_bias(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs"]:
+    """What no component carries, per row: `direction · β + offset` (β = the final norm's bias). For affine
+    heads this is `b_R_eff` on every row; ArmoRM: `W_R · β` per objective and `score_direction · β` (0 for
+    RMSNorm); MLP heads: the linearisation's offset plus `direction · β`."""
+    readout: Readout = readout_from_cache(model, cache).select(column_index(model, output))
+    _, beta = model.final_norm_gain_bias()
+    direction = readout.direction.to(torch.float32)
+    bias = (direction * beta.to(direction.device)).sum(-1) + readout.offset.to(direction.device, torch.float32)
+    return bias.expand(cache.reward_pos.shape[0], bias.shape[-1])
 
 
 def _post_norm_readout(
@@ -118,7 +153,9 @@ def _check_bias(label: str, measured: Tensor, expected: Tensor) -> None:
 def required_hooks(model: Any, by: Granularity = "component", layer: int | None = None) -> list[str]:
     """The hook names `attribution_from_cache` reads for granularity `by` (pass them as `names_filter`)."""
     hooks = set(model.hook_dict)
-    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"]
+    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"] + readout_hooks(model)
+    if is_linearised(model):
+        names.append("hook_reward_resid")
     if "hook_pos_embed" in hooks:
         names.append("hook_pos_embed")
     for l_ in range(model.cfg.n_layers):
@@ -215,13 +252,15 @@ def _position_values(model: Any, cache: Any, u: Tensor) -> Float[Tensor, "batch 
 
 
 def attribution_from_cache(
-    cache: Any, by: Granularity = "component", layer: int | None = None, output: int | None = None
+    cache: Any, by: Granularity = "component", layer: int | None = None, output: int | str | None = None
 ) -> tuple[Tensor, list[str]]:
     """Direct reward attribution from a `RewardActivationCache` holding `required_hooks(model, by, layer)`.
 
     Returns `(values, labels)`: for by="component"/"head"/"neuron", values `[row, batch, n_outputs]` (one
     row per label); for by="position", `[batch, layer, head, pos, n_outputs]` (raw cache positions) and no
-    labels. component/head rows sum to reward − b_R_eff; neuron rows sum to that MLP's direct reward.
+    labels. component/head rows sum to reward − `readout_bias` (b_R_eff for affine heads); neuron rows sum to
+    that MLP's direct reward. Columns are `lens.readout_names(model)` (ArmoRM: objectives, then the score with
+    the gate held fixed).
     """
     model = cache.model
     if by not in GRANULARITIES:
@@ -244,8 +283,10 @@ class AttributionResult(LabeledTensor):
 
     dims `(text, component[, output])` for by="component"/"head"/"neuron"; `(text, layer, head, pos[,
     output])` for by="position" (positions are each text's own token indices, NaN past its end; tokens in
-    `meta["tokens"]`). `rewards` `[text(, output)]` are the model's rewards; `bias` is `b_R_eff`. For
-    component and head granularity `values.sum(1) + bias == rewards` (to float precision).
+    `meta["tokens"]`). `rewards` `[text(, output)]` are the model's rewards; `bias` is what no component
+    carries: `b_R_eff` (`[output]` or a scalar) for affine heads, per text (`[text(, output)]`) for heads read
+    along per-row directions (ArmoRM's gate-fixed score, an MLP head's linearisation offset). For component and
+    head granularity `values.sum(1) + bias == rewards` (to float precision).
     """
 
     rewards: Tensor = field(default_factory=lambda: torch.empty(0))
@@ -253,7 +294,7 @@ class AttributionResult(LabeledTensor):
     by: str = "component"
 
     def total(self) -> Tensor:
-        """Sum of all attributions per text (NaN-safe): reward − b_R_eff for component/head granularity."""
+        """Sum of all attributions per text (NaN-safe): reward − bias for component/head granularity."""
         dims = tuple(range(1, 4 if self.by == "position" else 2))
         return self.values.nansum(dim=dims)
 
@@ -337,7 +378,7 @@ def direct_reward_attribution(
     *,
     by: Granularity = "component",
     layer: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> AttributionResult:
@@ -347,41 +388,68 @@ def direct_reward_attribution(
     `LlHh`, each layer's `l_attn_bias`, each `l_mlp_out`), "position" (each head's direct reward split over
     the source tokens its attention reads; values `[text, layer, head, pos]`), or "neuron" (each neuron
     `LlNn` of MLP `layer`, and its `l_mlp_bias`). Multi-output heads get a trailing output axis (or only
-    output `output`). Component and head rows sum, with `b_R_eff`, to the reward.
+    output `output`, an index or a name). Component and head rows sum, with `bias`, to the reward.
+
+    ArmoRM heads: the output axis is the objectives (`head.objective_names`; rows sum to
+    `objectives.hook_rewards`) then "score", attributed with the gate held fixed at each run's
+    `gating.hook_weights` (rows + bias sum to the score exactly; `bias` is then per text). The gate's weights and
+    the transformed rewards are kept in `meta["gate_weights"]`, `meta["transformed"]`. MLP value heads: read
+    along the head's linearisation at the run's point (`head.linearise_at(hook_reward_resid)`); `bias` holds each
+    text's linearisation offset.
     """
     if by not in GRANULARITIES:
         raise InputError(f"by={by!r}: choose from {GRANULARITIES}.")
+    column = column_index(model, output)
     names = required_hooks(model, by, layer)
-    chunks, rewards, tokens_str = [], [], []
+    chunks, rewards, biases, tokens_str = [], [], [], []
+    gates, transformed = [], []
     labels: list[str] = []
     for tokens, mask in iter_token_batches(model, inputs, attention_mask, batch_size, progress, f"DRA by {by}"):
         r, cache = model.run_with_cache(
             tokens, attention_mask=mask, names_filter=names, positions=None if by == "position" else "reward"
         )
-        values, labels = attribution_from_cache(cache, by=by, layer=layer, output=output)
+        values, labels = attribution_from_cache(cache, by=by, layer=layer, output=column)
         if by == "position":
             chunks.append(_realign_positions(values, mask))
             tokens_str += [token_strings(model, tokens[b][mask[b].bool()]) for b in range(tokens.shape[0])]
         else:
             chunks.append(values.permute(1, 0, 2))  # [b, row, o]
-        r = r.to(torch.float32).reshape(r.shape[0], -1)
-        rewards.append(r if output is None else r[:, output : output + 1])
+        r = _readout_rewards(model, cache, r)
+        rewards.append(r if column is None else r[:, column : column + 1])
+        biases.append(readout_bias(model, cache, column).to(r.device))
+        if is_gated(model):
+            gates.append(cache["gating.hook_weights"].to(torch.float32))
+            transformed.append(cache["objectives.hook_transformed"].to(torch.float32))
     if by == "position":
         width = max(c.shape[3] for c in chunks)
         chunks = [torch.nn.functional.pad(c, (0, 0, 0, width - c.shape[3]), value=float("nan")) for c in chunks]
     values = torch.cat(chunks)
     all_rewards = torch.cat(rewards)
-    _, _, _, b_eff = _head_weights(model)
-    b_eff = b_eff if output is None else b_eff[output : output + 1]
+    bias = torch.cat(biases)  # [text, o]
+    if not (is_gated(model) or is_linearised(model)):
+        bias = bias[0]  # b_R_eff, the same on every row
     meta: dict[str, Any] = {"layer": layer} if by == "neuron" else {}
     if tokens_str:
         meta["tokens"] = tokens_str
-    return _make_result(model, values, all_rewards, b_eff, by, labels, meta)
+    if gates:
+        meta["gate_weights"], meta["transformed"] = torch.cat(gates), torch.cat(transformed)
+    names_out = readout_names(model)
+    return _make_result(values, all_rewards, bias, by, labels, meta, names_out if column is None else
+                        [names_out[column]])
 
 
 def _make_result(
-    model: Any, values: Tensor, rewards: Tensor, bias: Tensor, by: str, labels: list[str], meta: dict[str, Any]
-) -> AttributionResult:
+    values: Tensor,
+    rewards: Tensor,
+    bias: Tensor,
+    by: str,
+    labels: list[str],
+    meta: dict[str, Any],
+    names: list[str],
+    cls: type | None = None,
+    **extra: Any,
+) -> Any:
+    """An `AttributionResult` (or `cls`) with the output axis dropped when there is one column."""
     if by == "position":
         dims = ["text", "layer", "head", "pos"]
         axis_labels: dict[str, list[Any]] = {}
@@ -389,12 +457,21 @@ def _make_result(
         dims = ["text", "component"]
         axis_labels = {"component": labels}
     if values.shape[-1] == 1:
-        values, rewards, bias = values[..., 0], rewards[..., 0], bias[0]
+        values, rewards, bias = values[..., 0], rewards[..., 0], bias[..., 0]
     else:
         dims.append("output")
-        axis_labels["output"] = list(model.output_names)
-    return AttributionResult(values=values.detach(), dims=tuple(dims), labels=axis_labels,
-                             value_name="direct reward", meta=meta, rewards=rewards.detach(), bias=bias.detach(), by=by)
+        axis_labels["output"] = list(names)
+    return (cls or AttributionResult)(
+        values=values.detach(), dims=tuple(dims), labels=axis_labels, value_name=extra.pop("value_name",
+        "direct reward"), meta=meta, rewards=rewards.detach(), bias=bias.detach(), by=by, **extra)
+
+
+def _shim_cache(model: Any, gate: Tensor, transformed: Tensor) -> Any:
+    """A cache holding only what `score_difference` reads (the gate's weights and transformed rewards)."""
+    from hooked_reward.cache import RewardActivationCache
+
+    return RewardActivationCache({"gating.hook_weights": gate, "objectives.hook_transformed": transformed}, model,
+                                 reward_pos=torch.zeros(gate.shape[0], dtype=torch.long))
 
 
 def pair_reward_attribution(
@@ -406,12 +483,19 @@ def pair_reward_attribution(
     *,
     by: Granularity = "component",
     layer: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> PairAttributionResult:
     """Decompose Δreward = r(chosen) − r(rejected) per component/head/neuron: `values = DRA(chosen) −
     DRA(rejected)` `[pair, component(, output)]`, each side with its own frozen final-norm scale.
+
+    ArmoRM heads: objective columns are DRA(chosen) − DRA(rejected) (summing to Δ`objectives.hook_rewards`). The
+    score column follows `score_difference`'s exact split Δscore = Σ_k ḡ_k Δt_k + Σ_k Δg_k t̄_k: each
+    component's Δ per-objective attributions weighted by `T ḡ` (the two runs' mean gate through the transform),
+    and a last row "gate" = Σ_k Δg_k t̄_k, what the change of the gate between the two texts contributes (0 in the
+    objective columns). The rows then sum to Δscore exactly (`bias` 0). `meta["score_difference"]` keeps the
+    per-objective split (`objectives`, `gate`: `[pair, K]`).
 
     by="position" is refused: the two texts' source positions are different tokens, so a position-wise
     difference would compare unrelated tokens (call `direct_reward_attribution` on each side instead).
@@ -421,21 +505,42 @@ def pair_reward_attribution(
             "by='position' has no pairwise difference: chosen and rejected source positions are different "
             "tokens. Run direct_reward_attribution(model, chosen, by='position') and the same for rejected."
         )
-    kw = dict(by=by, layer=layer, output=output, batch_size=batch_size, progress=progress)
+    column = column_index(model, output)
+    gated = is_gated(model)
+    kw = dict(by=by, layer=layer, output=None if gated else column, batch_size=batch_size, progress=progress)
     side_c = direct_reward_attribution(model, chosen, chosen_mask, **kw)
     side_r = direct_reward_attribution(model, rejected, rejected_mask, **kw)
     if side_c.values.shape[0] != side_r.values.shape[0]:
         raise InputError(f"{side_c.values.shape[0]} chosen texts but {side_r.values.shape[0]} rejected ones.")
-    result = PairAttributionResult(
-        values=side_c.values - side_r.values,
-        dims=side_c.dims,
-        labels=dict(side_c.labels),
-        value_name="Δ direct reward (chosen − rejected)",
-        meta=dict(side_c.meta),
-        rewards=side_c.rewards - side_r.rewards,
-        bias=torch.zeros_like(side_c.bias),
-        by=by,
-        chosen=side_c,
-        rejected=side_r,
+    common = dict(value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r,
+                  cls=PairAttributionResult)
+    if not gated:
+        names = list(side_c.labels.get("output", [readout_names(model)[column or 0]]))
+        values, bias = side_c.values - side_r.values, side_c.bias - side_r.bias
+        rewards = side_c.rewards - side_r.rewards
+        if values.ndim == 2:
+            values, bias, rewards = values[..., None], bias[..., None], rewards[..., None]
+        return _make_result(values, rewards, bias, by, list(side_c.labels["component"]), dict(side_c.meta), names,
+                            **common)
+    from hooked_reward.heads.armorm import score_difference
+
+    k = len(model.head.objective_names)
+    split = score_difference(
+        _shim_cache(model, side_c.meta["gate_weights"], side_c.meta["transformed"]),
+        _shim_cache(model, side_r.meta["gate_weights"], side_r.meta["transformed"]),
     )
-    return result
+    g_mean = (side_c.meta["gate_weights"] + side_r.meta["gate_weights"]) / 2  # [pair, K]
+    weights = g_mean @ as_float(model.head.transform).to(g_mean.device).T  # T ḡ: [pair, K]
+    d_obj = side_c.values[..., :k] - side_r.values[..., :k]  # [pair, component, K]
+    d_score = einsum(d_obj, weights.to(d_obj.device), "n c k, n k -> n c")
+    gate_row = torch.zeros(d_obj.shape[0], 1, k + 1, device=d_obj.device)
+    gate_row[:, 0, k] = split.gate.sum(-1).to(d_obj.device)
+    values = torch.cat([torch.cat([d_obj, d_score[..., None]], dim=-1), gate_row], dim=1)
+    rewards = side_c.rewards - side_r.rewards  # [pair, K + 1]
+    meta = {key: v for key, v in side_c.meta.items() if key not in ("gate_weights", "transformed")}
+    meta["score_difference"] = {"objectives": split.objectives, "gate": split.gate}
+    labels = list(side_c.labels["component"]) + ["gate"]
+    names = readout_names(model)
+    if column is not None:
+        values, rewards, names = values[..., column : column + 1], rewards[..., column : column + 1], [names[column]]
+    return _make_result(values, rewards, torch.zeros_like(rewards), by, labels, meta, names, **common)

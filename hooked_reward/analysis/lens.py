@@ -12,6 +12,17 @@ linear in x, so the change between two points is exactly the direct reward of th
 (it equals `attribution.direct_reward_attribution` summed). The recomputed lens is the classic logit lens:
 the norm renormalises each partial residual, which is what the head would do if the model stopped there,
 but its steps do not add up. Both end at the model's reward at the final point.
+
+Heads that are not one affine map are read through a `Readout` (`head_readout`): `value = h · direction + offset`
+per column, with `h` = ln_final's output and a per-row direction:
+
+* ArmoRM (`objective_names` + `score_directions`): one column per objective (`W_R` row k, no bias) and a last
+  column "score" along `(T g) @ W_R` with the gate `g` **held fixed at this run's weights** (`gating.hook_weights`).
+  The frozen lens ends exactly at the objectives' rewards and at the score. The recomputed lens applies
+  ln_final to the partial residual and runs the objectives and the transform on it, the gate still held fixed.
+* MLP value heads (`linearise_at`): the frozen lens reads along the head's **linearisation at the run's own
+  point** (the final-normed residual at that position: gradient direction and offset), so it is additive and
+  ends at the reward; the recomputed lens runs the real head on ln_final of each partial residual.
 """
 
 from __future__ import annotations
@@ -94,6 +105,190 @@ def lens_points(model: Any, sublayers: bool = True) -> list[tuple[str, str]]:
             points.append((f"{layer}_mid", f"blocks.{layer}.hook_resid_mid"))
     points.append(("final_post", f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"))
     return points
+
+
+# ---------------------------------------------------------------------------------------------- head readouts
+READOUT_KINDS = ("affine", "gate_fixed", "linearised")
+
+
+@dataclass
+class Readout:
+    """How the lens and DRA read the final-normed residual `h` (ln_final's output): `h · direction + offset` per
+    column.
+
+    `direction` is `[batch, n_cols, d_model]` (one per row) or `[batch, pos, n_cols, d_model]` (one per row and
+    position); `offset` is the same without `d_model`. `names` label the columns. `kind`: "affine" (the head's
+    `W_R`, `b_R`: exact everywhere), "gate_fixed" (ArmoRM: objectives, and the score with the gate held at the
+    run's weights) or "linearised" (an MLP head's gradient and offset at the run's own point).
+    """
+
+    direction: Tensor
+    offset: Tensor
+    names: list[str]
+    kind: str
+
+    def select(self, column: int | None) -> Readout:
+        """This readout with only column `column` (all when None)."""
+        if column is None:
+            return self
+        return Readout(self.direction[..., column : column + 1, :], self.offset[..., column : column + 1],
+                       [self.names[column]], self.kind)
+
+
+def is_gated(model: Any) -> bool:
+    """True for ArmoRM-style heads: named objectives (`W_R` rows) and a gated score (`score_directions`)."""
+    head = getattr(model, "head", None)
+    return getattr(head, "objective_names", None) is not None and hasattr(head, "score_directions")
+
+
+def is_linearised(model: Any) -> bool:
+    """True for heads read through their linearisation (`linearise_at`, e.g. MLP value heads)."""
+    return hasattr(getattr(model, "head", None), "linearise_at") and model.head.linear_map() is None
+
+
+def readout_names(model: Any) -> list[str]:
+    """The columns the lens and DRA report: the objectives then "score" for ArmoRM heads, else the outputs."""
+    if is_gated(model):
+        return list(model.head.objective_names) + ["score"]
+    return list(model.output_names)
+
+
+def column_index(model: Any, output: int | str | None) -> int | None:
+    """Index into `readout_names(model)` for `output` (an int, a name, or None for every column)."""
+    names = readout_names(model)
+    if output is None:
+        return None
+    if isinstance(output, str):
+        if output not in names:
+            raise InputError(f"Unknown output {output!r}; this head's columns are {names}.")
+        return names.index(output)
+    if not -len(names) <= output < len(names):
+        raise InputError(f"output={output} is out of range for a head with {len(names)} outputs ({names}).")
+    return output % len(names)
+
+
+def readout_hooks(model: Any) -> list[str]:
+    """Head hooks a readout needs from the cache (the gate's weights and per-objective values for ArmoRM)."""
+    if is_gated(model):
+        return ["gating.hook_weights", "objectives.hook_rewards", "objectives.hook_transformed"]
+    return []
+
+
+def head_readout(
+    model: Any,
+    gate_weights: Float[Tensor, "batch n_obj"] | None = None,
+    normed: Float[Tensor, "batch *pos d_model"] | None = None,
+) -> Readout:
+    """The model's `Readout` for a batch.
+
+    Affine heads need nothing (`W_R`, `b_R`, shared by rows). ArmoRM heads need the run's `gate_weights`
+    (`gating.hook_weights`): the gate is held fixed at them. Linearised (MLP) heads need `normed`, the
+    final-normed residual `[batch, d_model]` or `[batch, pos, d_model]` where each row (and position) is read:
+    the head is linearised there (`head.linearise_at`).
+    """
+    head = model.head
+    if is_gated(model):
+        if gate_weights is None:
+            raise InputError("ArmoRM's score is read with the gate held at the run's weights: pass gate_weights "
+                             "(the cache's 'gating.hook_weights').")
+        g = gate_weights.to(torch.float32)
+        w = as_float(head.regression_layer.weight).to(g.device)  # [K, d]
+        score = head.score_directions(g).to(g.device)  # [b, d]
+        direction = torch.cat([w.expand(g.shape[0], *w.shape), score[:, None]], dim=1)
+        return Readout(direction, torch.zeros(direction.shape[:-1], device=g.device), readout_names(model),
+                       "gate_fixed")
+    if is_linearised(model):
+        if normed is None:
+            raise InputError("A linearised head is read around the run's point: pass normed (ln_final's output).")
+        lin = head.linearise_at(normed.reshape(-1, normed.shape[-1]))
+        lead = normed.shape[:-1]
+        return Readout(lin.direction.reshape(*lead, 1, normed.shape[-1]), lin.offset.reshape(*lead, 1),
+                       readout_names(model), "linearised")
+    w_r, b_r, _, _ = _head_weights(model)
+    return Readout(w_r[None], b_r[None], readout_names(model), "affine")
+
+
+def readout_from_cache(model: Any, cache: Any, normed: Tensor | None = None) -> Readout:
+    """`head_readout` at each row's reward position from a `RewardActivationCache` (ArmoRM: the cache needs
+    `gating.hook_weights`; MLP heads: `hook_reward_resid`, unless `normed` is given)."""
+    gate = None
+    if is_gated(model):
+        if "gating.hook_weights" not in cache.cache_dict:
+            raise InputError("ArmoRM readouts hold the gate at this run's weights, so the cache needs "
+                             "'gating.hook_weights'; include it in names_filter.")
+        gate = cache["gating.hook_weights"]
+    if is_linearised(model) and normed is None:
+        if "hook_reward_resid" not in cache.cache_dict:
+            raise InputError("A linearised head's readout needs 'hook_reward_resid' in the cache (the point it is "
+                             "linearised at); include it in names_filter.")
+        normed = cache["hook_reward_resid"]
+    return head_readout(model, gate, normed)
+
+
+def _mlp_head_values(model: Any, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... 1"]:
+    """The real (MLP) head on final-normed residuals, without firing its hooks."""
+    from hooked_reward.heads.value_head import ACTIVATIONS
+
+    head = model.head
+    x = normed.to(head.first.weight.dtype)
+    with torch.no_grad():
+        out = head.second(ACTIVATIONS[head.activation](head.first(x)))
+    return out.to(torch.float32)
+
+
+def _project(x: Tensor, direction: Tensor) -> Tensor:
+    """`x · direction` per column: x `[b, point, d]` or `[b, point, pos, d]`; direction `[b|1, o, d]` or
+    `[b, pos, o, d]` -> `[b, point(, pos), o]`."""
+    direction = direction.to(x.device, torch.float32)
+    if direction.ndim == 3:
+        return torch.einsum("b...d,bod->b...o", x, direction.expand(x.shape[0], *direction.shape[1:]))
+    return torch.einsum("blpd,bpod->blpo", x, direction)
+
+
+def _offset(x: Tensor, offset: Tensor) -> Tensor:
+    """`offset` `[b|1, o]` or `[b, pos, o]` shaped to add to `_project(x, ...)`."""
+    offset = offset.to(x.device, torch.float32)
+    if offset.ndim == 3:
+        return offset[:, None]  # [b, 1, pos, o]
+    return offset.reshape(offset.shape[0], *([1] * (x.ndim - 2)), offset.shape[-1])
+
+
+def _frozen_normed(model: Any, resid: Tensor, scale: Tensor) -> Tensor:
+    x = resid.to(torch.float32)
+    if model.final_norm_is_layernorm:
+        x = x - x.mean(-1, keepdim=True)
+    return x / scale.to(x.device, torch.float32)
+
+
+def _apply_ln_final(model: Any, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """The bridged `ln_final` on residuals of any leading shape (float32 out)."""
+    shape = resid.shape
+    flat = resid.reshape(1, -1, shape[-1])
+    with torch.no_grad():
+        normed = model.ln_final(flat.to(model.W_E.dtype)).to(torch.float32)
+    return normed.reshape(shape)
+
+
+def readout_lens(
+    model: Any,
+    resid: Float[Tensor, "batch point *pos d_model"],
+    scale: Float[Tensor, "batch 1 *pos 1"],
+    readout: Readout,
+    variant: str,
+) -> Float[Tensor, "batch point *pos n_cols"]:
+    """One lens variant through a `Readout`. frozen: `(P x / σ) · (direction ⊙ g) + direction · β + offset`
+    (linear in x); recomputed: `ln_final(x) · direction + offset`, or the real head on `ln_final(x)` for
+    linearised (MLP) heads."""
+    gain, beta = model.final_norm_gain_bias()
+    if variant == "frozen":
+        x = _frozen_normed(model, resid, scale)
+        direction = readout.direction.to(x.device, torch.float32)
+        bias = (direction * beta.to(x.device)).sum(-1) + readout.offset.to(x.device, torch.float32)
+        return _project(x, direction * gain.to(x.device)) + _offset(x, bias)
+    normed = _apply_ln_final(model, resid)
+    if readout.kind == "linearised":
+        return _mlp_head_values(model, normed)
+    return _project(normed, readout.direction) + _offset(normed, readout.offset)
 
 
 # ---------------------------------------------------------------------------------------------- the readings
@@ -218,8 +413,8 @@ def _lens_batch(
     points: list[tuple[str, str]],
     per_position: bool,
 ) -> tuple[Tensor, Tensor, list[list[str]]]:
-    """One batch: `(values [variant, b, point(, pos), n_outputs], rewards [b, n_outputs], token strings)`."""
-    names = [hook for _, hook in points] + ["ln_final.hook_scale"]
+    """One batch: `(values [variant, b, point(, pos), n_cols], rewards [b, n_cols], token strings)`."""
+    names = [hook for _, hook in points] + ["ln_final.hook_scale"] + readout_hooks(model)
     rewards, cache = model.run_with_cache(
         tokens, attention_mask=mask, names_filter=names, positions=None if per_position else "reward"
     )
@@ -230,10 +425,8 @@ def _lens_batch(
         stack, scale = stack[:, :, 0], scale[:, 0][:, None]  # the kept (reward) position: [b, point, d], [b, 1, 1]
     else:
         scale = scale[:, None]  # [b, 1, pos, 1]
-    out = []
-    for variant in variants:
-        out.append(frozen_lens(model, stack, scale) if variant == "frozen" else recomputed_lens(model, stack))
-    values = torch.stack(out)
+    readout = _batch_readout(model, cache, stack)
+    values = torch.stack([readout_lens(model, stack, scale, readout, variant) for variant in variants])
     tokens_str: list[list[str]] = []
     if per_position:  # re-index each row by its own token index (drop padding), NaN beyond its length
         lengths = mask.sum(-1)
@@ -243,8 +436,24 @@ def _lens_batch(
             aligned[:, b, :, : int(lengths[b])] = values[:, b][:, :, keep.to(values.device)]
             tokens_str.append(token_strings(model, tokens[b][keep]))
         values = aligned[..., : int(lengths.max()), :]
-    rewards = rewards.to(torch.float32)
-    return values, rewards.reshape(rewards.shape[0], -1), tokens_str
+    return values, _readout_rewards(model, cache, rewards), tokens_str
+
+
+def _batch_readout(model: Any, cache: Any, stack: Tensor) -> Readout:
+    """The readout for a lens batch; linearised heads are linearised at ln_final of the final point (the head's
+    own input at every position read)."""
+    normed = _apply_ln_final(model, stack[:, -1]) if is_linearised(model) else None
+    return readout_from_cache(model, cache, normed=normed)
+
+
+def _readout_rewards(model: Any, cache: Any, rewards: Tensor) -> Float[Tensor, "b n_cols"]:
+    """The model's values for each readout column: `[objectives.hook_rewards, score]` for ArmoRM, else the
+    rewards."""
+    rewards = rewards.to(torch.float32).reshape(rewards.shape[0], -1)
+    if is_gated(model):
+        objectives = cache["objectives.hook_rewards"].to(rewards.device, torch.float32)
+        return torch.cat([objectives, rewards], dim=-1)
+    return rewards
 
 
 def reward_lens(
@@ -255,7 +464,7 @@ def reward_lens(
     variants: str | Sequence[str] = VARIANTS,
     sublayers: bool = True,
     per_position: bool = False,
-    output: int | None = None,
+    output: int | str | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> RewardLensResult:
@@ -264,8 +473,15 @@ def reward_lens(
     Returns a `RewardLensResult` with values `[variant, text, point]` (`per_position=False`: read at each
     text's reward position) or `[variant, text, point, pos]` (`per_position=True`: at every token, each with
     its own frozen scale σ or its own recomputed norm), with a trailing `output` axis for multi-output heads
-    (or only output `output`). Points are `lens_points(model, sublayers)`. The `final_post` point equals the
-    model's reward in both variants.
+    (or only output `output`, an index or a name). Points are `lens_points(model, sublayers)`. The `final_post`
+    point equals the model's reward in both variants.
+
+    ArmoRM heads: the output axis is the objectives (`head.objective_names`, read along `W_R` rows, ending at
+    `objectives.hook_rewards`) then "score", read with the gate held fixed at each run's `gating.hook_weights`
+    (frozen: exact and additive; recomputed: ln_final of the partial residual through the objectives and the
+    transform, gate fixed). MLP value heads: frozen reads along the head's linearisation at the run's own point
+    (`head.linearise_at` of ln_final's output at that position), recomputed runs the real head on ln_final of the
+    partial residual.
     """
     variants = _check_variants(variants)
     points = lens_points(model, sublayers)
@@ -288,30 +504,26 @@ def reward_lens_from_cache(
     *,
     variants: str | Sequence[str] = VARIANTS,
     sublayers: bool = True,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> RewardLensResult:
     """The reward lens at the reward position from an existing `RewardActivationCache` (`[variant, batch,
-    point(, output)]`). The cache needs the lens points' residual hooks and `ln_final.hook_scale`."""
+    point(, output)]`). The cache needs the lens points' residual hooks and `ln_final.hook_scale` (ArmoRM heads:
+    also `gating.hook_weights`, the gate held fixed; see `reward_lens`)."""
     model = cache.model
     variants = _check_variants(variants)
     points = lens_points(model, sublayers)
     missing = [h for _, h in points if h not in cache.cache_dict]
     if missing:
         raise InputError(f"The cache lacks {missing[:3]}...; run_with_cache with these hooks (or all).")
-    stack = torch.stack([cache[h] for _, h in points])  # [point, b, pos, d]
-    at = cache.at_reward(stack)  # [point, b, d]
-    out = []
-    for variant in variants:
-        if variant == "frozen":
-            scale = cache.final_scale_at_reward()  # [b, 1]
-            out.append(frozen_lens(model, at, scale))
-        else:
-            out.append(recomputed_lens(model, at))
-    values = rearrange(torch.stack(out), "v point b o -> v b point o")
-    if "hook_reward" in cache.cache_dict:
-        rewards = cache["hook_reward"].to(torch.float32).reshape(values.shape[1], -1)
+    stack = rearrange(cache.at_reward(torch.stack([cache[h] for _, h in points])), "point b d -> b point d")
+    scale = cache.final_scale_at_reward()[:, None]  # [b, 1, 1]
+    readout = _batch_readout(model, cache, stack)
+    values = torch.stack([readout_lens(model, stack, scale, readout, variant) for variant in variants])
+    if "hook_reward" in cache.cache_dict and (not is_gated(model) or "objectives.hook_rewards" in cache.cache_dict):
+        rewards = _readout_rewards(model, cache, cache["hook_reward"])
     else:  # the frozen lens at the final point is the reward (tested)
-        rewards = values[variants.index("frozen"), :, -1] if "frozen" in variants else recomputed_lens(model, at[-1])
+        final = stack[:, -1:]
+        rewards = readout_lens(model, final, scale, readout, "frozen")[:, -1]
     return _make_result(model, values, rewards, variants, points, False, output, [])
 
 
@@ -322,22 +534,23 @@ def _make_result(
     variants: list[str],
     points: list[tuple[str, str]],
     per_position: bool,
-    output: int | None,
+    output: int | str | None,
     tokens_str: list[list[str]],
 ) -> RewardLensResult:
     dims = ["variant", "text", "point"] + (["pos"] if per_position else [])
     labels: dict[str, list[Any]] = {"variant": list(variants), "point": [p for p, _ in points]}
-    n_outputs = values.shape[-1]
-    if output is not None:
-        if not 0 <= output < n_outputs:
-            raise InputError(f"output={output} is out of range for a head with {n_outputs} outputs.")
-        values, rewards = values[..., output], rewards[..., output]
-    elif n_outputs == 1:
+    names = readout_names(model)
+    column = column_index(model, output)
+    if column is not None:
+        values, rewards = values[..., column], rewards[..., column]
+    elif len(names) == 1:
         values, rewards = values[..., 0], rewards[..., 0]
     else:
         dims.append("output")
-        labels["output"] = list(model.output_names)
-    meta: dict[str, Any] = {"sublayers": len(points) > model.cfg.n_layers + 1, "per_position": per_position}
+        labels["output"] = names
+    meta: dict[str, Any] = {"sublayers": len(points) > model.cfg.n_layers + 1, "per_position": per_position,
+                            "readout": "affine" if not (is_gated(model) or is_linearised(model))
+                            else ("gate_fixed" if is_gated(model) else "linearised")}
     if tokens_str:
         meta["tokens"] = tokens_str
     return RewardLensResult(
