@@ -2,6 +2,11 @@
 
 `analyze(model, pairs, out_dir)` writes `index.html` (PNG plots: lens curves, attribution bars, patching
 heatmaps) and `report.json` (every number). `hooked-reward demo` runs it on the bundled organism.
+
+Multi-objective (ArmoRM) heads: the main views follow the final score (lens and attribution read with the gate held
+fixed at each text's own gate weights; pair attributions add a "gate" row for the change of the gate, so they sum
+to Δscore exactly), and an "Objectives and gate" section splits Δscore per objective (`score_difference`), with
+per-objective margins, per-objective lens curves and a component × objective attribution heatmap.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ def analyze(
     import matplotlib.pyplot as plt
 
     from hooked_reward.analysis.attribution import pair_reward_attribution
-    from hooked_reward.analysis.lens import reward_lens
+    from hooked_reward.analysis.lens import is_gated, readout_names, reward_lens
     from hooked_reward.analysis.patching import patch_block_outputs
 
     if not pairs:
@@ -97,7 +102,12 @@ def analyze(
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
     mechanisms = sorted({p.mechanism for p in pairs})
-    output = None if model.n_outputs == 1 else 0
+    output = None if model.n_outputs == 1 else 0  # the model's output analysed (patching, behaviour)
+    gated = is_gated(model)
+    names = readout_names(model)
+    # The lens/DRA column of that output: ArmoRM's columns are its objectives then the score.
+    column = names.index("score") if gated else output
+    by_mech = {mech: np.array([p.mechanism == mech for p in pairs]) for mech in mechanisms}
 
     # Behaviour: margins and accuracy per mechanism.
     with torch.no_grad():
@@ -106,7 +116,7 @@ def analyze(
     margins = (r_chosen - r_rejected).numpy()
     rows = []
     for mech in mechanisms:
-        idx = np.array([p.mechanism == mech for p in pairs])
+        idx = by_mech[mech]
         mean, low, high = _mean_ci(margins[idx])
         rows.append({"mechanism": mech, "pairs": int(idx.sum()), "accuracy": float((margins[idx] > 0).mean()),
                      "mean margin": mean, "ci low": low, "ci high": high})
@@ -114,49 +124,66 @@ def analyze(
     report.add_data("behaviour", rows)
     report.add_data("margins", margins)
 
-    # Reward lens of the margin, per layer.
-    lens_c = reward_lens(model, chosen, batch_size=batch_size, progress=progress, output=output)
-    lens_r = reward_lens(model, rejected, batch_size=batch_size, progress=progress, output=output)
+    # Reward lens of the margin, per layer (every column; the plot shows the analysed output).
+    lens_c = reward_lens(model, chosen, batch_size=batch_size, progress=progress, output=None if gated else output)
+    lens_r = reward_lens(model, rejected, batch_size=batch_size, progress=progress, output=None if gated else output)
+    lens_margin = (lens_c.values - lens_r.values).numpy()  # [variant, pair, point(, column)]
+    main_margin = lens_margin[..., column] if gated else lens_margin
     points = lens_c.labels["point"]
     fig, ax = plt.subplots(figsize=(8, 4))
     lens_data = {}
     for vi, variant in enumerate(lens_c.labels["variant"]):
-        margin_curve = (lens_c.values[vi] - lens_r.values[vi]).numpy()
         for mech in mechanisms:
-            idx = np.array([p.mechanism == mech for p in pairs])
-            curve = margin_curve[idx].mean(0)
+            curve = main_margin[vi][by_mech[mech]].mean(0)
             ax.plot(range(len(points)), curve, marker=".", linestyle="-" if variant == "frozen" else "--",
                     label=f"{mech} ({variant})")
             lens_data[f"{variant}/{mech}"] = curve
     ax.set_xticks(range(len(points)), [str(p) for p in points], rotation=70, fontsize=7)
-    ax.set_ylabel("margin through the reward lens")
+    ax.set_ylabel("score margin through the reward lens" if gated else "margin through the reward lens")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=7)
-    report.add_figure("Reward lens of the margin", fig, "lens",
-                      "Solid: final norm's scale frozen from the real run (additive); dashed: norm recomputed.")
+    caption = "Solid: final norm's scale frozen from the real run (additive); dashed: norm recomputed."
+    if gated:
+        caption += (" The score is read with the gate held fixed at each text's own gate weights "
+                    "(gating.hook_weights), so the lens follows how the residual moves the score through the "
+                    "objectives, not through the gate.")
+    report.add_figure("Reward lens of the margin", fig, "lens", caption)
     report.add_data("lens", {"points": points, "curves": lens_data})
 
     # Direct reward attribution of Δreward, per head and per component.
+    component_attr = None
     for by in ("component", "head"):
         attr = pair_reward_attribution(model, chosen, rejected, by=by, batch_size=batch_size, progress=progress,
-                                       output=output)
-        labels = attr.labels[attr.dims[1]]
+                                       output=None if gated else output)
+        if by == "component":
+            component_attr = attr
+        labels = attr.labels["component"]
         values = attr.values.numpy()
+        values = values[..., column] if gated else values
         fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(labels)), 3.5))
         width = 0.8 / len(mechanisms)
         table = {}
         for mi, mech in enumerate(mechanisms):
-            idx = np.array([p.mechanism == mech for p in pairs])
-            mean = values[idx].mean(0)
+            mean = values[by_mech[mech]].mean(0)
             table[mech] = mean
             ax.bar(np.arange(len(labels)) + mi * width, mean, width=width, label=mech)
         ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, [str(x) for x in labels], rotation=70, fontsize=7)
-        ax.set_ylabel("mean Δreward contribution")
+        ax.set_ylabel("mean Δscore contribution" if gated else "mean Δreward contribution")
+        ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend(fontsize=7)
-        report.add_figure(f"Direct reward attribution by {by}", fig, f"attribution_{by}",
-                          "Mean over pairs of each component's contribution to r(chosen) − r(rejected) "
-                          "(frozen final-norm scale; contributions plus b_R sum to the reward).")
-        report.add_data(f"attribution_{by}", {"labels": labels, "mean_by_mechanism": table})
+        caption = ("Mean over pairs of each component's contribution to r(chosen) − r(rejected) "
+                   "(frozen final-norm scale; contributions plus b_R sum to the reward).")
+        if gated:
+            caption = ("Mean over pairs of each component's contribution to score(chosen) − score(rejected): its "
+                       "Δ per-objective direct rewards weighted by T·ḡ (the two texts' mean gate through the "
+                       "transform). The 'gate' bar is what the change of the gate between the two texts "
+                       "contributes; the rows sum to Δscore exactly.")
+        report.add_figure(f"Direct reward attribution by {by}", fig, f"attribution_{by}", caption)
+        report.add_data(f"attribution_{by}", {"labels": labels, "mean_by_mechanism": table,
+                                              "sum_check": float(np.abs(values.sum(1) - attr.rewards.numpy()[
+                                                  ..., column if gated else slice(None)]).max())})
+    if gated and component_attr is not None:
+        _objectives_section(report, model, pairs, mechanisms, by_mech, component_attr, lens_c, lens_r, plt)
 
     # Activation patching: denoise chosen activations into the rejected run, per layer and position.
     patch_rows = []
@@ -182,6 +209,91 @@ def analyze(
         report.add_text("Activation patching", "No pair has chosen and rejected texts of equal token length; "
                         "position-aligned patching was skipped (see docs/tools/patching.md for alignments).")
     return report.write()
+
+
+def _objectives_section(
+    report: Any, model: Any, pairs: Sequence[Pair], mechanisms: list[str], by_mech: dict[str, np.ndarray],
+    attr: Any, lens_c: Any, lens_r: Any, plt: Any,
+) -> None:
+    """ArmoRM: Δscore split per objective and the gate (`score_difference`), per-objective margins, per-objective
+    frozen-lens margin curves, and a component × objective attribution heatmap per mechanism."""
+    objectives = list(model.head.objective_names)
+    k = len(objectives)
+    split = attr.meta["score_difference"]
+    obj_term = split["objectives"].numpy()  # [pair, K]: ḡ_k Δt_k
+    gate_term = split["gate"].numpy()  # [pair, K]: Δg_k t̄_k
+    delta_raw = attr.rewards[:, :k].numpy()  # [pair, K]: Δ objectives.hook_rewards
+    delta_score = attr.rewards[:, k].numpy()
+    rows, terms = [], {}
+    for mech in mechanisms:
+        idx = by_mech[mech]
+        row: dict[str, Any] = {"mechanism": mech, "Δscore": float(delta_score[idx].mean())}
+        for j, name in enumerate(objectives):
+            row[f"Δ{name}"] = float(delta_raw[idx, j].mean())
+        for j, name in enumerate(objectives):
+            row[f"{name} term"] = float(obj_term[idx, j].mean())
+        row["gate term"] = float(gate_term[idx].sum(-1).mean())
+        rows.append(row)
+        terms[mech] = list(obj_term[idx].mean(0)) + [float(gate_term[idx].sum(-1).mean())]
+    report.add_table(
+        "Objectives and gate: per-objective margins", rows,
+        "Δname: mean margin of each objective's raw reward (objectives.hook_rewards). 'name term': its share of "
+        "Δscore, ḡ_k·Δt_k (t = transformed reward, ḡ = the two texts' mean gate weight); 'gate term': "
+        "Σ_k Δg_k·t̄_k, what the change of the gate contributes. Terms sum to Δscore exactly (score_difference).")
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * (k + 1) * max(1, len(mechanisms)) / 2), 3.5))
+    width = 0.8 / len(mechanisms)
+    for mi, mech in enumerate(mechanisms):
+        ax.bar(np.arange(k + 1) + mi * width, terms[mech], width=width, label=mech)
+    ax.set_xticks(np.arange(k + 1) + 0.4 - width / 2, objectives + ["gate"], rotation=30, fontsize=8)
+    ax.set_ylabel("mean contribution to Δscore")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=7)
+    report.add_figure("Objectives and gate: attribution of Δscore", fig, "objectives_delta_score",
+                      "Δscore = Σ_k ḡ_k Δt_k + Σ_k Δg_k t̄_k: each objective's term and the gate's, mean over pairs.")
+
+    frozen = lens_c.index_of("variant", "frozen")
+    lens_margin = (lens_c.values[frozen] - lens_r.values[frozen]).numpy()  # [pair, point, K + 1]
+    points = [str(p) for p in lens_c.labels["point"]]
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3), sharey=True, squeeze=False)
+    curves: dict[str, Any] = {}
+    for j, name in enumerate(objectives):
+        ax = axes[0, j]
+        for mech in mechanisms:
+            curve = lens_margin[by_mech[mech], :, j].mean(0)
+            ax.plot(range(len(points)), curve, marker=".", label=mech)
+            curves[f"{name}/{mech}"] = curve
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(points)), points, rotation=70, fontsize=6)
+        ax.axhline(0, color="grey", linewidth=0.5)
+    axes[0, 0].set_ylabel("objective margin (frozen lens)")
+    axes[0, -1].legend(fontsize=6)
+    report.add_figure("Objectives and gate: reward lens per objective", fig, "lens_objectives",
+                      "Mean margin of each objective's raw reward through the frozen reward lens (W_R row k); the "
+                      "last point is Δobjectives.hook_rewards.")
+
+    labels = [str(x) for x in attr.labels["component"]][:-1]  # the "gate" row is 0 for raw objective rewards
+    values = attr.values.numpy()[:, :-1, :k]  # [pair, component, K]
+    fig, axes = plt.subplots(1, len(mechanisms), figsize=(2.2 + 0.6 * k * len(mechanisms), 0.3 * len(labels) + 1.5),
+                             squeeze=False)
+    heat = {}
+    vmax = float(np.abs(values).max()) or 1.0
+    for mi, mech in enumerate(mechanisms):
+        mean = values[by_mech[mech]].mean(0)
+        heat[mech] = mean
+        ax = axes[0, mi]
+        im = ax.imshow(mean, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_xticks(range(k), objectives, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(mech, fontsize=8)
+    fig.colorbar(im, ax=axes[0, -1], label="mean Δ objective reward")
+    report.add_figure("Objectives and gate: component × objective attribution", fig, "attribution_objectives",
+                      "Mean over pairs of each component's direct contribution to each objective's raw reward margin "
+                      "(objectives.hook_rewards; the gate does not enter raw objective rewards).")
+    report.add_data("objectives", {"names": objectives, "table": rows, "delta_score_terms": terms,
+                                   "lens_points": points, "lens_curves": curves, "components": labels,
+                                   "component_attribution": heat,
+                                   "per_pair": {"delta_score": delta_score, "delta_objectives": delta_raw,
+                                                "objective_terms": obj_term, "gate_terms": gate_term}})
 
 
 def _batched_rewards(model: Any, texts: Sequence[str], output: int | None, batch_size: int) -> torch.Tensor:
