@@ -297,3 +297,91 @@ def test_frame_plot_top_and_errors(checkpoints) -> None:
         direct_reward_attribution(model, "the cat", by="neuron", progress=False)
     with pytest.raises(InputError, match="by="):
         direct_reward_attribution(model, "the cat", by="edge", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- non-affine heads
+@pytest.fixture(scope="module")
+def armorm(tmp_path_factory: pytest.TempPathFactory):
+    from test_armorm import tiny_state, write_armorm
+
+    state, config = tiny_state()
+    path = write_armorm(tmp_path_factory.mktemp("armorm") / "ckpt", state, config)
+    return HookedRewardModel.from_pretrained(path), state, config
+
+
+def test_armorm_dra_per_objective_and_gate_fixed_score(armorm) -> None:
+    """Objective columns sum to `objectives.hook_rewards` (and the published reference); the score column plus
+    its per-text bias sums to `hook_score`; components equal the cache's gate-fixed `reward_attrs`."""
+    from test_armorm import NAMES, ROWS, pad, reference
+
+    model, state, config = armorm
+    tokens, mask = pad(ROWS, "right")
+    ref = reference(state, config, ROWS)
+    score, cache = model.run_with_cache(tokens, attention_mask=mask)
+    for by in ("component", "head"):
+        res = direct_reward_attribution(model, tokens, mask, by=by, progress=False)
+        assert res.labels["output"] == NAMES + ["score"] and res.bias.shape == (4, len(NAMES) + 1)
+        totals = res.values.sum(1) + res.bias
+        assert (totals[:, :-1] - cache["objectives.hook_rewards"]).abs().max() <= TOL
+        assert (totals[:, :-1] - ref["rewards"]).abs().max() <= TOL
+        assert (totals[:, -1] - cache["hook_score"]).abs().max() <= TOL
+        assert (totals[:, -1] - ref["score"]).abs().max() <= TOL
+        assert (res.rewards[:, -1] - score).abs().max() <= TOL
+    comp = direct_reward_attribution(model, tokens, mask, output="score", progress=False)
+    assert comp.dims == ("text", "component")
+    for l_ in range(model.cfg.n_layers):
+        for part in ("attn", "mlp"):
+            expected = cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None], output="score")[0]
+            assert (comp.sel(component=f"{l_}_{part}_out").values - expected).abs().max() <= TOL
+    assert (comp.meta["gate_weights"] - ref["weights"]).abs().max() <= TOL
+
+
+def test_armorm_pair_attribution_has_a_gate_row(armorm) -> None:
+    """Pairs with different prompts (so the gate changes): rows, including "gate", sum to Δscore exactly; the
+    gate row is `score_difference`'s gate term and 0 for the raw objectives."""
+    from test_armorm import ROWS, pad
+
+    from hooked_reward.heads.armorm import score_difference
+
+    model, _, _ = armorm
+    chosen, c_mask = pad(ROWS, "left")
+    rejected, r_mask = pad(ROWS[1:] + ROWS[:1], "right")
+    names = ["gating.hook_weights", "objectives.hook_transformed", "objectives.hook_rewards"]
+    s_c, cache_c = model.run_with_cache(chosen, attention_mask=c_mask, names_filter=names)
+    s_r, cache_r = model.run_with_cache(rejected, attention_mask=r_mask, names_filter=names)
+    split = score_difference(cache_c, cache_r)
+    for by in ("component", "head"):
+        res = pair_reward_attribution(model, chosen, rejected, c_mask, r_mask, by=by, progress=False)
+        assert res.labels["component"][-1] == "gate"
+        assert (res.values.sum(1)[:, -1] - (s_c - s_r)).abs().max() <= TOL
+        assert (res.values.sum(1)[:, :-1] - (cache_c["objectives.hook_rewards"]
+                                             - cache_r["objectives.hook_rewards"])).abs().max() <= TOL
+        gate = res.values[:, -1]
+        assert (gate[:, -1] - split.gate.sum(-1)).abs().max() <= TOL and float(gate[:, -1].abs().max()) > 1e-3
+        assert float(gate[:, :-1].abs().max()) == 0.0
+        assert (res.values[:, :-1, -1].sum(1) - split.objectives.sum(-1)).abs().max() <= TOL
+        assert float(res.bias.abs().max()) == 0.0
+    score_only = pair_reward_attribution(model, chosen, rejected, c_mask, r_mask, output="score", progress=False)
+    assert score_only.dims == ("text", "component") and (score_only.rewards - (s_c - s_r)).abs().max() <= TOL
+
+
+def test_mlp_value_head_dra_is_the_linearisation() -> None:
+    """MLP value head (GELU, LayerNorm final norm): DRA reads along `linearise_at(hook_reward_resid)`; rows plus
+    the per-text bias (offset + direction · β) sum to the value, and components equal the cache's
+    `reward_attrs(output="reward")`."""
+    from test_lens import mlp_value_model
+
+    model, _, _ = mlp_value_model()
+    tokens, mask = padded(lengths=(7, 5, 3))
+    values, cache = model.run_with_cache(tokens, attention_mask=mask)
+    res = direct_reward_attribution(model, tokens, mask, by="head", progress=False)
+    assert res.bias.shape == (3,)
+    assert (res.values.sum(1) + res.bias - values).abs().max() <= TOL
+    lin = model.head.linearise_at(cache["hook_reward_resid"])
+    _, beta = model.final_norm_gain_bias()
+    assert (res.bias - lin.offset - lin.direction @ beta).abs().max() <= TOL
+    comp = direct_reward_attribution(model, tokens, mask, progress=False)
+    expected = cache.reward_attrs(cache["blocks.1.hook_mlp_out"][None], output="reward")[0]
+    assert (comp.sel(component="1_mlp_out").values - expected).abs().max() <= TOL
+    pair = pair_reward_attribution(model, tokens, tokens.flip(0), mask, mask.flip(0), progress=False)
+    assert (pair.values.sum(1) + pair.bias - (values - values.flip(0))).abs().max() <= TOL

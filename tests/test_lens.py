@@ -194,3 +194,117 @@ def test_frame_plot_and_errors(checkpoints) -> None:
         reward_lens(model, ["the cat"], batch_size=0, progress=False)
     with pytest.raises(InputError, match="out of range"):
         reward_lens(model, ["the cat"], output=3, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- non-affine heads
+def armorm_lens_reference(state: dict, config, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ArmoRM's published forward by hand, per unpadded row: `(recomputed, frozen)` `[row, point, K + 1]` at the
+    last token for points `l_pre` + final, columns the K raw objectives then the score with the gate held at the
+    row's own weights (recomputed: `norm(h_l)`; frozen: `h_l / σ ⊙ g`, σ from the final norm's input)."""
+    from test_armorm import reference
+
+    backbone = transformers.LlamaModel(config).eval()
+    backbone.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+    gates = reference(state, config, rows)["weights"]  # [row, K]
+    w, t = state["regression_layer.weight"], state["reward_transform_matrix"]
+    captured: dict[str, torch.Tensor] = {}
+    handle = backbone.norm.register_forward_pre_hook(lambda m, a: captured.__setitem__("in", a[0]))
+    rec, frz = [], []
+    with torch.no_grad():
+        for ids, g in zip(rows, gates, strict=True):
+            hs = backbone(torch.tensor([ids]), output_hidden_states=True).hidden_states
+            final_in = captured["in"][0, -1]
+            points = torch.stack([hs[j][0, -1] for j in range(config.num_hidden_layers)] + [final_in])
+            sigma = (final_in.pow(2).mean() + backbone.norm.variance_epsilon).sqrt()
+            for normed, out in ((backbone.norm(points), rec), (points / sigma * backbone.norm.weight, frz)):
+                objectives = normed @ w.T
+                out.append(torch.cat([objectives, ((objectives @ t) * g).sum(-1, keepdim=True)], dim=-1))
+    handle.remove()
+    return torch.stack(rec), torch.stack(frz)
+
+
+@pytest.fixture(scope="module")
+def armorm(tmp_path_factory: pytest.TempPathFactory):
+    from test_armorm import tiny_state, write_armorm
+
+    state, config = tiny_state()
+    path = write_armorm(tmp_path_factory.mktemp("armorm") / "ckpt", state, config)
+    return HookedRewardModel.from_pretrained(path), state, config
+
+
+def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:
+    """ArmoRM: columns are the objectives then "score"; both variants equal the hand computation on HF's
+    LlamaModel (gate held at the row's weights), the final point equals `objectives.hook_rewards` and
+    `hook_score`, and the frozen lens's steps are the cache's gate-fixed score attributions."""
+    from test_armorm import NAMES, ROWS, pad
+
+    model, state, config = armorm
+    tokens, mask = pad(ROWS, "left")
+    res = reward_lens(model, tokens, mask, sublayers=False, progress=False)
+    assert res.dims == ("variant", "text", "point", "output") and res.labels["output"] == NAMES + ["score"]
+    rec_ref, frz_ref = armorm_lens_reference(state, config, ROWS)
+    assert (res.variant("recomputed") - rec_ref).abs().max() <= TOL
+    assert (res.variant("frozen") - frz_ref).abs().max() <= TOL
+    score, cache = model.run_with_cache(tokens, attention_mask=mask)
+    assert (res.values[:, :, -1, -1] - cache["hook_score"]).abs().max() <= TOL
+    assert (res.values[:, :, -1, :-1] - cache["objectives.hook_rewards"]).abs().max() <= TOL
+    assert (res.rewards[:, -1] - score).abs().max() <= TOL
+    full = reward_lens(model, tokens, mask, progress=False)  # with sub-layers: additive steps along the score
+    steps = full.variant("frozen")[..., -1].diff(dim=1)
+    expected = torch.stack(
+        [cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None], output="score")[0]
+         for l_ in range(model.cfg.n_layers) for part in ("attn", "mlp")], dim=1)
+    assert (steps - expected).abs().max() <= TOL
+    assert (reward_lens_from_cache(cache).values - full.values).abs().max() <= TOL
+    one = reward_lens(model, tokens, mask, output="score", progress=False)
+    assert one.dims == ("variant", "text", "point") and (one.values - full.values[..., -1]).abs().max() <= TOL
+    assert (reward_lens(model, tokens, mask, output=NAMES[1], progress=False).values
+            - full.values[..., 1]).abs().max() <= TOL
+    pp = reward_lens(model, tokens, mask, per_position=True, output="score", progress=False)
+    last = mask.sum(-1) - 1
+    assert (pp.values[:, torch.arange(4), -1, last] - score).abs().max() <= TOL
+    with pytest.raises(InputError, match="Unknown output"):
+        reward_lens(model, tokens, mask, output="verbosity", progress=False)
+
+
+def mlp_value_model():
+    """A tiny GPT-2 (LayerNorm: a final-norm bias) with a GELU MLP value head, and the HF pieces."""
+    from hooked_reward.heads.value_head import value_head_model
+
+    torch.manual_seed(4)
+    cfg = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    lm = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        lm.transformer.ln_f.bias.normal_(0, 0.3)
+    mlp = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+    return value_head_model(lm, mlp, activation="gelu"), lm, mlp
+
+
+def test_mlp_value_head_lens_against_hf() -> None:
+    """MLP value head: recomputed = the real head on ln_f(hidden_states[l]); frozen = the head's linearisation
+    at the run's point read through σ-frozen residuals; both end at the value."""
+    model, lm, mlp = mlp_value_model()
+    tokens, mask = padded(lengths=(7, 5, 3))
+    res = reward_lens(model, tokens, mask, sublayers=False, progress=False)
+    ln_f = lm.transformer.ln_f
+    captured: dict[str, torch.Tensor] = {}
+    handle = ln_f.register_forward_pre_hook(lambda m, a: captured.__setitem__("in", a[0]))
+    for i in range(tokens.shape[0]):
+        ids = tokens[i][mask[i].bool()][None]
+        with torch.no_grad():
+            hs = lm(ids, output_hidden_states=True).hidden_states
+        final_in = captured["in"][0, -1]
+        points = torch.stack([hs[j][0, -1] for j in range(2)] + [final_in])
+        with torch.no_grad():
+            rec = mlp(ln_f(points))[:, 0]
+        h = ln_f(final_in).detach().requires_grad_(True)
+        value = mlp(h)[0]
+        (direction,) = torch.autograd.grad(value, h)
+        centred = points - points.mean(-1, keepdim=True)
+        sigma = ((final_in - final_in.mean()).pow(2).mean() + ln_f.eps).sqrt()
+        frz = ((centred / sigma) * ln_f.weight + ln_f.bias) @ direction + (value - h @ direction)
+        assert (res.variant("recomputed")[i] - rec).abs().max() <= TOL
+        assert (res.variant("frozen")[i] - frz.detach()).abs().max() <= TOL
+        assert abs(float(res.rewards[i] - value.detach())) <= TOL
+    handle.remove()
+    assert res.meta["readout"] == "linearised"
