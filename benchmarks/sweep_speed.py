@@ -89,17 +89,19 @@ def naive_sweep(model: Any, clean: Tensor, corrupt: Tensor) -> Tensor:
     return out
 
 
-def _timed(fn: Callable[[], Tensor]) -> tuple[float, Tensor]:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[], Tensor]) -> tuple[float, float, Tensor]:
+    """`(wall seconds, CPU seconds of this process, result)`."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
-    return time.perf_counter() - t0, result
+    return time.perf_counter() - t0, time.process_time() - c0, result
 
 
 def measure_sweep(model: Any, clean: Tensor, corrupt: Tensor, plain: bool = True) -> dict[str, Any]:
     """Time the full denoising `resid_pre` sweep: fast path, naive loop, plain batched sweep (`plain=True`).
 
-    The fast sweep runs before and after each slow one (interleaved; medians kept). Returns seconds per sweep,
-    `ratio_fast_vs_naive`, `ratio_plain_vs_naive` and `max_abs_diff_vs_naive` (fast vs naive rewards).
+    The fast sweep runs before and after each slow one (interleaved; medians kept). Returns wall and CPU seconds
+    per sweep, `ratio_fast_vs_naive` (wall), `cpu_ratio_fast_vs_naive` (this process's CPU time: robust to other
+    load on the machine with one torch thread), the same for the plain sweep, and `max_abs_diff_vs_naive`.
     """
     from hooked_reward.analysis.patching import patch_resid
 
@@ -111,24 +113,31 @@ def measure_sweep(model: Any, clean: Tensor, corrupt: Tensor, plain: bool = True
 
     fast()  # warm-up
     times: dict[str, list[float]] = {"fast": [], "naive": [], "plain": []}
+    cpu: dict[str, list[float]] = {"fast": [], "naive": [], "plain": []}
     results: dict[str, Tensor] = {}
     order = ["fast", "naive", "fast"] + (["plain", "fast"] if plain else [])
     fns = {"fast": fast, "naive": lambda: naive_sweep(model, clean, corrupt), "plain": slow_plain}
     for name in order:
-        t, results[name] = _timed(fns[name])
-        times[name].append(t)
+        wall, used, results[name] = _timed(fns[name])
+        times[name].append(wall)
+        cpu[name].append(used)
     med = {k: statistics.median(v) for k, v in times.items() if v}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
     out: dict[str, Any] = {
         "n_layers": model.cfg.n_layers,
         "d_model": model.cfg.d_model,
         "seq": len(clean),
         "seconds": med,
+        "cpu_seconds": med_cpu,
         "fast_runs": times["fast"],
+        "fast_runs_cpu": cpu["fast"],
         "ratio_fast_vs_naive": med["fast"] / med["naive"],
+        "cpu_ratio_fast_vs_naive": med_cpu["fast"] / med_cpu["naive"],
         "max_abs_diff_vs_naive": float((results["fast"] - results["naive"]).abs().max()),
     }
     if plain:
         out["ratio_plain_vs_naive"] = med["plain"] / med["naive"]
+        out["cpu_ratio_plain_vs_naive"] = med_cpu["plain"] / med_cpu["naive"]
         out["max_abs_diff_plain_vs_naive"] = float((results["plain"] - results["naive"]).abs().max())
     return out
 

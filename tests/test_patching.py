@@ -196,11 +196,8 @@ LONG_CLEAN, LONG_CORRUPT = "the cat is very good please thanks", "the dog is not
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "qwen2", "gpt2", "qwen3"])
-def test_fast_resid_sweep_equals_one_forward_per_patch(arch, tmp_path):
-    out = tmp_path / arch
-    build_hf_model(arch).save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    m = HookedRewardModel.from_pretrained(out)
+def test_fast_resid_sweep_equals_one_forward_per_patch(arch):
+    m = HookedRewardModel.from_hf_model(build_hf_model(arch), tokenizer=word_tokenizer())
     fast = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, progress=False)
     assert fast.meta["fast"], fast.meta["fast_reason"]
     naive = naive_resid_sweep(m, LONG_CORRUPT, LONG_CLEAN)

@@ -19,7 +19,9 @@ which reads as the *recovered fraction* for denoising (0: nothing recovered, 1: 
 how far the ablated clean run sits on the same scale; without a corrupted input it is NaN.
 
 Sweeps stack copies of the run along the batch axis, each row with its own patch, `max_rows` rows per forward
-(the memory bound). Pairs of different lengths are refused unless an alignment is named (see `Alignment`).
+(the memory bound). The residual sweep (`patch_resid`) by default runs each patch only from the patched block
+and position on (`hooked_reward.analysis.patching_fast`), about a quarter of the compute. Pairs of different
+lengths are refused unless an alignment is named (see `Alignment`).
 """
 
 from __future__ import annotations

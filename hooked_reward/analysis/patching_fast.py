@@ -233,6 +233,7 @@ def plan_fast_sweep(model: Any, target: Int[Tensor, "pos"]) -> tuple[FastSweep |
             allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
             if bool(torch.triu(allowed[0, 0].to(torch.bool), diagonal=1).any()):
                 return None, "non-causal attention mask: a position attends to a later one"
+    target = target.to(final[0].device)
     plan = FastSweep(model, target, resid_in, final[0], block_args, kv, rewards.detach(), attns)  # type: ignore[arg-type]
     return plan, ""
 
