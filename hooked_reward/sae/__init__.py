@@ -26,6 +26,8 @@ from hooked_reward.sae.splice import (
 )
 from hooked_reward.sae.train import TrainingLog, collect_activations, train_topk_sae, train_topk_sae_on_activations
 
+from hooked_reward.sae.pretrained import load_organism_sae  # noqa: E402
+
 __all__ = [
     "CausalCheck",
     "FeatureAttribution",
@@ -44,6 +46,7 @@ __all__ = [
     "check_sae_fits_model",
     "collect_activations",
     "detect_format",
+    "load_organism_sae",
     "load_sae",
     "load_sae_lens",
     "load_sparsify",
