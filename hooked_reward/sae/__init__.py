@@ -16,6 +16,7 @@ from hooked_reward.sae.attribution import (
 )
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
 from hooked_reward.sae.formats import SAEFormatError, detect_format, load_sae, load_sae_lens, load_sparsify, save_sae
+from hooked_reward.sae.pretrained import load_organism_sae
 from hooked_reward.sae.splice import (
     SpliceReport,
     check_sae_fits_model,
@@ -25,8 +26,6 @@ from hooked_reward.sae.splice import (
     splice_sae,
 )
 from hooked_reward.sae.train import TrainingLog, collect_activations, train_topk_sae, train_topk_sae_on_activations
-
-from hooked_reward.sae.pretrained import load_organism_sae  # noqa: E402
 
 __all__ = [
     "CausalCheck",
