@@ -244,3 +244,10 @@ def test_fast_sweep_modes_alignment_and_fallbacks(model, monkeypatch):
         res = patch_resid(model, CLEAN, CORRUPT, progress=False)
     assert not res.meta["fast"]
     assert torch.allclose(res.rewards, patch_resid(model, CLEAN, CORRUPT, progress=False, fast=False).rewards)
+
+
+def test_fast_sweep_multi_output_head():
+    m = HookedRewardModel.from_hf_model(build_hf_model("qwen2", num_labels=3), tokenizer=word_tokenizer())
+    a = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False)
+    b = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False, fast=False)
+    assert a.meta["fast"] and (a.rewards - b.rewards).abs().max() < ATOL
