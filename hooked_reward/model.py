@@ -488,8 +488,11 @@ class HookedRewardModel(TransformerBridge):
                         if (dim == pos_dim and version == tensor._version and source.data_ptr() == tensor.data_ptr()
                                 and source.shape == tensor.shape and source.stride() == tensor.stride()):
                             return gathered
-                    full = tensor.expand(batch, *tensor.shape[1:])  # broadcast rows (rotary cos/sin)
-                    gathered = gather_at_positions(full, keep_pos, pos_dim)
+                    if tensor.shape[0] == 1 and bool((keep_pos == keep_pos[0]).all()):
+                        gathered = gather_at_positions(tensor, keep_pos[:1], pos_dim)  # shared row (rotary)
+                    else:
+                        full = tensor.expand(batch, *tensor.shape[1:])  # broadcast the shared row per row
+                        gathered = gather_at_positions(full, keep_pos, pos_dim)
                     gathered = gathered.to(device) if device is not None else gathered
                     recent.append((tensor, pos_dim, tensor._version, gathered))
                     del recent[:-4]
