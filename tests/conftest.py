@@ -69,6 +69,22 @@ def build_hf_model(arch: str, num_labels: int = 1, seed: int = 0) -> torch.nn.Mo
     return model
 
 
+def padded_tokens(
+    lengths: tuple[int, ...] = (10, 7, 5, 3), left: bool = False, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token rows of the given lengths, padded (pad id 0) on the left or right, with their mask."""
+    torch.manual_seed(seed)
+    width = max(lengths)
+    tokens = torch.randint(4, VOCAB, (len(lengths), width))
+    mask = torch.zeros_like(tokens)
+    for i, n in enumerate(lengths):
+        if left:
+            mask[i, width - n :] = 1
+        else:
+            mask[i, :n] = 1
+    return tokens * mask, mask
+
+
 @pytest.fixture
 def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
     """`make_checkpoint(arch, num_labels=1, tokenizer=True, seed=0)` -> a saved checkpoint directory."""

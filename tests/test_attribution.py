@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import ARCHS, build_hf_model, hf_reference_rewards, word_tokenizer
+from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, word_tokenizer
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.attribution import direct_reward_attribution, pair_reward_attribution
@@ -31,16 +31,7 @@ def bias_checks_must_pass():
 
 
 def padded(left: bool = False, lengths: tuple[int, ...] = (9, 6, 4)) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(5)
-    width = max(lengths)
-    tokens = torch.randint(4, 96, (len(lengths), width))
-    mask = torch.zeros_like(tokens)
-    for i, n in enumerate(lengths):
-        if left:
-            mask[i, width - n :] = 1
-        else:
-            mask[i, :n] = 1
-    return tokens * mask, mask
+    return padded_tokens(lengths, left=left, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import ARCHS, build_hf_model, hf_reference_rewards, word_tokenizer
+from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, word_tokenizer
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.lens import lens_points, reward_lens, reward_lens_from_cache
@@ -17,16 +17,7 @@ TOL = 1e-4
 
 
 def padded(left: bool = False, lengths: tuple[int, ...] = (9, 6, 4)) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(3)
-    width = max(lengths)
-    tokens = torch.randint(4, 96, (len(lengths), width))
-    mask = torch.zeros_like(tokens)
-    for i, n in enumerate(lengths):
-        if left:
-            mask[i, width - n :] = 1
-        else:
-            mask[i, :n] = 1
-    return tokens * mask, mask
+    return padded_tokens(lengths, left=left, seed=3)
 
 
 @pytest.fixture(scope="module")

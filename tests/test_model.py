@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import ARCHS, build_hf_model, hf_reference_rewards, word_tokenizer
+from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, word_tokenizer
 
 from hooked_reward import CheckpointError, HookedRewardModel, HookNameError, InputError, UnsupportedArchitectureError
 
@@ -14,16 +14,7 @@ TOL = 1e-4
 
 def padded_batch(left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Four rows of different lengths (10, 7, 5, 3 tokens), left or right padded."""
-    torch.manual_seed(1)
-    tokens = torch.randint(4, 96, (4, 10))
-    mask = torch.zeros_like(tokens)
-    for i, n in enumerate([10, 7, 5, 3]):
-        if left:
-            mask[i, 10 - n :] = 1
-        else:
-            mask[i, :n] = 1
-    tokens = tokens * mask  # pad id 0
-    return tokens, mask
+    return padded_tokens((10, 7, 5, 3), left=left, seed=1)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
