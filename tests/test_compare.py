@@ -24,15 +24,6 @@ from hooked_reward.analysis.compare import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest single-threaded (and the CI machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _save(model, path):
     model.save_pretrained(path)
     word_tokenizer().save_pretrained(path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from hooked_reward import organisms
 from hooked_reward.analysis.extensions import conflict_analysis
@@ -31,15 +30,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 HELP, BREV = 0, 1  # objective order: helpfulness, brevity, safety, politeness
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A tiny model: one thread beats two contending ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

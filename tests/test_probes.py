@@ -26,14 +26,6 @@ from hooked_reward.analysis.probes import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _noise(text: str, sd: float = 1.0) -> float:
     """Deterministic per-text N(0, sd²) noise (a stand-in RM's idiosyncrasies)."""
     return float(np.random.default_rng(zlib.crc32(text.encode())).normal(0, sd))
