@@ -300,7 +300,7 @@ class HookedRewardModel(TransformerBridge):
             if tokens.shape[-1] == 0:
                 raise InputError("Token ids are empty: at least one token is needed to read a reward.")
             if attention_mask is None:
-                mask = torch.ones_like(tokens)
+                mask = self._mask_from_pad_tokens(tokens)
             else:
                 mask = attention_mask.unsqueeze(0) if attention_mask.ndim == 1 else attention_mask
                 if mask.shape != tokens.shape:
@@ -315,6 +315,21 @@ class HookedRewardModel(TransformerBridge):
             raise InputError(f"Expected text, a list of texts or token ids, got {type(input).__name__}.")
         device = self._input_device() or tokens.device
         return tokens.to(device), mask.to(device).long()
+
+    def _mask_from_pad_tokens(self, tokens: Tensor) -> Tensor:
+        """The mask of token ids given without one: all ones, except where the tokenizer's pad id appears and
+        that id is not also BOS/EOS/UNK (then it can only be padding, e.g. from `to_tokens` on a batch)."""
+        tok = self.tokenizer
+        pad = getattr(tok, "pad_token_id", None) if tok is not None else None
+        if pad is None or pad in {getattr(tok, a, None) for a in ("bos_token_id", "eos_token_id", "unk_token_id")}:
+            return torch.ones_like(tokens)
+        return (tokens != pad).long()
+
+    def to_tokens(self, input: str | Sequence[str], *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
+        """Token ids exactly as `tokenize` makes them (the checkpoint's own special tokens, once), without the
+        mask. Prefer `tokenize`, which also returns the attention mask; passing these ids without a mask reads
+        padding from the tokenizer's pad id where that is unambiguous."""
+        return self.tokenize(input)[0]
 
     def reward_positions(self, attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch"]:
         """Each row's reward position: its last attended token (left or right padding)."""

@@ -306,3 +306,12 @@ def test_stop_at_layer_returns_residual(make_checkpoint) -> None:
     assert not model.blocks[1].hook_in._forward_hooks  # the stop hook is gone
     with pytest.raises(InputError, match="stop_at_layer"):
         model(tokens, attention_mask=mask, stop_at_layer=5)
+
+
+def test_to_tokens_and_maskless_padded_ids(make_checkpoint) -> None:
+    """TL-style `to_tokens` gives `tokenize`'s ids; padded ids without a mask are read through the pad id."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    texts = ["the cat is good", "the dog was very bad thanks"]
+    tokens, mask = model.tokenize(texts)
+    assert torch.equal(model.to_tokens(texts), tokens)
+    assert torch.allclose(model(tokens), model(tokens, attention_mask=mask))
