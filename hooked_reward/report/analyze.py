@@ -185,29 +185,28 @@ def analyze(
     if gated and component_attr is not None:
         _objectives_section(report, model, pairs, mechanisms, by_mech, component_attr, lens_c, lens_r, plt)
 
-    # Activation patching: denoise chosen activations into the rejected run, per layer and position.
+    # Activation patching: denoise chosen activations into the rejected run, per layer and position. Pairs of
+    # different token lengths are aligned at their right ends (the reward positions), never position-by-position.
     patch_rows = []
     for mech in mechanisms:
-        same_length = [p for p in pairs if p.mechanism == mech and _same_length(model, p)]
-        for k, pair in enumerate(same_length[:n_patch_pairs]):
+        for k, pair in enumerate([p for p in pairs if p.mechanism == mech][:n_patch_pairs]):
+            align = None if _same_length(model, pair) else "reward"
             result = patch_block_outputs(model, pair.chosen, pair.rejected, per_position=True, mode="denoise",
-                                         progress=False, output=output)
-            patch_rows.append({"mechanism": mech, "pair": k, "result": result})
-    if patch_rows:
-        first = {}
-        for row in patch_rows:
-            first.setdefault(row["mechanism"], row)
-        for mech, row in first.items():
-            fig = row["result"].plot(what="fraction").figure
-            report.add_figure(f"Activation patching ({mech})", fig, f"patching_{mech}",
-                              "Denoising: each component's clean (chosen) output patched into the rejected run; "
-                              "value = fraction of the reward gap recovered.")
-        report.add_data("patching", [{"mechanism": r["mechanism"], "pair": r["pair"],
-                                      "values": r["result"].values, "labels": r["result"].labels}
-                                     for r in patch_rows])
-    else:
-        report.add_text("Activation patching", "No pair has chosen and rejected texts of equal token length; "
-                        "position-aligned patching was skipped (see docs/tools/patching.md for alignments).")
+                                         align=align, progress=False, output=output)
+            patch_rows.append({"mechanism": mech, "pair": k, "align": align or "position", "result": result})
+    first: dict[str, dict] = {}
+    for row in patch_rows:
+        first.setdefault(row["mechanism"], row)
+    for mech, row in first.items():
+        fig = row["result"].plot(what="fraction").figure
+        aligned = ("positions aligned at the reward token (the texts differ in length; unmatched positions blank)"
+                   if row["align"] == "reward" else "same-length texts, position by position")
+        report.add_figure(f"Activation patching ({mech})", fig, f"patching_{mech}",
+                          "Denoising: each component's clean (chosen) output patched into the rejected run; "
+                          f"value = fraction of the reward gap recovered; {aligned}.")
+    report.add_data("patching", [{"mechanism": r["mechanism"], "pair": r["pair"], "align": r["align"],
+                                  "values": r["result"].values, "labels": r["result"].labels}
+                                 for r in patch_rows])
     return report.write()
 
 
