@@ -294,3 +294,14 @@ def test_organism_planted_sentiment_concept():
     assert concept.test_auc > 0.95
     dose = dose_response(model, concept, neg[:16], n_boot=300)
     assert dose.slope_low > 0  # the planted sign: more positive sentiment, more reward
+
+
+def test_cascade_anti_aligned_profiles_are_not_shared() -> None:
+    """Two dimensions with opposite profiles (one suppresses what the other rewards) are not a shared mechanism:
+    strength stays at the orthogonal value 1/K, unlike two aligned ones (strength 1)."""
+    from hooked_reward.analysis.extensions.cascade import _strength
+
+    aligned = np.array([[1.0, 0.99], [0.99, 1.0]])
+    opposite = np.array([[1.0, -0.99], [-0.99, 1.0]])
+    assert _strength(aligned) == pytest.approx(0.995)
+    assert _strength(opposite) == pytest.approx(0.5)

@@ -96,8 +96,8 @@ def bootstrap_ci(
         statistic = np.mean
         vectorized = True
     n = samples[0].shape[0]
-    if n < 2:
-        return (math.nan, math.nan)
+    if n < 2 or any(np.isnan(s).any() for s in samples):
+        return (math.nan, math.nan)  # too few observations, or a missing value: no interval, not a partial one
     if all(np.ptp(s) == 0 for s in samples) and len(samples) == 1:
         value = float(statistic(samples[0], axis=-1)) if vectorized else float(statistic(samples[0]))
         return (value, value)
@@ -203,7 +203,7 @@ def sign_flip_test(
     *,
     alternative: str = "two-sided",
     max_exact: int = 100_000,
-    n_resamples: int = 10_000,
+    n_resamples: int = 99_999,
     seed: int | np.random.Generator | None = 0,
 ) -> float:
     """P-value of "mean Δ = 0" against the sign-flip null (paired differences symmetric about 0).
@@ -211,16 +211,21 @@ def sign_flip_test(
     Uses ``scipy.stats.permutation_test`` with ``permutation_type="samples"`` on the single sample Δ, which
     flips the sign of each observation independently.  With ``2**n <= max_exact`` all sign patterns are
     enumerated (an exact test); otherwise ``n_resamples`` random patterns are drawn and the p-value is
-    ``(count + 1) / (n_resamples + 1)``, never 0.
+    ``(count + 1) / (n_resamples + 1)``, never 0 (the default 99,999 keeps that floor, 2e-5 two-sided, below the
+    exact floor at n = 16, so more pairs never give a larger smallest p). One pair: p = 1 (two-sided; both
+    patterns are as extreme). A NaN Δ gives NaN.
 
     Example: Δ = (0.5, 1.5) has sign-pattern means (1, 0.5, -0.5, -1); two-sided p = 2 · P(mean >= 1) = 0.5.
     """
     x = np.asarray(delta, dtype=np.float64).ravel()
     n = x.size
-    if n == 0:
-        return math.nan
+    if n == 0 or np.isnan(x).any():
+        return math.nan  # a missing Δ makes every sign pattern's mean NaN: no test, not p = 0
     if np.all(x == 0):
         return 1.0
+    if n == 1:  # two patterns, ±x (scipy refuses one observation)
+        toward = (x[0] > 0 and alternative == "greater") or (x[0] < 0 and alternative == "less")
+        return 1.0 if alternative == "two-sided" else (0.5 if toward else 1.0)
     exact = n < 63 and 2**n <= max_exact
     res = stats.permutation_test(
         (x,),
@@ -268,7 +273,7 @@ def paired_effect(
     confidence: float = 0.95,
     n_boot: int = 9999,
     max_exact: int = 100_000,
-    n_flips: int = 10_000,
+    n_flips: int = 99_999,
     seed: int = 0,
 ) -> PairedEffect:
     """All the per-factor statistics of a vector of paired differences in one call."""

@@ -11,8 +11,9 @@ each with templated (misaligned, aligned) response pairs to the same prompt. Per
                    Σ_c P_k[c] = mean Δ exactly)
     direction δ_k = mean_i [normed final resid(mis_i) − normed final resid(al_i)]  ∈ R^d
 
-Similarity S = cosine matrix of the profiles (or directions), K × K. Cascade strength = λ_max(S) / K (the top
-eigenvalue's share of the trace; 1/K when the dimensions are orthogonal, 1 when all share one profile).
+Similarity S = cosine matrix of the profiles (or directions), K × K. Cascade strength = λ_max(S⁺) / K with
+S⁺ = max(S, 0) (the top eigenvalue's share of the trace; 1/K when the dimensions are orthogonal, 1 when all share
+one profile; anti-aligned profiles, where one dimension suppresses what another rewards, do not count).
 Null ("no shared mechanism"): each dimension's profile with its component axis independently permuted — the
 profiles keep their values but lose any alignment. The p-value is (1 + #{null ≥ observed}) / (1 + n_perm);
 clusters are the connected components of S > t, t = the 95th percentile of the null's largest off-diagonal
@@ -223,7 +224,9 @@ class CascadeResult:
 
 
 def _strength(sim: np.ndarray) -> float:
-    return float(np.linalg.eigvalsh(sim)[-1] / sim.shape[0])
+    """λ_max / K of the similarity with negative entries set to 0: a shared mechanism moves dimensions the same
+    way, so anti-aligned profiles (one suppresses what the other rewards) do not count as shared."""
+    return float(np.linalg.eigvalsh(np.maximum(sim, 0.0))[-1] / sim.shape[0])
 
 
 def _offdiag_max(sim: np.ndarray) -> float:

@@ -66,7 +66,7 @@ def factor_stats(
     alpha: float = 0.05,
     n_boot: int = 9999,
     max_exact: int = 100_000,
-    n_flips: int = 10_000,
+    n_flips: int = 99_999,
     seed: int = 0,
     len_diffs: dict[str, Sequence[float]] | None = None,
 ) -> list[FactorStats]:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from hooked_reward.analysis.probes.generators import Factor, ProbePair, default_factors
 from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_localisations, localise_pairs
 from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
+from hooked_reward.errors import InputError
 
 __all__ = ["ProbeSuiteResult", "run_probe_suite", "render_texts", "render_and_tokenize", "score_texts"]
 
@@ -271,6 +272,12 @@ def run_probe_suite(
         len_diffs[name] = lb - ln
 
     everything = np.concatenate([np.concatenate(v) for v in rewards.values()])
+    missing = [k for k, (b, n) in rewards.items() if np.isnan(b).any() or np.isnan(n).any()]
+    if missing:
+        raise InputError(
+            f"The model returned NaN rewards on probe texts of factor(s) {missing}; no statistic can be computed "
+            "from them. Check the model's dtype (fp16 overflow) or the texts, and run again."
+        )
     reward_sd = float(np.std(everything, ddof=1)) if everything.size > 1 else math.nan
     st = factor_stats(
         {k: b - n for k, (b, n) in rewards.items()}, phrase_of, reward_sd, alpha=alpha, n_boot=n_boot,
