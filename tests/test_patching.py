@@ -251,3 +251,14 @@ def test_fast_sweep_multi_output_head():
     a = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False)
     b = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False, fast=False)
     assert a.meta["fast"] and (a.rewards - b.rewards).abs().max() < ATOL
+
+
+def test_out_of_range_layers_and_outputs_are_refused(make_checkpoint) -> None:
+    model = HookedRewardModel.from_pretrained(make_checkpoint("gpt2"))
+    clean = torch.tensor([[5, 6, 7, 8]])
+    corrupt = torch.tensor([[5, 9, 7, 8]])
+    with pytest.raises(InputError, match="out of range"):
+        patch_resid(model, clean, corrupt, layers=[5], progress=False)
+    multi = HookedRewardModel.from_pretrained(make_checkpoint("qwen2", num_labels=3))
+    with pytest.raises(InputError, match="out of range"):
+        patch_resid(multi, clean, corrupt, output=5, progress=False)

@@ -225,6 +225,8 @@ def _select_output(rewards: Tensor, output: int | None) -> Float[Tensor, "batch"
             raise InputError(
                 f"The model has {rewards.shape[-1]} reward outputs; pass output=<index> to choose which one to patch."
             )
+        if not -rewards.shape[-1] <= output < rewards.shape[-1]:
+            raise InputError(f"output={output} is out of range: the model has {rewards.shape[-1]} reward outputs.")
         return rewards[:, output]
     return rewards
 
@@ -526,8 +528,14 @@ def patch_hooks(
 
 
 def _layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+    """Layer indices to sweep (negative ones count from the end); out-of-range ones are refused, not wrapped."""
     n = model.cfg.n_layers
-    return list(range(n)) if layers is None else [int(l) % n for l in layers]  # noqa: E741
+    if layers is None:
+        return list(range(n))
+    bad = [int(layer) for layer in layers if not -n <= int(layer) < n]
+    if bad:
+        raise InputError(f"layers {bad} are out of range for a model with {n} layers (valid: {-n}..{n - 1}).")
+    return [int(layer) % n for layer in layers]
 
 
 def patch_resid(
