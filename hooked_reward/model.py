@@ -127,7 +127,8 @@ class HookedRewardModel(TransformerBridge):
         supported = getattr(self._driver, "supported_hook_points", None)
         if supported is not None:
             self._driver.supported_hook_points = frozenset(supported) | frozenset(self._hook_registry)
-        self.train(False)
+        if self.training:  # analysis runs in eval mode (no dropout); the bridge already mirrors the model
+            self.train(False)
 
     # ------------------------------------------------------------------ reward head weights
     @property
