@@ -127,7 +127,11 @@ class HookedRewardModel(TransformerBridge):
         supported = getattr(self._driver, "supported_hook_points", None)
         if supported is not None:
             self._driver.supported_hook_points = frozenset(supported) | frozenset(self._hook_registry)
-        if self.training:  # analysis runs in eval mode (no dropout); the bridge already mirrors the model
+        # Analysis runs in eval mode (no dropout). The bridge mirrors the HF model's mode; the parts added here
+        # start in training mode, so set them, and the whole model if it came in training mode.
+        for part in (self.head, self.hook_reward_resid, self.hook_reward):
+            part.train(False)
+        if self.training:
             self.train(False)
 
     # ------------------------------------------------------------------ reward head weights

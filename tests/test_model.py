@@ -315,3 +315,12 @@ def test_to_tokens_and_maskless_padded_ids(make_checkpoint) -> None:
     tokens, mask = model.tokenize(texts)
     assert torch.equal(model.to_tokens(texts), tokens)
     assert torch.allclose(model(tokens), model(tokens, attention_mask=mask))
+
+
+def test_model_is_in_eval_mode(make_checkpoint) -> None:
+    """Every module, including the reward head and its hooks, is in eval mode after loading (TL's analysis
+    tools require it), also for an HF model handed over in training mode."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    assert not any(m.training for m in model.modules())
+    in_training = HookedRewardModel.from_hf_model(build_hf_model("gpt2").train())
+    assert not any(m.training for m in in_training.modules())
