@@ -27,7 +27,7 @@ from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import InputError, unknown_hook_error
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
-from hooked_reward.positions import gather_at_positions, position_ids_from_mask, reward_positions
+from hooked_reward.positions import gather_at_positions, pad_rows, position_ids_from_mask, reward_positions
 
 TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
 PositionsArg = None | str | int | Int[Tensor, "batch"]
@@ -261,14 +261,8 @@ class HookedRewardModel(TransformerBridge):
                 "e.g. `model.tokenizer.pad_token = model.tokenizer.eos_token` (the reward position comes from "
                 "the attention mask, so the pad id does not affect rewards)."
             )
-        width = max(lengths)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        tokens = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            span = slice(width - len(row), width) if tok.padding_side == "left" else slice(0, len(row))
-            tokens[i, span] = torch.tensor(row, dtype=torch.long)
-            mask[i, span] = 1
+        tokens, mask = pad_rows(ids, pad, left=tok.padding_side == "left")
         self._check_length(tokens)
         return tokens, mask
 

@@ -61,3 +61,18 @@ def gather_at_positions(
     expand[pos_dim] = 1
     index = index.expand(expand) if pos_dim != 0 else index
     return activation.gather(pos_dim, index)
+
+
+def pad_rows(
+    rows: list[list[int]], pad_id: int = 0, left: bool = False
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Token-id rows of different lengths as one padded batch `(tokens, attention_mask)`, padded on the left
+    or the right with `pad_id`."""
+    width = max(len(row) for row in rows)
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        tokens[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return tokens, mask

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from hooked_reward import CheckpointError, HookedRewardModel, InputError
 from hooked_reward.heads.armorm import ArmoRMHead, armorm_outputs, score_difference
+from hooked_reward.positions import pad_rows
 
 VOCAB = 96
 K = 4
@@ -111,14 +112,7 @@ ROWS = [
 
 
 def pad(rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    tokens = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for i, row in enumerate(rows):
-        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
-        tokens[i, span] = torch.tensor(row)
-        mask[i, span] = 1
-    return tokens, mask
+    return pad_rows(rows, 0, left=side == "left")
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

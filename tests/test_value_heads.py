@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from hooked_reward import CheckpointError, HookedRewardModel, InputError
 from hooked_reward.heads.value_head import MLPValueHead, ValueHead, value_head_model
+from hooked_reward.positions import pad_rows
 
 VOCAB = 96
 
@@ -65,14 +66,7 @@ def reference_values(lm, head_fn, tokens, mask) -> torch.Tensor:
 
 def padded(side: str) -> tuple[torch.Tensor, torch.Tensor]:
     rows = [[2, 10, 11, 12, 13, 14], [2, 20, 21], [2, 30, 31, 32, 33]]
-    width = max(map(len, rows))
-    tokens = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for i, row in enumerate(rows):
-        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
-        tokens[i, span] = torch.tensor(row)
-        mask[i, span] = 1
-    return tokens, mask
+    return pad_rows(rows, 0, left=side == "left")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
