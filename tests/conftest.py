@@ -85,6 +85,20 @@ def padded_tokens(
     return tokens * mask, mask
 
 
+def save_checkpoint(hf_model: torch.nn.Module, out: Path) -> Path:
+    """Save a tiny HF reward model with the word tokenizer: a checkpoint directory as users have them."""
+    hf_model.save_pretrained(out)
+    word_tokenizer().save_pretrained(out)
+    return out
+
+
+def load_tiny(hf_model: torch.nn.Module, out: Path):
+    """Save `hf_model` (with the word tokenizer) to `out` and load it back as a HookedRewardModel."""
+    from hooked_reward import HookedRewardModel
+
+    return HookedRewardModel.from_pretrained(save_checkpoint(hf_model, out))
+
+
 @pytest.fixture
 def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
     """`make_checkpoint(arch, num_labels=1, tokenizer=True, seed=0)` -> a saved checkpoint directory."""
@@ -92,9 +106,9 @@ def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
     def make(arch: str, num_labels: int = 1, tokenizer: bool = True, seed: int = 0) -> Path:
         model = build_hf_model(arch, num_labels=num_labels, seed=seed)
         out = tmp_path / f"{arch}-{num_labels}-{seed}"
-        model.save_pretrained(out)
         if tokenizer:
-            word_tokenizer().save_pretrained(out)
+            return save_checkpoint(model, out)
+        model.save_pretrained(out)
         return out
 
     return make
@@ -110,3 +124,15 @@ def hf_reference_rewards(path: Path, tokens: torch.Tensor, mask: torch.Tensor) -
             rows.append(model(alone).logits[0])
     out = torch.stack(rows)
     return out[:, 0] if out.shape[-1] == 1 else out
+
+
+@pytest.fixture(scope="module")
+def armorm(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny ArmoRM-layout checkpoint (see test_armorm.py), loaded: `(model, state, config)`."""
+    from test_armorm import tiny_state, write_armorm
+
+    from hooked_reward import HookedRewardModel
+
+    state, config = tiny_state()
+    path = write_armorm(tmp_path_factory.mktemp("armorm") / "ckpt", state, config)
+    return HookedRewardModel.from_pretrained(path), state, config

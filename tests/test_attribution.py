@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, word_tokenizer
+from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, save_checkpoint
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.attribution import direct_reward_attribution, pair_reward_attribution
@@ -39,9 +39,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int
     out = {}
     for arch, n_labels in [(a, 1) for a in ARCHS] + [("qwen2", 3)]:
         path = tmp_path_factory.mktemp(f"{arch}{n_labels}")
-        build_hf_model(arch, num_labels=n_labels).save_pretrained(path)
-        word_tokenizer().save_pretrained(path)
-        out[(arch, n_labels)] = path
+        out[(arch, n_labels)] = save_checkpoint(build_hf_model(arch, num_labels=n_labels), path)
     return out
 
 
@@ -291,15 +289,6 @@ def test_frame_plot_top_and_errors(checkpoints) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- non-affine heads
-@pytest.fixture(scope="module")
-def armorm(tmp_path_factory: pytest.TempPathFactory):
-    from test_armorm import tiny_state, write_armorm
-
-    state, config = tiny_state()
-    path = write_armorm(tmp_path_factory.mktemp("armorm") / "ckpt", state, config)
-    return HookedRewardModel.from_pretrained(path), state, config
-
-
 def test_armorm_dra_per_objective_and_gate_fixed_score(armorm) -> None:
     """Objective columns sum to `objectives.hook_rewards` (and the published reference); the score column plus
     its per-text bias sums to `hook_score`; components equal the cache's gate-fixed `reward_attrs`."""

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import WORDS, build_hf_model, word_tokenizer
+from conftest import WORDS, build_hf_model, load_tiny
 
-from hooked_reward import HookedRewardModel
 from hooked_reward.analysis.compare import (
     cka_matrix,
     collect_run,
@@ -25,9 +24,7 @@ from hooked_reward.analysis.compare import (
 
 
 def _save(model, path):
-    model.save_pretrained(path)
-    word_tokenizer().save_pretrained(path)
-    return HookedRewardModel.from_pretrained(path)
+    return load_tiny(model, path)
 
 
 @pytest.fixture(scope="module")

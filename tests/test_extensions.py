@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import SPECIALS, WORDS, build_hf_model, word_tokenizer
+from conftest import SPECIALS, WORDS, build_hf_model, load_tiny
 
 from hooked_reward import HookedRewardModel
 from hooked_reward.analysis.extensions import (
@@ -35,10 +35,7 @@ FILLER = "the a is was question answer great awful".split()
 
 
 def _load(tmp_path_factory, hf, name: str) -> HookedRewardModel:
-    out = tmp_path_factory.mktemp(name)
-    hf.save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    return HookedRewardModel.from_pretrained(out)
+    return load_tiny(hf, tmp_path_factory.mktemp(name))
 
 
 @pytest.fixture(scope="module")

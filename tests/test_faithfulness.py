@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import build_hf_model, word_tokenizer
+from conftest import build_hf_model, load_tiny
 from scipy import stats as sps
 
 from hooked_reward import HookedRewardModel, InputError
@@ -21,10 +21,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> HookedRewardModel:
-    out = tmp_path_factory.mktemp("gpt2")
-    build_hf_model("gpt2").save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    return HookedRewardModel.from_pretrained(out)
+    return load_tiny(build_hf_model("gpt2"), tmp_path_factory.mktemp("gpt2"))
 
 
 def test_study_statistics_match_scipy(model):

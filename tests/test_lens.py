@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, word_tokenizer
+from conftest import ARCHS, build_hf_model, hf_reference_rewards, padded_tokens, save_checkpoint
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.lens import lens_points, reward_lens, reward_lens_from_cache
@@ -25,9 +25,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int
     out = {}
     for arch, n_labels in [(a, 1) for a in ARCHS] + [("qwen2", 3), ("gpt2", 2)]:
         path = tmp_path_factory.mktemp(f"{arch}{n_labels}")
-        build_hf_model(arch, num_labels=n_labels).save_pretrained(path)
-        word_tokenizer().save_pretrained(path)
-        out[(arch, n_labels)] = path
+        out[(arch, n_labels)] = save_checkpoint(build_hf_model(arch, num_labels=n_labels), path)
     return out
 
 
@@ -212,15 +210,6 @@ def armorm_lens_reference(state: dict, config, rows: list[list[int]]) -> tuple[t
                 out.append(torch.cat([objectives, ((objectives @ t) * g).sum(-1, keepdim=True)], dim=-1))
     handle.remove()
     return torch.stack(rec), torch.stack(frz)
-
-
-@pytest.fixture(scope="module")
-def armorm(tmp_path_factory: pytest.TempPathFactory):
-    from test_armorm import tiny_state, write_armorm
-
-    state, config = tiny_state()
-    path = write_armorm(tmp_path_factory.mktemp("armorm") / "ckpt", state, config)
-    return HookedRewardModel.from_pretrained(path), state, config
 
 
 def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:

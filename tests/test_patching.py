@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformer_lens.patching as tlp
-from conftest import build_hf_model, word_tokenizer
+from conftest import build_hf_model, load_tiny, word_tokenizer
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.patching import (
@@ -24,10 +24,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> HookedRewardModel:
-    out = tmp_path_factory.mktemp("llama")
-    build_hf_model("llama").save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    return HookedRewardModel.from_pretrained(out)
+    return load_tiny(build_hf_model("llama"), tmp_path_factory.mktemp("llama"))
 
 
 def reward(model: HookedRewardModel, text: str, hooks=()) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_hf_model, word_tokenizer
+from conftest import build_hf_model, load_tiny
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.patching import Patch, as_row, patch_hooks
@@ -15,10 +15,7 @@ CLEAN, CORRUPT = "the cat is very good", "the dog is not bad"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> HookedRewardModel:
-    out = tmp_path_factory.mktemp("llama")
-    build_hf_model("llama").save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    return HookedRewardModel.from_pretrained(out)
+    return load_tiny(build_hf_model("llama"), tmp_path_factory.mktemp("llama"))
 
 
 def by_hand(model, sender, receiver):

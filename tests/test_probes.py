@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import build_hf_model, word_tokenizer
+from conftest import build_hf_model, load_tiny, word_tokenizer
 
 from hooked_reward import CheckpointError, HookedRewardModel
 from hooked_reward.analysis.probes import (
@@ -121,10 +121,7 @@ def test_perfectly_consistent_bias_is_flagged_not_zero():
 # ----------------------------------------------------------------------------------------------- a real model
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("probe_tiny")
-    build_hf_model("llama", seed=0).save_pretrained(path)
-    word_tokenizer().save_pretrained(path)
-    return HookedRewardModel.from_pretrained(path)
+    return load_tiny(build_hf_model("llama", seed=0), tmp_path_factory.mktemp("probe_tiny"))
 
 
 def test_chat_template_no_doubled_bos(tmp_path):

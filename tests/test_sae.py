@@ -207,16 +207,12 @@ def _texts(n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from conftest import build_hf_model, word_tokenizer
+    from conftest import build_hf_model, load_tiny
 
-    from hooked_reward.model import HookedRewardModel
 
     out = {}
     for arch in ("llama", "gpt2"):  # RMSNorm and LayerNorm final norms
-        path = tmp_path_factory.mktemp(arch)
-        build_hf_model(arch).save_pretrained(path)
-        word_tokenizer().save_pretrained(path)
-        out[arch] = HookedRewardModel.from_pretrained(str(path))
+        out[arch] = load_tiny(build_hf_model(arch), tmp_path_factory.mktemp(arch))
     return out
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_hf_model, word_tokenizer
+from conftest import build_hf_model, save_checkpoint
 
 from hooked_reward import HookedRewardModel
 
@@ -29,10 +29,7 @@ BF16_RTOL = 0.05
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("llama-scaling")
-    build_hf_model("llama").save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    return out
+    return save_checkpoint(build_hf_model("llama"), tmp_path_factory.mktemp("llama-scaling"))
 
 
 @pytest.fixture(scope="module")
