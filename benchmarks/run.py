@@ -45,7 +45,7 @@ import torch
 
 SHAPES: dict[str, dict[str, int]] = {
     "full": dict(d_model=512, n_layers=8, n_heads=8, d_mlp=1376, vocab=32000, batch=8, seq=128, sweep_seq=128,
-                 repeats=5, load_repeats=3),
+                 repeats=5, load_repeats=5),
     "quick": dict(d_model=64, n_layers=2, n_heads=4, d_mlp=128, vocab=512, batch=2, seq=24, sweep_seq=8,
                   repeats=3, load_repeats=1),
 }
@@ -54,6 +54,7 @@ SHAPES: dict[str, dict[str, int]] = {
 TARGETS: dict[str, tuple[str, float]] = {
     "forward.ratio_vs_hf": ("le", 1.05),
     "forward.cache_all_ratio_vs_hf": ("le", 1.15),
+    "forward.retained_cache_all_ratio_vs_hf": ("le", 1.15),
     "forward.cache_resid_ratio_vs_hf": ("le", 1.08),
     "memory.reward_cache_excess_bytes_over_full_per_seq": ("le_const", 0.0),
     "patching.sweep_ratio_vs_naive": ("le", 0.35),
@@ -177,6 +178,8 @@ def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeat
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import LlamaForCausalLM
 
+    from hooked_reward.cpu_memory import retain_freed_cpu_memory
+
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(1, shape["vocab"], (shape["batch"], shape["seq"]), generator=g)
     mask = torch.ones_like(tokens)
@@ -211,8 +214,23 @@ def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeat
         "tl_bridge_causal_lm": nograd(lambda: tl_bridge(tokens, attention_mask=mask)),
     }
     t = time_interleaved(fns, repeats)
+    # the same three runs with freed CPU memory kept for reuse (process-wide, so HF's forward gets it too)
+    retained_fns = {k: fns[k] for k in ("hf", "ours", "cache_all", "cache_resid")}
+    retained = retain_freed_cpu_memory()
+    try:
+        t_retained = time_interleaved(retained_fns, repeats)
+    finally:
+        retain_freed_cpu_memory(enabled=False)
     return {
         "seconds": t,
+        "retained_memory": {
+            "in_effect": retained,
+            "seconds": t_retained,
+            "ratio_vs_hf": t_retained["ours"] / t_retained["hf"],
+            "cache_all_ratio_vs_hf": t_retained["cache_all"] / t_retained["hf"],
+            "cache_resid_ratio_vs_hf": t_retained["cache_resid"] / t_retained["hf"],
+        },
+        "retained_cache_all_ratio_vs_hf": t_retained["cache_all"] / t_retained["hf"],
         "max_abs_reward_diff_vs_hf": max_diff,
         "ratio_vs_hf": t["ours"] / t["hf"],
         "cache_all_ratio_vs_hf": t["cache_all"] / t["hf"],
@@ -390,15 +408,23 @@ def bench_patching(model: Any, shape: dict[str, int], repeats: int, stride: int 
     }
 
 
+def make_causal_checkpoint(shape: dict[str, int], out: Path) -> Path:
+    """A `LlamaForCausalLM` of the same shape (default init: only its loading is timed), saved to `out`."""
+    from transformers import LlamaForCausalLM
+
+    LlamaForCausalLM(llama_config(shape)).save_pretrained(out)
+    return out
+
+
 LOAD_SERVER = textwrap.dedent(
     """
     import json, os, sys, time
     import torch
     torch.set_num_threads(int(sys.argv[1]))
     import transformers
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     import transformers.models.llama.modeling_llama  # noqa: F401
-    import transformer_lens.model_bridge.sources  # noqa: F401
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
     from hooked_reward import HookedRewardModel
     from hooked_reward.loading import supported_causal_architectures
     supported_causal_architectures()
@@ -421,8 +447,13 @@ LOAD_SERVER = textwrap.dedent(
             t0 = time.perf_counter()
             if kind == "hf":
                 m = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-            else:
+            elif kind == "ours":
                 m = HookedRewardModel.from_pretrained(path, dtype=torch.float32)
+            elif kind == "hf_causal_lm":
+                m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            else:  # TransformerLens's own bridge over the causal LM
+                m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+                m = build_bridge_from_module(m, "LlamaForCausalLM", hf_config=m.config)
             seconds = time.perf_counter() - t0
             peak = hwm_kb()
             os.write(w, json.dumps({"seconds": seconds, "peak_rss_delta_bytes": (peak - base) * 1024,
@@ -447,16 +478,20 @@ def start_load_server(threads: int) -> subprocess.Popen:
     )
 
 
-def bench_loading(server: subprocess.Popen, path: Path, repeats: int) -> dict[str, Any]:
-    """Load time and peak RSS above the post-import baseline, HF vs ours, interleaved, medians."""
+def bench_loading(server: subprocess.Popen, path: Path, causal_path: Path, repeats: int) -> dict[str, Any]:
+    """Load time and peak RSS above the post-import baseline, medians over interleaved repeats: ours vs HF's
+    `AutoModelForSequenceClassification`, and, for comparison, TransformerLens's own bridge over a
+    `LlamaForCausalLM` of the same shape vs HF's `AutoModelForCausalLM` on that checkpoint."""
     assert server.stdin is not None and server.stdout is not None
     line = server.stdout.readline().strip()
     if line != "ready":
         raise RuntimeError(f"load server failed to start: {line!r}")
-    runs: dict[str, list[dict]] = {"hf": [], "ours": []}
+    kinds = {"hf": path, "ours": path, "hf_causal_lm": causal_path, "tl_bridge_causal_lm": causal_path}
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    names = list(kinds)
     for r in range(repeats):
-        for kind in (["hf", "ours"] if r % 2 == 0 else ["ours", "hf"]):
-            server.stdin.write(json.dumps([kind, str(path)]) + "\n")
+        for kind in names[r % len(names):] + names[: r % len(names)]:
+            server.stdin.write(json.dumps([kind, str(kinds[kind])]) + "\n")
             server.stdin.flush()
             runs[kind].append(json.loads(server.stdout.readline()))
     server.stdin.close()
@@ -464,10 +499,12 @@ def bench_loading(server: subprocess.Popen, path: Path, repeats: int) -> dict[st
     med = {k: {f: statistics.median(x[f] for x in v) for f in ("seconds", "peak_rss_delta_bytes")}
            for k, v in runs.items()}
     return {
-        "hf": med["hf"],
-        "ours": med["ours"],
+        **med,
         "time_ratio_vs_hf": med["ours"]["seconds"] / med["hf"]["seconds"],
         "peak_rss_ratio_vs_hf": med["ours"]["peak_rss_delta_bytes"] / med["hf"]["peak_rss_delta_bytes"],
+        "bridge_seconds_over_hf": med["ours"]["seconds"] - med["hf"]["seconds"],
+        "tl_bridge_time_ratio_vs_hf_causal_lm": med["tl_bridge_causal_lm"]["seconds"] / med["hf_causal_lm"]["seconds"],
+        "tl_bridge_seconds_over_hf_causal_lm": med["tl_bridge_causal_lm"]["seconds"] - med["hf_causal_lm"]["seconds"],
         "checkpoint_bytes": sum(f.stat().st_size for f in path.iterdir()),
         "repeats": repeats,
     }
@@ -523,6 +560,8 @@ def format_table(results: dict[str, Any]) -> str:
     rows = [
         ("forward ours / HF", f"{f['ratio_vs_hf']:.3f}x", mark("forward.ratio_vs_hf")),
         ("run_with_cache all hooks / HF", f"{f['cache_all_ratio_vs_hf']:.3f}x", mark("forward.cache_all_ratio_vs_hf")),
+        ("  same, retain_freed_cpu_memory() / HF", f"{f['retained_cache_all_ratio_vs_hf']:.3f}x",
+         mark("forward.retained_cache_all_ratio_vs_hf")),
         ("run_with_cache resid filter / HF", f"{f['cache_resid_ratio_vs_hf']:.3f}x",
          mark("forward.cache_resid_ratio_vs_hf")),
         ("run_with_cache positions='reward' / HF", f"{f['cache_reward_pos_ratio_vs_hf']:.3f}x", ""),
@@ -551,6 +590,9 @@ def format_table(results: dict[str, Any]) -> str:
         ("attribution vs exact Spearman (resid/blocks/z/all)",
          " / ".join(f"{a['spearman_vs_exact'][k]:.3f}" for k in ("resid_pre", "block_outputs", "z", "all")), ""),
         ("load time ours / HF", f"{ld['time_ratio_vs_hf']:.3f}x", mark("loading.time_ratio_vs_hf")),
+        ("  load time, TL bridge / HF causal LM", f"{ld['tl_bridge_time_ratio_vs_hf_causal_lm']:.3f}x", ""),
+        ("  seconds above HF: ours / TL bridge",
+         f"{ld['bridge_seconds_over_hf']:.3f} / {ld['tl_bridge_seconds_over_hf_causal_lm']:.3f}", ""),
         ("load peak RSS ours / HF", f"{ld['peak_rss_ratio_vs_hf']:.3f}x", mark("loading.peak_rss_ratio_vs_hf")),
     ]
     w0 = max(len(r[0]) for r in rows)
@@ -600,7 +642,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         del model, hf
         server = server or start_load_server(args.threads)
         log("loading")
-        results["loading"] = bench_loading(server, path, shape["load_repeats"])
+        results["loading"] = bench_loading(server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"),
+                                           shape["load_repeats"])
         sections["loading"] = time.perf_counter() - t0
     results["targets"] = check_targets(results)
     results["wall_seconds"] = time.perf_counter() - t_start

@@ -1,6 +1,7 @@
 """hooked_reward: TransformerLens-style interpretability for reward models, with `W_R` as the axis."""
 
 from hooked_reward.cache import RewardActivationCache
+from hooked_reward.cpu_memory import release_freed_cpu_memory, retain_freed_cpu_memory
 from hooked_reward.errors import (
     CheckpointError,
     HookedRewardError,
@@ -13,6 +14,8 @@ from hooked_reward.model import HookedRewardModel
 __all__ = [
     "HookedRewardModel",
     "RewardActivationCache",
+    "retain_freed_cpu_memory",
+    "release_freed_cpu_memory",
     "HookedRewardError",
     "CheckpointError",
     "InputError",

@@ -10,6 +10,7 @@ HF own attention, rotary, soft-capping and norms). What this module adds is what
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -489,27 +490,27 @@ class HookedRewardModel(TransformerBridge):
         keep_pos = self._cache_positions(positions, mask)
         batch, seq = tokens.shape
         store: dict[str, Tensor] = {}
-        # The same tensor often fires at consecutive hook points (resid_post l, resid_pre l+1, ln1.hook_in):
-        # gather it once. Recent sources are held so their memory cannot be reused while they are compared.
-        recent: list[tuple[Tensor, int, int, Tensor]] = []
+        # The same tensor often fires at several hook points (resid_post l, resid_pre l+1, ln1.hook_in; rotary
+        # cos/sin at every layer): gather it once. Sources are held by weak reference, so a freed source whose
+        # memory is reused cannot be mistaken for a live one.
+        gathered_from: dict[tuple, tuple[weakref.ref, int, Tensor]] = {}
 
-        def reduce(name: str, tensor: Tensor, hook_point: HookPoint) -> Tensor:
-            tensor = tensor.detach()
+        def reduce(name: str, source: Tensor, hook_point: HookPoint) -> Tensor:
+            tensor = source.detach()
             if keep_pos is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
                 pos_dim = self._pos_slice_dim(name, hook_point) % tensor.ndim
                 if tensor.shape[0] in (1, batch) and pos_dim > 0 and tensor.shape[pos_dim] == seq:
-                    for source, dim, version, gathered in recent:
-                        if (dim == pos_dim and version == tensor._version and source.data_ptr() == tensor.data_ptr()
-                                and source.shape == tensor.shape and source.stride() == tensor.stride()):
-                            return gathered
+                    key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype, pos_dim)
+                    seen = gathered_from.get(key)
+                    if seen is not None and seen[0]() is not None and seen[1] == tensor._version:
+                        return seen[2]
                     if tensor.shape[0] == 1 and bool((keep_pos == keep_pos[0]).all()):
                         gathered = gather_at_positions(tensor, keep_pos[:1], pos_dim)  # shared row (rotary)
                     else:
                         full = tensor.expand(batch, *tensor.shape[1:])  # broadcast the shared row per row
                         gathered = gather_at_positions(full, keep_pos, pos_dim)
                     gathered = gathered.to(device) if device is not None else gathered
-                    recent.append((tensor, pos_dim, tensor._version, gathered))
-                    del recent[:-4]
+                    gathered_from[key] = (weakref.ref(source), tensor._version, gathered)
                     return gathered
             return tensor.to(device) if device is not None else tensor
 

@@ -286,13 +286,28 @@ def cache_bytes(cache) -> int:
     return sum(seen.values())
 
 
+def alias_groups(cache) -> set[tuple[str, ...]]:
+    """Names grouped by the tensor they hold (same memory, shape and strides)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, value in cache.cache_dict.items():
+        groups.setdefault((value.data_ptr(), tuple(value.shape), value.stride()), []).append(name)
+    return {tuple(names) for names in groups.values()}
+
+
 def test_reward_position_cache_memory(make_checkpoint) -> None:
-    """positions="reward" keeps one position per row: at most 1/seq of the full cache plus a small constant."""
+    """positions="reward" keeps one position per row: at most 1/seq of the full cache plus the tensors that have
+    no position axis (the head's [batch, ...] inputs and outputs), and every tensor shared by several hook points
+    in the full cache (residual aliases, rotary cos/sin of every layer) is shared in the reward cache too."""
     model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
-    tokens = torch.randint(4, 96, (4, 48))
+    seq = 48
+    tokens = torch.randint(4, 96, (4, seq))
     _, full = model.run_with_cache(tokens)
     _, reward_only = model.run_with_cache(tokens, positions="reward")
-    assert cache_bytes(reward_only) <= cache_bytes(full) / 48 + 16 * 1024
+    assert alias_groups(reward_only) == alias_groups(full)
+    no_position = {k: v for k, v in full.cache_dict.items() if seq not in v.shape}
+    assert no_position and all(k in model._reward_hook_names or "unembed" in k for k in no_position)
+    constant = sum(v.nbytes for v in {(v.data_ptr(), v.shape): v for v in no_position.values()}.values())
+    assert cache_bytes(reward_only) <= cache_bytes(full) / seq + constant
 
 
 def test_stop_at_layer_returns_residual(make_checkpoint) -> None:
