@@ -15,19 +15,21 @@ RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 FIGURES = {
     "forward": ["ratio_vs_hf", "cache_all_ratio_vs_hf", "cache_resid_ratio_vs_hf", "cache_reward_pos_ratio_vs_hf",
-                "tl_bridge_ratio_vs_hf_causal_lm", "max_abs_reward_diff_vs_hf", "seconds"],
+                "tl_bridge_ratio_vs_hf_causal_lm", "max_abs_reward_diff_vs_hf", "seconds",
+                "retained_cache_all_ratio_vs_hf", "retained_memory"],
     "memory": ["hf_forward_peak_bytes", "ours_forward_peak_bytes", "cache_full", "cache_resid", "cache_reward_pos",
                "reward_cache_excess_bytes_over_full_per_seq", "reward_cache_constant_bytes"],
     "patching": ["sweep_ratio_vs_naive", "tl_ratio_vs_naive", "sweep_max_abs_diff_vs_naive",
                  "tl_max_abs_diff_vs_naive", "seconds"],
     "attribution_patching": ["forward_equivalents", "spearman_vs_exact"],
-    "loading": ["time_ratio_vs_hf", "peak_rss_ratio_vs_hf", "hf", "ours"],
+    "loading": ["time_ratio_vs_hf", "peak_rss_ratio_vs_hf", "hf", "ours", "hf_causal_lm", "tl_bridge_causal_lm",
+                "tl_bridge_time_ratio_vs_hf_causal_lm", "bridge_seconds_over_hf"],
     "machine": ["cpu", "cores", "torch_threads", "torch", "date"],
 }
 
 
-def load_run() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hooked_reward_benchmarks_run", RUN_PY)
+def load_run(path: Path = RUN_PY) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"hooked_reward_benchmarks_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -64,3 +66,22 @@ def test_targets_and_exact_figures(results: dict) -> None:
     assert results["memory"]["cache_full"]["tensor_bytes"] > results["memory"]["cache_reward_pos"]["tensor_bytes"]
     assert set(results["attribution_patching"]["spearman_vs_exact"]) == {"resid_pre", "block_outputs", "z", "all"}
     assert results["loading"]["hf"]["peak_rss_delta_bytes"] > 0
+
+
+def test_targets_are_judged(results: dict) -> None:
+    """Every target carries its value and bound, and `met` says whether the value is within the bound."""
+    for key, target in results["targets"].items():
+        assert target["met"] == (target["value"] <= target["bound"]), key
+    assert results["forward"]["retained_memory"]["in_effect"] in (True, False)
+
+
+def test_load_scaling_reports_every_layer_count(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    result = load_run(RUN_PY.parent / "load_scaling.py").main(
+        ["--quick", "--layers", "1,2", "--repeats", "1", "--out", str(out)]
+    )
+    written = json.loads(out.read_text())
+    assert set(written["by_layers"]) == {"1", "2"} and set(result["by_layers"]) == {1, 2}
+    for row in result["by_layers"].values():
+        assert row["hf"]["seconds"] > 0 and row["ours"]["seconds"] > 0
+        assert math.isfinite(row["tl_bridge_time_ratio_vs_hf_causal_lm"])
