@@ -1,6 +1,7 @@
 """hooked_reward benchmarks (issue 16): speed and memory of the hooked model against the HF model it wraps.
 
     python benchmarks/run.py [--quick] [--out benchmarks/results/latest.json] [--threads N] [--repeats N]
+                             [--sweep-stride N] [--device cpu|cuda]
 
 Everything is measured in one run, on the same inputs and the same number of torch threads, and reported as a
 ratio against a baseline measured in the same run (timings are interleaved: each repeat runs every variant once,
@@ -102,9 +103,17 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for queued device work before a clock is read (CUDA runs asynchronously); a no-op on CPU."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, device: torch.device = torch.device("cpu")
+) -> dict[str, float]:
     """Median seconds per call of each function; every repeat runs each once, in an order rotated per repeat."""
     names = list(fns)
+    sync = synchronizer(device)
     for _ in range(warmup):
         for name in names:
             fns[name]()
@@ -112,15 +121,25 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: in
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            sync()
             t0 = time.perf_counter()
             fns[name]()
+            sync()
             times[name].append(time.perf_counter() - t0)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-def peak_alloc_bytes(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """`(peak, result)`: the peak of bytes allocated by torch's CPU allocator while `fn` runs, above what was
-    allocated before (torch.profiler memory events carry the allocator's running total)."""
+def peak_alloc_bytes(fn: Callable[[], Any], device: torch.device = torch.device("cpu")) -> tuple[int, Any]:
+    """`(peak, result)`: the peak of bytes allocated by torch's allocator for `device` while `fn` runs, above what
+    was allocated before (CPU: torch.profiler memory events carry the allocator's running total; CUDA: the
+    caching allocator's peak statistic)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(device) - start, result
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
@@ -173,7 +192,9 @@ def is_resid(name: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeats: int) -> dict[str, Any]:
+def bench_forward(
+    model: Any, hf: Any, path: Path, shape: dict[str, int], repeats: int, device: torch.device = torch.device("cpu")
+) -> dict[str, Any]:
     """Forward and run_with_cache timings against HF, plus TL's own bridge against its HF causal LM."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import LlamaForCausalLM
@@ -181,7 +202,7 @@ def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeat
     from hooked_reward.cpu_memory import retain_freed_cpu_memory
 
     g = torch.Generator().manual_seed(1)
-    tokens = torch.randint(1, shape["vocab"], (shape["batch"], shape["seq"]), generator=g)
+    tokens = torch.randint(1, shape["vocab"], (shape["batch"], shape["seq"]), generator=g).to(device)
     mask = torch.ones_like(tokens)
     cfg = llama_config(shape)
     causal = LlamaForCausalLM(cfg).eval()
@@ -189,6 +210,8 @@ def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeat
     assert not missing.missing_keys and not missing.unexpected_keys
     hf_causal = LlamaForCausalLM(cfg).eval()
     hf_causal.load_state_dict(causal.state_dict())
+    causal.to(device)
+    hf_causal.to(device)
     tl_bridge = build_bridge_from_module(causal, "LlamaForCausalLM", hf_config=cfg)
     tl_bridge.eval()
 
@@ -213,12 +236,12 @@ def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeat
         "hf_causal_lm": nograd(lambda: hf_causal(input_ids=tokens, attention_mask=mask).logits),
         "tl_bridge_causal_lm": nograd(lambda: tl_bridge(tokens, attention_mask=mask)),
     }
-    t = time_interleaved(fns, repeats)
+    t = time_interleaved(fns, repeats, device=device)
     # the same three runs with freed CPU memory kept for reuse (process-wide, so HF's forward gets it too)
     retained_fns = {k: fns[k] for k in ("hf", "ours", "cache_all", "cache_resid")}
     retained = retain_freed_cpu_memory()
     try:
-        t_retained = time_interleaved(retained_fns, repeats)
+        t_retained = time_interleaved(retained_fns, repeats, device=device)
     finally:
         retain_freed_cpu_memory(enabled=False)
     return {
@@ -241,16 +264,20 @@ def bench_forward(model: Any, hf: Any, path: Path, shape: dict[str, int], repeat
     }
 
 
-def bench_memory(model: Any, hf: Any, shape: dict[str, int]) -> dict[str, Any]:
+def bench_memory(
+    model: Any, hf: Any, shape: dict[str, int], device: torch.device = torch.device("cpu")
+) -> dict[str, Any]:
     """Cached activation bytes (exact) and peak allocator bytes of each kind of run."""
     g = torch.Generator().manual_seed(2)
     batch, seq = shape["batch"], shape["seq"]
-    tokens = torch.randint(1, shape["vocab"], (batch, seq), generator=g)
+    tokens = torch.randint(1, shape["vocab"], (batch, seq), generator=g).to(device)
     mask = torch.ones_like(tokens)
     out: dict[str, Any] = {}
     with torch.no_grad():
-        out["hf_forward_peak_bytes"], _ = peak_alloc_bytes(lambda: hf(input_ids=tokens, attention_mask=mask).logits)
-        out["ours_forward_peak_bytes"], _ = peak_alloc_bytes(lambda: model(tokens, attention_mask=mask))
+        out["hf_forward_peak_bytes"], _ = peak_alloc_bytes(
+            lambda: hf(input_ids=tokens, attention_mask=mask).logits, device
+        )
+        out["ours_forward_peak_bytes"], _ = peak_alloc_bytes(lambda: model(tokens, attention_mask=mask), device)
     runs = {
         "full": dict(),
         "resid": dict(names_filter=is_resid),
@@ -258,7 +285,9 @@ def bench_memory(model: Any, hf: Any, shape: dict[str, int]) -> dict[str, Any]:
     }
     caches = {}
     for name, kwargs in runs.items():
-        peak, (_, cache) = peak_alloc_bytes(lambda kw=kwargs: model.run_with_cache(tokens, attention_mask=mask, **kw))
+        peak, (_, cache) = peak_alloc_bytes(
+            lambda kw=kwargs: model.run_with_cache(tokens, attention_mask=mask, **kw), device
+        )
         counted = cache_bytes(cache)
         tokens_cached = batch * (1 if name == "reward_pos" else seq)
         out[f"cache_{name}"] = {**counted, "peak_bytes": peak, "cached_tokens": tokens_cached,
@@ -281,7 +310,9 @@ def bench_memory(model: Any, hf: Any, shape: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-def bench_patching(model: Any, shape: dict[str, int], repeats: int, stride: int = 1) -> dict[str, Any]:
+def bench_patching(
+    model: Any, shape: dict[str, int], repeats: int, stride: int = 1, device: torch.device = torch.device("cpu")
+) -> dict[str, Any]:
     """Full resid_pre layer x position sweep: ours vs naive one-forward-per-patch vs TransformerLens's.
 
     `stride > 1` runs the two baselines on every `stride`-th position only (every layer) and scales their time to
@@ -347,10 +378,13 @@ def bench_patching(model: Any, shape: dict[str, int], repeats: int, stride: int 
     # ours is cheaper: run it before and after each slow baseline (interleaved), keep the medians
     order = ["ours", "naive", "tl", "ours"]
     fns = {"ours": ours, "naive": naive, "tl": tl}
+    sync = synchronizer(device)
     for name in order:
         log(f"patching: {name}")
+        sync()
         t0 = time.perf_counter()
-        results[name].append(fns[name]())
+        results[name].append(fns[name]().cpu())
+        sync()
         times[name].append(time.perf_counter() - t0)
     # seconds for the whole layer x position sweep (the baselines' cost is the same for every patch: one forward)
     t = {k: statistics.median(v) for k, v in times.items()}
@@ -358,28 +392,29 @@ def bench_patching(model: Any, shape: dict[str, int], repeats: int, stride: int 
     t["tl"] *= seq / len(subset)
     ref = results["naive"][0]
     ours_sub = results["ours"][0][:, subset]
-    t_fwd = time_interleaved({"fwd": one_forward}, max(repeats, 5))["fwd"]
+    t_fwd = time_interleaved({"fwd": one_forward}, max(repeats, 5), device=device)["fwd"]
 
     # attribution patching of every component, and exact patching of the same components
     def attr() -> dict:
         return attribution_patch(model, clean, corrupt, sites=("resid_pre", "attn_out", "mlp_out", "z"))
 
-    t_attr = time_interleaved({"attr": attr, "fwd": one_forward}, repeats)
+    t_attr = time_interleaved({"attr": attr, "fwd": one_forward}, repeats, device=device)
     approx = attr()
     exact_blocks = hp.patch_block_outputs(model, clean, corrupt, progress=False)
     exact_heads = hp.patch_heads(model, clean, corrupt, act="z", progress=False)
     exact_resid = results["ours"][0] - float(one_forward()[0])  # checked against the naive loop above
 
     def rho(a: torch.Tensor, b: torch.Tensor) -> float:
-        return float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
+        return float(spearmanr(a.flatten().cpu().numpy(), b.flatten().cpu().numpy()).statistic)
 
     spear = {
         "resid_pre": rho(approx["resid_pre"].values, exact_resid),
         "block_outputs": rho(approx["block_outputs"].values, exact_blocks.values),
         "z": rho(approx["z"].values, exact_heads.values),
     }
-    allx = torch.cat([approx[k].values.flatten() for k in ("resid_pre", "block_outputs", "z")])
-    ally = torch.cat([exact_resid.flatten(), exact_blocks.values.flatten(), exact_heads.values.flatten()])
+    allx = torch.cat([approx[k].values.flatten().cpu() for k in ("resid_pre", "block_outputs", "z")])
+    ally = torch.cat([exact_resid.flatten().cpu(), exact_blocks.values.flatten().cpu(),
+                      exact_heads.values.flatten().cpu()])
     spear["all"] = rho(allx, ally)
     return {
         "patching": {
@@ -517,8 +552,8 @@ def bench_loading(
 
 
 # ------------------------------------------------------------------------------------------------ report
-def machine_info(threads: int) -> dict[str, Any]:
-    """CPU model, core count, load average, library versions, date."""
+def machine_info(threads: int, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """CPU model, core count, load average, library versions, date, and the GPU when `device` is one."""
     model = platform.processor() or "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -540,6 +575,8 @@ def machine_info(threads: int) -> dict[str, Any]:
         "transformers": transformers.__version__, "transformer_lens": tl_version,
         "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
 
 
@@ -616,9 +653,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="torch.set_num_threads (default 1: on a shared machine, multi-threaded ops stall at "
                              "barriers whenever one of their threads is descheduled, which swamps the ratios)")
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median kept)")
+    parser.add_argument("--device", default="cpu",
+                        help="device of the forward, memory and patching figures, e.g. cuda (absolute times are "
+                             "reported too); loading is always timed on CPU")
     parser.add_argument("--sweep-stride", type=int, default=1,
                         help="baselines of the sweep patch every N-th position (time scaled to the full sweep)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device}: only cpu and cuda are supported")
     shape = dict(SHAPES["quick" if args.quick else "full"])
     repeats = args.repeats or shape["repeats"]
     torch.set_num_threads(args.threads)
@@ -631,20 +676,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     server = start_load_server(args.threads) if args.quick else None  # quick: overlap its imports with the rest
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "shape": shape,
-                               "machine": machine_info(args.threads), "repeats": repeats}
+                               "machine": machine_info(args.threads, device), "repeats": repeats}
     with tempfile.TemporaryDirectory() as tmp:
         path = make_checkpoint(shape, Path(tmp) / "rm")
-        hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval()
-        model = HookedRewardModel.from_pretrained(path, dtype=torch.float32)
+        hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval().to(device)
+        device_map = str(device) if device.type != "cpu" else None
+        model = HookedRewardModel.from_pretrained(path, dtype=torch.float32, device_map=device_map)
         sections = results["section_seconds"] = {"setup": time.perf_counter() - t_start}
         t0 = time.perf_counter()
         log("forward")
-        results["forward"] = bench_forward(model, hf, path, shape, repeats)
+        results["forward"] = bench_forward(model, hf, path, shape, repeats, device)
         sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
         log("memory")
-        results["memory"] = bench_memory(model, hf, shape)
+        results["memory"] = bench_memory(model, hf, shape, device)
         sections["memory"], t0 = time.perf_counter() - t0, time.perf_counter()
-        results.update(bench_patching(model, shape, repeats, args.sweep_stride))
+        results.update(bench_patching(model, shape, repeats, args.sweep_stride, device))
         sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
         del model, hf
         server = server or start_load_server(args.threads)
@@ -654,8 +700,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sections["loading"] = time.perf_counter() - t0
     results["targets"] = check_targets(results)
     results["wall_seconds"] = time.perf_counter() - t_start
-    print(f"hooked_reward benchmarks ({results['mode']}): {results['machine']['cpu']}, "
-          f"{args.threads} torch threads, torch {torch.__version__}")
+    print(f"hooked_reward benchmarks ({results['mode']}): {results['machine']['gpu'] or results['machine']['cpu']}, "
+          f"device {device}, {args.threads} torch threads, torch {torch.__version__}")
     print(format_table(results))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ FIGURES = {
     "attribution_patching": ["forward_equivalents", "spearman_vs_exact"],
     "loading": ["time_ratio_vs_hf", "peak_rss_ratio_vs_hf", "hf", "ours", "hf_causal_lm", "tl_bridge_causal_lm",
                 "tl_bridge_time_ratio_vs_hf_causal_lm", "bridge_seconds_over_hf"],
-    "machine": ["cpu", "cores", "torch_threads", "torch", "date"],
+    "machine": ["cpu", "cores", "torch_threads", "torch", "date", "device"],
 }
 
 
@@ -85,3 +85,10 @@ def test_load_scaling_reports_every_layer_count(tmp_path: Path) -> None:
     for row in result["by_layers"].values():
         assert row["hf"]["seconds"] > 0 and row["ours"]["seconds"] > 0
         assert math.isfinite(row["tl_bridge_time_ratio_vs_hf_causal_lm"])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message given without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load_run().main(["--quick", "--device", "cuda"])
+    assert "sees no CUDA device; use --device cpu" in capsys.readouterr().err
