@@ -22,8 +22,8 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.exceptions import StopAtLayerException
 from transformer_lens.model_bridge.generalized_components import UnembeddingBridge
-from transformer_lens.model_bridge.sources import build_bridge_from_module
 
+from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import InputError, unknown_hook_error
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
@@ -35,6 +35,19 @@ PositionsArg = None | str | int | Int[Tensor, "batch"]
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
 
 REWARD_HOOKS = ("hook_reward_resid", "hook_reward")
+
+
+def unembed_at_head(head_path: str | None) -> Callable[[Any], None]:
+    """An adapter hook that bridges the reward head (`head_path`, a Linear) as `unembed`, or, for heads without a
+    single Linear, drops `unembed`: the head is attached after the bridge is built."""
+
+    def point_unembed_at_head(adapter: Any) -> None:
+        if head_path is None:
+            adapter.component_mapping.pop("unembed", None)
+        else:
+            adapter.component_mapping["unembed"] = UnembeddingBridge(name=head_path, config=adapter.cfg)
+
+    return point_unembed_at_head
 
 
 class HookedRewardModel(TransformerBridge):
@@ -83,25 +96,21 @@ class HookedRewardModel(TransformerBridge):
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedCheckpoint, model_name: str = "reward-model") -> HookedRewardModel:
-        def point_unembed_at_head(adapter: Any) -> None:
-            if loaded.head_path is None:
-                adapter.component_mapping.pop("unembed", None)
-            else:
-                adapter.component_mapping["unembed"] = UnembeddingBridge(name=loaded.head_path, config=adapter.cfg)
-
-        bridge = build_bridge_from_module(
+        bridge = build_bridge(
+            cls,
             loaded.module,
             loaded.causal_lm_architecture,
             hf_config=loaded.hf_config,
-            tokenizer=None,
             model_name=model_name,
-            post_adapter_hook=point_unembed_at_head,
+            post_adapter_hook=unembed_at_head(loaded.head_path),
         )
-        # The public builder returns a plain TransformerBridge; specialise it in place (no copy of weights).
-        bridge.__class__ = cls
         bridge._set_reward_tokenizer(loaded.tokenizer)
         bridge._attach_reward_head(loaded.make_head(bridge))
         return bridge
+
+    def _scan_existing_hooks(self, module: nn.Module, prefix: str = "") -> None:
+        """TransformerLens's hook-point scan, done faster with the same result (`bridge_build.scan_hook_points`)."""
+        scan_hook_points(self._hook_registry, module, prefix)
 
     def _set_reward_tokenizer(self, tokenizer: Any) -> None:
         """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
