@@ -66,6 +66,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 
 RESID_HOOKS = ("hook_resid_pre", "hook_resid_post")
+SECTIONS = ("forward", "memory", "patching", "loading")
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -585,6 +586,8 @@ def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for key, (kind, bound) in TARGETS.items():
         section, figure = key.split(".", 1)
+        if section not in results or (kind == "le_const" and "memory" not in results):
+            continue  # a section left out with --only
         value = results[section][figure]
         if kind == "le_const":
             bound = results["memory"]["reward_cache_constant_bytes"]
@@ -594,13 +597,30 @@ def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of the main figures."""
-    f, m, p, a, ld = (results[k] for k in ("forward", "memory", "patching", "attribution_patching", "loading"))
     tg = results["targets"]
 
     def mark(key: str) -> str:
         return f"{'met' if tg[key]['met'] else 'MISSED'} (<= {tg[key]['bound']:.4g})" if key in tg else ""
 
-    rows = [
+    rows: list[tuple[str, str, str]] = []
+    if "forward" in results:
+        rows += forward_rows(results["forward"], mark)
+    if "memory" in results:
+        rows += memory_rows(results["memory"], mark)
+    if "patching" in results:
+        rows += patching_rows(results["patching"], results["attribution_patching"], mark)
+    if "loading" in results:
+        rows += loading_rows(results["loading"], mark)
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a_:<{w0}}  {b:>{w1}}  {c}" for a_, b, c in rows)
+
+
+Rows = list[tuple[str, str, str]]
+
+
+def forward_rows(f: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    return [
         ("forward ours / HF", f"{f['ratio_vs_hf']:.3f}x", mark("forward.ratio_vs_hf")),
         ("run_with_cache all hooks / HF", f"{f['cache_all_ratio_vs_hf']:.3f}x", mark("forward.cache_all_ratio_vs_hf")),
         ("  same, retain_freed_cpu_memory() / HF", f"{f['retained_cache_all_ratio_vs_hf']:.3f}x",
@@ -612,6 +632,11 @@ def format_table(results: dict[str, Any]) -> str:
         ("TL bridge (causal LM) / HF causal LM", f"{f['tl_bridge_ratio_vs_hf_causal_lm']:.3f}x", ""),
         ("HF forward (s)", f"{f['seconds']['hf']:.4f}", ""),
         ("max |reward - HF|", f"{f['max_abs_reward_diff_vs_hf']:.2e}", ""),
+    ]
+
+
+def memory_rows(m: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    rows = [
         ("HF forward peak alloc (MB)", f"{m['hf_forward_peak_bytes'] / 2**20:.1f}", ""),
         ("ours forward peak alloc (MB)", f"{m['ours_forward_peak_bytes'] / 2**20:.1f}", ""),
     ]
@@ -621,9 +646,13 @@ def format_table(results: dict[str, Any]) -> str:
                      f"{c['tensor_bytes'] / 2**20:.2f} / {c['bytes_per_cached_token']:.0f} / "
                      f"{c['peak_bytes'] / 2**20:.1f}",
                      ""))
-    rows += [
-        ("reward cache - full/seq (bytes)", f"{m['reward_cache_excess_bytes_over_full_per_seq']:.0f}",
-         mark("memory.reward_cache_excess_bytes_over_full_per_seq")),
+    rows.append(("reward cache - full/seq (bytes)", f"{m['reward_cache_excess_bytes_over_full_per_seq']:.0f}",
+                 mark("memory.reward_cache_excess_bytes_over_full_per_seq")))
+    return rows
+
+
+def patching_rows(p: dict[str, Any], a: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    return [
         (f"resid_pre sweep ({p['n_patches']} patches) / naive", f"{p['sweep_ratio_vs_naive']:.3f}",
          mark("patching.sweep_ratio_vs_naive")),
         ("TL get_act_patch_resid_pre / naive", f"{p['tl_ratio_vs_naive']:.3f}", ""),
@@ -633,15 +662,17 @@ def format_table(results: dict[str, Any]) -> str:
          mark("attribution_patching.forward_equivalents")),
         ("attribution vs exact Spearman (resid/blocks/z/all)",
          " / ".join(f"{a['spearman_vs_exact'][k]:.3f}" for k in ("resid_pre", "block_outputs", "z", "all")), ""),
+    ]
+
+
+def loading_rows(ld: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    return [
         ("load time ours / HF", f"{ld['time_ratio_vs_hf']:.3f}x", mark("loading.time_ratio_vs_hf")),
         ("  load time, TL bridge / HF causal LM", f"{ld['tl_bridge_time_ratio_vs_hf_causal_lm']:.3f}x", ""),
         ("  seconds above HF: ours / TL bridge",
          f"{ld['bridge_seconds_over_hf']:.3f} / {ld['tl_bridge_seconds_over_hf_causal_lm']:.3f}", ""),
         ("load peak RSS ours / HF", f"{ld['peak_rss_ratio_vs_hf']:.3f}x", mark("loading.peak_rss_ratio_vs_hf")),
     ]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    return "\n".join(f"{a_:<{w0}}  {b:>{w1}}  {c}" for a_, b, c in rows)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -656,9 +687,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu",
                         help="device of the forward, memory and patching figures, e.g. cuda (absolute times are "
                              "reported too); loading is always timed on CPU")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     parser.add_argument("--sweep-stride", type=int, default=1,
                         help="baselines of the sweep patch every N-th position (time scaled to the full sweep)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        parser.error(f"--only {args.only}: unknown section(s) {sorted(only - set(SECTIONS))}; use {','.join(SECTIONS)}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
@@ -684,20 +720,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = HookedRewardModel.from_pretrained(path, dtype=torch.float32, device_map=device_map)
         sections = results["section_seconds"] = {"setup": time.perf_counter() - t_start}
         t0 = time.perf_counter()
-        log("forward")
-        results["forward"] = bench_forward(model, hf, path, shape, repeats, device)
-        sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
-        log("memory")
-        results["memory"] = bench_memory(model, hf, shape, device)
-        sections["memory"], t0 = time.perf_counter() - t0, time.perf_counter()
-        results.update(bench_patching(model, shape, repeats, args.sweep_stride, device))
-        sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
+        if "forward" in only:
+            log("forward")
+            results["forward"] = bench_forward(model, hf, path, shape, repeats, device)
+            sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
+        if "memory" in only:
+            log("memory")
+            results["memory"] = bench_memory(model, hf, shape, device)
+            sections["memory"], t0 = time.perf_counter() - t0, time.perf_counter()
+        if "patching" in only:
+            results.update(bench_patching(model, shape, repeats, args.sweep_stride, device))
+            sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
         del model, hf
-        server = server or start_load_server(args.threads)
-        log("loading")
-        results["loading"] = bench_loading(server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"),
-                                           shape["load_repeats"])
-        sections["loading"] = time.perf_counter() - t0
+        if "loading" in only:
+            server = server or start_load_server(args.threads)
+            log("loading")
+            results["loading"] = bench_loading(server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"),
+                                               shape["load_repeats"])
+            sections["loading"] = time.perf_counter() - t0
+        elif server is not None:
+            server.kill()
     results["targets"] = check_targets(results)
     results["wall_seconds"] = time.perf_counter() - t_start
     print(f"hooked_reward benchmarks ({results['mode']}): {results['machine']['gpu'] or results['machine']['cpu']}, "

@@ -92,3 +92,12 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         load_run().main(["--quick", "--device", "cuda"])
     assert "sees no CUDA device; use --device cpu" in capsys.readouterr().err
+
+
+def test_only_runs_the_named_sections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = load_run().main(["--quick", "--only", "memory", "--out", str(tmp_path / "m.json")])
+    assert "memory" in result and not {"forward", "patching", "loading"} & set(result)
+    assert set(result["targets"]) == {"memory.reward_cache_excess_bytes_over_full_per_seq"}
+    with pytest.raises(SystemExit):
+        load_run().main(["--quick", "--only", "memroy"])
+    assert "unknown section(s) ['memroy']" in capsys.readouterr().err
