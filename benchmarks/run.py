@@ -195,8 +195,9 @@ def is_resid(name: str) -> bool:
 # ------------------------------------------------------------------------------------------------ figures
 def bench_forward(
     model: Any, hf: Any, path: Path, shape: dict[str, int], repeats: int, device: torch.device = torch.device("cpu")
-) -> dict[str, Any]:
-    """Forward and run_with_cache timings against HF, plus TL's own bridge against its HF causal LM."""
+) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    """Forward and run_with_cache timings against HF, plus TL's own bridge against its HF causal LM; and a function
+    that measures the same under `retain_freed_cpu_memory()` (to be called last)."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import LlamaForCausalLM
 
@@ -238,23 +239,27 @@ def bench_forward(
         "tl_bridge_causal_lm": nograd(lambda: tl_bridge(tokens, attention_mask=mask)),
     }
     t = time_interleaved(fns, repeats, device=device)
-    # the same three runs with freed CPU memory kept for reuse (process-wide, so HF's forward gets it too)
-    retained_fns = {k: fns[k] for k in ("hf", "ours", "cache_all", "cache_resid")}
-    retained = retain_freed_cpu_memory()
-    try:
-        t_retained = time_interleaved(retained_fns, repeats, device=device)
-    finally:
-        retain_freed_cpu_memory(enabled=False)
+
+    def measure_retained() -> dict[str, Any]:
+        """The same runs with freed CPU memory kept for reuse. Process-wide (HF's forward gets it too) and not
+        fully undoable, so `main` calls this after every other in-process section."""
+        retained = retain_freed_cpu_memory()
+        t_retained = time_interleaved(
+            {k: fns[k] for k in ("hf", "ours", "cache_all", "cache_resid")}, repeats, device=device
+        )
+        return {
+            "retained_memory": {
+                "in_effect": retained,
+                "seconds": t_retained,
+                "ratio_vs_hf": t_retained["ours"] / t_retained["hf"],
+                "cache_all_ratio_vs_hf": t_retained["cache_all"] / t_retained["hf"],
+                "cache_resid_ratio_vs_hf": t_retained["cache_resid"] / t_retained["hf"],
+            },
+            "retained_cache_all_ratio_vs_hf": t_retained["cache_all"] / t_retained["hf"],
+        }
+
     return {
         "seconds": t,
-        "retained_memory": {
-            "in_effect": retained,
-            "seconds": t_retained,
-            "ratio_vs_hf": t_retained["ours"] / t_retained["hf"],
-            "cache_all_ratio_vs_hf": t_retained["cache_all"] / t_retained["hf"],
-            "cache_resid_ratio_vs_hf": t_retained["cache_resid"] / t_retained["hf"],
-        },
-        "retained_cache_all_ratio_vs_hf": t_retained["cache_all"] / t_retained["hf"],
         "max_abs_reward_diff_vs_hf": max_diff,
         "ratio_vs_hf": t["ours"] / t["hf"],
         "cache_all_ratio_vs_hf": t["cache_all"] / t["hf"],
@@ -262,7 +267,7 @@ def bench_forward(
         "cache_reward_pos_ratio_vs_hf": t["cache_reward_pos"] / t["hf"],
         "tl_bridge_ratio_vs_hf_causal_lm": t["tl_bridge_causal_lm"] / t["hf_causal_lm"],
         "shape": {"batch": shape["batch"], "seq": shape["seq"]},
-    }
+    }, measure_retained
 
 
 def bench_memory(
@@ -695,7 +700,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     only = set(args.only.split(","))
     if not only <= set(SECTIONS):
         parser.error(f"--only {args.only}: unknown section(s) {sorted(only - set(SECTIONS))}; use {','.join(SECTIONS)}")
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device}: not a torch device ({err}); use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
     if device.type not in ("cpu", "cuda"):
@@ -713,33 +721,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     server = start_load_server(args.threads) if args.quick else None  # quick: overlap its imports with the rest
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "shape": shape,
                                "machine": machine_info(args.threads, device), "repeats": repeats}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = make_checkpoint(shape, Path(tmp) / "rm")
-        hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval().to(device)
-        device_map = str(device) if device.type != "cpu" else None
-        model = HookedRewardModel.from_pretrained(path, dtype=torch.float32, device_map=device_map)
-        sections = results["section_seconds"] = {"setup": time.perf_counter() - t_start}
-        t0 = time.perf_counter()
-        if "forward" in only:
-            log("forward")
-            results["forward"] = bench_forward(model, hf, path, shape, repeats, device)
-            sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
-        if "memory" in only:
-            log("memory")
-            results["memory"] = bench_memory(model, hf, shape, device)
-            sections["memory"], t0 = time.perf_counter() - t0, time.perf_counter()
-        if "patching" in only:
-            results.update(bench_patching(model, shape, repeats, args.sweep_stride, device))
-            sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
-        del model, hf
-        if "loading" in only:
-            server = server or start_load_server(args.threads)
-            log("loading")
-            results["loading"] = bench_loading(server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"),
-                                               shape["load_repeats"])
-            sections["loading"] = time.perf_counter() - t0
-        elif server is not None:
-            server.kill()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = make_checkpoint(shape, Path(tmp) / "rm")
+            hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval().to(device)
+            device_map = str(device) if device.type != "cpu" else None
+            model = HookedRewardModel.from_pretrained(path, dtype=torch.float32, device_map=device_map)
+            sections = results["section_seconds"] = {"setup": time.perf_counter() - t_start}
+            t0 = time.perf_counter()
+            if "forward" in only:
+                log("forward")
+                results["forward"], measure_retained = bench_forward(model, hf, path, shape, repeats, device)
+                sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
+            if "memory" in only:
+                log("memory")
+                results["memory"] = bench_memory(model, hf, shape, device)
+                sections["memory"], t0 = time.perf_counter() - t0, time.perf_counter()
+            if "patching" in only:
+                results.update(bench_patching(model, shape, repeats, args.sweep_stride, device))
+                sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
+            if "forward" in only:  # last: it changes how this process's allocator returns memory, for good
+                log("forward, retain_freed_cpu_memory()")
+                results["forward"].update(measure_retained())
+                sections["forward_retained"], t0 = time.perf_counter() - t0, time.perf_counter()
+            del model, hf
+            if "loading" in only:
+                server = server or start_load_server(args.threads)
+                log("loading")
+                results["loading"] = bench_loading(server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"),
+                                                   shape["load_repeats"])
+                sections["loading"] = time.perf_counter() - t0
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()  # a section failed before loading (or loading was left out)
     results["targets"] = check_targets(results)
     results["wall_seconds"] = time.perf_counter() - t_start
     print(f"hooked_reward benchmarks ({results['mode']}): {results['machine']['gpu'] or results['machine']['cpu']}, "

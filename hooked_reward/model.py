@@ -109,8 +109,16 @@ class HookedRewardModel(TransformerBridge):
         return bridge
 
     def _scan_existing_hooks(self, module: nn.Module, prefix: str = "") -> None:
-        """TransformerLens's hook-point scan, done faster with the same result (`bridge_build.scan_hook_points`)."""
+        """TransformerLens's hook-point scan, done faster with the same result (`bridge_build.scan_hook_points`).
+
+        A rescan after the head is attached (`clear_hook_registry()`, compatibility mode) would find the head's
+        hook points under `head.` first; they keep their public names (`hook_score`, `gating.hook_weights`)."""
         scan_hook_points(self._hook_registry, module, prefix)
+        head = self._modules.get("head")
+        if head is not None and module is self:
+            for name, hook_point in head.hook_points().items():
+                hook_point.name = name
+                self._hook_registry[name] = hook_point
 
     def _set_reward_tokenizer(self, tokenizer: Any) -> None:
         """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
@@ -509,9 +517,11 @@ class HookedRewardModel(TransformerBridge):
             if keep_pos is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
                 pos_dim = self._pos_slice_dim(name, hook_point) % tensor.ndim
                 if tensor.shape[0] in (1, batch) and pos_dim > 0 and tensor.shape[pos_dim] == seq:
+                    # inference tensors have no version counter to tell an in-place edit: gather those each time
                     key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype, pos_dim)
-                    seen = gathered_from.get(key)
-                    if seen is not None and seen[0]() is not None and seen[1] == tensor._version:
+                    version = None if tensor.is_inference() else tensor._version
+                    seen = gathered_from.get(key) if version is not None else None
+                    if seen is not None and seen[0]() is not None and seen[1] == version:
                         return seen[2]
                     if tensor.shape[0] == 1 and bool((keep_pos == keep_pos[0]).all()):
                         gathered = gather_at_positions(tensor, keep_pos[:1], pos_dim)  # shared row (rotary)
@@ -519,7 +529,8 @@ class HookedRewardModel(TransformerBridge):
                         full = tensor.expand(batch, *tensor.shape[1:])  # broadcast the shared row per row
                         gathered = gather_at_positions(full, keep_pos, pos_dim)
                     gathered = gathered.to(device) if device is not None else gathered
-                    gathered_from[key] = (weakref.ref(source), tensor._version, gathered)
+                    if version is not None:
+                        gathered_from[key] = (weakref.ref(source), version, gathered)
                     return gathered
             return tensor.to(device) if device is not None else tensor
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ARCHS
 from test_armorm import tiny_state, write_armorm
 from transformer_lens.model_bridge import TransformerBridge
@@ -16,7 +17,7 @@ from transformer_lens.model_bridge.sources import build_bridge_from_module
 from hooked_reward import HookedRewardModel
 from hooked_reward.bridge_build import scan_hook_points
 from hooked_reward.loading import load_checkpoint
-from hooked_reward.model import unembed_at_head
+from hooked_reward.model import REWARD_HOOKS, unembed_at_head
 
 
 def transformer_lens_bridge(path: Path) -> TransformerBridge:
@@ -74,3 +75,23 @@ def test_rescan_after_clearing_matches_transformer_lens(make_checkpoint) -> None
     assert list(rebuilt) == list(reference._hook_registry)
     assert all(rebuilt[k] is reference._hook_registry[k] and rebuilt[k].name == ours._hook_registry[k].name
                for k in rebuilt)
+
+
+def test_head_hooks_keep_their_names_after_a_rescan(tmp_path: Path) -> None:
+    """ArmoRM's gate and objective hook points stay reachable by their public names after the registry is
+    rebuilt (TransformerLens's scan would rename them `head.…`)."""
+    state, config = tiny_state()
+    model = HookedRewardModel.from_pretrained(write_armorm(tmp_path / "armorm", state, config))
+    model.head.on_missing = "reward_pos"  # random tokens have no chat-template gating pattern
+    tokens = torch.randint(4, config.vocab_size, (2, 6))
+    _, before = model.run_with_cache(tokens, names_filter=sorted(model._reward_hook_names))
+    model.clear_hook_registry()
+    model._initialize_hook_registry()
+    _, after = model.run_with_cache(tokens, names_filter=sorted(model._reward_hook_names))
+    assert "gating.hook_weights" in before.cache_dict and set(before.cache_dict) <= set(after.cache_dict)
+    assert {f"head.{name}" for name in before.cache_dict if name not in REWARD_HOOKS} == (
+        set(after.cache_dict) - set(before.cache_dict)
+    )  # the rescan adds the module paths as aliases
+    for name, value in before.cache_dict.items():
+        assert model.hook_dict[name].name == name
+        assert torch.equal(after[name], value)

@@ -310,6 +310,20 @@ def test_reward_position_cache_memory(make_checkpoint) -> None:
     assert cache_bytes(reward_only) <= cache_bytes(full) / seq + constant
 
 
+def test_reward_position_cache_under_inference_mode(make_checkpoint) -> None:
+    """Inference tensors have no version counter: the cache still gathers every hook exactly."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    tokens, mask = padded_batch(left=True)
+    _, full = model.run_with_cache(tokens, attention_mask=mask)
+    with torch.inference_mode():
+        rewards, reward_only = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
+    rows = torch.arange(tokens.shape[0])
+    positions = model.reward_positions(mask)
+    for name in ("blocks.0.hook_resid_pre", "blocks.1.mlp.hook_post", "ln_final.hook_normalized"):
+        assert torch.allclose(reward_only[name][:, 0], full[name][rows, positions])
+    assert torch.allclose(rewards, model(tokens, attention_mask=mask))
+
+
 def test_stop_at_layer_returns_residual(make_checkpoint) -> None:
     model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
     tokens, mask = padded_batch(left=False)
