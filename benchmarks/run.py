@@ -46,7 +46,7 @@ import torch
 
 SHAPES: dict[str, dict[str, int]] = {
     "full": dict(d_model=512, n_layers=8, n_heads=8, d_mlp=1376, vocab=32000, batch=8, seq=128, sweep_seq=128,
-                 repeats=5, load_repeats=5),
+                 repeats=9, load_repeats=5),
     "quick": dict(d_model=64, n_layers=2, n_heads=4, d_mlp=128, vocab=512, batch=2, seq=24, sweep_seq=8,
                   repeats=3, load_repeats=1),
 }
