@@ -114,11 +114,14 @@ class HookedRewardModel(TransformerBridge):
         A rescan after the head is attached (`clear_hook_registry()`, compatibility mode) would find the head's
         hook points under `head.` first; they keep their public names (`hook_score`, `gating.hook_weights`)."""
         scan_hook_points(self._hook_registry, module, prefix)
-        head = self._modules.get("head")
-        if head is not None and module is self:
-            for name, hook_point in head.hook_points().items():
-                hook_point.name = name
-                self._hook_registry[name] = hook_point
+        if module is self and "head" in self._modules:
+            self._register_head_hooks()
+
+    def _register_head_hooks(self) -> None:
+        """Register the head's hook points under their public names (`hook_score`, `gating.hook_weights`)."""
+        for name, hook_point in self.head.hook_points().items():
+            hook_point.name = name
+            self._hook_registry[name] = hook_point
 
     def _set_reward_tokenizer(self, tokenizer: Any) -> None:
         """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
@@ -138,9 +141,7 @@ class HookedRewardModel(TransformerBridge):
         self.head = head
         self.hook_reward_resid = HookPoint()
         self.hook_reward = HookPoint()
-        for name, hook_point in head.hook_points().items():
-            hook_point.name = name
-            self._hook_registry[name] = hook_point
+        self._register_head_hooks()
         self._reward_hook_names = set(REWARD_HOOKS) | set(head.hook_points())
         supported = getattr(self._driver, "supported_hook_points", None)
         if supported is not None:
