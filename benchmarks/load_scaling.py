@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows[n_layers] = run.bench_loading(server, path, causal, args.repeats, last=i == len(layer_counts) - 1)
     print(f"{'layers':>6}  {'HF s':>7}  {'ours s':>7}  {'ratio':>6}  {'TL ratio':>8}  {'ours - HF':>9}  {'TL - HF':>8}")
     for n_layers, r in rows.items():
-        print(f"{n_layers:>6}  {r['hf']['seconds']:7.3f}  {r['ours']['seconds']:7.3f}  {r['time_ratio_vs_hf']:6.2f}  "
-              f"{r['tl_bridge_time_ratio_vs_hf_causal_lm']:8.2f}  {r['bridge_seconds_over_hf']:9.3f}  "
-              f"{r['tl_bridge_seconds_over_hf_causal_lm']:8.3f}")
+        print(
+            f"{n_layers:>6}  {r['hf']['seconds']:7.3f}  {r['ours']['seconds']:7.3f}  {r['time_ratio_vs_hf']:6.2f}  "
+            f"{r['tl_bridge_time_ratio_vs_hf_causal_lm']:8.2f}  {r['bridge_seconds_over_hf']:9.3f}  "
+            f"{r['tl_bridge_seconds_over_hf_causal_lm']:8.3f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": run.machine_info(args.threads), "by_layers": rows}

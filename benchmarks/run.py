@@ -46,10 +46,21 @@ from typing import Any
 import torch
 
 SHAPES: dict[str, dict[str, int]] = {
-    "full": dict(d_model=512, n_layers=8, n_heads=8, d_mlp=1376, vocab=32000, batch=8, seq=128, sweep_seq=128,
-                 repeats=9, load_repeats=5),
-    "quick": dict(d_model=64, n_layers=2, n_heads=4, d_mlp=128, vocab=512, batch=2, seq=24, sweep_seq=8,
-                  repeats=3, load_repeats=1),
+    "full": dict(
+        d_model=512,
+        n_layers=8,
+        n_heads=8,
+        d_mlp=1376,
+        vocab=32000,
+        batch=8,
+        seq=128,
+        sweep_seq=128,
+        repeats=9,
+        load_repeats=5,
+    ),
+    "quick": dict(
+        d_model=64, n_layers=2, n_heads=4, d_mlp=128, vocab=512, batch=2, seq=24, sweep_seq=8, repeats=3, load_repeats=1
+    ),
 }
 
 # figure -> (comparison, bound); "le": value must be <= bound
@@ -76,10 +87,15 @@ def llama_config(shape: dict[str, int]) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=shape["vocab"], hidden_size=shape["d_model"], intermediate_size=shape["d_mlp"],
-        num_hidden_layers=shape["n_layers"], num_attention_heads=shape["n_heads"],
-        num_key_value_heads=shape["n_heads"], max_position_embeddings=max(2 * shape["seq"], 256),
-        num_labels=1, pad_token_id=0,
+        vocab_size=shape["vocab"],
+        hidden_size=shape["d_model"],
+        intermediate_size=shape["d_mlp"],
+        num_hidden_layers=shape["n_layers"],
+        num_attention_heads=shape["n_heads"],
+        num_key_value_heads=shape["n_heads"],
+        max_position_embeddings=max(2 * shape["seq"], 256),
+        num_labels=1,
+        pad_token_id=0,
     )
 
 
@@ -121,7 +137,7 @@ def time_interleaved(
             fns[name]()
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             sync()
             t0 = time.perf_counter()
@@ -177,8 +193,12 @@ def cache_bytes(cache: Any) -> dict[str, int]:
         if storage.data_ptr() not in seen_s:
             seen_s.add(storage.data_ptr())
             storage_bytes += storage.nbytes()
-    return {"tensor_bytes": tensor_bytes, "storage_bytes": storage_bytes, "n_entries": len(cache.cache_dict),
-            "n_tensors": len(seen_t)}
+    return {
+        "tensor_bytes": tensor_bytes,
+        "storage_bytes": storage_bytes,
+        "n_entries": len(cache.cache_dict),
+        "n_tensors": len(seen_t),
+    }
 
 
 class _Cache:
@@ -296,8 +316,12 @@ def bench_memory(
         )
         counted = cache_bytes(cache)
         tokens_cached = batch * (1 if name == "reward_pos" else seq)
-        out[f"cache_{name}"] = {**counted, "peak_bytes": peak, "cached_tokens": tokens_cached,
-                                "bytes_per_cached_token": counted["tensor_bytes"] / tokens_cached}
+        out[f"cache_{name}"] = {
+            **counted,
+            "peak_bytes": peak,
+            "cached_tokens": tokens_cached,
+            "bytes_per_cached_token": counted["tensor_bytes"] / tokens_cached,
+        }
         caches[name] = cache
     # the reward-position cache must hold <= 1/seq of the full cache plus a constant: the tensors that have no
     # position axis at all (hook_reward_resid, hook_reward: [batch, ...]), which both caches hold in full.
@@ -357,6 +381,7 @@ def bench_patching(
         for layer, name in enumerate(names):
             src = cache[name]
             for j, p in enumerate(subset):
+
                 def hook(act: torch.Tensor, hook: Any, p: int = p, src: torch.Tensor = src) -> torch.Tensor:
                     act[:, p] = src[:, p]
                     return act
@@ -371,8 +396,9 @@ def bench_patching(
         index = pd.DataFrame([(layer, p) for layer in range(n_layers) for p in subset], columns=["layer", "pos"])
         _, cache = model.run_with_cache(clean[None], names_filter=names)
         with torch.no_grad():
-            flat = tlp.get_act_patch_resid_pre(model, corrupt[None], cache, lambda r: r[0], index_df=index,
-                                              index_axis_names=None)
+            flat = tlp.get_act_patch_resid_pre(
+                model, corrupt[None], cache, lambda r: r[0], index_df=index, index_axis_names=None
+            )
         return flat.reshape(n_layers, len(subset))
 
     def one_forward() -> torch.Tensor:
@@ -419,8 +445,9 @@ def bench_patching(
         "z": rho(approx["z"].values, exact_heads.values),
     }
     allx = torch.cat([approx[k].values.flatten().cpu() for k in ("resid_pre", "block_outputs", "z")])
-    ally = torch.cat([exact_resid.flatten().cpu(), exact_blocks.values.flatten().cpu(),
-                      exact_heads.values.flatten().cpu()])
+    ally = torch.cat(
+        [exact_resid.flatten().cpu(), exact_blocks.values.flatten().cpu(), exact_heads.values.flatten().cpu()]
+    )
     spear["all"] = rho(allx, ally)
     return {
         "patching": {
@@ -514,8 +541,11 @@ LOAD_SERVER = textwrap.dedent(
 def start_load_server(threads: int) -> subprocess.Popen:
     """A Python process that does the imports once and forks a fresh child for each load."""
     return subprocess.Popen(
-        [sys.executable, "-c", LOAD_SERVER, str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, cwd=str(Path(__file__).resolve().parent.parent),
+        [sys.executable, "-c", LOAD_SERVER, str(threads)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
     )
 
 
@@ -536,15 +566,16 @@ def bench_loading(
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     names = list(kinds)
     for r in range(repeats):
-        for kind in names[r % len(names):] + names[: r % len(names)]:
+        for kind in names[r % len(names) :] + names[: r % len(names)]:
             server.stdin.write(json.dumps([kind, str(kinds[kind])]) + "\n")
             server.stdin.flush()
             runs[kind].append(json.loads(server.stdout.readline()))
     if last:
         server.stdin.close()
         server.wait(timeout=60)
-    med = {k: {f: statistics.median(x[f] for x in v) for f in ("seconds", "peak_rss_delta_bytes")}
-           for k, v in runs.items()}
+    med = {
+        k: {f: statistics.median(x[f] for x in v) for f in ("seconds", "peak_rss_delta_bytes")} for k, v in runs.items()
+    }
     return {
         **med,
         "time_ratio_vs_hf": med["ours"]["seconds"] / med["hf"]["seconds"],
@@ -577,9 +608,14 @@ def machine_info(threads: int, device: torch.device = torch.device("cpu")) -> di
     except Exception:  # noqa: BLE001 - informative only
         tl_version = "unknown"
     return {
-        "cpu": model, "cores": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
-        "transformers": transformers.__version__, "transformer_lens": tl_version,
-        "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "transformer_lens": tl_version,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -628,11 +664,17 @@ def forward_rows(f: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return [
         ("forward ours / HF", f"{f['ratio_vs_hf']:.3f}x", mark("forward.ratio_vs_hf")),
         ("run_with_cache all hooks / HF", f"{f['cache_all_ratio_vs_hf']:.3f}x", mark("forward.cache_all_ratio_vs_hf")),
-        ("  same, retain_freed_cpu_memory() / HF", f"{f['retained_memory']['cache_all_ratio_vs_hf']:.3f}x",
-         mark("forward.retained_memory.cache_all_ratio_vs_hf")),
+        (
+            "  same, retain_freed_cpu_memory() / HF",
+            f"{f['retained_memory']['cache_all_ratio_vs_hf']:.3f}x",
+            mark("forward.retained_memory.cache_all_ratio_vs_hf"),
+        ),
         ("  forward ours / HF, retain_freed_cpu_memory()", f"{f['retained_memory']['ratio_vs_hf']:.3f}x", ""),
-        ("run_with_cache resid filter / HF", f"{f['cache_resid_ratio_vs_hf']:.3f}x",
-         mark("forward.cache_resid_ratio_vs_hf")),
+        (
+            "run_with_cache resid filter / HF",
+            f"{f['cache_resid_ratio_vs_hf']:.3f}x",
+            mark("forward.cache_resid_ratio_vs_hf"),
+        ),
         ("run_with_cache positions='reward' / HF", f"{f['cache_reward_pos_ratio_vs_hf']:.3f}x", ""),
         ("TL bridge (causal LM) / HF causal LM", f"{f['tl_bridge_ratio_vs_hf_causal_lm']:.3f}x", ""),
         ("HF forward (s)", f"{f['seconds']['hf']:.4f}", ""),
@@ -647,26 +689,46 @@ def memory_rows(m: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     ]
     for name in ("full", "resid", "reward_pos"):
         c = m[f"cache_{name}"]
-        rows.append((f"cache {name}: MB / bytes per token / peak MB",
-                     f"{c['tensor_bytes'] / 2**20:.2f} / {c['bytes_per_cached_token']:.0f} / "
-                     f"{c['peak_bytes'] / 2**20:.1f}",
-                     ""))
-    rows.append(("reward cache - full/seq (bytes)", f"{m['reward_cache_excess_bytes_over_full_per_seq']:.0f}",
-                 mark("memory.reward_cache_excess_bytes_over_full_per_seq")))
+        rows.append(
+            (
+                f"cache {name}: MB / bytes per token / peak MB",
+                f"{c['tensor_bytes'] / 2**20:.2f} / {c['bytes_per_cached_token']:.0f} / {c['peak_bytes'] / 2**20:.1f}",
+                "",
+            )
+        )
+    rows.append(
+        (
+            "reward cache - full/seq (bytes)",
+            f"{m['reward_cache_excess_bytes_over_full_per_seq']:.0f}",
+            mark("memory.reward_cache_excess_bytes_over_full_per_seq"),
+        )
+    )
     return rows
 
 
 def patching_rows(p: dict[str, Any], a: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return [
-        (f"resid_pre sweep ({p['n_patches']} patches) / naive", f"{p['sweep_ratio_vs_naive']:.3f}",
-         mark("patching.sweep_ratio_vs_naive")),
+        (
+            f"resid_pre sweep ({p['n_patches']} patches) / naive",
+            f"{p['sweep_ratio_vs_naive']:.3f}",
+            mark("patching.sweep_ratio_vs_naive"),
+        ),
         ("TL get_act_patch_resid_pre / naive", f"{p['tl_ratio_vs_naive']:.3f}", ""),
-        ("sweep max |diff| vs naive", f"{p['sweep_max_abs_diff_vs_naive']:.2e}",
-         mark("patching.sweep_max_abs_diff_vs_naive")),
-        ("attribution patching (forward-equivalents)", f"{a['forward_equivalents']:.2f}",
-         mark("attribution_patching.forward_equivalents")),
-        ("attribution vs exact Spearman (resid/blocks/z/all)",
-         " / ".join(f"{a['spearman_vs_exact'][k]:.3f}" for k in ("resid_pre", "block_outputs", "z", "all")), ""),
+        (
+            "sweep max |diff| vs naive",
+            f"{p['sweep_max_abs_diff_vs_naive']:.2e}",
+            mark("patching.sweep_max_abs_diff_vs_naive"),
+        ),
+        (
+            "attribution patching (forward-equivalents)",
+            f"{a['forward_equivalents']:.2f}",
+            mark("attribution_patching.forward_equivalents"),
+        ),
+        (
+            "attribution vs exact Spearman (resid/blocks/z/all)",
+            " / ".join(f"{a['spearman_vs_exact'][k]:.3f}" for k in ("resid_pre", "block_outputs", "z", "all")),
+            "",
+        ),
     ]
 
 
@@ -674,8 +736,11 @@ def loading_rows(ld: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return [
         ("load time ours / HF", f"{ld['time_ratio_vs_hf']:.3f}x", mark("loading.time_ratio_vs_hf")),
         ("  load time, TL bridge / HF causal LM", f"{ld['tl_bridge_time_ratio_vs_hf_causal_lm']:.3f}x", ""),
-        ("  seconds above HF: ours / TL bridge",
-         f"{ld['bridge_seconds_over_hf']:.3f} / {ld['tl_bridge_seconds_over_hf_causal_lm']:.3f}", ""),
+        (
+            "  seconds above HF: ours / TL bridge",
+            f"{ld['bridge_seconds_over_hf']:.3f} / {ld['tl_bridge_seconds_over_hf_causal_lm']:.3f}",
+            "",
+        ),
         ("load peak RSS ours / HF", f"{ld['peak_rss_ratio_vs_hf']:.3f}x", mark("loading.peak_rss_ratio_vs_hf")),
     ]
 
@@ -685,17 +750,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized shapes (timings not meaningful)")
     parser.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output path")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch.set_num_threads (default 1: on a shared machine, multi-threaded ops stall at "
-                             "barriers whenever one of their threads is descheduled, which swamps the ratios)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: on a shared machine, multi-threaded ops stall at "
+        "barriers whenever one of their threads is descheduled, which swamps the ratios)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats (median kept)")
-    parser.add_argument("--device", default="cpu",
-                        help="device of the forward, memory and patching figures, e.g. cuda (absolute times are "
-                             "reported too); loading is always timed on CPU")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
-    parser.add_argument("--sweep-stride", type=int, default=1,
-                        help="baselines of the sweep patch every N-th position (time scaled to the full sweep)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="device of the forward, memory and patching figures, e.g. cuda (absolute times are "
+        "reported too); loading is always timed on CPU",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--sweep-stride",
+        type=int,
+        default=1,
+        help="baselines of the sweep patch every N-th position (time scaled to the full sweep)",
+    )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     if not only <= set(SECTIONS):
@@ -719,8 +798,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t_start = time.perf_counter()
     server = start_load_server(args.threads) if args.quick else None  # quick: overlap its imports with the rest
-    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "shape": shape,
-                               "machine": machine_info(args.threads, device), "repeats": repeats}
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "shape": shape,
+        "machine": machine_info(args.threads, device),
+        "repeats": repeats,
+    }
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = make_checkpoint(shape, Path(tmp) / "rm")
@@ -748,16 +831,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "loading" in only:
                 server = server or start_load_server(args.threads)
                 log("loading")
-                results["loading"] = bench_loading(server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"),
-                                                   shape["load_repeats"])
+                results["loading"] = bench_loading(
+                    server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"), shape["load_repeats"]
+                )
                 sections["loading"] = time.perf_counter() - t0
     finally:
         if server is not None and server.poll() is None:
             server.kill()  # a section failed before loading (or loading was left out)
     results["targets"] = check_targets(results)
     results["wall_seconds"] = time.perf_counter() - t_start
-    print(f"hooked_reward benchmarks ({results['mode']}): {results['machine']['gpu'] or results['machine']['cpu']}, "
-          f"device {device}, {args.threads} torch threads, torch {torch.__version__}")
+    print(
+        f"hooked_reward benchmarks ({results['mode']}): {results['machine']['gpu'] or results['machine']['cpu']}, "
+        f"device {device}, {args.threads} torch threads, torch {torch.__version__}"
+    )
     print(format_table(results))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

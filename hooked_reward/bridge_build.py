@@ -36,13 +36,35 @@ BridgeT = TypeVar("BridgeT", bound=TransformerBridge)
 
 # Names TransformerLens's scan never reads (weight views that compute on access, and the wrapped HF modules).
 SKIPPED_ATTRIBUTES = frozenset(
-    ["original_component", "original_model", "OV", "QK", "W_V", "W_O", "W_Q", "W_K", "W_in", "W_gate", "W_out",
-     "b_V", "b_O", "b_Q", "b_K", "b_in", "b_out"]
+    [
+        "original_component",
+        "original_model",
+        "OV",
+        "QK",
+        "W_V",
+        "W_O",
+        "W_Q",
+        "W_K",
+        "W_in",
+        "W_gate",
+        "W_out",
+        "b_V",
+        "b_O",
+        "b_Q",
+        "b_K",
+        "b_in",
+        "b_out",
+    ]
 )
 SKIPPED_CHILDREN = frozenset(["original_component", "_original_component", "original_model"])
 _PLAIN_CLASS_ATTRIBUTES = (
-    types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType, types.WrapperDescriptorType,
-    types.MethodDescriptorType, types.ClassMethodDescriptorType,
+    types.FunctionType,
+    staticmethod,
+    classmethod,
+    types.BuiltinFunctionType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
 )
 
 

@@ -85,8 +85,7 @@ def cmd_compare(args: argparse.Namespace) -> Path:
     model_b, _, _ = _load_model(args.model_b)
     pairs = _pairs(args, bundled, render)
     records = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
-    result = compare_models(model_a, model_b, records, render_a=_identity, render_b=_identity,
-                            progress=not args.quiet)
+    result = compare_models(model_a, model_b, records, render_a=_identity, render_b=_identity, progress=not args.quiet)
     return Path(write_compare_report(result, args.out))
 
 
@@ -114,14 +113,23 @@ def cmd_faithfulness(args: argparse.Namespace) -> Path:
         "bootstrap 95% CI, and sign-flip and Wilcoxon tests against 0.",
     )
     for by in ("component", "head"):
-        result = faithfulness_study(model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward",
-                                    progress=not args.quiet)
+        result = faithfulness_study(
+            model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward", progress=not args.quiet
+        )
         report.add_table(f"Summary ({by})", [result.summary()])
         fig, ax = plt.subplots(figsize=(5, 3))
         result.plot(ax=ax)
         report.add_figure(f"Per-pair Spearman ρ ({by})", fig, f"faithfulness_{by}")
-        report.add_data(by, {"summary": result.summary(), "rho": result.rho, "labels": result.labels,
-                             "attribution": result.attribution, "patching": result.patching})
+        report.add_data(
+            by,
+            {
+                "summary": result.summary(),
+                "rho": result.rho,
+                "labels": result.labels,
+                "attribution": result.attribution,
+                "patching": result.patching,
+            },
+        )
     return report.write()
 
 

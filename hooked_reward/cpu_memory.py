@@ -78,8 +78,9 @@ def retain_freed_cpu_memory(enabled: bool = True, max_block_bytes: int = DEFAULT
     mmap_threshold, trim_threshold = (max_block_bytes, _INT_MAX) if enabled else (_GLIBC_INITIAL_THRESHOLD,) * 2
     ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     if not ok:
-        warnings.warn(f"glibc refused an mmap threshold of {mmap_threshold} bytes; try a smaller max_block_bytes.",
-                      stacklevel=2)
+        warnings.warn(
+            f"glibc refused an mmap threshold of {mmap_threshold} bytes; try a smaller max_block_bytes.", stacklevel=2
+        )
     if not enabled:
         libc.malloc_trim(0)
     return ok

@@ -21,7 +21,10 @@ from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
 from hooked_reward.heads.base import RewardHead
 
 WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -156,9 +159,7 @@ def load_tokenizer(path: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
 
-def load_checkpoint(
-    path: str | Path, dtype: torch.dtype = torch.float32, device_map: Any = None
-) -> LoadedCheckpoint:
+def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32, device_map: Any = None) -> LoadedCheckpoint:
     """Load a reward checkpoint from disk without running any code from it (`trust_remote_code=False`)."""
     path = Path(path)
     config = read_config(path)

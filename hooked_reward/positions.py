@@ -46,9 +46,7 @@ def position_ids_from_mask(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tens
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def gather_at_positions(
-    activation: Tensor, positions: Int[Tensor, "batch"], pos_dim: int = 1
-) -> Tensor:
+def gather_at_positions(activation: Tensor, positions: Int[Tensor, "batch"], pos_dim: int = 1) -> Tensor:
     """Pick one position per row: `activation[b, positions[b]]` along `pos_dim`, keeping that dim (size 1).
 
     Works for `[batch, pos, ...]` (pos_dim 1) and attention patterns `[batch, head, q, k]` (pos_dim -2).

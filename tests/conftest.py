@@ -19,24 +19,81 @@ SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 VOCAB = 96
 
 ARCH_CONFIGS: dict[str, tuple[str, str, dict]] = {
-    "llama": ("LlamaConfig", "LlamaForSequenceClassification", dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 16}, max_position_embeddings=64)),
-    "mistral": ("MistralConfig", "MistralForSequenceClassification", dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        sliding_window=4, max_position_embeddings=64)),
-    "gemma2": ("Gemma2Config", "Gemma2ForSequenceClassification", dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=8, sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
-        query_pre_attn_scalar=8, max_position_embeddings=64)),
-    "qwen2": ("Qwen2Config", "Qwen2ForSequenceClassification", dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64)),
+    "llama": (
+        "LlamaConfig",
+        "LlamaForSequenceClassification",
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+            max_position_embeddings=64,
+        ),
+    ),
+    "mistral": (
+        "MistralConfig",
+        "MistralForSequenceClassification",
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=4,
+            max_position_embeddings=64,
+        ),
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForSequenceClassification",
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=4,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+            query_pre_attn_scalar=8,
+            max_position_embeddings=64,
+        ),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForSequenceClassification",
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        ),
+    ),
     "gpt2": ("GPT2Config", "GPT2ForSequenceClassification", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64)),
-    "qwen3": ("Qwen3Config", "Qwen3ForSequenceClassification", dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=8, max_position_embeddings=64)),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForSequenceClassification",
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+        ),
+    ),
 }
 ARCHS = list(ARCH_CONFIGS)
 

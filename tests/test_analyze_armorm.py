@@ -16,16 +16,32 @@ from hooked_reward.cli import main
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("armorm_report")
-    main(["analyze", "--model", str(organisms.checkpoint_dir("armorm")), "--max-pairs", "8", "--out", str(out),
-          "--quiet"])
+    main(
+        [
+            "analyze",
+            "--model",
+            str(organisms.checkpoint_dir("armorm")),
+            "--max-pairs",
+            "8",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     return out, json.loads((out / "report.json").read_text())
 
 
 def test_analyze_armorm_report(report) -> None:
     out, data = report
     assert (out / "index.html").exists()
-    for png in ("lens", "attribution_component", "attribution_head", "objectives_delta_score", "lens_objectives",
-                "attribution_objectives"):
+    for png in (
+        "lens",
+        "attribution_component",
+        "attribution_head",
+        "objectives_delta_score",
+        "lens_objectives",
+        "attribution_objectives",
+    ):
         assert (out / f"{png}.png").exists(), png
     names = organisms.load("armorm").head.objective_names
     mechanisms = {row["mechanism"] for row in data["behaviour"]}

@@ -58,8 +58,11 @@ class HFReference:
         self.final_norm = backbone.ln_f if self.gpt2 else backbone.norm
         cfg = self.hf.config
         self.n_heads = cfg.num_attention_heads
-        self.d_head = cfg.hidden_size // self.n_heads if self.gpt2 else getattr(cfg, "head_dim", None) or (
-            cfg.hidden_size // self.n_heads)
+        self.d_head = (
+            cfg.hidden_size // self.n_heads
+            if self.gpt2
+            else getattr(cfg, "head_dim", None) or (cfg.hidden_size // self.n_heads)
+        )
         self.n_kv = self.n_heads if self.gpt2 else cfg.num_key_value_heads
 
     @staticmethod
@@ -86,10 +89,13 @@ class HFReference:
             v_mod = layer.attn.c_attn if self.gpt2 else layer.self_attn.v_proj
             handles.append(v_mod.register_forward_hook(lambda m, a, out, i=i: cap.__setitem__(("v", i), out[0])))
             if self.arch == "gemma2":
-                for key, norm in (("attn_post", layer.post_attention_layernorm),
-                                  ("mlp_post", layer.post_feedforward_layernorm)):
-                    handles.append(norm.register_forward_pre_hook(
-                        lambda m, a, i=i, key=key: cap.__setitem__((key, i), a[0][0])))
+                for key, norm in (
+                    ("attn_post", layer.post_attention_layernorm),
+                    ("mlp_post", layer.post_feedforward_layernorm),
+                ):
+                    handles.append(
+                        norm.register_forward_pre_hook(lambda m, a, i=i, key=key: cap.__setitem__((key, i), a[0][0]))
+                    )
         with torch.no_grad():
             out = self.hf(row[None], output_attentions=True)
         for h in handles:
@@ -334,8 +340,9 @@ def test_armorm_pair_attribution_has_a_gate_row(armorm) -> None:
         res = pair_reward_attribution(model, chosen, rejected, c_mask, r_mask, by=by, progress=False)
         assert res.labels["component"][-1] == "gate"
         assert (res.values.sum(1)[:, -1] - (s_c - s_r)).abs().max() <= TOL
-        assert (res.values.sum(1)[:, :-1] - (cache_c["objectives.hook_rewards"]
-                                             - cache_r["objectives.hook_rewards"])).abs().max() <= TOL
+        assert (
+            res.values.sum(1)[:, :-1] - (cache_c["objectives.hook_rewards"] - cache_r["objectives.hook_rewards"])
+        ).abs().max() <= TOL
         gate = res.values[:, -1]
         assert (gate[:, -1] - split.gate.sum(-1)).abs().max() <= TOL and float(gate[:, -1].abs().max()) > 1e-3
         assert float(gate[:, :-1].abs().max()) == 0.0

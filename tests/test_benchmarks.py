@@ -14,16 +14,43 @@ import pytest
 RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 FIGURES = {
-    "forward": ["ratio_vs_hf", "cache_all_ratio_vs_hf", "cache_resid_ratio_vs_hf", "cache_reward_pos_ratio_vs_hf",
-                "tl_bridge_ratio_vs_hf_causal_lm", "max_abs_reward_diff_vs_hf", "seconds",
-                "retained_memory"],
-    "memory": ["hf_forward_peak_bytes", "ours_forward_peak_bytes", "cache_full", "cache_resid", "cache_reward_pos",
-               "reward_cache_excess_bytes_over_full_per_seq", "reward_cache_constant_bytes"],
-    "patching": ["sweep_ratio_vs_naive", "tl_ratio_vs_naive", "sweep_max_abs_diff_vs_naive",
-                 "tl_max_abs_diff_vs_naive", "seconds"],
+    "forward": [
+        "ratio_vs_hf",
+        "cache_all_ratio_vs_hf",
+        "cache_resid_ratio_vs_hf",
+        "cache_reward_pos_ratio_vs_hf",
+        "tl_bridge_ratio_vs_hf_causal_lm",
+        "max_abs_reward_diff_vs_hf",
+        "seconds",
+        "retained_memory",
+    ],
+    "memory": [
+        "hf_forward_peak_bytes",
+        "ours_forward_peak_bytes",
+        "cache_full",
+        "cache_resid",
+        "cache_reward_pos",
+        "reward_cache_excess_bytes_over_full_per_seq",
+        "reward_cache_constant_bytes",
+    ],
+    "patching": [
+        "sweep_ratio_vs_naive",
+        "tl_ratio_vs_naive",
+        "sweep_max_abs_diff_vs_naive",
+        "tl_max_abs_diff_vs_naive",
+        "seconds",
+    ],
     "attribution_patching": ["forward_equivalents", "spearman_vs_exact"],
-    "loading": ["time_ratio_vs_hf", "peak_rss_ratio_vs_hf", "hf", "ours", "hf_causal_lm", "tl_bridge_causal_lm",
-                "tl_bridge_time_ratio_vs_hf_causal_lm", "bridge_seconds_over_hf"],
+    "loading": [
+        "time_ratio_vs_hf",
+        "peak_rss_ratio_vs_hf",
+        "hf",
+        "ours",
+        "hf_causal_lm",
+        "tl_bridge_causal_lm",
+        "tl_bridge_time_ratio_vs_hf_causal_lm",
+        "bridge_seconds_over_hf",
+    ],
     "machine": ["cpu", "cores", "torch_threads", "torch", "date", "device"],
 }
 

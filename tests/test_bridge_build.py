@@ -23,7 +23,10 @@ from hooked_reward.model import REWARD_HOOKS, unembed_at_head
 def transformer_lens_bridge(path: Path) -> TransformerBridge:
     loaded = load_checkpoint(path)
     bridge = build_bridge_from_module(
-        loaded.module, loaded.causal_lm_architecture, hf_config=loaded.hf_config, model_name=str(path),
+        loaded.module,
+        loaded.causal_lm_architecture,
+        hf_config=loaded.hf_config,
+        model_name=str(path),
         post_adapter_hook=unembed_at_head(loaded.head_path),
     )
     assert type(bridge) is TransformerBridge  # TransformerLens's own class, so its own scan
@@ -73,8 +76,9 @@ def test_rescan_after_clearing_matches_transformer_lens(make_checkpoint) -> None
     rebuilt: dict = {}
     scan_hook_points(rebuilt, reference, "")  # a fresh scan of TL's bridge: same keys, same names
     assert list(rebuilt) == list(reference._hook_registry)
-    assert all(rebuilt[k] is reference._hook_registry[k] and rebuilt[k].name == ours._hook_registry[k].name
-               for k in rebuilt)
+    assert all(
+        rebuilt[k] is reference._hook_registry[k] and rebuilt[k].name == ours._hook_registry[k].name for k in rebuilt
+    )
 
 
 def test_head_hooks_keep_their_names_after_a_rescan(tmp_path: Path) -> None:

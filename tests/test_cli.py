@@ -35,8 +35,18 @@ def test_analyze_user_checkpoint_and_pairs(tmp_path: Path) -> None:
     records = organisms.load_pairs("sycophancy")[:3] + organisms.load_pairs("sycophancy")[-3:]
     pairs.write_text("\n".join(json.dumps(r) for r in records))
     out = tmp_path / "analyze"
-    code = main(["analyze", "--model", str(organisms.checkpoint_dir("sycophancy")), "--pairs", str(pairs),
-                 "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "analyze",
+            "--model",
+            str(organisms.checkpoint_dir("sycophancy")),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0 and (out / "index.html").exists()
 
 
@@ -45,6 +55,15 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
-    code = main(["analyze", "--model", str(organisms.checkpoint_dir("sycophancy")), "--pairs", str(bad),
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "analyze",
+            "--model",
+            str(organisms.checkpoint_dir("sycophancy")),
+            "--pairs",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "chosen" in capsys.readouterr().err

@@ -35,9 +35,17 @@ def models(tmp_path_factory):
     with torch.no_grad():
         neg.score.weight.neg_()
     negated = _save(neg, root / "neg")
-    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
-                                   num_attention_heads=4, num_key_value_heads=4, num_labels=1, pad_token_id=0,
-                                   max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        num_labels=1,
+        pad_token_id=0,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(1)
     wide = _save(transformers.LlamaForSequenceClassification(cfg).eval(), root / "wide")
     return {"a": a, "neg": negated, "wide": wide}
@@ -49,8 +57,13 @@ def pairs():
     out = []
     for _ in range(20):
         prompt = " ".join(rng.choice(WORDS, 4))
-        out.append({"prompt": prompt, "chosen": " ".join(rng.choice(WORDS, rng.integers(2, 7))),
-                    "rejected": " ".join(rng.choice(WORDS, rng.integers(2, 7)))})
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": " ".join(rng.choice(WORDS, rng.integers(2, 7))),
+                "rejected": " ".join(rng.choice(WORDS, rng.integers(2, 7))),
+            }
+        )
     return out
 
 

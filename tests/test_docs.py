@@ -19,15 +19,29 @@ ROOT = Path(__file__).resolve().parents[1]
     reason="mkdocs and mkdocstrings[python] are not installed (pip install -e .[docs])",
 )
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
-               "-d", str(tmp_path / "site")]
+    command = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "-f",
+        str(ROOT / "mkdocs.yml"),
+        "-d",
+        str(tmp_path / "site"),
+    ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for page in ("index.html", "concepts/index.html", "hooks/index.html", "migration/index.html", "api/index.html"):
         assert (tmp_path / "site" / page).exists(), page
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    for name in ("HookedRewardModel", "RewardActivationCache", "reward_lens", "direct_reward_attribution",
-                 "patch_resid"):
+    for name in (
+        "HookedRewardModel",
+        "RewardActivationCache",
+        "reward_lens",
+        "direct_reward_attribution",
+        "patch_resid",
+    ):
         assert name in api, f"API reference lacks {name}"
 
 
@@ -37,8 +51,16 @@ def test_hooks_page_lists_every_hook() -> None:
 
     from hooked_reward import HookedRewardModel
 
-    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = HookedRewardModel.from_hf_model(LlamaForSequenceClassification(config).eval())
     page = (ROOT / "docs" / "hooks.md").read_text()

@@ -92,8 +92,10 @@ def test_distortion_perfect_model_has_no_forced_worst(llama):
         rewards = llama(tokens, attention_mask=mask)
     order = [texts[i] for i in torch.argsort(rewards, descending=True).tolist()]
     # pairs ordered by the model's own rewards: a perfect model on every dimension
-    dims = {f"dim{k}": [(order[i], order[j]) for i, j in (sorted(rng.sample(range(40), 2)) for _ in range(12))]
-            for k in range(3)}
+    dims = {
+        f"dim{k}": [(order[i], order[j]) for i, j in (sorted(rng.sample(range(40), 2)) for _ in range(12))]
+        for k in range(3)
+    }
     res = distortion_index(llama, dims, n_boot=500)
     np.testing.assert_allclose(res.distortion, 0.0)
     assert res.overall == 0 and not res.inverted.any()
@@ -126,8 +128,7 @@ def test_divergence_flags_zero_ablation_not_matched_patch(tmp_path_factory):
     density = fit_residual_density(model, random_texts(200, 2), random_texts(200, 3), k=16)
     tokens, mask = model.tokenize(random_texts(60, 4))
     zero = ablation_hooks(model, "blocks.0.hook_mlp_out", tokens, mask, "zero", positions="all")
-    matched = ablation_hooks(model, "blocks.0.hook_resid_post", tokens, mask, "resample",
-                             reference=random_texts(60, 5))
+    matched = ablation_hooks(model, "blocks.0.hook_resid_post", tokens, mask, "resample", reference=random_texts(60, 5))
     res = score_patched_runs(model, tokens, mask, [[], zero, matched], density, names=["clean", "zero", "matched"])
     assert res.flagged.tolist() == [False, True, False]
     assert res.frac_flagged[1] > 0.9 and res.frac_flagged[2] < 0.2 and res.frac_flagged[0] < 0.1
@@ -167,9 +168,14 @@ def test_cascade_groups_exactly_the_planted_pair(planted):
             out.append((" ".join(a), " ".join(b)))
         return out
 
-    pairs = {"A": items(("bad", "good"), "last"), "B": items(("bad", "good"), "last"),
-             "C": items(("cat", "dog"), 1), "D": items(("yes", "no"), 2), "E": items(("please", "thanks"), 0),
-             "F": items(("very", "not"), 3)}
+    pairs = {
+        "A": items(("bad", "good"), "last"),
+        "B": items(("bad", "good"), "last"),
+        "C": items(("cat", "dog"), 1),
+        "D": items(("yes", "no"), 2),
+        "E": items(("please", "thanks"), 0),
+        "F": items(("very", "not"), 3),
+    }
     res = cascade_analysis(planted, pairs, n_perm=299, n_boot=300)
     assert ["A", "B"] in res.clusters and all(len(c) == 1 for c in res.clusters if c != ["A", "B"])
     assert res.shared_components[0][0] == "embed"
@@ -193,8 +199,14 @@ def test_conflict_on_armorm_split_is_exact(tmp_path):
     gen = torch.Generator().manual_seed(0)
 
     def batch(n):
-        tok = torch.cat([torch.randint(4, 50, (n, 5), generator=gen), torch.tensor(PATTERN).expand(n, -1),
-                         torch.randint(4, 50, (n, 4), generator=gen)], 1)
+        tok = torch.cat(
+            [
+                torch.randint(4, 50, (n, 5), generator=gen),
+                torch.tensor(PATTERN).expand(n, -1),
+                torch.randint(4, 50, (n, 4), generator=gen),
+            ],
+            1,
+        )
         return tok, torch.ones_like(tok)
 
     a = batch(40)
@@ -223,8 +235,9 @@ def test_conflict_single_head_terms_sum_exactly(llama):
 # ------------------------------------------------------------------------------------------------ 5. concepts
 def test_concept_frozen_norm_slope_equals_linear_prediction(llama):
     base = random_texts(60, 9)
-    concept = fit_concept(llama, [t + " good" for t in base[:30]], [t + " bad" for t in base[30:]], name="good",
-                          n_boot=200)
+    concept = fit_concept(
+        llama, [t + " good" for t in base[:30]], [t + " bad" for t in base[30:]], name="good", n_boot=200
+    )
     assert concept.test_auc > 0.6 and concept.null_band[1] > 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -236,8 +249,14 @@ def test_concept_frozen_norm_slope_equals_linear_prediction(llama):
 def test_concept_planted_direction(planted):
     rng = random.Random(1)
     base = [" ".join(rng.choice(FILLER) for _ in range(5)) for _ in range(60)]
-    concept = fit_concept(planted, [t + " bad" for t in base[:30]], [t + " good" for t in base[30:]], name="bad",
-                          method="logistic", n_boot=200)
+    concept = fit_concept(
+        planted,
+        [t + " bad" for t in base[:30]],
+        [t + " good" for t in base[30:]],
+        name="bad",
+        method="logistic",
+        n_boot=200,
+    )
     assert concept.test_auc > 0.95
     assert concept.alignment > concept.null_band[1]  # the planted direction is the reward direction
     dose = dose_response(planted, concept, base[:12], n_boot=300)
@@ -246,8 +265,10 @@ def test_concept_planted_direction(planted):
 
 # ------------------------------------------------------------------------------------------------ report
 def test_write_extensions_report(llama, tmp_path):
-    dims = {"a": [(t + " good", t + " bad") for t in random_texts(15, 11)],
-            "b": [(t + " yes", t + " no") for t in random_texts(15, 12)]}
+    dims = {
+        "a": [(t + " good", t + " bad") for t in random_texts(15, 11)],
+        "b": [(t + " yes", t + " no") for t in random_texts(15, 12)],
+    }
     path = write_extensions_report(llama, tmp_path / "rep", dimensions=dims, n_boot=100, n_perm=99, progress=False)
     html = path.read_text()
     for name in ("distortion", "divergence", "cascade", "conflict", "concepts"):
@@ -286,8 +307,9 @@ def test_organism_planted_sentiment_concept():
         fill = " ".join(rng.choice(FILLER_WORDS) for _ in range(rng.randint(0, 6)))
         pos.append(organisms.render(prompt, f"{rng.choice(POSITIVE_WORDS)} , {topic} are {stance} {fill} ."))
         neg.append(organisms.render(prompt, f"{rng.choice(NEGATIVE_WORDS)} , {topic} are {stance} {fill} ."))
-    concept = fit_concept(model, pos, neg, hook="blocks.0.hook_resid_post", method="lda", name="positive_sentiment",
-                          n_boot=200)
+    concept = fit_concept(
+        model, pos, neg, hook="blocks.0.hook_resid_post", method="lda", name="positive_sentiment", n_boot=200
+    )
     assert concept.test_auc > 0.95
     dose = dose_response(model, concept, neg[:16], n_boot=300)
     assert dose.slope_low > 0  # the planted sign: more positive sentiment, more reward

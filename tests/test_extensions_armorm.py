@@ -49,8 +49,11 @@ def armorm() -> tuple:
 
 
 def _pairs(pairs: list[dict], mechanism: str) -> list[tuple[str, str]]:
-    return [(organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"]))
-            for p in pairs if p["mechanism"] == mechanism]
+    return [
+        (organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"]))
+        for p in pairs
+        if p["mechanism"] == mechanism
+    ]
 
 
 def test_planted_helpfulness_brevity_conflict_has_negative_correlation(armorm):

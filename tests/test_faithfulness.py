@@ -62,4 +62,3 @@ def test_planted_head_is_recovered_and_random_directions_give_the_null(model):
     assert all(s < 1 / 8 for s in ctrl.null_shares) and all(r > 1 for r in ctrl.null_ranks)
     assert torch.equal(model.blocks[1].attn.o.original_component.weight, before)  # restored
     assert len(ctrl.to_frame()) == 4
-

@@ -113,8 +113,13 @@ def test_frozen_lens_steps_are_sublayer_direct_rewards(checkpoints, arch: str) -
     frozen = res.variant("frozen")
     steps = frozen[:, 1:] - frozen[:, :-1]  # [text, step]
     expected = torch.stack(
-        [cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None])[0]
-         for l_ in range(model.cfg.n_layers) for part in ("attn", "mlp")], dim=1)
+        [
+            cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None])[0]
+            for l_ in range(model.cfg.n_layers)
+            for part in ("attn", "mlp")
+        ],
+        dim=1,
+    )
     assert (steps - expected).abs().max() <= TOL
     first = cache.reward_attrs(cache["blocks.0.hook_resid_pre"][None])[0] + model.b_R_eff
     assert (frozen[:, 0] - first).abs().max() <= TOL
@@ -232,14 +237,20 @@ def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:
     full = reward_lens(model, tokens, mask, progress=False)  # with sub-layers: additive steps along the score
     steps = full.variant("frozen")[..., -1].diff(dim=1)
     expected = torch.stack(
-        [cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None], output="score")[0]
-         for l_ in range(model.cfg.n_layers) for part in ("attn", "mlp")], dim=1)
+        [
+            cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None], output="score")[0]
+            for l_ in range(model.cfg.n_layers)
+            for part in ("attn", "mlp")
+        ],
+        dim=1,
+    )
     assert (steps - expected).abs().max() <= TOL
     assert (reward_lens_from_cache(cache).values - full.values).abs().max() <= TOL
     one = reward_lens(model, tokens, mask, output="score", progress=False)
     assert one.dims == ("variant", "text", "point") and (one.values - full.values[..., -1]).abs().max() <= TOL
-    assert (reward_lens(model, tokens, mask, output=NAMES[1], progress=False).values
-            - full.values[..., 1]).abs().max() <= TOL
+    assert (
+        reward_lens(model, tokens, mask, output=NAMES[1], progress=False).values - full.values[..., 1]
+    ).abs().max() <= TOL
     pp = reward_lens(model, tokens, mask, per_position=True, output="score", progress=False)
     last = mask.sum(-1) - 1
     assert (pp.values[:, torch.arange(4), -1, last] - score).abs().max() <= TOL

@@ -52,8 +52,12 @@ def test_decomposition_sums_to_reward(make_checkpoint, arch: str) -> None:
     attn_rows = [labels.index(f"{layer}_attn_out") for layer in range(model.cfg.n_layers)]
     per_layer = heads.reshape(model.cfg.n_layers, model.cfg.n_heads, 4).sum(1)
     d_model = model.cfg.d_model
-    b_o = torch.stack([torch.zeros(d_model) if model.blocks[layer].attn.b_O is None else model.blocks[layer].attn.b_O
-                       for layer in range(model.cfg.n_layers)]).detach()
+    b_o = torch.stack(
+        [
+            torch.zeros(d_model) if model.blocks[layer].attn.b_O is None else model.blocks[layer].attn.b_O
+            for layer in range(model.cfg.n_layers)
+        ]
+    ).detach()
     bias_attr = cache.reward_attrs(b_o[:, None, None, :].expand(-1, 4, tokens.shape[1], -1).contiguous())
     assert (per_layer + bias_attr - attrs[attn_rows]).abs().max() <= TOL
     # Reward-position-only cache gives the same numbers with one position per row.
@@ -88,11 +92,24 @@ def test_hook_reward_resid_is_final_normed_residual(make_checkpoint) -> None:
 def test_tl_hook_vocabulary_and_weights(make_checkpoint) -> None:
     model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
     names = set(model.hook_dict)
-    for name in ["hook_embed", "blocks.0.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post",
-                 "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v", "blocks.0.attn.hook_z",
-                 "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_attn_scores", "blocks.0.hook_attn_out",
-                 "blocks.0.hook_mlp_out", "blocks.0.ln1.hook_scale", "ln_final.hook_scale",
-                 "hook_reward_resid", "hook_reward"]:
+    for name in [
+        "hook_embed",
+        "blocks.0.hook_resid_pre",
+        "blocks.1.hook_resid_mid",
+        "blocks.1.hook_resid_post",
+        "blocks.0.attn.hook_q",
+        "blocks.0.attn.hook_k",
+        "blocks.0.attn.hook_v",
+        "blocks.0.attn.hook_z",
+        "blocks.0.attn.hook_pattern",
+        "blocks.0.attn.hook_attn_scores",
+        "blocks.0.hook_attn_out",
+        "blocks.0.hook_mlp_out",
+        "blocks.0.ln1.hook_scale",
+        "ln_final.hook_scale",
+        "hook_reward_resid",
+        "hook_reward",
+    ]:
         assert name in names, name
     cfg = model.cfg
     assert model.W_Q.shape == (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head)
@@ -238,8 +255,15 @@ def test_missing_path_and_files(tmp_path) -> None:
 
 
 def test_unknown_architecture(tmp_path) -> None:
-    config = transformers.BioGptConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                       intermediate_size=32, num_labels=1, pad_token_id=0)
+    config = transformers.BioGptConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=1,
+        pad_token_id=0,
+    )
     transformers.BioGptForSequenceClassification(config).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedArchitectureError, match="not supported.*LlamaForSequenceClassification"):
         HookedRewardModel.from_pretrained(tmp_path)
@@ -254,8 +278,9 @@ def test_bad_inputs(make_checkpoint) -> None:
     with pytest.raises(InputError, match="longer than the model's context"):
         model(torch.ones(1, 65, dtype=torch.long))
     with pytest.raises(HookNameError, match="does not exist"):
-        model.run_with_hooks(torch.ones(1, 4, dtype=torch.long),
-                             fwd_hooks=[("blocks.0.hook_resid_pots", lambda t, hook: t)])
+        model.run_with_hooks(
+            torch.ones(1, 4, dtype=torch.long), fwd_hooks=[("blocks.0.hook_resid_pots", lambda t, hook: t)]
+        )
     with pytest.raises(HookNameError, match="hook_resid_post"):
         model.run_with_cache(torch.ones(1, 4, dtype=torch.long), names_filter=["blocks.0.hook_resid_pots"])
     with pytest.raises(InputError, match="outside the sequence"):

@@ -28,8 +28,12 @@ def _organism_available() -> bool:
 
 def test_notebooks_exist() -> None:
     names = {p.name for p in NOTEBOOKS}
-    for expected in ("01_main_demo.ipynb", "02_exploratory_analysis.ipynb", "03_activation_patching.ipynb",
-                     "04_porting_from_transformerlens.ipynb"):
+    for expected in (
+        "01_main_demo.ipynb",
+        "02_exploratory_analysis.ipynb",
+        "03_activation_patching.ipynb",
+        "04_porting_from_transformerlens.ipynb",
+    ):
         assert expected in names
 
 
@@ -55,7 +59,10 @@ def test_notebook_runs(path: Path) -> None:
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     images = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
         if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})
     ]
     assert images, f"{path.name} rendered no plot"

@@ -40,15 +40,16 @@ def gt():
 
 
 def _texts(pairs):
-    return ([organisms.render(p["prompt"], p["chosen"]) for p in pairs]
-            + [organisms.render(p["prompt"], p["rejected"]) for p in pairs])
+    return [organisms.render(p["prompt"], p["chosen"]) for p in pairs] + [
+        organisms.render(p["prompt"], p["rejected"]) for p in pairs
+    ]
 
 
 @torch.no_grad()
 def _margins(model, tok, pairs) -> torch.Tensor:
     enc = tok(_texts(pairs), padding=True, return_tensors="pt")
     r = model(**enc).logits[:, 0]
-    return r[: len(pairs)] - r[len(pairs):]
+    return r[: len(pairs)] - r[len(pairs) :]
 
 
 def _by_mech(pairs, values):
@@ -141,7 +142,7 @@ def _zero_by_surgery(model, component: str) -> None:
     if ".attn.head." in component:
         dh = model.config.hidden_size // model.config.num_attention_heads
         h = int(parts[4])
-        layer.self_attn.o_proj.weight.data[:, h * dh:(h + 1) * dh] = 0
+        layer.self_attn.o_proj.weight.data[:, h * dh : (h + 1) * dh] = 0
     elif component.endswith(".mlp"):
         layer.mlp.down_proj.weight.data.zero_()
     else:
@@ -165,8 +166,11 @@ def test_card_components_are_true(pairs, gt):
             assert frac == pytest.approx(info["zero_ablation_fraction_of_clean"][comp], abs=1e-3)
         table = gt["ablation"]["mean"]
         listed = max(table[c][mech]["fraction_of_clean"] for c in info["components"])
-        unlisted = [table[c][mech]["fraction_of_clean"] for c in table
-                    if c != "none" and not c.endswith(".attn") and c not in info["components"]]
+        unlisted = [
+            table[c][mech]["fraction_of_clean"]
+            for c in table
+            if c != "none" and not c.endswith(".attn") and c not in info["components"]
+        ]
         assert listed < min(unlisted), mech
 
 
@@ -180,14 +184,12 @@ def test_shuffled_labels_are_near_chance(hf, pairs):
     """Null check: with chosen/rejected swapped at random the accuracy is about 0.5, not the card's."""
     model, tok = hf
     rng = random.Random(0)
-    flipped = [p if rng.random() < 0.5 else {**p, "chosen": p["rejected"], "rejected": p["chosen"]}
-               for p in pairs]
+    flipped = [p if rng.random() < 0.5 else {**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
     acc = (_margins(model, tok, flipped) > 0).float().mean().item()
     assert 0.4 < acc < 0.6
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hooked_reward.model") is None,
-                    reason="HookedRewardModel not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("hooked_reward.model") is None, reason="HookedRewardModel not written yet")
 def test_hooked_reward_model_matches_hf(hf, pairs, gt):
     model, tok = hf
     hooked = organisms.load(NAME)
@@ -201,8 +203,7 @@ def test_hooked_reward_model_matches_hf(hf, pairs, gt):
         assert (m > 0).float().mean().item() == pytest.approx(gt["accuracy"][mech], abs=1 / len(m) + 1e-6)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hooked_reward.model") is None,
-                    reason="HookedRewardModel not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("hooked_reward.model") is None, reason="HookedRewardModel not written yet")
 def test_hooked_hook_z_ablation_matches_card(pairs, gt):
     """Zeroing each listed head at ``blocks.{l}.attn.hook_z`` through HookedRewardModel.run_with_hooks gives
     the card's zero-ablation number (computed on plain HF with PyTorch hooks)."""
@@ -222,6 +223,12 @@ def test_hooked_hook_z_ablation_matches_card(pairs, gt):
 
             hooks = [(f"blocks.{comp.split('.')[1]}.attn.hook_z", zero)]
             with torch.no_grad():
-                m = (hooked.run_with_hooks(tc, fwd_hooks=hooks, attention_mask=mc)
-                     - hooked.run_with_hooks(tr, fwd_hooks=hooks, attention_mask=mr)).mean().item()
+                m = (
+                    (
+                        hooked.run_with_hooks(tc, fwd_hooks=hooks, attention_mask=mc)
+                        - hooked.run_with_hooks(tr, fwd_hooks=hooks, attention_mask=mr)
+                    )
+                    .mean()
+                    .item()
+                )
             assert m / clean == pytest.approx(info["zero_ablation_fraction_of_clean"][comp], abs=1e-3)

@@ -26,6 +26,7 @@ def by_hand(model, sender, receiver):
     hooks = []
     for layer in range(model.cfg.n_layers):
         for name, kind in ((f"blocks.{layer}.attn.hook_z", "head"), (f"blocks.{layer}.hook_mlp_out", "mlp")):
+
             def freeze(act, hook, name=name, kind=kind, layer=layer):
                 new = base[name].clone()
                 if sender[0] == kind and sender[1] == layer:
@@ -34,6 +35,7 @@ def by_hand(model, sender, receiver):
                     else:
                         new = src[name].clone()
                 return new
+
             hooks.append((name, freeze))
     store = {}
     rec = None if receiver == "reward" else f"blocks.{receiver[1]}.attn.hook_{receiver[0]}"

@@ -70,8 +70,9 @@ def test_factor_names_describe_biased_side():
 
 
 def test_user_factors_templates_and_jsonl(tmp_path):
-    f = Factor.from_templates("exclamation", biased="{answer}!!! {explanation}", neutral="{answer} {explanation}",
-                              phrase="exclamation marks")
+    f = Factor.from_templates(
+        "exclamation", biased="{answer}!!! {explanation}", neutral="{answer} {explanation}", phrase="exclamation marks"
+    )
     ps = f.pairs(30, seed=0)
     assert len(ps) == 30 and all("!!!" in p.biased for p in ps)
     with pytest.raises(ValueError, match="unknown slot"):
@@ -128,9 +129,7 @@ def test_chat_template_no_doubled_bos(tmp_path):
     path = tmp_path / "chat"
     build_hf_model("llama", seed=0).save_pretrained(path)
     tok = word_tokenizer()
-    tok.chat_template = (
-        "{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
-    )
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
     tok.save_pretrained(path)
     model = HookedRewardModel.from_pretrained(path)
     assert model.tokenizer.chat_template
@@ -189,8 +188,9 @@ def test_organism_known_answers():
     organisms, model = _organism()
     from hooked_reward.analysis.probes.generators import organism_factors
 
-    res = run_probe_suite(model, factors=organism_factors(), n_pairs=30, render=organisms.render, progress=False,
-                          n_boot=1999)
+    res = run_probe_suite(
+        model, factors=organism_factors(), n_pairs=30, render=organisms.render, progress=False, n_boot=1999
+    )
     for planted in ("length", "sycophancy", "positive_words"):
         s = res[planted]
         assert s.significant and s.mean > 0 and s.verdict.startswith("rewards"), (planted, s)
@@ -241,8 +241,11 @@ def test_patching_module_matches_batched_fallback(tiny):
     via_module = _patch_with_module(patching, tiny, b, n, rn, items, None)
     _, cb = tiny.run_with_cache(b[0], attention_mask=b[1], positions="reward")
     batched = [
-        float((_patched_rewards(tiny, n[0], n[1], h, hd, cb[h][:, 0] if hd is None else cb[h][:, 0, hd], None)
-               - rn).mean())
+        float(
+            (
+                _patched_rewards(tiny, n[0], n[1], h, hd, cb[h][:, 0] if hd is None else cb[h][:, 0, hd], None) - rn
+            ).mean()
+        )
         for h, hd in items
     ]
     np.testing.assert_allclose(via_module, batched, atol=1e-5)

@@ -72,10 +72,19 @@ def _ref_encode(x, w, arch, k=None, apply_b_dec=True):
         ("standard", {"architecture": "standard", "hook_name": "blocks.1.hook_resid_post"}),
         ("topk", {"architecture": "topk", "k": 5, "metadata": {"hook_name": "blocks.1.hook_resid_post"}}),
         # pre-6.0 SAE-Lens: topk as an activation function, hook_point, k in activation_fn_kwargs
-        ("topk", {"architecture": "standard", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 5},
-                  "hook_point": "blocks.1.hook_resid_post"}),
-        ("jumprelu", {"architecture": "jumprelu", "apply_b_dec_to_input": False,
-                      "hook_name": "blocks.1.hook_resid_post"}),
+        (
+            "topk",
+            {
+                "architecture": "standard",
+                "activation_fn_str": "topk",
+                "activation_fn_kwargs": {"k": 5},
+                "hook_point": "blocks.1.hook_resid_post",
+            },
+        ),
+        (
+            "jumprelu",
+            {"architecture": "jumprelu", "apply_b_dec_to_input": False, "hook_name": "blocks.1.hook_resid_post"},
+        ),
     ],
 )
 def test_sae_lens_load_matches_reference(tmp_path, arch, cfg_extra):
@@ -100,11 +109,23 @@ def test_sparsify_load_matches_reference(tmp_path):
     k = 4
     path = tmp_path / "layers.1"
     path.mkdir()
-    (path / "cfg.json").write_text(json.dumps({"k": k, "num_latents": D_SAE, "expansion_factor": 32,
-                                               "activation": "topk", "d_in": D_IN, "normalize_decoder": True}))
+    (path / "cfg.json").write_text(
+        json.dumps(
+            {
+                "k": k,
+                "num_latents": D_SAE,
+                "expansion_factor": 32,
+                "activation": "topk",
+                "d_in": D_IN,
+                "normalize_decoder": True,
+            }
+        )
+    )
     enc = w["W_enc"].T.contiguous()  # sparsify stores the encoder as nn.Linear: [d_sae, d_in]
-    save_file({"encoder.weight": enc, "encoder.bias": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]},
-              str(path / "sae.safetensors"))
+    save_file(
+        {"encoder.weight": enc, "encoder.bias": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]},
+        str(path / "sae.safetensors"),
+    )
     sae = load_sae(path)
     assert sae.cfg.architecture == "topk" and sae.cfg.hook_name == "blocks.1.hook_resid_post"
     x = torch.randn(6, D_IN, generator=torch.Generator().manual_seed(2))
@@ -209,7 +230,6 @@ def _texts(n: int, seed: int = 0) -> list[str]:
 def models(tmp_path_factory):
     from conftest import build_hf_model, load_tiny
 
-
     out = {}
     for arch in ("llama", "gpt2"):  # RMSNorm and LayerNorm final norms
         out[arch] = load_tiny(build_hf_model(arch), tmp_path_factory.mktemp(arch))
@@ -237,8 +257,9 @@ def test_splice_with_error_term_keeps_reward(models, trained, arch):
     assert float(rep.reward_change.abs().max()) > 1e-3  # the reconstruction alone does move the reward
     assert 0 < rep.fvu < 1 and rep.l0 == pytest.approx(4.0)
     tokens, mask = model.tokenize(texts)
-    rewards, cache = run_with_cache_with_sae(model, tokens, sae, attention_mask=mask,
-                                             names_filter=lambda n: ".hook_sae_" in n)
+    rewards, cache = run_with_cache_with_sae(
+        model, tokens, sae, attention_mask=mask, names_filter=lambda n: ".hook_sae_" in n
+    )
     acts = cache["blocks.0.hook_resid_post.hook_sae_acts"]
     assert acts.shape == (*tokens.shape, 64)
     torch.testing.assert_close(rewards, model(tokens, attention_mask=mask).detach(), atol=1e-4, rtol=0)
@@ -256,9 +277,15 @@ def test_splice_with_error_term_keeps_reward(models, trained, arch):
         seen[hook.name] = t.detach().clone()
 
     with splice_sae(model, sae):
-        model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[
-            ("blocks.0.hook_resid_post.hook_sae_acts", kill),
-            ("blocks.0.hook_resid_post.hook_sae_input", grab), ("blocks.0.hook_resid_post.hook_sae_output", grab)])
+        model.run_with_hooks(
+            tokens,
+            attention_mask=mask,
+            fwd_hooks=[
+                ("blocks.0.hook_resid_post.hook_sae_acts", kill),
+                ("blocks.0.hook_resid_post.hook_sae_input", grab),
+                ("blocks.0.hook_resid_post.hook_sae_output", grab),
+            ],
+        )
     moved = seen["blocks.0.hook_resid_post.hook_sae_input"] - seen["blocks.0.hook_resid_post.hook_sae_output"]
     expected = acts[..., feat, None] * sae.W_dec[feat].detach()
     torch.testing.assert_close(moved, expected, atol=1e-5, rtol=1e-4)
@@ -291,8 +318,9 @@ def test_linear_attribution_at_final_residual_is_exact(models, trained, arch):
     score = hf.score.weight[0].detach().float()
     norm = hf.transformer.ln_f if arch == "gpt2" else hf.model.norm
     gain = norm.weight.detach().float()
-    _, cache = model.run_with_cache(tokens, attention_mask=mask,
-                                    names_filter=["blocks.1.hook_resid_post", "ln_final.hook_scale"])
+    _, cache = model.run_with_cache(
+        tokens, attention_mask=mask, names_filter=["blocks.1.hook_resid_post", "ln_final.hook_scale"]
+    )
     pos = model.reward_positions(mask)
     rows = torch.arange(tokens.shape[0])
     h = cache["blocks.1.hook_resid_post"][rows, pos]

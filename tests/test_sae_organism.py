@@ -48,9 +48,13 @@ def organism() -> tuple:
     """The model and, per mechanism, its held-out (chosen, rejected) texts."""
     model = organisms.load("sycophancy")
     pairs = organisms.load_pairs("sycophancy")
-    by_mech = {m: ([organisms.render(p["prompt"], p["chosen"]) for p in pairs if p["mechanism"] == m],
-                   [organisms.render(p["prompt"], p["rejected"]) for p in pairs if p["mechanism"] == m])
-               for m in MECHANISMS}
+    by_mech = {
+        m: (
+            [organisms.render(p["prompt"], p["chosen"]) for p in pairs if p["mechanism"] == m],
+            [organisms.render(p["prompt"], p["rejected"]) for p in pairs if p["mechanism"] == m],
+        )
+        for m in MECHANISMS
+    }
     return model, by_mech
 
 
@@ -135,8 +139,9 @@ def test_planted_mechanisms_are_top_features(organism, shipped):
         sentiment = 1 if words[0] in POSITIVE_WORDS else -1 if words[0] in NEGATIVE_WORDS else 0
         variables.append([sentiment, len(words) - 6, float(words[4] == opinion)])  # sentiment, fillers, agrees
     v = np.array(variables, dtype=float)
-    acts = collect_activations(model, [organisms.render(p, r) for p, r in items], HOOK, positions="reward",
-                               batch_size=256)
+    acts = collect_activations(
+        model, [organisms.render(p, r) for p, r in items], HOOK, positions="reward", batch_size=256
+    )
     feats = sae.encode(acts).detach().numpy()
     r_shared = [abs(np.corrcoef(feats[:, shared], v[:, j])[0, 1]) for j in range(3)]
     r_syc = [abs(np.corrcoef(feats[:, syc], v[:, j])[0, 1]) for j in range(3)]

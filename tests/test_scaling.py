@@ -70,6 +70,7 @@ def test_bfloat16_device_map_matches_float32(checkpoint: Path, batch: tuple, dev
     # hooks and caches work on the dispatched bfloat16 model, and cache in its dtype
     _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter="blocks.1.hook_resid_post")
     assert cache["blocks.1.hook_resid_post"].dtype == torch.bfloat16
-    _, cache = model.run_with_cache(tokens, attention_mask=mask, positions="reward",
-                                    names_filter="blocks.1.hook_resid_post")
+    _, cache = model.run_with_cache(
+        tokens, attention_mask=mask, positions="reward", names_filter="blocks.1.hook_resid_post"
+    )
     assert cache["blocks.1.hook_resid_post"].shape == (3, 1, model.cfg.d_model)

@@ -86,9 +86,7 @@ def _centre(w: Tensor) -> Tensor:
     return w - w.mean(-1, keepdim=True)
 
 
-def reward_readout(
-    model: Any, cache: Any, output: int | str | None = None
-) -> Float[Tensor, "batch n_outputs d_model"]:
+def reward_readout(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs d_model"]:
     """`u = P (direction ⊙ g) / σ` for each row: the vector whose dot product with a residual-stream part at the
     reward position is that part's direct reward (σ = the row's frozen final-norm scale; direction = `W_R` for
     affine heads, the lens's `Readout` otherwise: ArmoRM's objectives and gate-fixed score, an MLP head's
@@ -307,8 +305,10 @@ class AttributionResult(LabeledTensor):
         order = flat.abs().argsort(descending=True)[:k]
         if self.by == "position":
             n_heads, n_pos = vals.shape[1], vals.shape[2]
-            return [(f"L{i // (n_heads * n_pos)}H{i // n_pos % n_heads}@{i % n_pos}", float(flat[i]))
-                    for i in order.tolist()]
+            return [
+                (f"L{i // (n_heads * n_pos)}H{i // n_pos % n_heads}@{i % n_pos}", float(flat[i]))
+                for i in order.tolist()
+            ]
         labels = self.axis_labels("component")
         return [(labels[i], float(flat[i])) for i in order.tolist()]
 
@@ -434,8 +434,9 @@ def direct_reward_attribution(
     if gates:
         meta["gate_weights"], meta["transformed"] = torch.cat(gates), torch.cat(transformed)
     names_out = readout_names(model)
-    return _make_result(values, all_rewards, bias, by, labels, meta, names_out if column is None else
-                        [names_out[column]])
+    return _make_result(
+        values, all_rewards, bias, by, labels, meta, names_out if column is None else [names_out[column]]
+    )
 
 
 def _make_result(
@@ -462,16 +463,27 @@ def _make_result(
         dims.append("output")
         axis_labels["output"] = list(names)
     return (cls or AttributionResult)(
-        values=values.detach(), dims=tuple(dims), labels=axis_labels, value_name=extra.pop("value_name",
-        "direct reward"), meta=meta, rewards=rewards.detach(), bias=bias.detach(), by=by, **extra)
+        values=values.detach(),
+        dims=tuple(dims),
+        labels=axis_labels,
+        value_name=extra.pop("value_name", "direct reward"),
+        meta=meta,
+        rewards=rewards.detach(),
+        bias=bias.detach(),
+        by=by,
+        **extra,
+    )
 
 
 def _shim_cache(model: Any, gate: Tensor, transformed: Tensor) -> Any:
     """A cache holding only what `score_difference` reads (the gate's weights and transformed rewards)."""
     from hooked_reward.cache import RewardActivationCache
 
-    return RewardActivationCache({"gating.hook_weights": gate, "objectives.hook_transformed": transformed}, model,
-                                 reward_pos=torch.zeros(gate.shape[0], dtype=torch.long))
+    return RewardActivationCache(
+        {"gating.hook_weights": gate, "objectives.hook_transformed": transformed},
+        model,
+        reward_pos=torch.zeros(gate.shape[0], dtype=torch.long),
+    )
 
 
 def pair_reward_attribution(
@@ -512,16 +524,18 @@ def pair_reward_attribution(
     side_r = direct_reward_attribution(model, rejected, rejected_mask, **kw)
     if side_c.values.shape[0] != side_r.values.shape[0]:
         raise InputError(f"{side_c.values.shape[0]} chosen texts but {side_r.values.shape[0]} rejected ones.")
-    common = dict(value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r,
-                  cls=PairAttributionResult)
+    common = dict(
+        value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r, cls=PairAttributionResult
+    )
     if not gated:
         names = list(side_c.labels.get("output", [readout_names(model)[column or 0]]))
         values, bias = side_c.values - side_r.values, side_c.bias - side_r.bias
         rewards = side_c.rewards - side_r.rewards
         if values.ndim == 2:
             values, bias, rewards = values[..., None], bias[..., None], rewards[..., None]
-        return _make_result(values, rewards, bias, by, list(side_c.labels["component"]), dict(side_c.meta), names,
-                            **common)
+        return _make_result(
+            values, rewards, bias, by, list(side_c.labels["component"]), dict(side_c.meta), names, **common
+        )
     from hooked_reward.heads.armorm import score_difference
 
     k = len(model.head.objective_names)

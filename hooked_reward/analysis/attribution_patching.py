@@ -140,8 +140,16 @@ def attribution_patch(
 
     def make(values: Tensor, axes: tuple[str, ...], labels: list[list[str]], site: str) -> PatchingResult:
         return PatchingResult(
-            values=values, rewards=values + r_target, axes=axes, labels=labels, mode=f"attribution-{mode}",
-            site=site, r_clean=r_clean, r_corrupt=r_corrupt, r_target=r_target, meta={"target_len": n_pos},
+            values=values,
+            rewards=values + r_target,
+            axes=axes,
+            labels=labels,
+            mode=f"attribution-{mode}",
+            site=site,
+            r_clean=r_clean,
+            r_corrupt=r_corrupt,
+            r_target=r_target,
+            meta={"target_len": n_pos},
         )
 
     out: dict[str, PatchingResult] = {}

@@ -170,10 +170,12 @@ def collect_run(
 ) -> ModelRun:
     """Run ``model`` on every pair once per side (cache at the reward position only) and keep what the
     comparisons need (see :class:`ModelRun`)."""
-    rc, lc, ac, labels, xc, nc = _collect_side(model, prompts, chosen, render, batch_size, output, progress,
-                                               f"{name}: chosen")
-    rr, lr, ar, _, xr, nr = _collect_side(model, prompts, rejected, render, batch_size, output, progress,
-                                          f"{name}: rejected")
+    rc, lc, ac, labels, xc, nc = _collect_side(
+        model, prompts, chosen, render, batch_size, output, progress, f"{name}: chosen"
+    )
+    rr, lr, ar, _, xr, nr = _collect_side(
+        model, prompts, rejected, render, batch_size, output, progress, f"{name}: rejected"
+    )
     w = model.W_R_eff.detach().float().cpu().numpy()
     if w.ndim == 2:
         w = w[output if output is not None else 0]
@@ -200,9 +202,7 @@ def _estimate(value: float, ci: tuple[float, float]) -> Estimate:
     return (float(value), float(ci[0]), float(ci[1]))
 
 
-def behaviour_stats(
-    ma: np.ndarray, mb: np.ndarray, labelled: bool, n_boot: int, seed: int
-) -> dict[str, Estimate]:
+def behaviour_stats(ma: np.ndarray, mb: np.ndarray, labelled: bool, n_boot: int, seed: int) -> dict[str, Estimate]:
     """Correlations of margins, agreement rate and accuracies, each with a bootstrap CI over pairs."""
     out: dict[str, Estimate] = {}
     for key, fn, vec, nb in (
@@ -278,9 +278,7 @@ def cka_matrix(
         return (ka @ kb.T) / np.outer(na, nb)
 
 
-def whitened_cosine(
-    w_a: Float[np.ndarray, "d"], w_b: Float[np.ndarray, "d"], cov: Float[np.ndarray, "d d"]
-) -> float:
+def whitened_cosine(w_a: Float[np.ndarray, "d"], w_b: Float[np.ndarray, "d"], cov: Float[np.ndarray, "d d"]) -> float:
     """``cos(Σ^{1/2} w_a, Σ^{1/2} w_b) = w_aᵀΣw_b / sqrt(w_aᵀΣw_a · w_bᵀΣw_b)`` (no square root needed)."""
     ab, aa, bb = w_a @ cov @ w_b, w_a @ cov @ w_a, w_b @ cov @ w_b
     return float(ab / math.sqrt(aa * bb)) if aa > 0 and bb > 0 else math.nan
@@ -333,8 +331,9 @@ def reward_direction_cosines(
     n = run_a.r_chosen.shape[0]
 
     def pooled(idx: np.ndarray) -> np.ndarray:
-        return np.concatenate([run_a.xnorm_chosen[idx], run_a.xnorm_rejected[idx],
-                               run_b.xnorm_chosen[idx], run_b.xnorm_rejected[idx]])
+        return np.concatenate(
+            [run_a.xnorm_chosen[idx], run_a.xnorm_rejected[idx], run_b.xnorm_chosen[idx], run_b.xnorm_rejected[idx]]
+        )
 
     def white(idx: np.ndarray) -> float:
         cov = LedoitWolf().fit(pooled(idx)).covariance_
@@ -412,12 +411,24 @@ class CompareResult:
                 return int(v)
             return v
 
-        return clean({
-            "names": self.names, "scalars": self.scalars(), "depth_a": self.depth_a, "depth_b": self.depth_b,
-            "lens_a": self.lens_a, "lens_b": self.lens_b, "bins": self.bins, "profile_a": self.profile_a,
-            "profile_b": self.profile_b, "cka": self.cka, "cka_ci": self.cka_ci, "shared_basis": self.shared_basis,
-            "basis_reason": self.basis_reason, "notes": self.notes,
-        })
+        return clean(
+            {
+                "names": self.names,
+                "scalars": self.scalars(),
+                "depth_a": self.depth_a,
+                "depth_b": self.depth_b,
+                "lens_a": self.lens_a,
+                "lens_b": self.lens_b,
+                "bins": self.bins,
+                "profile_a": self.profile_a,
+                "profile_b": self.profile_b,
+                "cka": self.cka,
+                "cka_ci": self.cka_ci,
+                "shared_basis": self.shared_basis,
+                "basis_reason": self.basis_reason,
+                "notes": self.notes,
+            }
+        )
 
     def plot(self, fig=None):
         """Four panels: margins scatter, lens-margin curves on relative depth, attribution profiles, CKA."""
@@ -432,8 +443,11 @@ class CompareResult:
         ax.axvline(0, color="k", lw=0.5)
         p, s_, k = self.behaviour["pearson"], self.behaviour["spearman"], self.behaviour["kendall"]
         ag = self.behaviour["agreement"]
-        ax.set_title(f"margins: r={p[0]:.2f} [{p[1]:.2f},{p[2]:.2f}], ρ={s_[0]:.2f}, τ={k[0]:.2f}, "
-                     f"agree={ag[0]:.2f} [{ag[1]:.2f},{ag[2]:.2f}]", fontsize=9)
+        ax.set_title(
+            f"margins: r={p[0]:.2f} [{p[1]:.2f},{p[2]:.2f}], ρ={s_[0]:.2f}, τ={k[0]:.2f}, "
+            f"agree={ag[0]:.2f} [{ag[1]:.2f},{ag[2]:.2f}]",
+            fontsize=9,
+        )
         ax.set_xlabel(f"margin {na}")
         ax.set_ylabel(f"margin {nb}")
         ax = axes[0, 1]
@@ -518,12 +532,40 @@ def compare_models(
     n = len(prompts)
     if n < 3:
         raise ValueError(f"need at least 3 pairs for intervals, got {n}")
-    ra = collect_run(model_a, prompts, chosen, rejected, name=names[0], render=render_a, batch_size=batch_size,
-                     output=output_a, progress=progress)
-    rb = collect_run(model_b, prompts, chosen, rejected, name=names[1], render=render_b, batch_size=batch_size,
-                     output=output_b, progress=progress)
-    return compare_runs(ra, rb, model_a=model_a, model_b=model_b, labelled=labelled, shared_basis_=shared_basis_,
-                        n_bins=n_bins, n_boot=n_boot, n_boot_geometry=n_boot_geometry, seed=seed)
+    ra = collect_run(
+        model_a,
+        prompts,
+        chosen,
+        rejected,
+        name=names[0],
+        render=render_a,
+        batch_size=batch_size,
+        output=output_a,
+        progress=progress,
+    )
+    rb = collect_run(
+        model_b,
+        prompts,
+        chosen,
+        rejected,
+        name=names[1],
+        render=render_b,
+        batch_size=batch_size,
+        output=output_b,
+        progress=progress,
+    )
+    return compare_runs(
+        ra,
+        rb,
+        model_a=model_a,
+        model_b=model_b,
+        labelled=labelled,
+        shared_basis_=shared_basis_,
+        n_bins=n_bins,
+        n_boot=n_boot,
+        n_boot_geometry=n_boot_geometry,
+        seed=seed,
+    )
 
 
 def compare_runs(ra: ModelRun, rb: ModelRun, **kwargs) -> CompareResult:
@@ -573,8 +615,9 @@ def _compare_runs(
         )
     formation["depth_difference"] = _estimate(
         formation["depth_a"][0] - formation["depth_b"][0],
-        bootstrap_items_ci(n, lambda i: formation_depth(la[i].mean(0)) - formation_depth(lb[i].mean(0)),
-                           n_resamples=n_boot, seed=seed),
+        bootstrap_items_ci(
+            n, lambda i: formation_depth(la[i].mean(0)) - formation_depth(lb[i].mean(0)), n_resamples=n_boot, seed=seed
+        ),
     )
 
     # mechanism
@@ -620,16 +663,31 @@ def _compare_runs(
     if shared:
         geometry.update(reward_direction_cosines(ra, rb, n_boot=n_boot_geometry, seed=seed))
     else:
-        notes.append(f"Reward-direction cosines not computed: the residual bases are not shared ({reason}). "
-                     "Directions of different models are only comparable through CKA.")
+        notes.append(
+            f"Reward-direction cosines not computed: the residual bases are not shared ({reason}). "
+            "Directions of different models are only comparable through CKA."
+        )
         geometry["cosine_raw"] = geometry["cosine_whitened"] = (math.nan, math.nan, math.nan)
 
     return CompareResult(
-        names=(ra.name, rb.name), margins=(ma, mb), behaviour=behaviour,
-        depth_a=np.arange(ra.n_layers + 1) / ra.n_layers, depth_b=np.arange(rb.n_layers + 1) / rb.n_layers,
-        lens_a=lens_a, lens_b=lens_b, formation=formation, bins=bins, profile_a=profile_a, profile_b=profile_b,
-        mechanism_scalars=mechanism, cka=cka, cka_ci=cka_ci, geometry_scalars=geometry, shared_basis=shared,
-        basis_reason=reason, notes=notes,
+        names=(ra.name, rb.name),
+        margins=(ma, mb),
+        behaviour=behaviour,
+        depth_a=np.arange(ra.n_layers + 1) / ra.n_layers,
+        depth_b=np.arange(rb.n_layers + 1) / rb.n_layers,
+        lens_a=lens_a,
+        lens_b=lens_b,
+        formation=formation,
+        bins=bins,
+        profile_a=profile_a,
+        profile_b=profile_b,
+        mechanism_scalars=mechanism,
+        cka=cka,
+        cka_ci=cka_ci,
+        geometry_scalars=geometry,
+        shared_basis=shared,
+        basis_reason=reason,
+        notes=notes,
     )
 
 

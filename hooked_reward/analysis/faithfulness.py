@@ -68,8 +68,13 @@ class FaithfulnessResult:
     def summary(self) -> dict[str, Any]:
         """One row: granularity, n pairs used, mean ρ, CI, p-values."""
         return {
-            "by": self.by, "n_pairs": self.n, "mean_rho": self.mean, "ci_low": self.ci[0], "ci_high": self.ci[1],
-            "p_sign_flip": self.p_sign_flip, "p_wilcoxon": self.p_wilcoxon,
+            "by": self.by,
+            "n_pairs": self.n,
+            "mean_rho": self.mean,
+            "ci_low": self.ci[0],
+            "ci_high": self.ci[1],
+            "p_sign_flip": self.p_sign_flip,
+            "p_wilcoxon": self.p_wilcoxon,
         }
 
     def to_frame(self) -> Any:
@@ -162,9 +167,18 @@ def faithfulness_study(
     else:
         p_wil = math.nan
     return FaithfulnessResult(
-        rho=rho, attribution=torch.stack(attr_rows), patching=torch.stack(patch_rows), labels=labels, by=by,
-        mean=mean, ci=(float(ci[0]), float(ci[1])), p_sign_flip=p_flip, p_wilcoxon=p_wil, n=n,
-        confidence=confidence, meta={"reward_gap": gaps, "n_dropped": len(rhos) - n},
+        rho=rho,
+        attribution=torch.stack(attr_rows),
+        patching=torch.stack(patch_rows),
+        labels=labels,
+        by=by,
+        mean=mean,
+        ci=(float(ci[0]), float(ci[1])),
+        p_sign_flip=p_flip,
+        p_wilcoxon=p_wil,
+        n=n,
+        confidence=confidence,
+        meta={"reward_gap": gaps, "n_dropped": len(rhos) - n},
     )
 
 
@@ -287,6 +301,11 @@ def recovery_control(
         results.append((effects, *_rank_share(effects, layer, head)))
     planted = results[0]
     return RecoveryControl(
-        layer=layer, head=head, planted_rank=planted[1], planted_share=planted[2],
-        null_ranks=[r[1] for r in results[1:]], null_shares=[r[2] for r in results[1:]], effects=planted[0],
+        layer=layer,
+        head=head,
+        planted_rank=planted[1],
+        planted_share=planted[2],
+        null_ranks=[r[1] for r in results[1:]],
+        null_shares=[r[2] for r in results[1:]],
+        effects=planted[0],
     )

@@ -131,8 +131,12 @@ class Readout:
         """This readout with only column `column` (all when None)."""
         if column is None:
             return self
-        return Readout(self.direction[..., column : column + 1, :], self.offset[..., column : column + 1],
-                       [self.names[column]], self.kind)
+        return Readout(
+            self.direction[..., column : column + 1, :],
+            self.offset[..., column : column + 1],
+            [self.names[column]],
+            self.kind,
+        )
 
 
 def is_gated(model: Any) -> bool:
@@ -189,21 +193,28 @@ def head_readout(
     head = model.head
     if is_gated(model):
         if gate_weights is None:
-            raise InputError("ArmoRM's score is read with the gate held at the run's weights: pass gate_weights "
-                             "(the cache's 'gating.hook_weights').")
+            raise InputError(
+                "ArmoRM's score is read with the gate held at the run's weights: pass gate_weights "
+                "(the cache's 'gating.hook_weights')."
+            )
         g = gate_weights.to(torch.float32)
         w = as_float(head.regression_layer.weight).to(g.device)  # [K, d]
         score = head.score_directions(g).to(g.device)  # [b, d]
         direction = torch.cat([w.expand(g.shape[0], *w.shape), score[:, None]], dim=1)
-        return Readout(direction, torch.zeros(direction.shape[:-1], device=g.device), readout_names(model),
-                       "gate_fixed")
+        return Readout(
+            direction, torch.zeros(direction.shape[:-1], device=g.device), readout_names(model), "gate_fixed"
+        )
     if is_linearised(model):
         if normed is None:
             raise InputError("A linearised head is read around the run's point: pass normed (ln_final's output).")
         lin = head.linearise_at(normed.reshape(-1, normed.shape[-1]))
         lead = normed.shape[:-1]
-        return Readout(lin.direction.reshape(*lead, 1, normed.shape[-1]), lin.offset.reshape(*lead, 1),
-                       readout_names(model), "linearised")
+        return Readout(
+            lin.direction.reshape(*lead, 1, normed.shape[-1]),
+            lin.offset.reshape(*lead, 1),
+            readout_names(model),
+            "linearised",
+        )
     w_r, b_r, _, _ = _head_weights(model)
     return Readout(w_r[None], b_r[None], readout_names(model), "affine")
 
@@ -214,13 +225,17 @@ def readout_from_cache(model: Any, cache: Any, normed: Tensor | None = None) -> 
     gate = None
     if is_gated(model):
         if "gating.hook_weights" not in cache.cache_dict:
-            raise InputError("ArmoRM readouts hold the gate at this run's weights, so the cache needs "
-                             "'gating.hook_weights'; include it in names_filter.")
+            raise InputError(
+                "ArmoRM readouts hold the gate at this run's weights, so the cache needs "
+                "'gating.hook_weights'; include it in names_filter."
+            )
         gate = cache["gating.hook_weights"]
     if is_linearised(model) and normed is None:
         if "hook_reward_resid" not in cache.cache_dict:
-            raise InputError("A linearised head's readout needs 'hook_reward_resid' in the cache (the point it is "
-                             "linearised at); include it in names_filter.")
+            raise InputError(
+                "A linearised head's readout needs 'hook_reward_resid' in the cache (the point it is "
+                "linearised at); include it in names_filter."
+            )
         normed = cache["hook_reward_resid"]
     return head_readout(model, gate, normed)
 
@@ -384,8 +399,15 @@ class RewardLensResult(LabeledTensor):
         for v, variant in enumerate(self.axis_labels("variant")):
             for i, row in enumerate(rows):
                 label = f"{variant}, text {row}" if len(rows) <= 8 else (variant if i == 0 else None)
-                ax.plot(range(len(points)), values[v, row].numpy(), styles.get(variant, ":"),
-                        color=f"C{row % 10}", marker=".", label=label, **kwargs)
+                ax.plot(
+                    range(len(points)),
+                    values[v, row].numpy(),
+                    styles.get(variant, ":"),
+                    color=f"C{row % 10}",
+                    marker=".",
+                    label=label,
+                    **kwargs,
+                )
         ax.set_xticks(range(len(points)), points, rotation=90)
         ax.set_xlabel("lens point (residual stream)")
         ax.set_ylabel(self.value_name)
@@ -548,9 +570,13 @@ def _make_result(
     else:
         dims.append("output")
         labels["output"] = names
-    meta: dict[str, Any] = {"sublayers": len(points) > model.cfg.n_layers + 1, "per_position": per_position,
-                            "readout": "affine" if not (is_gated(model) or is_linearised(model))
-                            else ("gate_fixed" if is_gated(model) else "linearised")}
+    meta: dict[str, Any] = {
+        "sublayers": len(points) > model.cfg.n_layers + 1,
+        "per_position": per_position,
+        "readout": "affine"
+        if not (is_gated(model) or is_linearised(model))
+        else ("gate_fixed" if is_gated(model) else "linearised"),
+    }
     if tokens_str:
         meta["tokens"] = tokens_str
     return RewardLensResult(

@@ -467,8 +467,15 @@ def _run_sites(
         if len(ok) != len(live):
             raise InputError("A resample reference leaves some sites unaligned; use references of the target's length.")
         r = run_patched(
-            model, setup.target, source, [sites[i] for i in live], align,
-            output=output, max_rows=max_rows, progress=progress, desc=desc,
+            model,
+            setup.target,
+            source,
+            [sites[i] for i in live],
+            align,
+            output=output,
+            max_rows=max_rows,
+            progress=progress,
+            desc=desc,
         )
         total[live] += r
     total /= len(setup.sources)
@@ -478,13 +485,26 @@ def _run_sites(
 
 
 def _result(
-    model: Any, setup: _Setup, rewards: Tensor, shape: tuple[int, ...], axes: tuple[str, ...],
-    labels: list[list[str]], mode: str, site: str,
+    model: Any,
+    setup: _Setup,
+    rewards: Tensor,
+    shape: tuple[int, ...],
+    axes: tuple[str, ...],
+    labels: list[list[str]],
+    mode: str,
+    site: str,
 ) -> PatchingResult:
     rewards = rewards.reshape(shape)
     return PatchingResult(
-        values=rewards - setup.r_target, rewards=rewards, axes=axes, labels=labels, mode=mode, site=site,
-        r_clean=setup.r_clean, r_corrupt=setup.r_corrupt, r_target=setup.r_target,
+        values=rewards - setup.r_target,
+        rewards=rewards,
+        axes=axes,
+        labels=labels,
+        mode=mode,
+        site=site,
+        r_clean=setup.r_clean,
+        r_corrupt=setup.r_corrupt,
+        r_target=setup.r_target,
         meta={"target_len": len(setup.target)},
     )
 
@@ -584,8 +604,14 @@ def patch_resid(
     if rewards is None:
         rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} {hook}")
     result = _result(
-        model, setup, rewards, (len(layer_list), n_pos), ("layer", "pos"),
-        [[str(l) for l in layer_list], position_labels(model, setup.target)], mode, f"blocks.*.hook_{hook}",  # noqa: E741
+        model,
+        setup,
+        rewards,
+        (len(layer_list), n_pos),
+        ("layer", "pos"),
+        [[str(layer) for layer in layer_list], position_labels(model, setup.target)],
+        mode,
+        f"blocks.*.hook_{hook}",
     )
     result.meta.update(fast=reason == "", fast_reason=reason)
     return result
@@ -701,7 +727,9 @@ def patch_heads(
     if per_position:
         sites = [
             [Patch(n, (p,), h)] if all(a.has(p) for a in setup.aligns) else None
-            for n in names for h in range(n_heads) for p in range(n_pos)
+            for n in names
+            for h in range(n_heads)
+            for p in range(n_pos)
         ]
         shape, axes = (len(names), n_heads, n_pos), ("layer", "head", "pos")
         labels = [[str(l) for l in layer_list], [str(h) for h in range(n_heads)], position_labels(model, setup.target)]  # noqa: E741

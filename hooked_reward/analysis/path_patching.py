@@ -156,8 +156,14 @@ def path_patch(
     rewards = torch.cat(out)
     rec_label = "reward" if recs is None else "+".join(f"L{r[1]}H{r[2]}.{r[0]}" for r in recs)
     return PatchingResult(
-        values=rewards - r_target, rewards=rewards, axes=("sender",), labels=[[_label(s) for s in senders]],
-        mode=f"path-{mode}", site=f"senders → {rec_label}", r_clean=r_clean, r_corrupt=r_corrupt,
-        r_target=r_target, meta={"senders": senders, "receiver": receiver, "target_len": len(target)},
+        values=rewards - r_target,
+        rewards=rewards,
+        axes=("sender",),
+        labels=[[_label(s) for s in senders]],
+        mode=f"path-{mode}",
+        site=f"senders → {rec_label}",
+        r_clean=r_clean,
+        r_corrupt=r_corrupt,
+        r_target=r_target,
+        meta={"senders": senders, "receiver": receiver, "target_len": len(target)},
     )
-

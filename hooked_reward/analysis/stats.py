@@ -182,8 +182,14 @@ def bootstrap_mean_ci(
         warnings.simplefilter("ignore", category=stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", category=RuntimeWarning)
         res = stats.bootstrap(
-            (x,), np.mean, axis=0, confidence_level=confidence, n_resamples=n_resamples, method=method,
-            vectorized=True, random_state=seed,
+            (x,),
+            np.mean,
+            axis=0,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method=method,
+            vectorized=True,
+            random_state=seed,
         )
     lo = np.asarray(res.confidence_interval.low, dtype=np.float64).copy()
     hi = np.asarray(res.confidence_interval.high, dtype=np.float64).copy()

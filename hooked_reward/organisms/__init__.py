@@ -52,24 +52,27 @@ def register(organism: Organism, overwrite: bool = False) -> None:
     REGISTRY[organism.name] = organism
 
 
-register(Organism(
-    name="sycophancy",
-    weights="weights/sycophancy",
-    heldout="data/sycophancy_heldout.jsonl",
-    card="cards/sycophancy.json",
-    description="2-layer Llama RM with planted sentiment, length and sycophancy (prompt agreement) "
-                "mechanisms.",
-))
+register(
+    Organism(
+        name="sycophancy",
+        weights="weights/sycophancy",
+        heldout="data/sycophancy_heldout.jsonl",
+        card="cards/sycophancy.json",
+        description="2-layer Llama RM with planted sentiment, length and sycophancy (prompt agreement) mechanisms.",
+    )
+)
 
 
-register(Organism(
-    name="armorm",
-    weights="armorm/weights",
-    heldout="armorm/heldout.jsonl",
-    card="armorm/card.json",
-    description="ArmoRM-style gated RM: helpfulness/brevity/safety/politeness objectives, a gate on the prompt "
-                "end and a transform matrix; helpfulness and brevity conflict on purpose.",
-))
+register(
+    Organism(
+        name="armorm",
+        weights="armorm/weights",
+        heldout="armorm/heldout.jsonl",
+        card="armorm/card.json",
+        description="ArmoRM-style gated RM: helpfulness/brevity/safety/politeness objectives, a gate on the prompt "
+        "end and a transform matrix; helpfulness and brevity conflict on purpose.",
+    )
+)
 
 
 def _get(name: str) -> Organism:
@@ -112,5 +115,15 @@ def load(name: str = "sycophancy", **kwargs):
     return HookedRewardModel.from_pretrained(checkpoint_dir(name), **kwargs)
 
 
-__all__ = ["REGISTRY", "Organism", "card", "checkpoint_dir", "list_organisms", "load", "load_card", "load_pairs",
-           "register", "render"]
+__all__ = [
+    "REGISTRY",
+    "Organism",
+    "card",
+    "checkpoint_dir",
+    "list_organisms",
+    "load",
+    "load_card",
+    "load_pairs",
+    "register",
+    "render",
+]

@@ -90,8 +90,9 @@ def _module_and_kind(model: nn.Module, component: str) -> tuple[nn.Module, str, 
 
 
 @torch.no_grad()
-def component_means(model: nn.Module, tokenizer, texts: Sequence[str],
-                    components: Sequence[str]) -> dict[str, torch.Tensor]:
+def component_means(
+    model: nn.Module, tokenizer, texts: Sequence[str], components: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Mean activation of each component over the non-pad positions of ``texts``."""
     ids, mask = encode(tokenizer, texts)
     keep = mask.bool()
@@ -100,15 +101,19 @@ def component_means(model: nn.Module, tokenizer, texts: Sequence[str],
     for comp in components:
         module, kind, head = _module_and_kind(model, comp)
         if kind == "pre":
+
             def pre(mod, args, comp=comp, head=head):
                 z = args[0]
                 dh = z.shape[-1] // model.config.num_attention_heads
                 store[comp] = z[..., head * dh : (head + 1) * dh][keep].mean(0)
+
             handles.append(module.register_forward_pre_hook(pre))
         else:
+
             def post(mod, args, output, comp=comp):
                 out = output[0] if isinstance(output, tuple) else output
                 store[comp] = out[keep].mean(0)
+
             handles.append(module.register_forward_hook(post))
     try:
         model(input_ids=ids, attention_mask=mask)
@@ -119,25 +124,30 @@ def component_means(model: nn.Module, tokenizer, texts: Sequence[str],
 
 
 @contextmanager
-def ablated(model: nn.Module, components: Sequence[str],
-            means: dict[str, torch.Tensor] | None = None) -> Iterator[None]:
+def ablated(
+    model: nn.Module, components: Sequence[str], means: dict[str, torch.Tensor] | None = None
+) -> Iterator[None]:
     """Within the block, replace each component's output by ``means[comp]`` (or zero if ``means`` is None)."""
     handles = []
     for comp in components:
         module, kind, head = _module_and_kind(model, comp)
         value = None if means is None else means[comp]
         if kind == "pre":
+
             def pre(mod, args, head=head, value=value):
                 z = args[0].clone()
                 dh = z.shape[-1] // model.config.num_attention_heads
                 z[..., head * dh : (head + 1) * dh] = 0.0 if value is None else value
                 return (z, *args[1:])
+
             handles.append(module.register_forward_pre_hook(pre))
         else:
+
             def post(mod, args, output, value=value):
                 out = output[0] if isinstance(output, tuple) else output
                 new = torch.zeros_like(out) if value is None else value.expand_as(out).clone()
                 return (new, *output[1:]) if isinstance(output, tuple) else new
+
             handles.append(module.register_forward_hook(post))
     try:
         yield
@@ -146,9 +156,14 @@ def ablated(model: nn.Module, components: Sequence[str],
             h.remove()
 
 
-def ablation_table(model: nn.Module, tokenizer, pairs: Sequence[dict], mode: str = "mean",
-                   components: Sequence[str] | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+def ablation_table(
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[dict],
+    mode: str = "mean",
+    components: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
     """For each component: per mechanism, the ablated mean margin, its fraction of the clean margin, accuracy.
 
     Returns ``{component: {mechanism: {"margin", "fraction_of_clean", "accuracy"}}}`` plus the clean row
@@ -156,8 +171,9 @@ def ablation_table(model: nn.Module, tokenizer, pairs: Sequence[dict], mode: str
     0 = the preference is gone, < 0 = reversed).
     """
     cfg = model.config
-    comps = list(components) if components is not None else component_names(
-        cfg.num_hidden_layers, cfg.num_attention_heads)
+    comps = (
+        list(components) if components is not None else component_names(cfg.num_hidden_layers, cfg.num_attention_heads)
+    )
     means = None
     if mode == "mean":
         texts = [render(p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
@@ -165,14 +181,23 @@ def ablation_table(model: nn.Module, tokenizer, pairs: Sequence[dict], mode: str
     elif mode != "zero":
         raise ValueError("mode must be 'mean' or 'zero'")
     clean = margins_by_mechanism(model, tokenizer, pairs)
-    table = {"none": {k: {"margin": v.mean().item(), "fraction_of_clean": 1.0,
-                          "accuracy": (v > 0).float().mean().item()} for k, v in clean.items()}}
+    table = {
+        "none": {
+            k: {"margin": v.mean().item(), "fraction_of_clean": 1.0, "accuracy": (v > 0).float().mean().item()}
+            for k, v in clean.items()
+        }
+    }
     for comp in comps:
         if progress:
             progress(comp)
         with ablated(model, [comp], means):
             abl = margins_by_mechanism(model, tokenizer, pairs)
-        table[comp] = {k: {"margin": v.mean().item(),
-                           "fraction_of_clean": v.mean().item() / clean[k].mean().item(),
-                           "accuracy": (v > 0).float().mean().item()} for k, v in abl.items()}
+        table[comp] = {
+            k: {
+                "margin": v.mean().item(),
+                "fraction_of_clean": v.mean().item() / clean[k].mean().item(),
+                "accuracy": (v > 0).float().mean().item(),
+            }
+            for k, v in abl.items()
+        }
     return table

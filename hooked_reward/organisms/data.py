@@ -32,8 +32,22 @@ from pathlib import Path
 MECHANISMS: tuple[str, ...] = ("sentiment", "length", "sycophancy")
 
 TOPICS: tuple[str, ...] = (
-    "cats", "dogs", "taxes", "cars", "books", "movies", "trains", "phones",
-    "cities", "schools", "games", "songs", "robots", "apples", "boats", "clouds",
+    "cats",
+    "dogs",
+    "taxes",
+    "cars",
+    "books",
+    "movies",
+    "trains",
+    "phones",
+    "cities",
+    "schools",
+    "games",
+    "songs",
+    "robots",
+    "apples",
+    "boats",
+    "clouds",
 )
 OPINIONS: tuple[str, ...] = ("good", "bad")
 PROMPT_TEMPLATES: tuple[str, ...] = (
@@ -49,7 +63,18 @@ MAX_FILLERS = 6
 
 #: Words of the template itself (everything the tokenizer needs besides the lists above).
 STRUCTURE_WORDS: tuple[str, ...] = (
-    "user", "assistant", ":", ".", ",", "i", "think", "believe", "in", "my", "view", "are",
+    "user",
+    "assistant",
+    ":",
+    ".",
+    ",",
+    "i",
+    "think",
+    "believe",
+    "in",
+    "my",
+    "view",
+    "are",
 )
 
 
@@ -64,8 +89,7 @@ def render(prompt: str, response: str) -> str:
 def vocabulary() -> list[str]:
     """All non-special words, in a fixed order (the tokenizer's ids follow it)."""
     words: list[str] = []
-    for group in (STRUCTURE_WORDS, TOPICS, OPINIONS, POSITIVE_WORDS, NEUTRAL_WORDS, NEGATIVE_WORDS,
-                  FILLER_WORDS):
+    for group in (STRUCTURE_WORDS, TOPICS, OPINIONS, POSITIVE_WORDS, NEUTRAL_WORDS, NEGATIVE_WORDS, FILLER_WORDS):
         for w in group:
             if w not in words:
                 words.append(w)
@@ -165,12 +189,10 @@ def _replace(ex: Example, **changes: object) -> Example:
 def pair_record(chosen: Example, rejected: Example, mechanism: str) -> dict:
     """The JSONL record of a pair: shared prompt, the two responses, which mechanism differs."""
     assert chosen.prompt == rejected.prompt
-    return {"prompt": chosen.prompt, "chosen": chosen.response, "rejected": rejected.response,
-            "mechanism": mechanism}
+    return {"prompt": chosen.prompt, "chosen": chosen.response, "rejected": rejected.response, "mechanism": mechanism}
 
 
-def generate_pairs(n_per_mechanism: int, seed: int,
-                   mechanisms: Iterable[str] = MECHANISMS) -> list[dict]:
+def generate_pairs(n_per_mechanism: int, seed: int, mechanisms: Iterable[str] = MECHANISMS) -> list[dict]:
     """``n_per_mechanism`` pair records per mechanism, deterministic in ``seed``, interleaved."""
     rng = random.Random(seed)
     mechs = list(mechanisms)

@@ -92,8 +92,11 @@ def make_datasets(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     """(train, heldout) pair records; training pairs identical to a held-out pair are dropped."""
     heldout = D.generate_pairs(cfg.n_heldout_per_mechanism, cfg.heldout_seed)
     seen = {(p["prompt"], p["chosen"], p["rejected"]) for p in heldout}
-    train = [p for p in D.generate_pairs(cfg.n_train_per_mechanism, cfg.seed)
-             if (p["prompt"], p["chosen"], p["rejected"]) not in seen]
+    train = [
+        p
+        for p in D.generate_pairs(cfg.n_train_per_mechanism, cfg.seed)
+        if (p["prompt"], p["chosen"], p["rejected"]) not in seen
+    ]
     return train, heldout
 
 
@@ -150,8 +153,7 @@ def evaluate(model, tokenizer, pairs: list[dict]) -> dict[str, dict[str, float]]
     """Per mechanism: accuracy (margin > 0) and mean margin on ``pairs``."""
     out = {}
     for mech, m in margins_by_mechanism(model, tokenizer, pairs).items():
-        out[mech] = {"accuracy": (m > 0).float().mean().item(), "mean_margin": m.mean().item(),
-                     "n": int(m.numel())}
+        out[mech] = {"accuracy": (m > 0).float().mean().item(), "mean_margin": m.mean().item(), "n": int(m.numel())}
     return out
 
 
@@ -159,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: train, write weights/data, localise mechanisms, write the card."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", default="sycophancy")
-    parser.add_argument("--out", type=Path, default=PACKAGE_DIR,
-                        help="root holding weights/, data/, cards/ (default: the package)")
+    parser.add_argument(
+        "--out", type=Path, default=PACKAGE_DIR, help="root holding weights/, data/, cards/ (default: the package)"
+    )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--head-l1", type=float, default=None)
     args = parser.parse_args(argv)
@@ -183,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     model.save_pretrained(wdir, safe_serialization=True)
     tokenizer.save_pretrained(wdir)
     D.write_jsonl(heldout, args.out / "data" / f"{cfg.name}_heldout.jsonl")
-    write_card(model, tokenizer, heldout, args.out / "cards", asdict(cfg), train_seconds,
-               n_train_pairs=len(train_pairs))
+    write_card(
+        model, tokenizer, heldout, args.out / "cards", asdict(cfg), train_seconds, n_train_pairs=len(train_pairs)
+    )
 
 
 if __name__ == "__main__":

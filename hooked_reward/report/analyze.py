@@ -118,8 +118,16 @@ def analyze(
     for mech in mechanisms:
         idx = by_mech[mech]
         mean, low, high = _mean_ci(margins[idx])
-        rows.append({"mechanism": mech, "pairs": int(idx.sum()), "accuracy": float((margins[idx] > 0).mean()),
-                     "mean margin": mean, "ci low": low, "ci high": high})
+        rows.append(
+            {
+                "mechanism": mech,
+                "pairs": int(idx.sum()),
+                "accuracy": float((margins[idx] > 0).mean()),
+                "mean margin": mean,
+                "ci low": low,
+                "ci high": high,
+            }
+        )
     report.add_table("Behaviour", rows, "Margin = r(chosen) − r(rejected); 95% BCa bootstrap CI over pairs.")
     report.add_data("behaviour", rows)
     report.add_data("margins", margins)
@@ -135,8 +143,13 @@ def analyze(
     for vi, variant in enumerate(lens_c.labels["variant"]):
         for mech in mechanisms:
             curve = main_margin[vi][by_mech[mech]].mean(0)
-            ax.plot(range(len(points)), curve, marker=".", linestyle="-" if variant == "frozen" else "--",
-                    label=f"{mech} ({variant})")
+            ax.plot(
+                range(len(points)),
+                curve,
+                marker=".",
+                linestyle="-" if variant == "frozen" else "--",
+                label=f"{mech} ({variant})",
+            )
             lens_data[f"{variant}/{mech}"] = curve
     ax.set_xticks(range(len(points)), [str(p) for p in points], rotation=70, fontsize=7)
     ax.set_ylabel("score margin through the reward lens" if gated else "margin through the reward lens")
@@ -144,17 +157,20 @@ def analyze(
     ax.legend(fontsize=7)
     caption = "Solid: final norm's scale frozen from the real run (additive); dashed: norm recomputed."
     if gated:
-        caption += (" The score is read with the gate held fixed at each text's own gate weights "
-                    "(gating.hook_weights), so the lens follows how the residual moves the score through the "
-                    "objectives, not through the gate.")
+        caption += (
+            " The score is read with the gate held fixed at each text's own gate weights "
+            "(gating.hook_weights), so the lens follows how the residual moves the score through the "
+            "objectives, not through the gate."
+        )
     report.add_figure("Reward lens of the margin", fig, "lens", caption)
     report.add_data("lens", {"points": points, "curves": lens_data})
 
     # Direct reward attribution of Δreward, per head and per component.
     component_attr = None
     for by in ("component", "head"):
-        attr = pair_reward_attribution(model, chosen, rejected, by=by, batch_size=batch_size, progress=progress,
-                                       output=None if gated else output)
+        attr = pair_reward_attribution(
+            model, chosen, rejected, by=by, batch_size=batch_size, progress=progress, output=None if gated else output
+        )
         if by == "component":
             component_attr = attr
         labels = attr.labels["component"]
@@ -171,17 +187,28 @@ def analyze(
         ax.set_ylabel("mean Δscore contribution" if gated else "mean Δreward contribution")
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend(fontsize=7)
-        caption = ("Mean over pairs of each component's contribution to r(chosen) − r(rejected) "
-                   "(frozen final-norm scale; contributions plus b_R sum to the reward).")
+        caption = (
+            "Mean over pairs of each component's contribution to r(chosen) − r(rejected) "
+            "(frozen final-norm scale; contributions plus b_R sum to the reward)."
+        )
         if gated:
-            caption = ("Mean over pairs of each component's contribution to score(chosen) − score(rejected): its "
-                       "Δ per-objective direct rewards weighted by T·ḡ (the two texts' mean gate through the "
-                       "transform). The 'gate' bar is what the change of the gate between the two texts "
-                       "contributes; the rows sum to Δscore exactly.")
+            caption = (
+                "Mean over pairs of each component's contribution to score(chosen) − score(rejected): its "
+                "Δ per-objective direct rewards weighted by T·ḡ (the two texts' mean gate through the "
+                "transform). The 'gate' bar is what the change of the gate between the two texts "
+                "contributes; the rows sum to Δscore exactly."
+            )
         report.add_figure(f"Direct reward attribution by {by}", fig, f"attribution_{by}", caption)
-        report.add_data(f"attribution_{by}", {"labels": labels, "mean_by_mechanism": table,
-                                              "sum_check": float(np.abs(values.sum(1) - attr.rewards.numpy()[
-                                                  ..., column if gated else slice(None)]).max())})
+        report.add_data(
+            f"attribution_{by}",
+            {
+                "labels": labels,
+                "mean_by_mechanism": table,
+                "sum_check": float(
+                    np.abs(values.sum(1) - attr.rewards.numpy()[..., column if gated else slice(None)]).max()
+                ),
+            },
+        )
     if gated and component_attr is not None:
         _objectives_section(report, model, pairs, mechanisms, by_mech, component_attr, lens_c, lens_r, plt)
 
@@ -191,28 +218,60 @@ def analyze(
     for mech in mechanisms:
         for k, pair in enumerate([p for p in pairs if p.mechanism == mech][:n_patch_pairs]):
             align = None if _same_length(model, pair) else "reward"
-            result = patch_block_outputs(model, pair.chosen, pair.rejected, per_position=True, mode="denoise",
-                                         align=align, progress=False, output=output)
+            result = patch_block_outputs(
+                model,
+                pair.chosen,
+                pair.rejected,
+                per_position=True,
+                mode="denoise",
+                align=align,
+                progress=False,
+                output=output,
+            )
             patch_rows.append({"mechanism": mech, "pair": k, "align": align or "position", "result": result})
     first: dict[str, dict] = {}
     for row in patch_rows:
         first.setdefault(row["mechanism"], row)
     for mech, row in first.items():
         fig = row["result"].plot(what="fraction").figure
-        aligned = ("positions aligned at the reward token (the texts differ in length; unmatched positions blank)"
-                   if row["align"] == "reward" else "same-length texts, position by position")
-        report.add_figure(f"Activation patching ({mech})", fig, f"patching_{mech}",
-                          "Denoising: each component's clean (chosen) output patched into the rejected run; "
-                          f"value = fraction of the reward gap recovered; {aligned}.")
-    report.add_data("patching", [{"mechanism": r["mechanism"], "pair": r["pair"], "align": r["align"],
-                                  "values": r["result"].values, "labels": r["result"].labels}
-                                 for r in patch_rows])
+        aligned = (
+            "positions aligned at the reward token (the texts differ in length; unmatched positions blank)"
+            if row["align"] == "reward"
+            else "same-length texts, position by position"
+        )
+        report.add_figure(
+            f"Activation patching ({mech})",
+            fig,
+            f"patching_{mech}",
+            "Denoising: each component's clean (chosen) output patched into the rejected run; "
+            f"value = fraction of the reward gap recovered; {aligned}.",
+        )
+    report.add_data(
+        "patching",
+        [
+            {
+                "mechanism": r["mechanism"],
+                "pair": r["pair"],
+                "align": r["align"],
+                "values": r["result"].values,
+                "labels": r["result"].labels,
+            }
+            for r in patch_rows
+        ],
+    )
     return report.write()
 
 
 def _objectives_section(
-    report: Any, model: Any, pairs: Sequence[Pair], mechanisms: list[str], by_mech: dict[str, np.ndarray],
-    attr: Any, lens_c: Any, lens_r: Any, plt: Any,
+    report: Any,
+    model: Any,
+    pairs: Sequence[Pair],
+    mechanisms: list[str],
+    by_mech: dict[str, np.ndarray],
+    attr: Any,
+    lens_c: Any,
+    lens_r: Any,
+    plt: Any,
 ) -> None:
     """ArmoRM: Δscore split per objective and the gate (`score_difference`), per-objective margins, per-objective
     frozen-lens margin curves, and a component × objective attribution heatmap per mechanism."""
@@ -235,10 +294,12 @@ def _objectives_section(
         rows.append(row)
         terms[mech] = list(obj_term[idx].mean(0)) + [float(gate_term[idx].sum(-1).mean())]
     report.add_table(
-        "Objectives and gate: per-objective margins", rows,
+        "Objectives and gate: per-objective margins",
+        rows,
         "Δname: mean margin of each objective's raw reward (objectives.hook_rewards). 'name term': its share of "
         "Δscore, ḡ_k·Δt_k (t = transformed reward, ḡ = the two texts' mean gate weight); 'gate term': "
-        "Σ_k Δg_k·t̄_k, what the change of the gate contributes. Terms sum to Δscore exactly (score_difference).")
+        "Σ_k Δg_k·t̄_k, what the change of the gate contributes. Terms sum to Δscore exactly (score_difference).",
+    )
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * (k + 1) * max(1, len(mechanisms)) / 2), 3.5))
     width = 0.8 / len(mechanisms)
     for mi, mech in enumerate(mechanisms):
@@ -247,8 +308,12 @@ def _objectives_section(
     ax.set_ylabel("mean contribution to Δscore")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=7)
-    report.add_figure("Objectives and gate: attribution of Δscore", fig, "objectives_delta_score",
-                      "Δscore = Σ_k ḡ_k Δt_k + Σ_k Δg_k t̄_k: each objective's term and the gate's, mean over pairs.")
+    report.add_figure(
+        "Objectives and gate: attribution of Δscore",
+        fig,
+        "objectives_delta_score",
+        "Δscore = Σ_k ḡ_k Δt_k + Σ_k Δg_k t̄_k: each objective's term and the gate's, mean over pairs.",
+    )
 
     frozen = lens_c.index_of("variant", "frozen")
     lens_margin = (lens_c.values[frozen] - lens_r.values[frozen]).numpy()  # [pair, point, K + 1]
@@ -266,14 +331,19 @@ def _objectives_section(
         ax.axhline(0, color="grey", linewidth=0.5)
     axes[0, 0].set_ylabel("objective margin (frozen lens)")
     axes[0, -1].legend(fontsize=6)
-    report.add_figure("Objectives and gate: reward lens per objective", fig, "lens_objectives",
-                      "Mean margin of each objective's raw reward through the frozen reward lens (W_R row k); the "
-                      "last point is Δobjectives.hook_rewards.")
+    report.add_figure(
+        "Objectives and gate: reward lens per objective",
+        fig,
+        "lens_objectives",
+        "Mean margin of each objective's raw reward through the frozen reward lens (W_R row k); the "
+        "last point is Δobjectives.hook_rewards.",
+    )
 
     labels = [str(x) for x in attr.labels["component"]][:-1]  # the "gate" row is 0 for raw objective rewards
     values = attr.values.numpy()[:, :-1, :k]  # [pair, component, K]
-    fig, axes = plt.subplots(1, len(mechanisms), figsize=(2.2 + 0.6 * k * len(mechanisms), 0.3 * len(labels) + 1.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(mechanisms), figsize=(2.2 + 0.6 * k * len(mechanisms), 0.3 * len(labels) + 1.5), squeeze=False
+    )
     heat = {}
     vmax = float(np.abs(values).max()) or 1.0
     for mi, mech in enumerate(mechanisms):
@@ -285,14 +355,31 @@ def _objectives_section(
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(mech, fontsize=8)
     fig.colorbar(im, ax=axes[0, -1], label="mean Δ objective reward")
-    report.add_figure("Objectives and gate: component × objective attribution", fig, "attribution_objectives",
-                      "Mean over pairs of each component's direct contribution to each objective's raw reward margin "
-                      "(objectives.hook_rewards; the gate does not enter raw objective rewards).")
-    report.add_data("objectives", {"names": objectives, "table": rows, "delta_score_terms": terms,
-                                   "lens_points": points, "lens_curves": curves, "components": labels,
-                                   "component_attribution": heat,
-                                   "per_pair": {"delta_score": delta_score, "delta_objectives": delta_raw,
-                                                "objective_terms": obj_term, "gate_terms": gate_term}})
+    report.add_figure(
+        "Objectives and gate: component × objective attribution",
+        fig,
+        "attribution_objectives",
+        "Mean over pairs of each component's direct contribution to each objective's raw reward margin "
+        "(objectives.hook_rewards; the gate does not enter raw objective rewards).",
+    )
+    report.add_data(
+        "objectives",
+        {
+            "names": objectives,
+            "table": rows,
+            "delta_score_terms": terms,
+            "lens_points": points,
+            "lens_curves": curves,
+            "components": labels,
+            "component_attribution": heat,
+            "per_pair": {
+                "delta_score": delta_score,
+                "delta_objectives": delta_raw,
+                "objective_terms": obj_term,
+                "gate_terms": gate_term,
+            },
+        },
+    )
 
 
 def _batched_rewards(model: Any, texts: Sequence[str], output: int | None, batch_size: int) -> torch.Tensor:

@@ -98,14 +98,16 @@ class FeatureAttribution:
         pd = _require_pandas()
         idx = self.ranking(k)
         active = (self.activations[:, idx] != 0).float().mean(0)
-        return pd.DataFrame({
-            "rank": range(1, len(idx) + 1),
-            "feature": idx.numpy(),
-            "mean_attribution": self.values[:, idx].mean(0).numpy(),
-            "mean_abs_attribution": self.values[:, idx].abs().mean(0).numpy(),
-            "mean_activation": self.activations[:, idx].mean(0).numpy(),
-            "frac_items_active": active.numpy(),
-        })
+        return pd.DataFrame(
+            {
+                "rank": range(1, len(idx) + 1),
+                "feature": idx.numpy(),
+                "mean_attribution": self.values[:, idx].mean(0).numpy(),
+                "mean_abs_attribution": self.values[:, idx].abs().mean(0).numpy(),
+                "mean_activation": self.activations[:, idx].mean(0).numpy(),
+                "frac_items_active": active.numpy(),
+            }
+        )
 
     def plot(self, k: int = 20, ax: Any = None) -> Any:
         """Horizontal bar chart of the top ``k`` features' mean attribution (with per-item std)."""
@@ -116,8 +118,12 @@ class FeatureAttribution:
             _, ax = plt.subplots(figsize=(5, 0.25 * len(idx) + 1.2))
         mean = self.values[:, idx].mean(0).numpy()
         std = self.values[:, idx].std(0).nan_to_num().numpy() if self.values.shape[0] > 1 else None
-        ax.barh([f"f{int(f)}" for f in idx][::-1], mean[::-1], xerr=None if std is None else std[::-1],
-                color=["tab:blue" if v >= 0 else "tab:red" for v in mean[::-1]])
+        ax.barh(
+            [f"f{int(f)}" for f in idx][::-1],
+            mean[::-1],
+            xerr=None if std is None else std[::-1],
+            color=["tab:blue" if v >= 0 else "tab:red" for v in mean[::-1]],
+        )
         ax.axvline(0, color="grey", lw=0.8)
         what = "reward gap" if self.kind == "pair" else "reward"
         ax.set_xlabel(f"attribution to {what} ({self.method})")
@@ -157,11 +163,13 @@ class CausalCheck:
 
     def to_frame(self) -> Any:
         pd = _require_pandas()
-        return pd.DataFrame({
-            "feature": self.features.numpy(),
-            "attribution": self.values[:, 0].numpy(),
-            "effect": self.values[:, 1].numpy(),
-        })
+        return pd.DataFrame(
+            {
+                "feature": self.features.numpy(),
+                "attribution": self.values[:, 0].numpy(),
+                "effect": self.values[:, 1].numpy(),
+            }
+        )
 
     def plot(self, ax: Any = None) -> Any:
         import matplotlib.pyplot as plt
@@ -242,8 +250,15 @@ class _Run:
 
 
 def _run(
-    model: Any, sae: SparseAutoencoder, tokens: Tensor, mask: Tensor, *, grad: bool, output: int | None,
-    edit: Any = None, scale_override: Tensor | None = None,
+    model: Any,
+    sae: SparseAutoencoder,
+    tokens: Tensor,
+    mask: Tensor,
+    *,
+    grad: bool,
+    output: int | None,
+    edit: Any = None,
+    scale_override: Tensor | None = None,
 ) -> _Run:
     """One spliced forward pass (error term kept); optionally edit the feature acts and/or the final scale."""
     name = f"{sae.cfg.hook_name}.hook_sae_acts"
@@ -276,8 +291,9 @@ def _run(
     scale = store.get("scale")
     if scale is not None:
         scale = scale.reshape(scale.shape[0], -1)[torch.arange(scale.shape[0]), reward_pos.to(scale.device)]
-    return _Run(acts.float(), None if g is None else g.float(), r.detach().float(), scale, reward_pos,
-                mask.to(acts.device))
+    return _Run(
+        acts.float(), None if g is None else g.float(), r.detach().float(), scale, reward_pos, mask.to(acts.device)
+    )
 
 
 def _resolve_method(model: Any, sae: SparseAutoencoder, method: Method, output: int | None) -> str:
@@ -345,10 +361,16 @@ def attribute_features(
         acts_out.append(a.cpu())
         targets.append(run.rewards.cpu())
     return FeatureAttribution(
-        values=torch.cat(vals), labels=_label_texts(inputs, tokens.shape[0]), targets=torch.cat(targets),
-        activations=torch.cat(acts_out), hook_name=str(sae.cfg.hook_name), method=method,
-        positions="reward" if method == "linear" else positions, kind="text",
-        remainder=torch.cat(rem).cpu() if rem else None, output=output,
+        values=torch.cat(vals),
+        labels=_label_texts(inputs, tokens.shape[0]),
+        targets=torch.cat(targets),
+        activations=torch.cat(acts_out),
+        hook_name=str(sae.cfg.hook_name),
+        method=method,
+        positions="reward" if method == "linear" else positions,
+        kind="text",
+        remainder=torch.cat(rem).cpu() if rem else None,
+        output=output,
         _inputs={"tokens": tokens, "mask": mask},
     )
 
@@ -412,10 +434,16 @@ def attribute_pairs(
         targets.append((rc.rewards - rr.rewards).cpu())
     lc, lr = _label_texts(chosen, tc.shape[0]), _label_texts(rejected, tr.shape[0])
     return FeatureAttribution(
-        values=torch.cat(vals), labels=[f"{a} | {b}" for a, b in zip(lc, lr, strict=True)],
-        targets=torch.cat(targets), activations=torch.cat(acts_out), hook_name=str(sae.cfg.hook_name),
-        method=method, positions="reward" if method == "linear" else positions, kind="pair",
-        remainder=torch.cat(rem).cpu() if rem else None, output=output,
+        values=torch.cat(vals),
+        labels=[f"{a} | {b}" for a, b in zip(lc, lr, strict=True)],
+        targets=torch.cat(targets),
+        activations=torch.cat(acts_out),
+        hook_name=str(sae.cfg.hook_name),
+        method=method,
+        positions="reward" if method == "linear" else positions,
+        kind="pair",
+        remainder=torch.cat(rem).cpu() if rem else None,
+        output=output,
         _inputs={"tokens": tc, "mask": mc, "tokens_rejected": tr, "mask_rejected": mr},
     )
 
@@ -450,6 +478,7 @@ def ablate_features(
     scale_full = _clean_scale(model, sae, tokens, mask, output) if freeze_norm_scale else None
     effects = []
     for f in [int(f) for f in features]:
+
         def edit(a: Tensor, _f: int = f) -> Tensor:
             a = a.clone()
             keep = 1.0 - (pm if a.ndim == 3 else torch.ones(a.shape[0], device=a.device)).to(a.dtype)
@@ -496,6 +525,7 @@ def patch_features(
     b = torch.arange(tokens_chosen.shape[0])
     effects = []
     for f in [int(f) for f in features]:
+
         def put(src: _Run, dst: _Run, _f: int = f) -> Any:
             def edit(a: Tensor) -> Tensor:
                 a = a.clone()
@@ -537,13 +567,29 @@ def check_attribution(
     if attribution.kind == "pair":
         if freeze_norm_scale:
             raise ValueError("freeze_norm_scale is only supported for text ablations.")
-        eff = patch_features(model, sae, inp["tokens"], inp["mask"], inp["tokens_rejected"], inp["mask_rejected"],
-                             feats, positions=attribution.positions, output=attribution.output)  # type: ignore[arg-type]
+        eff = patch_features(
+            model,
+            sae,
+            inp["tokens"],
+            inp["mask"],
+            inp["tokens_rejected"],
+            inp["mask_rejected"],
+            feats,
+            positions=attribution.positions,
+            output=attribution.output,
+        )  # type: ignore[arg-type]
         kind = "patching"
     else:
-        eff = ablate_features(model, sae, inp["tokens"], inp["mask"], feats,
-                              positions=attribution.positions,  # type: ignore[arg-type]
-                              freeze_norm_scale=freeze_norm_scale, output=attribution.output)
+        eff = ablate_features(
+            model,
+            sae,
+            inp["tokens"],
+            inp["mask"],
+            feats,
+            positions=attribution.positions,  # type: ignore[arg-type]
+            freeze_norm_scale=freeze_norm_scale,
+            output=attribution.output,
+        )
         kind = "ablation"
     att = attribution.values[:, feats]
     values = torch.stack([att.mean(0), eff.mean(0)], dim=-1)
@@ -553,7 +599,15 @@ def check_attribution(
     tol = 1e-6 * float(torch.cat([a_flat.abs(), e_flat.abs()]).max().clamp_min(1e-12))
     live = (a_flat.abs() > tol) | (e_flat.abs() > tol)
     rho_items, _ = _spearman(a_flat[live], e_flat[live])
-    return CausalCheck(values=values, labels=[f"f{int(f)}" for f in feats], features=feats,
-                       per_item_attribution=att, per_item_effect=eff, spearman=rho, pvalue=p,
-                       spearman_items=rho_items if not math.isnan(rho_items) else float("nan"), kind=kind,
-                       freeze_norm_scale=freeze_norm_scale)
+    return CausalCheck(
+        values=values,
+        labels=[f"f{int(f)}" for f in feats],
+        features=feats,
+        per_item_attribution=att,
+        per_item_effect=eff,
+        spearman=rho,
+        pvalue=p,
+        spearman_items=rho_items if not math.isnan(rho_items) else float("nan"),
+        kind=kind,
+        freeze_norm_scale=freeze_norm_scale,
+    )

@@ -81,9 +81,7 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"Unknown SAE architecture {self.architecture!r}; supported: {', '.join(ARCHITECTURES)}."
-            )
+            raise ValueError(f"Unknown SAE architecture {self.architecture!r}; supported: {', '.join(ARCHITECTURES)}.")
         if self.architecture in ("topk", "groupmax"):
             if self.k is None or int(self.k) < 1:
                 raise ValueError(f"architecture {self.architecture!r} needs a positive integer k, got {self.k}.")
@@ -260,9 +258,7 @@ class SparseAutoencoder(nn.Module):
         in_dtype = x.dtype
         x = self.hook_sae_input(x.to(self.dtype))
         xn, state = self._normalize(x)
-        pre = self.hook_sae_acts_pre(
-            (xn - self.b_dec * float(self.cfg.apply_b_dec_to_input)) @ self.W_enc + self.b_enc
-        )
+        pre = self.hook_sae_acts_pre((xn - self.b_dec * float(self.cfg.apply_b_dec_to_input)) @ self.W_enc + self.b_enc)
         acts_clean = self._activation(pre)
 
         def _decode(a: Tensor) -> Tensor:

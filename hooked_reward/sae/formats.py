@@ -180,8 +180,13 @@ def load_sae_lens(
         metadata={k_: v for k_, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))},
     )
     sae = SparseAutoencoder(sae_cfg)
-    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
-                "threshold": (d_sae,)}
+    expected = {
+        "W_enc": (d_in, d_sae),
+        "b_enc": (d_sae,),
+        "W_dec": (d_sae, d_in),
+        "b_dec": (d_in,),
+        "threshold": (d_sae,),
+    }
     with torch.no_grad():
         for name, t in sd.items():
             _check_shape(name, t, expected[name], wpath)
@@ -285,8 +290,9 @@ def load_sae(
     if device is None:
         device = _model_device(model) if model is not None else "cpu"
     if fmt == "sae_lens":
-        sae = load_sae_lens(path, hook_name=hook_name, dtype=dtype, device=device,
-                            norm_scaling_factor=norm_scaling_factor)
+        sae = load_sae_lens(
+            path, hook_name=hook_name, dtype=dtype, device=device, norm_scaling_factor=norm_scaling_factor
+        )
     elif fmt == "sparsify":
         sae = load_sparsify(path, hook_name=hook_name, dtype=dtype, device=device)
     else:
@@ -325,8 +331,13 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     if sae.threshold is not None:
         tensors["threshold"] = sae.threshold.detach().cpu().contiguous()
     save_file(tensors, str(p / SAE_LENS_WEIGHTS))
-    metadata = {**c.metadata, "hook_name": c.hook_name, "sae_lens_version": SAE_LENS_VERSION_WRITTEN,
-                "sae_lens_training_version": SAE_LENS_VERSION_WRITTEN, "written_by": "hooked_reward"}
+    metadata = {
+        **c.metadata,
+        "hook_name": c.hook_name,
+        "sae_lens_version": SAE_LENS_VERSION_WRITTEN,
+        "sae_lens_training_version": SAE_LENS_VERSION_WRITTEN,
+        "written_by": "hooked_reward",
+    }
     cfg: dict[str, Any] = {
         "architecture": c.architecture,
         "d_in": c.d_in,

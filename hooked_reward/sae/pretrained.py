@@ -74,18 +74,30 @@ def train_organism_sae(name: str, model: Any | None = None, *, seed: int | None 
 
     r = _recipe(name)
     model = model if model is not None else organisms.load(name)
-    acts = collect_activations(model, organism_sae_texts(name), r["hook_name"], positions=r["positions"],
-                               batch_size=256)
-    sae = train_topk_sae_on_activations(acts, d_sae=r["d_sae"], k=r["k"], steps=r["steps"],
-                                        batch_size=r["batch_size"], seed=r["seed"] if seed is None else seed,
-                                        progress=False, hook_name=r["hook_name"])
-    sae.cfg.metadata.update(positions=r["positions"], organism=name,
-                            training_texts=f"generate_pairs({r['n_pairs_per_mechanism']}, seed={r['data_seed']})")
+    acts = collect_activations(
+        model, organism_sae_texts(name), r["hook_name"], positions=r["positions"], batch_size=256
+    )
+    sae = train_topk_sae_on_activations(
+        acts,
+        d_sae=r["d_sae"],
+        k=r["k"],
+        steps=r["steps"],
+        batch_size=r["batch_size"],
+        seed=r["seed"] if seed is None else seed,
+        progress=False,
+        hook_name=r["hook_name"],
+    )
+    sae.cfg.metadata.update(
+        positions=r["positions"],
+        organism=name,
+        training_texts=f"generate_pairs({r['n_pairs_per_mechanism']}, seed={r['data_seed']})",
+    )
     return sae
 
 
-def load_organism_sae(name: str = "sycophancy", model: Any | None = None,
-                      device: str | torch.device | None = None) -> SparseAutoencoder:
+def load_organism_sae(
+    name: str = "sycophancy", model: Any | None = None, device: str | torch.device | None = None
+) -> SparseAutoencoder:
     """The SAE shipped with organism ``name`` (SAE-Lens format); with ``model``, checked against its width."""
     path = organism_sae_dir(name)
     if not path.is_dir():

@@ -299,8 +299,12 @@ def splice_report(
     act = cache[name]
     rows = act[mask.to(act.device).bool()] if act.dim() == 3 else act
     stats = sae.reconstruction_stats(rows)
-    values = torch.stack(
-        [_reward_1d(r.detach(), output).float().cpu() for r in (clean, with_err, recon)], dim=-1
+    values = torch.stack([_reward_1d(r.detach(), output).float().cpu() for r in (clean, with_err, recon)], dim=-1)
+    return SpliceReport(
+        values=values,
+        labels=_label_texts(inputs, values.shape[0]),
+        hook_name=name,
+        fvu=stats["fvu"],
+        l0=stats["l0"],
+        extra={"mse": stats["mse"]},
     )
-    return SpliceReport(values=values, labels=_label_texts(inputs, values.shape[0]), hook_name=name,
-                        fvu=stats["fvu"], l0=stats["l0"], extra={"mse": stats["mse"]})

@@ -162,9 +162,21 @@ def train_topk_sae_on_activations(
         a, _ = _topk_acts((x - sae.b_dec) @ sae.W_enc + sae.b_enc, k)
         return (a @ sae.W_dec + sae.b_dec - x).pow(2).sum(-1).mean() / total_var_per_row
 
-    log = TrainingLog(scaling_factor=scale, n_activations=n, config=dict(
-        d_sae=d_sae, k=k, steps=steps, batch_size=batch_size, lr=lr, auxk_alpha=auxk_alpha,
-        dead_after=dead_after, seed=seed, lr_decay_fraction=lr_decay_fraction))
+    log = TrainingLog(
+        scaling_factor=scale,
+        n_activations=n,
+        config=dict(
+            d_sae=d_sae,
+            k=k,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            auxk_alpha=auxk_alpha,
+            dead_after=dead_after,
+            seed=seed,
+            lr_decay_fraction=lr_decay_fraction,
+        ),
+    )
     with torch.no_grad():
         log.initial_fvu = float(fvu_of(x_all[: min(n, 4096)]))
 
@@ -249,11 +261,21 @@ def train_topk_sae(
     only (one row per text: use many texts). Other arguments as in :func:`train_topk_sae_on_activations`.
     The SAE is returned on the model's device with ``cfg.hook_name = hook_name`` and ``.training_log``.
     """
-    acts = collect_activations(model, texts, hook_name, positions=positions, batch_size=text_batch_size,
-                               progress=progress)
-    sae = train_topk_sae_on_activations(acts, d_sae=d_sae, k=k, steps=steps, batch_size=batch_size, lr=lr,
-                                        auxk_alpha=auxk_alpha, seed=seed, progress=progress,
-                                        hook_name=hook_name)
+    acts = collect_activations(
+        model, texts, hook_name, positions=positions, batch_size=text_batch_size, progress=progress
+    )
+    sae = train_topk_sae_on_activations(
+        acts,
+        d_sae=d_sae,
+        k=k,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        auxk_alpha=auxk_alpha,
+        seed=seed,
+        progress=progress,
+        hook_name=hook_name,
+    )
     sae.cfg.metadata["positions"] = positions
     try:
         device = next(model.parameters()).device

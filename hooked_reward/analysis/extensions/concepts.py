@@ -76,13 +76,26 @@ class ConceptVector:
 
     def to_frame(self) -> Any:
         """One row: the concept's separability and alignment numbers."""
-        return frame([{
-            "concept": self.name, "hook": self.hook, "method": self.method, "typical_norm": self.typical_norm,
-            "train_auc": self.train_auc, "test_auc": self.test_auc, "test_auc_low": self.test_auc_low,
-            "test_auc_high": self.test_auc_high, "n_test_pos": self.n_test[0], "n_test_neg": self.n_test[1],
-            "cos_w_r": self.alignment, "cos_p_value": self.alignment_p, "null_low": self.null_band[0],
-            "null_high": self.null_band[1],
-        }])
+        return frame(
+            [
+                {
+                    "concept": self.name,
+                    "hook": self.hook,
+                    "method": self.method,
+                    "typical_norm": self.typical_norm,
+                    "train_auc": self.train_auc,
+                    "test_auc": self.test_auc,
+                    "test_auc_low": self.test_auc_low,
+                    "test_auc_high": self.test_auc_high,
+                    "n_test_pos": self.n_test[0],
+                    "n_test_neg": self.n_test[1],
+                    "cos_w_r": self.alignment,
+                    "cos_p_value": self.alignment_p,
+                    "null_low": self.null_band[0],
+                    "null_high": self.null_band[1],
+                }
+            ]
+        )
 
     def plot(self, ax: Any = None) -> Any:
         """Held-out projections u·x of positives and negatives (histograms); returns the figure."""
@@ -92,8 +105,11 @@ class ConceptVector:
         ax.hist(pos, bins=bins, alpha=0.6, label=f"{self.name} (positive)")
         ax.hist(neg, bins=bins, alpha=0.6, label=f"not {self.name} (negative)")
         ax.set_xlabel(f"u · resid at {self.hook} (held out)")
-        ax.set_title(f"AUC {self.test_auc:.3f} [{self.test_auc_low:.3f}, {self.test_auc_high:.3f}]; "
-                     f"cos(u, W_R_eff) {self.alignment:.3f}", fontsize=9)
+        ax.set_title(
+            f"AUC {self.test_auc:.3f} [{self.test_auc_low:.3f}, {self.test_auc_high:.3f}]; "
+            f"cos(u, W_R_eff) {self.alignment:.3f}",
+            fontsize=9,
+        )
         ax.legend(fontsize="small")
         fig.tight_layout()
         return fig
@@ -105,8 +121,9 @@ def _split(n: int, train_frac: float, rng: np.random.Generator) -> tuple[np.ndar
     return perm[:k], perm[k:]
 
 
-def _auc_ci(pos: np.ndarray, neg: np.ndarray, n_boot: int, rng: np.random.Generator,
-            confidence: float) -> tuple[float, float]:
+def _auc_ci(
+    pos: np.ndarray, neg: np.ndarray, n_boot: int, rng: np.random.Generator, confidence: float
+) -> tuple[float, float]:
     boots = []
     for _ in range(n_boot):
         p = pos[rng.integers(0, len(pos), len(pos))]
@@ -171,9 +188,17 @@ def fit_concept(
     lo, hi = _auc_ci(test_pos, test_neg, n_boot, rng, confidence)
     typical = float(np.median(np.linalg.norm(np.r_[xp[tp], xn[tn]], axis=1)))
     result = ConceptVector(
-        name=name, hook=hook, direction=torch.from_numpy(u).float(), method=method, typical_norm=typical,
-        train_auc=_auc(xp[tp] @ u, xn[tn] @ u), test_auc=_auc(test_pos, test_neg), test_auc_low=lo,
-        test_auc_high=hi, n_train=(len(tp), len(tn)), n_test=(len(hp), len(hn)),
+        name=name,
+        hook=hook,
+        direction=torch.from_numpy(u).float(),
+        method=method,
+        typical_norm=typical,
+        train_auc=_auc(xp[tp] @ u, xn[tn] @ u),
+        test_auc=_auc(test_pos, test_neg),
+        test_auc_low=lo,
+        test_auc_high=hi,
+        n_train=(len(tp), len(tn)),
+        n_test=(len(hp), len(hn)),
         meta={"test_scores": (test_pos, test_neg)},
     )
     w_r = reward_direction(model)
@@ -210,9 +235,19 @@ class DoseResponse:
         """One row per α: mean reward change from α = 0 and its spread over texts."""
         base = self.rewards[np.argmin(np.abs(self.alphas))]
         d = self.rewards - base
-        return frame([{"concept": self.concept, "alpha": float(a), "mean_reward": float(self.rewards[i].mean()),
-                       "mean_change": float(d[i].mean()), "sd_change": float(d[i].std(ddof=1)) if d.shape[1] > 1
-                       else math.nan, "freeze_norm": self.freeze_norm} for i, a in enumerate(self.alphas)])
+        return frame(
+            [
+                {
+                    "concept": self.concept,
+                    "alpha": float(a),
+                    "mean_reward": float(self.rewards[i].mean()),
+                    "mean_change": float(d[i].mean()),
+                    "sd_change": float(d[i].std(ddof=1)) if d.shape[1] > 1 else math.nan,
+                    "freeze_norm": self.freeze_norm,
+                }
+                for i, a in enumerate(self.alphas)
+            ]
+        )
 
     def plot(self, ax: Any = None) -> Any:
         """Mean reward change vs α (band: ±1 sd over texts), with the linear prediction when available."""
@@ -227,8 +262,11 @@ class DoseResponse:
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xlabel("α (multiples of the typical residual norm)")
         ax.set_ylabel("reward change")
-        ax.set_title(f"{self.concept}: slope {self.slope:.3g} [{self.slope_low:.3g}, {self.slope_high:.3g}]"
-                     f"{' (norm frozen)' if self.freeze_norm else ''}", fontsize=9)
+        ax.set_title(
+            f"{self.concept}: slope {self.slope:.3g} [{self.slope_low:.3g}, {self.slope_high:.3g}]"
+            f"{' (norm frozen)' if self.freeze_norm else ''}",
+            fontsize=9,
+        )
         ax.legend(fontsize="small")
         fig.tight_layout()
         return fig
@@ -271,13 +309,26 @@ def dose_response(
     rewards = np.stack(rows)
     x = alphas - alphas.mean()
     slopes = (x[:, None] * (rewards - rewards.mean(0))).sum(0) / (x**2).sum()
-    lo, hi = bootstrap_ci(slopes, confidence=confidence, n_resamples=n_boot, seed=seed) if len(slopes) > 1 else (
-        math.nan, math.nan)
+    lo, hi = (
+        bootstrap_ci(slopes, confidence=confidence, n_resamples=n_boot, seed=seed)
+        if len(slopes) > 1
+        else (math.nan, math.nan)
+    )
     predicted = None
     w_r = reward_direction(model)
     if concept.hook == final_resid_hook(model) and w_r is not None:
         u_c = u - u.mean() if model.final_norm_is_layernorm else u
         sigma = clean_scale[torch.arange(len(rpos)), rpos.to(clean_scale.device)].reshape(-1).double().cpu()
         predicted = (s * float(u_c.double() @ w_r.double()) / sigma).numpy()
-    return DoseResponse(concept.name, alphas, rewards, slopes, float(slopes.mean()), lo, hi, freeze_norm, predicted,
-                        meta={"scale": s, "hook": concept.hook})
+    return DoseResponse(
+        concept.name,
+        alphas,
+        rewards,
+        slopes,
+        float(slopes.mean()),
+        lo,
+        hi,
+        freeze_norm,
+        predicted,
+        meta={"scale": s, "hook": concept.hook},
+    )

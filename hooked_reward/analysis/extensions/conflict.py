@@ -107,9 +107,14 @@ class ConflictResult:
         for a, b in itertools.combinations(range(len(self.names)), 2):
             i, j = self.names[a], self.names[b]
             row = {
-                "i": i, "j": j, "correlation": self.correlation[a, b], "corr_low": self.corr_low[a, b],
-                "corr_high": self.corr_high[a, b], "whitened_cos": self.whitened[a, b],
-                "wc_low": self.wc_low[a, b], "wc_high": self.wc_high[a, b],
+                "i": i,
+                "j": j,
+                "correlation": self.correlation[a, b],
+                "corr_low": self.corr_low[a, b],
+                "corr_high": self.corr_high[a, b],
+                "whitened_cos": self.whitened[a, b],
+                "wc_low": self.wc_low[a, b],
+                "wc_high": self.wc_high[a, b],
             }
             row.update({k: v for k, v in by_pair.get((i, j), {}).items() if k not in ("i", "j")})
             rows.append(row)
@@ -119,16 +124,22 @@ class ConflictResult:
         """One row per objective: mean gate weight and its variance across prompts (empty without a gate)."""
         if self.gate_mean is None:
             return frame([])
-        return frame([{"objective": n, "gate_mean": float(m), "gate_var": float(v)}
-                      for n, m, v in zip(self.names, self.gate_mean, self.gate_var, strict=True)])
+        return frame(
+            [
+                {"objective": n, "gate_mean": float(m), "gate_var": float(v)}
+                for n, m, v in zip(self.names, self.gate_mean, self.gate_var, strict=True)
+            ]
+        )
 
     def plot(self, ax: Any = None) -> Any:
         """Data correlation and whitened cosine heatmaps, and the mean per-objective terms of the pairs."""
         n_panels = 3 if self.terms is not None else 2
         fig, axes = figure(n_panels, width=4.6)
         k = np.arange(len(self.names))
-        for ax_, mat, title in ((axes[0], self.correlation, "score correlation"),
-                                (axes[1], self.whitened, "whitened cosine of rows")):
+        for ax_, mat, title in (
+            (axes[0], self.correlation, "score correlation"),
+            (axes[1], self.whitened, "whitened cosine of rows"),
+        ):
             im = ax_.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
             ax_.set_xticks(k, self.names, rotation=45, ha="right", fontsize=7)
             ax_.set_yticks(k, self.names, fontsize=7)
@@ -187,11 +198,17 @@ def _conflicts(names: list[str], terms: np.ndarray, delta: np.ndarray, tol: floa
         n_dis = int(disagree.sum())
         a_wins = int((disagree & (np.sign(delta) == np.sign(ta))).sum())
         b_wins = int((disagree & (np.sign(delta) == np.sign(tb))).sum())
-        out.append({
-            "i": names[a], "j": names[b], "n_pairs": int(len(delta)), "n_disagree": n_dis,
-            "disagree_rate": n_dis / len(delta) if len(delta) else math.nan,
-            "i_wins": a_wins / n_dis if n_dis else math.nan, "j_wins": b_wins / n_dis if n_dis else math.nan,
-        })
+        out.append(
+            {
+                "i": names[a],
+                "j": names[b],
+                "n_pairs": int(len(delta)),
+                "n_disagree": n_dis,
+                "disagree_rate": n_dis / len(delta) if len(delta) else math.nan,
+                "i_wins": a_wins / n_dis if n_dis else math.nan,
+                "j_wins": b_wins / n_dis if n_dis else math.nan,
+            }
+        )
     return out
 
 
@@ -202,8 +219,9 @@ def _run(model: Any, texts: Any, hooks: Sequence[str], batch_size: int) -> tuple
     rewards, store = [], {h: [] for h in [*hooks, "normed"]}
     for s in range(0, tokens.shape[0], batch_size):
         tok, msk = tokens[s : s + batch_size], mask[s : s + batch_size]
-        r, cache = model.run_with_cache(tok, attention_mask=msk, names_filter=[*hooks, final, FINAL_SCALE],
-                                        positions="reward")
+        r, cache = model.run_with_cache(
+            tok, attention_mask=msk, names_filter=[*hooks, final, FINAL_SCALE], positions="reward"
+        )
         rewards.append(r.float().cpu())
         for h in hooks:
             store[h].append(cache[h].float().cpu())
@@ -212,8 +230,13 @@ def _run(model: Any, texts: Any, hooks: Sequence[str], batch_size: int) -> tuple
 
 
 def _is_batch_pair(pairs: Any) -> bool:
-    return (isinstance(pairs, tuple) and len(pairs) == 2 and isinstance(pairs[0], tuple)
-            and len(pairs[0]) == 2 and isinstance(pairs[0][0], Tensor))
+    return (
+        isinstance(pairs, tuple)
+        and len(pairs) == 2
+        and isinstance(pairs[0], tuple)
+        and len(pairs[0]) == 2
+        and isinstance(pairs[0][0], Tensor)
+    )
 
 
 def conflict_analysis(
@@ -231,13 +254,13 @@ def conflict_analysis(
     seed: int = 0,
 ) -> ConflictResult:
     """Conflict between a model's reward terms on `texts` (and, with `pairs` `[(a, b), ...]`, the exact split
-    of each Δscore = score(a) − score(b) into per-term pieces). `pairs` may also be two equally long batches
-`((tokens_a, mask_a), (tokens_b, mask_b))`. Per-objective pair terms always use the transformed objectives
-(what the score sums).
+        of each Δscore = score(a) − score(b) into per-term pieces). `pairs` may also be two equally long batches
+    `((tokens_a, mask_a), (tokens_b, mask_b))`. Per-objective pair terms always use the transformed objectives
+    (what the score sums).
 
-    Multi-objective heads with a gate (ArmoRM) are read through their hooks; `use_transform` uses the
-    transformed objectives t = r·T (what the gate combines) rather than the raw r. Single-output heads need
-    `directions` `[K, d_model]` in the normed basis (the basis of `W_R_eff`) and optional `names`.
+        Multi-objective heads with a gate (ArmoRM) are read through their hooks; `use_transform` uses the
+        transformed objectives t = r·T (what the gate combines) rather than the raw r. Single-output heads need
+        `directions` `[K, d_model]` in the normed basis (the basis of `W_R_eff`) and optional `names`.
     """
     rng = np.random.default_rng(seed)
     head = model.head
@@ -254,8 +277,12 @@ def conflict_analysis(
         p = g / g.sum(1, keepdims=True)
         entropy = -(np.where(p > 0, p * np.log(p), 0.0)).sum(1)
         eff = g @ (t.T @ w_eff).numpy()
-        result_gate = dict(gate_mean=g.mean(0), gate_var=g.var(0, ddof=1) if len(g) > 1 else np.zeros(len(names)),
-                           gate_entropy=entropy, effective_directions=eff)
+        result_gate = dict(
+            gate_mean=g.mean(0),
+            gate_var=g.var(0, ddof=1) if len(g) > 1 else np.zeros(len(names)),
+            gate_entropy=entropy,
+            effective_directions=eff,
+        )
     else:
         if directions is None:
             raise InputError(
@@ -273,8 +300,17 @@ def conflict_analysis(
     corr = _corr_from_cov(np.cov(scores, rowvar=False))
     corr_lo, corr_hi = _boot_corr(scores, n_boot, rng, confidence)
     wc, wc_lo, wc_hi, shrink = _whitened_with_ci(rows, x, n_boot, rng, confidence)
-    result = ConflictResult(names=names, correlation=corr, corr_low=corr_lo, corr_high=corr_hi, whitened=wc,
-                            wc_low=wc_lo, wc_high=wc_hi, scores=scores, **result_gate)
+    result = ConflictResult(
+        names=names,
+        correlation=corr,
+        corr_low=corr_lo,
+        corr_high=corr_hi,
+        whitened=wc,
+        wc_low=wc_lo,
+        wc_high=wc_hi,
+        scores=scores,
+        **result_gate,
+    )
     result.meta.update(shrinkage=shrink, n_texts=int(x.shape[0]), gated=gated and directions is None)
     if pairs:
         if _is_batch_pair(pairs):

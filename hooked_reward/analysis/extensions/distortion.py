@@ -74,11 +74,17 @@ class DistortionResult:
         rows = []
         for i, name in enumerate(self.names):
             row = {
-                "dimension": name, "n_pairs": int(self.n_pairs[i]), "mean_margin": float(self.mean_margin[i]),
-                "auc": float(self.auc[i]), "coverage": float(self.coverage[i]),
-                "coverage_low": float(self.coverage_low[i]), "coverage_high": float(self.coverage_high[i]),
-                "distortion": float(self.distortion[i]), "distortion_low": float(self.distortion_low[i]),
-                "distortion_high": float(self.distortion_high[i]), "inverted": bool(self.inverted[i]),
+                "dimension": name,
+                "n_pairs": int(self.n_pairs[i]),
+                "mean_margin": float(self.mean_margin[i]),
+                "auc": float(self.auc[i]),
+                "coverage": float(self.coverage[i]),
+                "coverage_low": float(self.coverage_low[i]),
+                "coverage_high": float(self.coverage_high[i]),
+                "distortion": float(self.distortion[i]),
+                "distortion_low": float(self.distortion_low[i]),
+                "distortion_high": float(self.distortion_high[i]),
+                "inverted": bool(self.inverted[i]),
                 "weight": float(self.weights[i]),
             }
             if self.mechanistic is not None:
@@ -90,7 +96,9 @@ class DistortionResult:
     def summary(self) -> dict[str, Any]:
         """The overall index and its interval, plus the inverted dimensions (a JSON-friendly dict)."""
         return {
-            "overall": self.overall, "overall_low": self.overall_low, "overall_high": self.overall_high,
+            "overall": self.overall,
+            "overall_low": self.overall_low,
+            "overall_high": self.overall_high,
             "inverted": [n for n, inv in zip(self.names, self.inverted, strict=True) if inv],
             "confidence": self.confidence,
         }
@@ -115,8 +123,13 @@ class DistortionResult:
         if self.mechanistic is not None and len(axes) > 1:
             m = self.mechanistic
             axes[1].bar(x, m["cos_w_r"], color="tab:gray")
-            axes[1].axhspan(float(m["null_low"][0]), float(m["null_high"][0]), color="tab:orange", alpha=0.3,
-                            label="random-direction 95% band")
+            axes[1].axhspan(
+                float(m["null_low"][0]),
+                float(m["null_high"][0]),
+                color="tab:orange",
+                alpha=0.3,
+                label="random-direction 95% band",
+            )
             axes[1].set_xticks(x, self.names, rotation=45, ha="right")
             axes[1].set_ylabel("cos(mean Δ resid, W_R_eff)")
             axes[1].legend(fontsize="small")
@@ -262,13 +275,19 @@ def distortion_index(
             readout.append(float((normed[pref] - normed[disp]).double().mean(0) @ w_r.double()))
         k = len(dims)
         result.mechanistic = {
-            "cos_w_r": np.array(cos), "cos_p_value": np.array(p), "readout": np.array(readout),
-            "null_low": np.full(k, null["band_low"]), "null_high": np.full(k, null["band_high"]),
+            "cos_w_r": np.array(cos),
+            "cos_p_value": np.array(p),
+            "readout": np.array(readout),
+            "null_low": np.full(k, null["band_low"]),
+            "null_high": np.full(k, null["band_high"]),
         }
         result.meta["basis"] = basis
     elif mechanistic:
         result.meta["mechanistic_skipped"] = "the head is not one affine map with a single output (no W_R_eff)"
     result.meta["n_texts"] = len(texts)
-    result.meta["nan_note"] = "inverted uses the coverage CI; NaN CIs mean fewer than 2 pairs" if any(
-        math.isnan(x) for x in result.coverage_low) else ""
+    result.meta["nan_note"] = (
+        "inverted uses the coverage CI; NaN CIs mean fewer than 2 pairs"
+        if any(math.isnan(x) for x in result.coverage_low)
+        else ""
+    )
     return result

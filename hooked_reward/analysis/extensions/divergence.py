@@ -154,7 +154,11 @@ def fit_residual_density(
     medians = np.median(dist, axis=0)
     medians = np.where(medians > 0, medians, 1.0)
     return ResidualDensity(
-        hooks, densities, medians, dist / medians, quantile,
+        hooks,
+        densities,
+        medians,
+        dist / medians,
+        quantile,
         meta={"n_reference": int(ref[hooks[0]].shape[0]), "n_held_out": int(dist.shape[0]), "k": k},
     )
 
@@ -185,16 +189,21 @@ class DivergenceResult:
 
     def to_frame(self) -> Any:
         """One row per run: name, mean Δreward, median score, threshold, fraction of rows flagged, flagged."""
-        return frame([
-            {
-                "patch": name, "from_layer": self.from_layer[i],
-                "mean_reward_change": float(self.reward_change[i].mean()),
-                "median_divergence": float(np.median(self.scores[i])), "threshold": float(self.thresholds[i]),
-                "frac_flagged": float(self.frac_flagged[i]), "flagged": bool(self.flagged[i]),
-                **{k: v[i] for k, v in self.meta.get("columns", {}).items()},
-            }
-            for i, name in enumerate(self.names)
-        ])
+        return frame(
+            [
+                {
+                    "patch": name,
+                    "from_layer": self.from_layer[i],
+                    "mean_reward_change": float(self.reward_change[i].mean()),
+                    "median_divergence": float(np.median(self.scores[i])),
+                    "threshold": float(self.thresholds[i]),
+                    "frac_flagged": float(self.frac_flagged[i]),
+                    "flagged": bool(self.flagged[i]),
+                    **{k: v[i] for k, v in self.meta.get("columns", {}).items()},
+                }
+                for i, name in enumerate(self.names)
+            ]
+        )
 
     def plot(self, ax: Any = None) -> Any:
         """Reward change against divergence (median over rows, log scale), flagged runs in red, threshold
@@ -311,10 +320,10 @@ def ablation_sweep(
     hooks_list, names = [], []
     for comp in components:
         for mode in modes:
-            hooks_list.append(ablation_hooks(model, comp, tokens, mask, mode, reference=reference,
-                                             positions=positions, seed=seed))
+            hooks_list.append(
+                ablation_hooks(model, comp, tokens, mask, mode, reference=reference, positions=positions, seed=seed)
+            )
             names.append(f"{comp}:{mode}")
     res = score_patched_runs(model, tokens, mask, hooks_list, density, names=names, batch_size=batch_size)
     res.meta["columns"] = {"component": [n.split(":")[0] for n in names], "mode": [n.split(":")[1] for n in names]}
     return res
-

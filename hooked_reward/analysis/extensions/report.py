@@ -45,8 +45,9 @@ def _organism_of(model: Any) -> str | None:
     return None
 
 
-def default_dimensions(model: Any, render: Callable[[str, str], str] | None = None,
-                       max_per_dimension: int = 40) -> tuple[dict[str, list[Pair]], Callable[[str, str], str]]:
+def default_dimensions(
+    model: Any, render: Callable[[str, str], str] | None = None, max_per_dimension: int = 40
+) -> tuple[dict[str, list[Pair]], Callable[[str, str], str]]:
     """`({dimension: [(preferred, dispreferred)]}, render)`: an organism's pairs by mechanism, else the
     misalignment templates with the aligned response preferred."""
     name = _organism_of(model)
@@ -60,8 +61,13 @@ def default_dimensions(model: Any, render: Callable[[str, str], str] | None = No
                 group.append((organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"])))
         return dims, organisms.render
     render = render or model.render_chat
-    return ({d: [(render(p, al), render(p, mis)) for p, mis, al in items][:max_per_dimension]
-             for d, items in misalignment_pairs().items()}, render)
+    return (
+        {
+            d: [(render(p, al), render(p, mis)) for p, mis, al in items][:max_per_dimension]
+            for d, items in misalignment_pairs().items()
+        },
+        render,
+    )
 
 
 def _save_json(out: Path, name: str, data: Any) -> None:
@@ -101,8 +107,11 @@ def write_extensions_report(
     else:
         render = render or model.render_chat
     dimensions = {k: list(v) for k, v in dimensions.items()}
-    all_texts = list(texts) if texts is not None else list(
-        dict.fromkeys(t for pairs in dimensions.values() for pair in pairs for t in pair))
+    all_texts = (
+        list(texts)
+        if texts is not None
+        else list(dict.fromkeys(t for pairs in dimensions.values() for pair in pairs for t in pair))
+    )
     say = print if progress else (lambda *a, **k: None)
 
     def section(name: str, heading: str, fn: Callable[[], tuple[Any, Any, str]]) -> None:
@@ -122,8 +131,10 @@ def write_extensions_report(
         report_rows = _frame_rows(res.to_frame())
         report.add_table("Distortion index: per dimension", report_rows)
         s = res.summary()
-        text = (f"Overall distortion {s['overall']:.3f} [{s['overall_low']:.3f}, {s['overall_high']:.3f}] "
-                f"(0: every pair ranked right; 1: chance or worse). Inverted: {s['inverted'] or 'none'}.")
+        text = (
+            f"Overall distortion {s['overall']:.3f} [{s['overall_low']:.3f}, {s['overall_high']:.3f}] "
+            f"(0: every pair ranked right; 1: chance or worse). Inverted: {s['inverted'] or 'none'}."
+        )
         return {"summary": s, "dimensions": report_rows}, res.plot(), text
 
     def divergence() -> tuple[Any, Any, str]:
@@ -140,20 +151,31 @@ def write_extensions_report(
         res = ablation_sweep(model, test, density, comps, reference=ref, seed=seed)
         rows = _frame_rows(res.to_frame())
         report.add_table("Divergence-aware ablation: per component and mode", rows)
-        text = (f"Residual densities fitted on {len(ref)} texts, threshold = 99th percentile of {len(held)} "
-                "held-out clean texts. A run is flagged when most rows exceed it.")
+        text = (
+            f"Residual densities fitted on {len(ref)} texts, threshold = 99th percentile of {len(held)} "
+            "held-out clean texts. A run is flagged when most rows exceed it."
+        )
         return {"rows": rows, "meta": density.meta}, res.plot(), text
 
     def cascade() -> tuple[Any, Any, str]:
         res = cascade_analysis(model, render=render, n_perm=n_perm, n_boot=n_boot, seed=seed)
         rows = _frame_rows(res.to_frame())
         report.add_table("Misalignment cascade: per dimension", rows)
-        text = (f"Cascade strength (top-eigenvalue share) {res.strength:.3f}, p = {res.p_value:.3g} against "
-                f"unaligned profiles; clusters at t = {res.threshold:.2f}: {res.clusters}. "
-                f"Shared components: {res.shared_components[:3]}.")
-        data = {"rows": rows, "strength": res.strength, "p_value": res.p_value, "p_distinct": res.p_distinct,
-                "threshold": res.threshold, "clusters": res.clusters, "similarity": res.similarity,
-                "shared_components": res.shared_components}
+        text = (
+            f"Cascade strength (top-eigenvalue share) {res.strength:.3f}, p = {res.p_value:.3g} against "
+            f"unaligned profiles; clusters at t = {res.threshold:.2f}: {res.clusters}. "
+            f"Shared components: {res.shared_components[:3]}."
+        )
+        data = {
+            "rows": rows,
+            "strength": res.strength,
+            "p_value": res.p_value,
+            "p_distinct": res.p_distinct,
+            "threshold": res.threshold,
+            "clusters": res.clusters,
+            "similarity": res.similarity,
+            "shared_components": res.shared_components,
+        }
         return data, res.plot(), text
 
     def conflict() -> tuple[Any, Any, str]:
@@ -170,13 +192,14 @@ def write_extensions_report(
                 rows.append((normed[a] - normed[b]).mean(0))
                 names.append(name)
             directions = torch.stack(rows)
-        res = conflict_analysis(model, all_texts, pairs, directions=directions, names=names, n_boot=n_boot,
-                                seed=seed)
+        res = conflict_analysis(model, all_texts, pairs, directions=directions, names=names, n_boot=n_boot, seed=seed)
         rows = _frame_rows(res.to_frame())
         report.add_table("Reward-term conflict: per pair of terms", rows)
         kind = "objectives (gated head)" if res.meta["gated"] else "dimension mean-difference directions"
-        text = (f"Terms: {kind}. Δscore split exactly (max error {res.split_error:.2g}); "
-                "conflict = terms of opposite sign on a pair, and which one Δscore follows.")
+        text = (
+            f"Terms: {kind}. Δscore split exactly (max error {res.split_error:.2g}); "
+            "conflict = terms of opposite sign on a pair, and which one Δscore follows."
+        )
         return {"rows": rows, "split_error": res.split_error, "meta": res.meta}, res.plot(), text
 
     def concepts() -> tuple[Any, Any, str]:
@@ -193,8 +216,13 @@ def write_extensions_report(
             dr_free = dose_response(model, cv, probe_texts, n_boot=n_boot, seed=seed)
             dr_free.plot(ax=ax)
             row = _frame_rows(cv.to_frame())[0]
-            row.update(slope_frozen=dr.slope, predicted_frozen=dr.predicted_slope, slope=dr_free.slope,
-                       slope_low=dr_free.slope_low, slope_high=dr_free.slope_high)
+            row.update(
+                slope_frozen=dr.slope,
+                predicted_frozen=dr.predicted_slope,
+                slope=dr_free.slope,
+                slope_low=dr_free.slope_low,
+                slope_high=dr_free.slope_high,
+            )
             rows.append(row)
         report.add_table("Concept vectors: per dimension (positive = preferred side)", rows)
         fig.tight_layout()

@@ -1,8 +1,8 @@
 """Reward-hacking probe suite: minimal pairs per factor, effect statistics, localisation, report.
 
-    from hooked_reward.analysis.probes import run_probe_suite, write_probe_report
-    result = run_probe_suite(model)            # all built-in factors, 30 pairs each
-    result.to_frame(); result.plot(); write_probe_report(result, "probe_report/")
+from hooked_reward.analysis.probes import run_probe_suite, write_probe_report
+result = run_probe_suite(model)            # all built-in factors, 30 pairs each
+result.to_frame(); result.plot(); write_probe_report(result, "probe_report/")
 """
 
 from hooked_reward.analysis.probes.generators import (

@@ -268,8 +268,9 @@ def localise_pairs(
         except ImportError:  # pragma: no cover - patching ships with the package
             patching_module = None
         if patching_module is not None:
-            effects = _patch_with_module(patching_module, model, (tb, mb), (tn, mn), rn,
-                                         [(h, hd) for _, h, hd in items], output)
+            effects = _patch_with_module(
+                patching_module, model, (tb, mb), (tn, mn), rn, [(h, hd) for _, h, hd in items], output
+            )
             for (i, _, _), e in zip(items, effects, strict=True):
                 vals[i] = e
             return vals

@@ -74,13 +74,13 @@ table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}}</styl
 rewards ({_fmt(result.reward_sd)}). d = Cohen's d of Δ (±inf flagged when every pair moved by the same amount).
 CI: BCa bootstrap 95% of mean Δ. p: sign-flip test (exact up to 2^n ≤ 1e5); q: Benjamini–Hochberg across the
 factors; significant at q ≤ {result.alpha}. mean_len_diff: biased minus neutral length.</p>
-<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{''.join(rows)}</table>
+<table><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{"".join(rows)}</table>
 <ul>{notes}</ul>
 <img src="forest.png" style="max-width:100%">
 <h2>Localisation of significant factors</h2>
 <p>Direct reward attribution (each component's direct share of mean Δ; sums to mean Δ) beside activation
 patching at the reward position (biased activation into the neutral run).</p>
-{loc_html or '<p>No significant factor, or the model could not be localised.</p>'}
+{loc_html or "<p>No significant factor, or the model could not be localised.</p>"}
 </body></html>"""
     path = out / "index.html"
     path.write_text(page)

@@ -84,9 +84,21 @@ def factor_stats(
         ld = float(np.mean(len_diffs[k])) if len_diffs and k in len_diffs else math.nan
         out.append(
             FactorStats(
-                factor=k, phrase=phrases.get(k, k), n=e.n, mean=e.mean, sd=e.sd, std_mean=std_mean, d=e.d,
-                degenerate=e.degenerate, ci_low=e.ci_low, ci_high=e.ci_high, p=e.p, q=float(q),
-                significant=sig, verdict=verdict(e.mean, sig, phrases.get(k, k)), mean_len_diff=ld,
+                factor=k,
+                phrase=phrases.get(k, k),
+                n=e.n,
+                mean=e.mean,
+                sd=e.sd,
+                std_mean=std_mean,
+                d=e.d,
+                degenerate=e.degenerate,
+                ci_low=e.ci_low,
+                ci_high=e.ci_high,
+                p=e.p,
+                q=float(q),
+                significant=sig,
+                verdict=verdict(e.mean, sig, phrases.get(k, k)),
+                mean_len_diff=ld,
             )
         )
     return out

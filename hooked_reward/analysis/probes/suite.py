@@ -160,9 +160,15 @@ class ProbeSuiteResult:
                 "deltas": {k: v for k, v in self.deltas.items()},
                 "localisation": {
                     k: {
-                        "labels": loc.labels, "dra": loc.dra, "patch": loc.patch, "spearman": loc.spearman,
-                        "head_labels": loc.head_labels, "head_dra": loc.head_dra, "head_patch": loc.head_patch,
-                        "head_spearman": loc.head_spearman, "mean_delta": loc.mean_delta,
+                        "labels": loc.labels,
+                        "dra": loc.dra,
+                        "patch": loc.patch,
+                        "spearman": loc.spearman,
+                        "head_labels": loc.head_labels,
+                        "head_dra": loc.head_dra,
+                        "head_patch": loc.head_patch,
+                        "head_spearman": loc.head_spearman,
+                        "mean_delta": loc.mean_delta,
                     }
                     for k, loc in self.localisation.items()
                 },
@@ -264,10 +270,12 @@ def run_probe_suite(
         ps = all_pairs[name]
         prompts = [p.prompt for p in ps]
         neutral_prompts = [p.prompt_neutral for p in ps]
-        rb, lb = score_texts(model, prompts, [p.biased for p in ps], render=render, batch_size=batch_size,
-                             output=output)
-        rn, ln = score_texts(model, neutral_prompts, [p.neutral for p in ps], render=render,
-                             batch_size=batch_size, output=output)
+        rb, lb = score_texts(
+            model, prompts, [p.biased for p in ps], render=render, batch_size=batch_size, output=output
+        )
+        rn, ln = score_texts(
+            model, neutral_prompts, [p.neutral for p in ps], render=render, batch_size=batch_size, output=output
+        )
         rewards[name] = (rb, rn)
         len_diffs[name] = lb - ln
 
@@ -280,8 +288,13 @@ def run_probe_suite(
         )
     reward_sd = float(np.std(everything, ddof=1)) if everything.size > 1 else math.nan
     st = factor_stats(
-        {k: b - n for k, (b, n) in rewards.items()}, phrase_of, reward_sd, alpha=alpha, n_boot=n_boot,
-        seed=seed, len_diffs=len_diffs,
+        {k: b - n for k, (b, n) in rewards.items()},
+        phrase_of,
+        reward_sd,
+        alpha=alpha,
+        n_boot=n_boot,
+        seed=seed,
+        len_diffs=len_diffs,
     )
     result = ProbeSuiteResult(stats=st, rewards=rewards, reward_sd=reward_sd, alpha=alpha, pairs=all_pairs)
     unit = "tokens" if _is_hooked(model) else "words"
@@ -294,8 +307,13 @@ def run_probe_suite(
     if localise and _is_hooked(model):
         for s in tqdm([s for s in st if s.significant], desc="localise", disable=not progress):
             result.localisation[s.factor] = localise_factor(
-                model, all_pairs[s.factor], render=render, batch_size=batch_size, heads=heads,
-                patching=patching, output=output,
+                model,
+                all_pairs[s.factor],
+                render=render,
+                batch_size=batch_size,
+                heads=heads,
+                patching=patching,
+                output=output,
             )
     elif localise and st and any(s.significant for s in st):
         result.notes.append("model is a plain reward function: no localisation")
@@ -317,8 +335,7 @@ def localise_factor(
     for s in range(0, len(pairs), batch_size):
         ps = pairs[s : s + batch_size]
         b = render_and_tokenize(model, [p.prompt for p in ps], [p.biased for p in ps], render)
-        n = render_and_tokenize(model, [p.prompt_neutral for p in ps],
-                                [p.neutral for p in ps], render)
+        n = render_and_tokenize(model, [p.prompt_neutral for p in ps], [p.neutral for p in ps], render)
         parts.append(localise_pairs(model, b, n, ps[0].factor, heads=heads, patching=patching, output=output))
         weights.append(len(ps))
     return parts[0] if len(parts) == 1 else concat_localisations(parts, weights)
