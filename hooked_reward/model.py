@@ -11,7 +11,7 @@ HF own attention, rotary, soft-capping and norms). What this module adds is what
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,18 @@ from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import InputError, unknown_hook_error
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
-from hooked_reward.positions import gather_at_positions, pad_rows, position_ids_from_mask, reward_positions
+from hooked_reward.positions import (
+    check_mask,
+    gather_at_positions,
+    interior_gaps,
+    pad_rows,
+    position_ids_from_mask,
+    reward_positions,
+)
 
 TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
+#: What `prepare` takes: text(s), token ids, a `(tokens, attention_mask)` pair, or a mapping with `input_ids`.
+ModelInputs = TextOrTokens | tuple[Tensor, Tensor] | Mapping[str, Tensor]
 PositionsArg = None | str | int | Int[Tensor, "batch"]
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
 
@@ -302,46 +311,110 @@ class HookedRewardModel(TransformerBridge):
                 f"Truncate it, e.g. `model.tokenize(texts, max_length={n_ctx})`."
             )
 
-    def _prepare(
-        self, input: TextOrTokens, attention_mask: Tensor | None
+    def prepare(
+        self,
+        inputs: ModelInputs,
+        *,
+        attention_mask: Int[Tensor, "batch pos"] | Tensor | None = None,
+        max_length: int | None = None,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        if isinstance(input, str) or (isinstance(input, Sequence) and not isinstance(input, Tensor)):
+        """Every input as `(tokens, attention_mask)`, both `[batch, pos]` int64 on the model's input device:
+        the one place where text, token ids and masks enter the model, and where they are checked.
+
+        `inputs` is one of:
+        - a text or a list of texts: tokenized with `tokenize` (`max_length` cuts the prompt side, never the
+          reward token); `attention_mask` must then be None;
+        - token ids, `[batch, pos]` or `[pos]` (an integer tensor; not bool, not float), with an optional
+          `attention_mask` of the same shape;
+        - a `(tokens, attention_mask)` pair as `tokenize` returns it, or a mapping with `input_ids` (and
+          `attention_mask`), e.g. an HF `BatchEncoding`.
+
+        Rules (each broken one raises `InputError` naming the row and value): at least one row and one token;
+        ids in `[0, d_vocab)`; at most `n_ctx` tokens; a mask holds only 0 and 1 (bool, int, or float 0./1.),
+        and every row has an attended token. A mask may have gaps (interior zeros): masked tokens are invisible
+        to the others and positions count from each row's first attended token, which is what HF computes for
+        the row without its leading padding. Ids without a mask are all attended, except a run of the
+        tokenizer's pad id at the start or end of a row (padding, as `to_tokens` makes it); a pad id between
+        other tokens is refused (pass the mask), since it cannot be told apart from a real token.
+        """
+        if isinstance(inputs, Mapping):
+            if "input_ids" not in inputs:
+                raise InputError(
+                    f"A mapping input needs 'input_ids' (and 'attention_mask'); got keys {sorted(inputs)}."
+                )
+            if attention_mask is not None and inputs.get("attention_mask") is not None:
+                raise InputError("attention_mask is given twice: in the input mapping and as a keyword.")
+            attention_mask = inputs.get("attention_mask", attention_mask)
+            inputs = inputs["input_ids"]
+        elif isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[0], Tensor):
+            if attention_mask is not None:
+                raise InputError("attention_mask is given twice: in the (tokens, mask) pair and as a keyword.")
+            inputs, attention_mask = inputs
+        if isinstance(inputs, str) or (isinstance(inputs, Sequence) and not isinstance(inputs, Tensor)):
             if attention_mask is not None:
                 raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
-            tokens, mask = self.tokenize(input)
-        elif isinstance(input, Tensor):
-            if input.is_floating_point():
-                raise InputError("Expected token ids (an integer tensor), got a float tensor.")
-            tokens = input.unsqueeze(0) if input.ndim == 1 else input
-            if tokens.ndim != 2:
-                raise InputError(f"Token ids must be [batch, pos], got shape {tuple(input.shape)}.")
-            if tokens.shape[-1] == 0:
-                raise InputError("Token ids are empty: at least one token is needed to read a reward.")
-            if attention_mask is None:
-                mask = self._mask_from_pad_tokens(tokens)
-            else:
-                mask = attention_mask.unsqueeze(0) if attention_mask.ndim == 1 else attention_mask
-                if mask.shape != tokens.shape:
-                    raise InputError(
-                        f"attention_mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape)}."
-                    )
-            d_vocab = getattr(self.cfg, "d_vocab", -1)
-            if d_vocab and d_vocab > 0 and (int(tokens.max()) >= d_vocab or int(tokens.min()) < 0):
-                raise InputError(f"Token ids must lie in [0, {d_vocab}); got {int(tokens.min())}..{int(tokens.max())}.")
+            tokens, mask = self.tokenize(inputs, max_length=max_length)
+        elif isinstance(inputs, Tensor):
+            if max_length is not None:
+                raise InputError(
+                    "max_length applies to text; token ids are used as given. Cut them yourself (keep the last "
+                    "token: the reward is read there), or pass the texts."
+                )
+            tokens = self._check_token_ids(inputs)
+            mask = self._mask_from_pad_tokens(tokens) if attention_mask is None else check_mask(attention_mask, tokens)
             self._check_length(tokens)
         else:
-            raise InputError(f"Expected text, a list of texts or token ids, got {type(input).__name__}.")
+            raise InputError(
+                f"Expected text, a list of texts, token ids or (tokens, attention_mask), got {type(inputs).__name__}."
+            )
+        reward_positions(mask)  # every row must have an attended token
         device = self._input_device() or tokens.device
-        return tokens.to(device), mask.to(device).long()
+        return tokens.to(device), mask.to(device)
 
-    def _mask_from_pad_tokens(self, tokens: Tensor) -> Tensor:
-        """The mask of token ids given without one: all ones, except where the tokenizer's pad id appears and
-        that id is not also BOS/EOS/UNK (then it can only be padding, e.g. from `to_tokens` on a batch)."""
+    def _check_token_ids(self, ids: Tensor) -> Int[Tensor, "batch pos"]:
+        """Token ids as a `[batch, pos]` int64 tensor, or `InputError` saying what is wrong with them."""
+        if ids.dtype == torch.bool:
+            raise InputError(
+                "Token ids are a bool tensor; ids must be integers. A bool tensor is usually a mask: pass it as "
+                "attention_mask= beside the token ids."
+            )
+        if ids.is_floating_point() or ids.is_complex():
+            raise InputError(f"Expected token ids (an integer tensor), got a {ids.dtype} tensor.")
+        tokens = ids.unsqueeze(0) if ids.ndim == 1 else ids
+        if tokens.ndim != 2:
+            raise InputError(f"Token ids must be [batch, pos] (or [pos]), got shape {tuple(ids.shape)}.")
+        if tokens.shape[0] == 0:
+            raise InputError(f"The batch is empty (token ids of shape {tuple(ids.shape)}): pass at least one row.")
+        if tokens.shape[-1] == 0:
+            raise InputError("Token ids are empty: at least one token is needed to read a reward.")
+        d_vocab = getattr(self.cfg, "d_vocab", -1)
+        if d_vocab and d_vocab > 0:
+            bad = (tokens >= d_vocab) | (tokens < 0)
+            if bool(bad.any()):
+                row, pos = (int(i) for i in bad.nonzero()[0])
+                raise InputError(
+                    f"Token ids must lie in [0, {d_vocab}); row {row} has {int(tokens[row, pos])} at position {pos}."
+                )
+        return tokens.long()
+
+    def _mask_from_pad_tokens(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+        """The mask of token ids given without one: all ones, except a run of the tokenizer's pad id at the start
+        or end of a row (padding, e.g. from `to_tokens` on a batch), when that id is not also BOS/EOS/UNK.
+        A pad id between other tokens is ambiguous (padding, or a real token?) and raises `InputError`."""
         tok = self.tokenizer
         pad = getattr(tok, "pad_token_id", None) if tok is not None else None
         if pad is None or pad in {getattr(tok, a, None) for a in ("bos_token_id", "eos_token_id", "unk_token_id")}:
             return torch.ones_like(tokens)
-        return (tokens != pad).long()
+        mask = (tokens != pad).long()
+        gaps = interior_gaps(mask)
+        if bool(gaps.any()):
+            row, pos = (int(i) for i in gaps.nonzero()[0])
+            raise InputError(
+                f"Row {row} of the token ids has the pad id {pad} at position {pos}, between other tokens, and no "
+                "attention_mask was given: it cannot be told whether that token is padding. Pass the "
+                "attention_mask (e.g. from `model.tokenize(texts)`)."
+            )
+        return mask
 
     def to_tokens(self, input: str | Sequence[str], *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
         """Token ids exactly as `tokenize` makes them (the checkpoint's own special tokens, once), without the
@@ -379,7 +452,7 @@ class HookedRewardModel(TransformerBridge):
             raise TypeError(f"forward() got unexpected arguments: {sorted(kwargs)}")
         if return_type not in ("reward", "logits", None):
             raise InputError(f"return_type must be 'reward', 'logits' (same) or None, got {return_type!r}.")
-        tokens, mask = self._prepare(input, attention_mask)
+        tokens, mask = self.prepare(input, attention_mask=attention_mask)
         reward_pos = reward_positions(mask)
         if stop_at_layer is not None:
             return self._residual_before(stop_at_layer, tokens, mask)
@@ -504,7 +577,7 @@ class HookedRewardModel(TransformerBridge):
             raise InputError("return_cache_object=False is not supported; use cache.cache_dict.")
         if kwargs:
             raise TypeError(f"run_with_cache() got unexpected arguments: {sorted(kwargs)}")
-        tokens, mask = self._prepare(input, attention_mask)
+        tokens, mask = self.prepare(input, attention_mask=attention_mask)
         keep_pos = self._cache_positions(positions, mask)
         batch, seq = tokens.shape
         store: dict[str, Tensor] = {}

@@ -36,14 +36,59 @@ def reward_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "b
     return torch.where(mask.bool(), index, -1).amax(-1)
 
 
-def position_ids_from_mask(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
-    """Absolute position of each token counted over attended tokens only (`[batch, pos]`).
+def check_mask(attention_mask: object, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """`attention_mask` as an int64 `[batch, pos]` tensor of 0s and 1s matching `tokens`, or `InputError`.
 
-    A left-padded row then gets the positions it would have alone, which matters for learned absolute
-    position embeddings (GPT-2). HF's own GPT-2 sequence classifier does not do this.
+    Bool, integer and float masks are taken when every value is 0 or 1; any other value (a 2, a -1, a 0.5,
+    NaN) is refused with its row and position: a mask is not a count of positions.
+    """
+    if not isinstance(attention_mask, Tensor):
+        try:
+            attention_mask = torch.as_tensor(attention_mask)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InputError(
+                f"attention_mask must be a tensor of 0s and 1s, got {type(attention_mask).__name__}."
+            ) from err
+    mask = attention_mask.unsqueeze(0) if attention_mask.ndim == 1 else attention_mask
+    if mask.shape != tokens.shape:
+        raise InputError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match tokens {tuple(tokens.shape)}."
+        )
+    if mask.dtype == torch.bool:
+        return mask.long()
+    if mask.is_complex():
+        raise InputError(f"attention_mask must hold 0s and 1s, got a {mask.dtype} tensor.")
+    bad = (mask != 0) & (mask != 1)
+    if bool(bad.any()):
+        row, pos = (int(i) for i in bad.nonzero()[0])
+        value = mask[row, pos].item()
+        raise InputError(
+            f"attention_mask must hold only 0 (padding) and 1 (attended); row {row} has {value!r} at position "
+            f"{pos}. A mask is not a count of positions: pass 1 for every token to attend and 0 for padding."
+        )
+    return mask.long()
+
+
+def interior_gaps(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """True where a row's mask is 0 between two attended tokens (a gap, as opposed to edge padding)."""
+    attended = attention_mask.bool()
+    seen_before = attended.long().cumsum(-1) > 0
+    seen_after = attended.flip(-1).long().cumsum(-1).flip(-1) > 0
+    return ~attended & seen_before & seen_after
+
+
+def position_ids_from_mask(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Each token's position counted from its row's first attended token (`[batch, pos]`; 0 before it).
+
+    A left-padded row then gets the positions it would have alone, which matters for rotary and learned
+    absolute position embeddings (HF's own classifiers count from the first pad instead). A masked token
+    inside a row (a gap) still takes its place, as in HF: the row's result equals HF's forward of the row,
+    with the same mask, without its leading padding.
     """
     mask = attention_mask.long()
-    return (mask.cumsum(-1) - 1).clamp(min=0)
+    first = mask.argmax(-1, keepdim=True)
+    index = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return (index - first).clamp(min=0)
 
 
 def gather_at_positions(activation: Tensor, positions: Int[Tensor, "batch"], pos_dim: int = 1) -> Tensor:

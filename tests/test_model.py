@@ -378,3 +378,42 @@ def test_model_is_in_eval_mode(make_checkpoint) -> None:
     assert not any(m.training for m in model.modules())
     in_training = HookedRewardModel.from_hf_model(build_hf_model("gpt2").train())
     assert not any(m.training for m in in_training.modules())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_masks_with_gaps_match_hf(arch: str) -> None:
+    """A mask with interior zeros: HF's forward with that mask (on the row without leading padding), to 1e-4,
+    also when the row is left-padded."""
+    hf = build_hf_model(arch)
+    torch.manual_seed(0)
+    tokens = torch.randint(4, 96, (3, 8))
+    mask = torch.tensor([[1, 1, 0, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 1, 1, 1], [1, 0, 1, 0, 1, 0, 1, 1]])
+    with torch.no_grad():
+        reference = hf(tokens, attention_mask=mask).logits[:, 0]
+    model = HookedRewardModel.from_hf_model(hf, tokenizer=word_tokenizer())
+    assert (model(tokens, attention_mask=mask) - reference).abs().max() <= TOL
+    pad = torch.zeros(3, 3, dtype=torch.long)
+    left = model(torch.cat([pad, tokens], 1), attention_mask=torch.cat([pad, mask], 1))
+    assert (left - reference).abs().max() <= TOL
+    # the gap is real: attending the masked tokens changes the reward
+    assert (model(tokens) - reference).abs().max() > 1e-3
+
+
+def test_prepare_input_forms(make_checkpoint) -> None:
+    """Text, ids (+ mask, bool or int), a `(tokens, mask)` pair and an HF BatchEncoding all give the same batch."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    texts = ["the cat is good", "the dog was very bad thanks"]
+    tokens, mask = model.prepare(texts)
+    assert tokens.dtype == mask.dtype == torch.long and tokens.shape == mask.shape == (2, 7)
+    for form in (
+        {"attention_mask": mask},
+        {"attention_mask": mask.bool()},
+        {"attention_mask": mask.float()},
+    ):
+        t, m = model.prepare(tokens, **form)
+        assert torch.equal(t, tokens) and torch.equal(m, mask)
+    for pair in ((tokens, mask), model.tokenizer(texts, padding=True, return_tensors="pt")):
+        t, m = model.prepare(pair)
+        assert torch.equal(t, tokens) and torch.equal(m, mask)
+    one, one_mask = model.prepare(tokens[0])
+    assert one.shape == (1, 7) and torch.equal(one_mask, mask[:1])

@@ -65,7 +65,7 @@ def iter_token_batches(
     if isinstance(inputs, str):
         inputs = [inputs]
     if isinstance(inputs, Tensor):
-        tokens, mask = model._prepare(inputs, attention_mask)
+        tokens, mask = model.prepare(inputs, attention_mask=attention_mask)
         n = tokens.shape[0]
         for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress or n <= batch_size):
             yield tokens[start : start + batch_size], mask[start : start + batch_size]
@@ -77,7 +77,7 @@ def iter_token_batches(
         raise InputError("No texts given: pass at least one string.")
     n = len(texts)
     for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress or n <= batch_size):
-        yield model._prepare(texts[start : start + batch_size], None)
+        yield model.prepare(texts[start : start + batch_size])
 
 
 def token_strings(model: Any, tokens: Int[Tensor, "pos"]) -> list[str]:

@@ -339,7 +339,7 @@ def _armorm_head(model: Any) -> ArmoRMHead:
 def armorm_outputs(model: Any, input: Any, attention_mask: Tensor | None = None) -> ArmoRMOutputs:
     """Run an ArmoRM model and return its score, per-objective rewards (raw and transformed) and gate."""
     head = _armorm_head(model)
-    tokens, mask = model._prepare(input, attention_mask)
+    tokens, mask = model.prepare(input, attention_mask=attention_mask)
     score, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=list(ARMORM_HOOKS))
     return ArmoRMOutputs(
         score=score,

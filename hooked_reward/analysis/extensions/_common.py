@@ -47,13 +47,13 @@ def layer_of(hook_name: str) -> int:
 
 
 def as_tokens(model: Any, texts_or_tokens: Any, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Texts -> `model.tokenize`; `(tokens, mask)` or token ids pass through `model._prepare`."""
+    """Texts -> `model.tokenize`; `(tokens, mask)` or token ids pass through `model.prepare`."""
     if isinstance(texts_or_tokens, tuple) and len(texts_or_tokens) == 2 and isinstance(texts_or_tokens[0], Tensor):
         texts_or_tokens, mask = texts_or_tokens
     if isinstance(texts_or_tokens, str):
         texts_or_tokens = [texts_or_tokens]
     if isinstance(texts_or_tokens, Tensor):
-        return model._prepare(texts_or_tokens, mask)
+        return model.prepare(texts_or_tokens, attention_mask=mask)
     return model.tokenize(list(texts_or_tokens))
 
 
