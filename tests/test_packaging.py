@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import importlib.metadata
-import re
 from pathlib import Path
 
+import pytest
+
 import hooked_reward
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_version_is_single_sourced() -> None:
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^dynamic = \["version"\]', pyproject, re.M), "pyproject must take the version from the package"
-    assert not re.search(r"^version = ", pyproject, re.M), "a second, literal version in pyproject.toml"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"], "a second, literal version in pyproject.toml's [project]"
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "hooked_reward.__version__"}
     assert importlib.metadata.version("hooked_reward") == hooked_reward.__version__
