@@ -10,6 +10,7 @@ HF own attention, rotary, soft-capping and norms). What this module adds is what
 
 from __future__ import annotations
 
+import numbers
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from transformer_lens.model_bridge.generalized_components import UnembeddingBrid
 
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
-from hooked_reward.errors import InputError, unknown_hook_error
+from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
 from hooked_reward.positions import (
@@ -146,6 +147,11 @@ class HookedRewardModel(TransformerBridge):
         backbone = getattr(self.original_model, prefix, None)
         if backbone is None:
             raise InputError(f"{type(self.original_model).__name__} has no backbone at `.{prefix}`.")
+        if head.n_outputs < 1:
+            raise CheckpointError(
+                f"The reward head {type(head).__name__} has no outputs (num_labels={head.n_outputs}), so it gives "
+                "no reward. Save the checkpoint with num_labels >= 1 (1 for a scalar reward model)."
+            )
         self.__dict__["_backbone"] = backbone  # not a submodule: its modules are already bridged
         self.head = head
         self.hook_reward_resid = HookPoint()
@@ -255,9 +261,18 @@ class HookedRewardModel(TransformerBridge):
         """Tokenize texts into padded `(tokens, attention_mask)`, with the tokenizer's special tokens once.
 
         A text that already starts with the BOS token (e.g. a rendered chat template) does not get a second
-        one. Raises `InputError` for empty texts, a tokenizer without a pad token, or over-long sequences
-        (pass `max_length` to truncate explicitly).
+        one. `max_length` keeps at most that many tokens per row by cutting the start of the text (the prompt
+        side): the last token, which the reward is read from, and a leading BOS are always kept. Raises
+        `InputError` for empty texts, a tokenizer without a pad token, a `max_length` below 1, or sequences
+        longer than the model's context (pass `max_length` to truncate explicitly).
         """
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
+            raise InputError(f"max_length must be a positive int or None, got {max_length!r}.")
+        if max_length is not None and max_length < 1:
+            raise InputError(
+                f"max_length={max_length} would leave no token to read a reward from; pass at least 1 "
+                "(the reward token), or None to keep whole texts."
+            )
         tok = self.tokenizer
         if tok is None:
             raise InputError(
@@ -279,8 +294,9 @@ class HookedRewardModel(TransformerBridge):
             row = tok(text, add_special_tokens=not has_bos)["input_ids"]
             if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
                 row = row[1:]
-            if max_length is not None:
-                row = row[:max_length] if tok.padding_side != "left" else row[-max_length:]
+            if max_length is not None and len(row) > max_length:
+                keep_bos = max_length > 1 and bos_id is not None and row[0] == bos_id
+                row = row[:1] + row[len(row) - max_length + 1 :] if keep_bos else row[len(row) - max_length :]
             ids.append(row)
         lengths = {len(r) for r in ids}
         if len(lengths) > 1 and tok.pad_token_id is None:
@@ -541,6 +557,19 @@ class HookedRewardModel(TransformerBridge):
             if positions != "reward":
                 raise InputError(f"positions must be None, 'reward', an int or a [batch] tensor; got {positions!r}.")
             return reward_positions(mask)
+        if isinstance(positions, (list, tuple)):
+            positions = torch.as_tensor(positions)
+        if isinstance(positions, bool) or not isinstance(positions, (numbers.Integral, Tensor)):
+            raise InputError(
+                f"positions must be None, 'reward', an int or a [batch] integer tensor; got {positions!r}."
+            )
+        if isinstance(positions, Tensor) and (
+            positions.dtype == torch.bool or positions.is_floating_point() or positions.is_complex()
+        ):
+            raise InputError(
+                f"positions must be integers, got a {positions.dtype} tensor {positions.tolist()}; "
+                "a float or bool position is not converted for you."
+            )
         pos = torch.as_tensor(positions, device=mask.device).long()
         if pos.ndim == 0:
             pos = pos.expand(batch)

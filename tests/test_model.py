@@ -417,3 +417,16 @@ def test_prepare_input_forms(make_checkpoint) -> None:
         assert torch.equal(t, tokens) and torch.equal(m, mask)
     one, one_mask = model.prepare(tokens[0])
     assert one.shape == (1, 7) and torch.equal(one_mask, mask[:1])
+
+
+def test_truncation_keeps_the_reward_token(make_checkpoint) -> None:
+    """`max_length` cuts the prompt side: BOS and the last (reward) token stay; the reward is that of the kept
+    tokens."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    full, _ = model.tokenize(["the cat is very good thanks"])
+    cut, mask = model.tokenize(["the cat is very good thanks", "a dog"], max_length=4)
+    assert cut.shape == (2, 4) and cut[0].tolist() == [full[0, 0].item(), *full[0, -3:].tolist()]
+    assert cut[0, -1] == full[0, -1] and mask[1].tolist() == [1, 1, 1, 0]
+    assert torch.allclose(model(cut, attention_mask=mask)[0], model(cut[:1])[0])
+    last_only, _ = model.tokenize(["the cat is very good thanks"], max_length=1)
+    assert last_only.tolist() == [[full[0, -1].item()]]

@@ -1,0 +1,158 @@
+"""Issue 22: every bad input to the core model gets a clear error that names the offending value, and leaves
+nothing behind (no hook attached, no weight changed, no file written)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_hf_model, save_checkpoint
+
+from hooked_reward import CheckpointError, HookedRewardModel, InputError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[HookedRewardModel, Path]:
+    path = save_checkpoint(build_hf_model("llama"), tmp_path_factory.mktemp("bad-inputs") / "llama")
+    return HookedRewardModel.from_pretrained(path), path
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def hook_count(model: HookedRewardModel) -> int:
+    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
+
+
+@contextlib.contextmanager
+def untouched(model: HookedRewardModel, folder: Path) -> Iterator[None]:
+    """Assert that the block leaves the model's weights and hooks, and the files in `folder`, as they were."""
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks, files = hook_count(model), snapshot(folder)
+    yield
+    assert hook_count(model) == hooks, "a hook was left attached"
+    assert snapshot(folder) == files, "a file was written"
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in weights.items()), "a weight changed"
+
+
+def raises(model: HookedRewardModel, folder: Path, error: type[Exception], *named: str):
+    """`pytest.raises(error)` whose message must contain every string in `named`; nothing may change."""
+
+    @contextlib.contextmanager
+    def check() -> Iterator[None]:
+        with untouched(model, folder), pytest.raises(error) as info:
+            yield
+        message = str(info.value)
+        for value in named:
+            assert value in message, f"{value!r} not named in: {message}"
+
+    return check()
+
+
+# ---------------------------------------------------------------- masks
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(2, "2"), (-1, "-1"), (0.5, "0.5"), (math.nan, "nan"), (math.inf, "inf")],
+)
+def test_mask_values_other_than_0_1(tiny, value: float, shown: str) -> None:
+    model, path = tiny
+    tokens = torch.randint(4, 96, (3, 5))
+    mask = torch.ones(3, 5, dtype=torch.float if isinstance(value, float) else torch.long)
+    mask[1, 3] = value
+    with raises(model, path, InputError, "row 1", shown, "position 3", "only 0"):
+        model(tokens, attention_mask=mask)
+    with raises(model, path, InputError, "row 1", shown):
+        model.run_with_cache(tokens, attention_mask=mask)
+
+
+def test_mask_shape_and_all_padding_row(tiny) -> None:
+    model, path = tiny
+    tokens = torch.randint(4, 96, (2, 5))
+    with raises(model, path, InputError, "(2, 4)", "(2, 5)"):
+        model(tokens, attention_mask=torch.ones(2, 4, dtype=torch.long))
+    with raises(model, path, InputError, "[1]", "all padding"):
+        model(tokens, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]))
+    with raises(model, path, InputError, "text input"):
+        model(["the cat"], attention_mask=torch.ones(1, 2, dtype=torch.long))
+    with raises(model, path, InputError, "twice"):
+        model.prepare((tokens, torch.ones_like(tokens)), attention_mask=torch.ones_like(tokens))
+    with raises(model, path, InputError, "input_ids", "['attention_mask']"):
+        model.prepare({"attention_mask": torch.ones_like(tokens)})
+
+
+def test_maskless_pad_id_inside_a_row(tiny) -> None:
+    """Ids without a mask: a pad id at a row's end is padding; one between other tokens is refused."""
+    model, path = tiny
+    tokens = torch.tensor([[2, 7, 8, 9, 10], [2, 7, 0, 9, 10]])
+    with raises(model, path, InputError, "Row 1", "pad id 0", "position 2", "attention_mask"):
+        model(tokens)
+    edge = torch.tensor([[2, 7, 8, 9, 10], [2, 7, 8, 0, 0]])
+    expected = model(edge, attention_mask=(edge != 0).long())
+    assert torch.equal(model(edge), expected)
+
+
+# ---------------------------------------------------------------- token ids
+def test_bad_token_ids(tiny) -> None:
+    model, path = tiny
+    with raises(model, path, InputError, "bool", "attention_mask"):
+        model(torch.ones(2, 4, dtype=torch.bool))
+    with raises(model, path, InputError, "torch.float32"):
+        model(torch.ones(2, 4))
+    with raises(model, path, InputError, "empty", "(0, 4)"):
+        model(torch.ones(0, 4, dtype=torch.long))
+    with raises(model, path, InputError, "empty"):
+        model(torch.ones(2, 0, dtype=torch.long))
+    with raises(model, path, InputError, "(1, 2, 4)"):
+        model(torch.ones(1, 2, 4, dtype=torch.long))
+    ids = torch.ones(2, 4, dtype=torch.long)
+    ids[1, 2] = 500
+    with raises(model, path, InputError, "row 1", "500", "position 2", "[0, 96)"):
+        model(ids)
+    with raises(model, path, InputError, "65", "64", "max_length"):
+        model(torch.ones(1, 65, dtype=torch.long))
+    with raises(model, path, InputError, "got float"):
+        model(3.0)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- truncation, positions, heads
+@pytest.mark.parametrize("max_length", [0, -3, 2.5, True])
+def test_bad_max_length(tiny, max_length: object) -> None:
+    model, path = tiny
+    with raises(model, path, InputError, "max_length", repr(max_length)):
+        model.tokenize(["the cat is good"], max_length=max_length)  # type: ignore[arg-type]
+    with raises(model, path, InputError, "max_length"):
+        model.prepare(torch.ones(1, 4, dtype=torch.long), max_length=2)
+
+
+@pytest.mark.parametrize(
+    ("positions", "shown"),
+    [
+        (torch.tensor([1.7, 2.0]), "1.7"),
+        (torch.tensor([True, False]), "torch.bool"),
+        (1.0, "1.0"),
+        (True, "True"),
+        ("last", "'last'"),
+        (torch.tensor([1, 2, 3]), "(3,)"),
+        (9, "[9, 9]"),
+    ],
+)
+def test_bad_cache_positions(tiny, positions: object, shown: str) -> None:
+    model, path = tiny
+    tokens = torch.randint(4, 96, (2, 5))
+    with raises(model, path, InputError, "positions", shown):
+        model.run_with_cache(tokens, positions=positions)  # type: ignore[arg-type]
+
+
+def test_zero_output_head_refused_at_load(tmp_path: Path) -> None:
+    path = save_checkpoint(build_hf_model("llama", num_labels=0), tmp_path / "zero")
+    files = snapshot(path)
+    with pytest.raises(CheckpointError, match="num_labels=0"):
+        HookedRewardModel.from_pretrained(path)
+    assert snapshot(path) == files
