@@ -10,10 +10,12 @@ from hooked_reward.errors import (
     UnsupportedArchitectureError,
 )
 from hooked_reward.model import HookedRewardModel
+from hooked_reward.pairs import PreferencePair
 
 __all__ = [
     "HookedRewardModel",
     "RewardActivationCache",
+    "PreferencePair",
     "retain_freed_cpu_memory",
     "release_freed_cpu_memory",
     "HookedRewardError",

@@ -29,6 +29,7 @@ from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
+from hooked_reward.pairs import ChatText
 from hooked_reward.positions import (
     check_mask,
     gather_at_positions,
@@ -291,7 +292,7 @@ class HookedRewardModel(TransformerBridge):
         bos_text, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
         for text in texts:
             has_bos = bool(bos_text) and text.startswith(bos_text)
-            row = tok(text, add_special_tokens=not has_bos)["input_ids"]
+            row = tok(text, add_special_tokens=not (has_bos or isinstance(text, ChatText)))["input_ids"]
             if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
                 row = row[1:]
             if max_length is not None and len(row) > max_length:
@@ -316,7 +317,7 @@ class HookedRewardModel(TransformerBridge):
         tok = self.tokenizer
         if tok is not None and getattr(tok, "chat_template", None):
             messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-            return tok.apply_chat_template(messages, tokenize=False)
+            return ChatText(tok.apply_chat_template(messages, tokenize=False))
         return f"{prompt}\n{response}"
 
     def _check_length(self, tokens: Tensor) -> None:

@@ -98,15 +98,27 @@ ARCH_CONFIGS: dict[str, tuple[str, str, dict]] = {
 ARCHS = list(ARCH_CONFIGS)
 
 
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over WORDS that prepends <s> (BOS) and pads with <pad> (id 0)."""
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
+def word_tokenizer(extra_words: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over WORDS (and `extra_words`) that prepends <s> (BOS) and pads with <pad> (id 0)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS + list(extra_words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
+
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
+
+
+def chat_tokenizer(bos_in_template: bool = True) -> PreTrainedTokenizerFast:
+    """The word tokenizer with a chat template (roles and contents, each turn closed by </s>); the template starts
+    with the BOS token when `bos_in_template` (Llama/Gemma style), else not (Qwen style: then `tokenize` must
+    not add one, as `apply_chat_template(..., tokenize=True)` does not)."""
+    tok = word_tokenizer(extra_words=("user", "assistant", "system", ":"))
+    tok.chat_template = ("{{ bos_token }}" if bos_in_template else "") + CHAT_TEMPLATE
+    return tok
 
 
 def build_hf_model(arch: str, num_labels: int = 1, seed: int = 0) -> torch.nn.Module:

@@ -1,0 +1,246 @@
+"""Preference pairs: the one type every analysis takes, and how its two texts are rendered.
+
+A `PreferencePair` holds what a preference data set holds — a prompt, the chosen and the rejected response, a
+label (the mechanism or subset the pair tests) and free metadata — in either of the two shapes data sets use:
+
+- **text**: `prompt`, `chosen` and `rejected` are strings (TRL's standard format, RewardBench rows, our
+  JSONL). An empty prompt means `chosen`/`rejected` are already the full texts the model reads (TRL's
+  "implicit prompt").
+- **conversation**: `chosen` and `rejected` are lists of `{"role", "content"}` messages, and `prompt` is the
+  list of messages before them (TRL's conversational format with an explicit prompt) or empty (the implicit
+  prompt: each side is the whole conversation).
+
+`pair.render(model_or_tokenizer)` gives the two texts the reward model scores, `(chosen_text, rejected_text)`:
+
+- a conversation, and a text pair with a prompt, go through the tokenizer's chat template
+  (`apply_chat_template(messages, tokenize=False)`; a text pair is the conversation `[user: prompt,
+  assistant: response]`), which is exactly what HF scores. The rendered text is a `ChatText`, so
+  `HookedRewardModel.tokenize` adds no special tokens of its own (no doubled BOS), as `apply_chat_template(...,
+  tokenize=True)` does not;
+- without a chat template, the plain join: the messages' contents, in order, joined by one newline (for a text
+  pair, `prompt + "\\n" + response`);
+- a text pair without a prompt is used as it is.
+
+A custom `render(prompt, response) -> str` (e.g. `organisms.render` for the bundled organisms) replaces all of
+this for text pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hooked_reward.errors import InputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hooked_reward.model import HookedRewardModel
+
+Message = dict[str, str]
+"""One chat message: `{"role": "user" | "assistant" | "system" | ..., "content": str}`."""
+Side = str | list[Message]
+"""One side of a pair (or its prompt): a text, or a list of messages."""
+
+
+class ChatText(str):
+    """A text rendered by a chat template. Its special tokens (BOS, role markers) are already in it, so
+    `HookedRewardModel.tokenize` tokenizes it with `add_special_tokens=False`, as `apply_chat_template` does."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference pair: `chosen` is preferred to `rejected` as a response to `prompt`.
+
+    `prompt`, `chosen`, `rejected`: strings (text pairs; `prompt=""` when the sides are full texts), or lists
+    of `{"role", "content"}` messages (conversations; `prompt` is then the messages before the response, or
+    `[]`/`""` when each side is the whole conversation). `label`: the mechanism or subset the pair tests
+    (`None` when unlabelled). `metadata`: anything else the row carried (e.g. RewardBench's `id`).
+
+    Build it directly, or with `PreferencePair.from_record(row)` from a row in any supported format. The
+    constructor checks every field and raises `InputError` naming the bad one.
+    """
+
+    prompt: Side
+    chosen: Side
+    rejected: Side
+    label: str | None = None
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "chosen", "rejected"):
+            _check_side(getattr(self, name), name)
+        conv = [isinstance(getattr(self, n), list) for n in ("chosen", "rejected")]
+        if conv[0] != conv[1]:
+            raise InputError(
+                "`chosen` and `rejected` must both be strings or both be lists of messages; got "
+                f"{type(self.chosen).__name__} and {type(self.rejected).__name__}."
+            )
+        if not conv[0] and isinstance(self.prompt, list) and self.prompt:
+            raise InputError(
+                "`prompt` is a list of messages but `chosen`/`rejected` are strings: give the responses as "
+                'messages too (e.g. [{"role": "assistant", "content": ...}]), or the prompt as a string.'
+            )
+        if self.label is not None and not isinstance(self.label, str):
+            raise InputError(f"`label` must be a string or None, got {type(self.label).__name__} {self.label!r}.")
+        if not isinstance(self.metadata, dict):
+            raise InputError(f"`metadata` must be a dict, got {type(self.metadata).__name__}.")
+
+    @property
+    def is_conversation(self) -> bool:
+        """Whether the sides are lists of messages (rendered with the chat template)."""
+        return isinstance(self.chosen, list)
+
+    def messages(self) -> tuple[list[Message], list[Message]]:
+        """The two full conversations, `(chosen, rejected)`, as the chat template receives them. A text pair with
+        a prompt is `[user: prompt, assistant: response]`; a text pair without one has no conversation
+        (`InputError`)."""
+        if self.is_conversation:
+            prompt = _as_messages(self.prompt)
+            return prompt + list(self.chosen), prompt + list(self.rejected)
+        if not self.prompt:
+            raise InputError("This pair's sides are full texts (no prompt), so it has no conversation form.")
+        return (
+            [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.chosen}],
+            [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.rejected}],
+        )
+
+    def render(
+        self,
+        model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,
+        *,
+        render: Callable[[str, str], str] | None = None,
+    ) -> tuple[str, str]:
+        """The two texts the reward model scores, `(chosen_text, rejected_text)` (see the module docstring).
+
+        `model_or_tokenizer` supplies the chat template (a `HookedRewardModel` or an HF tokenizer; None: the
+        plain join). `render(prompt, response)`, if given, renders text pairs instead (never conversations).
+        """
+        if render is not None and not self.is_conversation:
+            return render(self.prompt, self.chosen), render(self.prompt, self.rejected)
+        if not self.is_conversation and not self.prompt:
+            return self.chosen, self.rejected
+        chosen, rejected = self.messages()
+        tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+        return render_messages(chosen, tok), render_messages(rejected, tok)
+
+    @classmethod
+    def from_record(cls, record: Mapping, where: str = "record") -> PreferencePair:
+        """A pair from one row of a preference data set, in any of these formats:
+
+        - TRL standard: `prompt` (optional), `chosen`, `rejected` strings;
+        - TRL conversational: `chosen`/`rejected` message lists, with `prompt` a message list (explicit) or
+          absent (implicit);
+        - RewardBench: `prompt`, `chosen`, `rejected`, `subset` (the label), `id` (kept in metadata);
+        - ours: `prompt`, `chosen`, `rejected`, `mechanism` (the label); optionally `chosen_text` /
+          `rejected_text`, full rendered texts that replace the rendering.
+
+        The label is `mechanism`, else `subset`, else `label`, else None. Other keys go to `metadata`. Any bad
+        value raises `InputError` naming `where` (e.g. "pairs.jsonl line 3") and the field.
+        """
+        if not isinstance(record, Mapping):
+            raise InputError(
+                f"{where}: expected an object with 'chosen' and 'rejected', got {type(record).__name__} "
+                f"{_short(record)}."
+            )
+        missing = [k for k in ("chosen", "rejected") if k not in record]
+        if missing:
+            raise InputError(
+                f"{where}: lacks {', '.join(repr(m) for m in missing)}; each pair needs 'chosen' and 'rejected' "
+                f"(and usually 'prompt'); it has {sorted(map(str, record))}."
+            )
+        label = None
+        for key in ("mechanism", "subset", "label"):
+            if record.get(key) is not None:
+                label = record[key]
+                if not isinstance(label, str | int):
+                    raise InputError(f"{where}: field {key!r} must be a string, got {_short(label)}.")
+                label = str(label)
+                break
+        used = {"prompt", "chosen", "rejected", "mechanism", "subset", "label", "chosen_text", "rejected_text"}
+        metadata = {k: v for k, v in record.items() if k not in used}
+        for key in ("chosen_text", "rejected_text"):
+            if record.get(key) is not None and not isinstance(record[key], str):
+                raise InputError(f"{where}: field {key!r} must be a string, got {_short(record[key])}.")
+        if record.get("chosen_text") or record.get("rejected_text"):
+            if not (record.get("chosen_text") and record.get("rejected_text")):
+                raise InputError(f"{where}: give both 'chosen_text' and 'rejected_text', or neither.")
+            metadata["prompt"] = record.get("prompt", "")
+            metadata["responses"] = (record["chosen"], record["rejected"])
+            return _build(cls, where, "", record["chosen_text"], record["rejected_text"], label, metadata)
+        prompt = record.get("prompt")
+        if prompt is None:
+            prompt = [] if isinstance(record["chosen"], list) else ""
+        return _build(cls, where, prompt, record["chosen"], record["rejected"], label, metadata)
+
+
+def render_messages(messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase | None) -> str:
+    """A conversation as the text the model scores: the tokenizer's chat template (a `ChatText`: its special
+    tokens are in it), or without one the contents joined by newlines."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        try:
+            text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+        except Exception as err:  # jinja2 errors: raise_exception in templates, bad roles, ...
+            raise InputError(
+                f"The checkpoint's chat template could not render this conversation ({type(err).__name__}: "
+                f"{err}); roles were {[m['role'] for m in messages]}."
+            ) from err
+        return ChatText(text)
+    return "\n".join(m["content"] for m in messages)
+
+
+def render_pairs(
+    pairs: Sequence[PreferencePair],
+    model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,
+    *,
+    render: Callable[[str, str], str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The chosen and the rejected texts of every pair, `(chosen_texts, rejected_texts)` (see
+    `PreferencePair.render`)."""
+    texts = [p.render(model_or_tokenizer, render=render) for p in pairs]
+    return [c for c, _ in texts], [r for _, r in texts]
+
+
+def _as_messages(prompt: Side) -> list[Message]:
+    if isinstance(prompt, list):
+        return list(prompt)
+    return [{"role": "user", "content": prompt}] if prompt else []
+
+
+def _build(cls: type[PreferencePair], where: str, *args: object) -> PreferencePair:
+    try:
+        return cls(*args)  # type: ignore[arg-type]
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from None
+
+
+def _check_side(value: object, name: str) -> None:
+    if isinstance(value, str):
+        if name != "prompt" and not value.strip():
+            raise InputError(f"field {name!r} is an empty text; a pair needs two non-empty responses.")
+        return
+    if isinstance(value, list):
+        if name != "prompt" and not value:
+            raise InputError(f"field {name!r} is an empty list of messages.")
+        for i, m in enumerate(value):
+            if (
+                not isinstance(m, Mapping)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
+            ):
+                raise InputError(
+                    f"field {name!r} message {i} must be an object with string 'role' and 'content', got {_short(m)}."
+                )
+        return
+    raise InputError(
+        f"field {name!r} must be a string or a list of {{role, content}} messages, got "
+        f"{type(value).__name__} {_short(value)}."
+    )
+
+
+def _short(value: object, n: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
