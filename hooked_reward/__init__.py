@@ -5,8 +5,10 @@ from hooked_reward.cpu_memory import release_freed_cpu_memory, retain_freed_cpu_
 from hooked_reward.errors import (
     CheckpointError,
     HookedRewardError,
+    HookError,
     HookNameError,
     InputError,
+    NonFiniteError,
     UnsupportedArchitectureError,
 )
 from hooked_reward.model import HookedRewardModel
@@ -22,6 +24,8 @@ __all__ = [
     "CheckpointError",
     "InputError",
     "HookNameError",
+    "HookError",
+    "NonFiniteError",
     "UnsupportedArchitectureError",
 ]
 __version__ = "0.1.0"

@@ -22,6 +22,14 @@ class InputError(HookedRewardError):
     """Text, tokens, masks or positions that cannot give a meaningful reward."""
 
 
+class HookError(HookedRewardError):
+    """A hook returned a value that cannot replace the activation it was given (shape, dtype or device)."""
+
+
+class NonFiniteError(HookedRewardError):
+    """NaN or infinite rewards (or activations), named by row; pass `nan_policy="omit"` to drop those rows."""
+
+
 class HookNameError(KeyError):
     """A hook name that does not exist on the model."""
 

@@ -28,6 +28,7 @@ from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
+from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
 from hooked_reward.pairs import ChatText
 from hooked_reward.positions import (
@@ -159,6 +160,7 @@ class HookedRewardModel(TransformerBridge):
         self.hook_reward = HookPoint()
         self._register_head_hooks()
         self._reward_hook_names = set(REWARD_HOOKS) | set(head.hook_points())
+        check_hook_outputs(self, self.hook_dict)  # a hook's returned tensor must fit the activation it replaces
         supported = getattr(self._driver, "supported_hook_points", None)
         if supported is not None:
             self._driver.supported_hook_points = frozenset(supported) | frozenset(self._hook_registry)

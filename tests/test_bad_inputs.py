@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import build_hf_model, save_checkpoint
 
-from hooked_reward import CheckpointError, HookedRewardModel, InputError
+from hooked_reward import CheckpointError, HookedRewardModel, HookError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,42 @@ def test_zero_output_head_refused_at_load(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="num_labels=0"):
         HookedRewardModel.from_pretrained(path)
     assert snapshot(path) == files
+
+
+# ---------------------------------------------------------------- hook outputs
+@pytest.mark.parametrize(
+    ("name", "hook_fn", "named"),
+    [
+        ("hook_reward", lambda r, hook: r.mean(0, keepdim=True), ["hook_reward", "(1,)", "(3,)"]),
+        ("hook_reward", lambda r, hook: r.sum(), ["hook_reward", "shape ()", "(3,)"]),
+        ("blocks.0.hook_resid_pre", lambda r, hook: r.double(), ["blocks.0.hook_resid_pre", "torch.float64"]),
+        (
+            "blocks.1.hook_resid_post",
+            lambda r, hook: r[:, :2],
+            ["blocks.1.hook_resid_post", "(3, 2, 32)", "(3, 5, 32)"],
+        ),
+        ("blocks.0.attn.hook_pattern", lambda r, hook: 1.0, ["blocks.0.attn.hook_pattern", "float", "(3, 4, 5, 5)"]),
+        ("hook_reward_resid", lambda r, hook: torch.empty_like(r, device="meta"), ["hook_reward_resid", "meta"]),
+    ],
+)
+def test_hook_outputs_checked(tiny, name: str, hook_fn, named: list[str]) -> None:
+    """A hook's returned tensor must fit the activation it replaces; the error names the hook and both shapes
+    (or dtypes, devices), in every way hooks are added, and the hook is removed after the error."""
+    model, path = tiny
+    tokens = torch.randint(4, 96, (3, 5))
+    with raises(model, path, HookError, *named):
+        model.run_with_hooks(tokens, fwd_hooks=[(name, hook_fn)])
+    with raises(model, path, HookError, *named), model.hooks(fwd_hooks=[(name, hook_fn)]):
+        model(tokens)
+    with raises(model, path, HookError, *named), model.hooks(fwd_hooks=[(name, hook_fn)]):
+        model.run_with_cache(tokens, positions="reward")
+
+
+def test_hooks_that_fit_still_run(tiny) -> None:
+    """Checked hooks change nothing for hooks that return None, the activation, or a tensor like it."""
+    model, _ = tiny
+    tokens = torch.randint(4, 96, (3, 5))
+    clean = model(tokens)
+    assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=[("hook_reward", lambda r, hook: None)]), clean)
+    doubled = model.run_with_hooks(tokens, fwd_hooks=[("hook_reward", lambda r, hook: 2 * r)])
+    assert torch.allclose(doubled, 2 * clean)
