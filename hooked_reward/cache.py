@@ -17,6 +17,8 @@ from torch import Tensor
 from transformer_lens.ActivationCache import ActivationCache
 
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
+from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
 
@@ -91,10 +93,7 @@ class RewardActivationCache(ActivationCache):
     ) -> Float[Tensor, "... batch d_model"]:
         """Read a residual stack at the reward position through the final norm, scale frozen (gain excluded:
         it is folded into `W_R_eff`). LayerNorm models are centred first, as their norm does."""
-        at = self.at_reward(stack).to(torch.float32)
-        if self.model.final_norm_is_layernorm:
-            at = at - at.mean(-1, keepdim=True)
-        return at / self.final_scale_at_reward().to(at.device, torch.float32)
+        return frozen_final_norm(self.model, self.at_reward(stack), self.final_scale_at_reward())
 
     def reward_attrs(
         self, residual_stack: Float[Tensor, "... batch pos d_model"], output: int | str | None = None
@@ -105,27 +104,22 @@ class RewardActivationCache(ActivationCache):
         `accumulated_resid`, ...). Returns `[components, batch]` for a single output, `[components, batch,
         n_outputs]` otherwise (or that output alone with `output=k`). With the final norm's scale frozen
         from this run, contributions of a full decomposition plus `model.b_R_eff` sum to the reward.
-        `output="name"` selects by name; heads with an `attribution_direction(name, cache)` (ArmoRM's "score",
-        a per-row direction with the gate held fixed) give `[components, batch]` along that direction.
+        `output` (an index or a name) selects one column of the head's `readout(cache)` (ArmoRM: an objective, or
+        "score" along a per-row direction with the gate held fixed; MLP heads: their linearisation at the run's
+        `hook_reward_resid`), giving `[components, batch]`.
         """
         normed = self.apply_final_ln_at_reward(residual_stack)
-        if isinstance(output, str):
-            head = self.model.head
-            if hasattr(head, "attribution_direction"):
-                gain, _ = self.model.final_norm_gain_bias()
-                direction = head.attribution_direction(output, self).to(normed.device) * gain.to(normed.device)
-                return (normed * direction).sum(-1)
-            if output not in self.model.output_names:
-                raise InputError(f"Unknown output {output!r}; this head's outputs are {self.model.output_names}.")
-            output = self.model.output_names.index(output) if self.model.n_outputs > 1 else None
-        w_eff = self.model.W_R_eff.to(normed.device)
-        if output is not None:
-            if w_eff.ndim == 1:
-                raise InputError("output= selects one output of a multi-output head; this head has one.")
-            w_eff = w_eff[output]
-        return normed @ w_eff.T if w_eff.ndim == 2 else normed @ w_eff
+        if output is None:
+            w_eff = self.model.W_R_eff.to(normed.device)
+            return normed @ w_eff.T if w_eff.ndim == 2 else normed @ w_eff
+        readout = self.model.head.readout(self)
+        column = output_index(output, readout.names)
+        direction = fold_final_norm(self.model, readout.select(column)).direction[..., 0, :].to(normed.device)
+        if direction.shape[0] == 1:  # one direction for every row (an affine head's W_R_eff row)
+            return normed @ direction[0]
+        return (normed * direction).sum(-1)
 
-    def decompose_reward(self, output: int | None = None) -> tuple[Tensor, list[str]]:
+    def decompose_reward(self, output: int | str | None = None) -> tuple[Tensor, list[str]]:
         """`(attributions, labels)`: per-component reward contributions of `decompose_resid` (embeddings,
         each attention layer and MLP), `[components, batch(, n_outputs)]`; they sum to reward − b_R_eff."""
         stack, labels = self.decompose_resid(return_labels=True)

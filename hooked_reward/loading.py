@@ -9,8 +9,6 @@ Checkpoints whose head is not a `score` Linear (ArmoRM, TRL value heads) registe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,16 @@ from torch import nn
 
 from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
 from hooked_reward.heads.base import RewardHead
+from hooked_reward.heads.linear import LinearRewardHead
+from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.register_loader is public)
+    CONTENT_LOADERS,
+    CUSTOM_LOADERS,
+    LoadedCheckpoint,
+    causal_lm_architecture,
+    register_content_loader,
+    register_loader,
+    supported_causal_architectures,
+)
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -29,93 +37,7 @@ WEIGHT_FILES = (
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-@dataclass
-class LoadedCheckpoint:
-    """An HF module tree ready to bridge, and how to build its reward head once bridged.
-
-    `module` has the HF layout the CausalLM adapter expects for the backbone (`model.layers...` for Llama,
-    `transformer.h...` for GPT-2). `head_path` names the Linear the adapter's `unembed` is pointed at
-    (`None` when the head has no single Linear). `make_head(bridge)` builds the `RewardHead`.
-    """
-
-    module: nn.Module
-    hf_config: Any
-    causal_lm_architecture: str
-    head_path: str | None
-    make_head: Callable[[Any], RewardHead]
-    tokenizer: Any = None
-
-
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
-
-# config.json "architectures" entry -> loader(path, dtype, device_map) -> LoadedCheckpoint
-CUSTOM_LOADERS: dict[str, Callable[..., LoadedCheckpoint]] = {}
-
-
-def register_loader(architecture: str) -> Callable:
-    """Decorator: load checkpoints whose config lists `architecture` with the decorated function."""
-
-    def wrap(fn: Callable[..., LoadedCheckpoint]) -> Callable[..., LoadedCheckpoint]:
-        CUSTOM_LOADERS[architecture] = fn
-        return fn
-
-    return wrap
-
-
-# (detect(path, config_dict) -> bool, loader): checkpoints known by their contents rather than by their
-# "architectures" entry, e.g. TRL value-head checkpoints, whose config is the backbone's `*ForCausalLM` one.
-CONTENT_LOADERS: list[tuple[Callable[[Path, dict], bool], Callable[..., LoadedCheckpoint]]] = []
-
-
-def register_content_loader(detect: Callable[[Path, dict], bool]) -> Callable:
-    """Decorator: load checkpoints for which `detect(path, config)` is true with the decorated function."""
-
-    def wrap(fn: Callable[..., LoadedCheckpoint]) -> Callable[..., LoadedCheckpoint]:
-        CONTENT_LOADERS.append((detect, fn))
-        return fn
-
-    return wrap
-
-
-def supported_causal_architectures() -> list[str]:
-    """Every `*ForCausalLM`-style architecture TransformerLens 4 can bridge."""
-    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
-
-    ArchitectureAdapterFactory.discover_entry_points()
-    return sorted(ArchitectureAdapterFactory._adapters)
-
-
-def causal_lm_architecture(hf_config: Any) -> str:
-    """The TransformerLens adapter name for a sequence-classification config's backbone.
-
-    Found through transformers' own model_type -> CausalLM table; raises `UnsupportedArchitectureError`,
-    listing what works, when TransformerLens 4 has no adapter for it.
-    """
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    model_type = getattr(hf_config, "model_type", None)
-    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
-    supported = supported_causal_architectures()
-    if arch is None or arch not in supported:
-        seq_cls = [
-            a.replace("ForCausalLM", "ForSequenceClassification").replace("LMHeadModel", "ForSequenceClassification")
-            for a in supported
-            if a.endswith(("ForCausalLM", "LMHeadModel"))
-        ]
-        raise UnsupportedArchitectureError(
-            f"Architecture {model_type!r} ({getattr(hf_config, 'architectures', None)}) is not supported: "
-            f"TransformerLens {_tl_version()} has no adapter for {arch or 'its causal-LM form'}. "
-            f"Supported reward backbones include: {', '.join(sorted(set(seq_cls))[:60])} ... "
-            "and ArmoRM's LlamaForRewardModelWithGating. Convert the checkpoint to one of these, "
-            "or upgrade transformer-lens."
-        )
-    return arch
-
-
-def _tl_version() -> str:
-    import transformer_lens
-
-    return getattr(transformer_lens, "__version__", "4.x")
 
 
 def read_config(path: Path) -> dict:
@@ -193,8 +115,6 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32, device
 
 def from_sequence_classifier(hf_model: nn.Module, tokenizer: Any = None, arch: str | None = None) -> LoadedCheckpoint:
     """Describe a loaded `*ForSequenceClassification` model (its `score` Linear is the head)."""
-    from hooked_reward.heads.linear import LinearRewardHead
-
     hf_config = hf_model.config
     arch = arch or causal_lm_architecture(hf_config)
     score = getattr(hf_model, "score", None)

@@ -27,6 +27,7 @@ from transformer_lens.model_bridge.generalized_components import UnembeddingBrid
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
+from hooked_reward.final_norm import norm_gain_bias
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
@@ -105,6 +106,18 @@ class HookedRewardModel(TransformerBridge):
     def from_hf_model(cls, hf_model: nn.Module, tokenizer: Any = None) -> HookedRewardModel:
         """Wrap an already-loaded HF `*ForSequenceClassification` model (modified in place, not copied)."""
         return cls._from_loaded(from_sequence_classifier(hf_model, tokenizer), model_name=type(hf_model).__name__)
+
+    @classmethod
+    def from_value_head(
+        cls, causal_lm: nn.Module, head: nn.Module, *, tokenizer: Any = None, activation: str | None = None
+    ) -> HookedRewardModel:
+        """Wrap a loaded `*ForCausalLM` and its value head (modified in place, not copied): `head` is an
+        `nn.Linear` (TRL's `v_head.summary`) or `nn.Sequential(Linear, act, Linear)` with `activation` naming
+        its nonlinearity (relu, gelu, gelu_tanh, tanh, silu)."""
+        from hooked_reward.heads.value_head import value_head_checkpoint
+
+        loaded = value_head_checkpoint(causal_lm, head, tokenizer, activation)
+        return cls._from_loaded(loaded, model_name=type(causal_lm).__name__)
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedCheckpoint, model_name: str = "reward-model") -> HookedRewardModel:
@@ -213,16 +226,7 @@ class HookedRewardModel(TransformerBridge):
 
     def final_norm_gain_bias(self) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"]]:
         """Elementwise gain and bias of `ln_final` (gain includes Gemma's `1 + w` offset; bias 0 for RMSNorm)."""
-        norm = getattr(self.ln_final, "original_component", self.ln_final)
-        weight = getattr(norm, "weight", None)
-        d_model = self.cfg.d_model
-        device = self.W_E.device
-        gain = torch.ones(d_model, device=device) if weight is None else as_float(weight)
-        if getattr(self.cfg, "rmsnorm_uses_offset", False):
-            gain = gain + 1.0
-        bias = getattr(norm, "bias", None)
-        bias = torch.zeros(d_model, device=gain.device) if bias is None else as_float(bias)
-        return gain, bias
+        return norm_gain_bias(self, self.ln_final, rms=not self.final_norm_is_layernorm)
 
     @property
     def W_R_eff(self) -> Float[Tensor, "... d_model"]:

@@ -260,15 +260,13 @@ def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:
 
 def mlp_value_model():
     """A tiny GPT-2 (LayerNorm: a final-norm bias) with a GELU MLP value head, and the HF pieces."""
-    from hooked_reward.heads.value_head import value_head_model
-
     torch.manual_seed(4)
     cfg = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64)
     lm = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():
         lm.transformer.ln_f.bias.normal_(0, 0.3)
     mlp = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
-    return value_head_model(lm, mlp, activation="gelu"), lm, mlp
+    return HookedRewardModel.from_value_head(lm, mlp, activation="gelu"), lm, mlp
 
 
 def test_mlp_value_head_lens_against_hf() -> None:

@@ -11,7 +11,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from hooked_reward import CheckpointError, HookedRewardModel, InputError
-from hooked_reward.heads.value_head import MLPValueHead, ValueHead, value_head_model
+from hooked_reward.heads.value_head import MLPValueHead, ValueHead
 from hooked_reward.positions import pad_rows
 
 VOCAB = 96
@@ -161,15 +161,15 @@ def test_in_memory_value_heads():
     lm = causal_lm("llama")
     tokens, mask = padded("left")
     summary = torch.nn.Linear(32, 1)
-    model = value_head_model(lm, summary)
+    model = HookedRewardModel.from_value_head(lm, summary)
     ref = reference_values(lm, lambda h: summary(h)[0], tokens, mask)
     torch.testing.assert_close(model(tokens, attention_mask=mask).detach(), ref, atol=1e-4, rtol=1e-4)
     lm2 = causal_lm("llama", seed=3)
     mlp = torch.nn.Sequential(torch.nn.Linear(32, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))
-    model2 = value_head_model(lm2, mlp, activation="silu")
+    model2 = HookedRewardModel.from_value_head(lm2, mlp, activation="silu")
     ref2 = reference_values(lm2, lambda h: mlp(h)[0], tokens, mask)
     torch.testing.assert_close(model2(tokens, attention_mask=mask).detach(), ref2, atol=1e-4, rtol=1e-4)
     with pytest.raises(InputError, match="activation"):
-        value_head_model(
+        HookedRewardModel.from_value_head(
             causal_lm("llama"), torch.nn.Sequential(torch.nn.Linear(32, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
         )

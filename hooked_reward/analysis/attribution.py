@@ -43,22 +43,12 @@ from einops import einsum, repeat
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_reward.analysis.lens import (
-    Inputs,
-    Readout,
-    _readout_rewards,
-    column_index,
-    is_gated,
-    is_linearised,
-    iter_token_batches,
-    readout_from_cache,
-    readout_hooks,
-    readout_names,
-    token_strings,
-)
+from hooked_reward.analysis.lens import Inputs, iter_token_batches, token_strings
 from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import final_norm_centre, fold_final_norm, norm_gain_bias, norm_is_layernorm
 from hooked_reward.heads.base import as_float
+from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
 Granularity = Literal["component", "head", "position", "neuron"]
@@ -67,36 +57,18 @@ BIAS_CHECK_ATOL = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------- readout maps
-def _norm_params(model: Any, module: Any) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"], bool]:
-    """`(gain, bias, centres)` of a bridged norm: elementwise gain (with Gemma's `1 + w`), bias (0 if none),
-    and whether it centres (LayerNorm) or not (RMSNorm)."""
-    norm = getattr(module, "original_component", module)
-    d_model = model.cfg.d_model
-    weight = getattr(norm, "weight", None)
-    gain = torch.ones(d_model) if weight is None else as_float(weight)
-    rms = "rms" in type(module).__name__.lower() or "rms" in type(norm).__name__.lower()
-    if rms and getattr(model.cfg, "rmsnorm_uses_offset", False):
-        gain = gain + 1.0
-    bias = getattr(norm, "bias", None)
-    bias = torch.zeros(d_model, device=gain.device) if bias is None else as_float(bias)
-    return gain, bias, not rms
-
-
 def _centre(w: Tensor) -> Tensor:
     return w - w.mean(-1, keepdim=True)
 
 
 def reward_readout(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs d_model"]:
     """`u = P (direction ⊙ g) / σ` for each row: the vector whose dot product with a residual-stream part at the
-    reward position is that part's direct reward (σ = the row's frozen final-norm scale; direction = `W_R` for
-    affine heads, the lens's `Readout` otherwise: ArmoRM's objectives and gate-fixed score, an MLP head's
+    reward position is that part's direct reward (σ = the row's frozen final-norm scale; direction = the head's
+    `readout(cache)`: `W_R` for affine heads, ArmoRM's objectives and gate-fixed score, an MLP head's
     linearisation)."""
-    readout = readout_from_cache(model, cache).select(column_index(model, output))
-    gain, _ = model.final_norm_gain_bias()
+    readout = model.head.readout(cache).select(output_index(output, model.head.readout_names()))
     scale = cache.final_scale_at_reward().to(torch.float32)  # [b, 1]
-    w_eff = readout.direction.to(scale.device, torch.float32) * gain.to(scale.device)
-    if model.final_norm_is_layernorm:
-        w_eff = _centre(w_eff)
+    w_eff = final_norm_centre(model, fold_final_norm(model, readout).direction.to(scale.device))
     return w_eff / scale[:, :, None]
 
 
@@ -104,10 +76,8 @@ def readout_bias(model: Any, cache: Any, output: int | str | None = None) -> Flo
     """What no component carries, per row: `direction · β + offset` (β = the final norm's bias). For affine
     heads this is `b_R_eff` on every row; ArmoRM: `W_R · β` per objective and `score_direction · β` (0 for
     RMSNorm); MLP heads: the linearisation's offset plus `direction · β`."""
-    readout: Readout = readout_from_cache(model, cache).select(column_index(model, output))
-    _, beta = model.final_norm_gain_bias()
-    direction = readout.direction.to(torch.float32)
-    bias = (direction * beta.to(direction.device)).sum(-1) + readout.offset.to(direction.device, torch.float32)
+    readout = model.head.readout(cache).select(output_index(output, model.head.readout_names()))
+    bias = fold_final_norm(model, readout).offset
     return bias.expand(cache.reward_pos.shape[0], bias.shape[-1])
 
 
@@ -119,7 +89,8 @@ def _post_norm_readout(
     name = f"blocks.{layer}.{which}.hook_scale"
     if name not in cache.cache_dict:
         return u, torch.zeros(u.shape[:2], device=u.device)
-    gain, bias, centres = _norm_params(model, getattr(model.blocks[layer], which))
+    norm = getattr(model.blocks[layer], which)
+    (gain, bias), centres = norm_gain_bias(model, norm), norm_is_layernorm(norm)
     scale = cache[name]
     scale = scale[..., None] if scale.ndim == 2 else scale
     scale = cache.at_reward(scale).to(u.device, torch.float32)  # [b, 1]
@@ -151,9 +122,7 @@ def _check_bias(label: str, measured: Tensor, expected: Tensor) -> None:
 def required_hooks(model: Any, by: Granularity = "component", layer: int | None = None) -> list[str]:
     """The hook names `attribution_from_cache` reads for granularity `by` (pass them as `names_filter`)."""
     hooks = set(model.hook_dict)
-    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"] + readout_hooks(model)
-    if is_linearised(model):
-        names.append("hook_reward_resid")
+    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"] + model.head.readout_hooks()
     if "hook_pos_embed" in hooks:
         names.append("hook_pos_embed")
     for l_ in range(model.cfg.n_layers):
@@ -399,7 +368,7 @@ def direct_reward_attribution(
     """
     if by not in GRANULARITIES:
         raise InputError(f"by={by!r}: choose from {GRANULARITIES}.")
-    column = column_index(model, output)
+    column = output_index(output, model.head.readout_names())
     names = required_hooks(model, by, layer)
     chunks, rewards, biases, tokens_str = [], [], [], []
     gates, transformed = [], []
@@ -414,10 +383,10 @@ def direct_reward_attribution(
             tokens_str += [token_strings(model, tokens[b][mask[b].bool()]) for b in range(tokens.shape[0])]
         else:
             chunks.append(values.permute(1, 0, 2))  # [b, row, o]
-        r = _readout_rewards(model, cache, r)
+        r = model.head.readout_values(cache, r)
         rewards.append(r if column is None else r[:, column : column + 1])
         biases.append(readout_bias(model, cache, column).to(r.device))
-        if is_gated(model):
+        if "gating.hook_weights" in cache.cache_dict:  # a gated head: keep what score_difference reads
             gates.append(cache["gating.hook_weights"].to(torch.float32))
             transformed.append(cache["objectives.hook_transformed"].to(torch.float32))
     if by == "position":
@@ -426,14 +395,14 @@ def direct_reward_attribution(
     values = torch.cat(chunks)
     all_rewards = torch.cat(rewards)
     bias = torch.cat(biases)  # [text, o]
-    if not (is_gated(model) or is_linearised(model)):
+    if model.head.readout_kind == "affine":
         bias = bias[0]  # b_R_eff, the same on every row
     meta: dict[str, Any] = {"layer": layer} if by == "neuron" else {}
     if tokens_str:
         meta["tokens"] = tokens_str
     if gates:
         meta["gate_weights"], meta["transformed"] = torch.cat(gates), torch.cat(transformed)
-    names_out = readout_names(model)
+    names_out = model.head.readout_names()
     return _make_result(
         values, all_rewards, bias, by, labels, meta, names_out if column is None else [names_out[column]]
     )
@@ -517,8 +486,8 @@ def pair_reward_attribution(
             "by='position' has no pairwise difference: chosen and rejected source positions are different "
             "tokens. Run direct_reward_attribution(model, chosen, by='position') and the same for rejected."
         )
-    column = column_index(model, output)
-    gated = is_gated(model)
+    column = output_index(output, model.head.readout_names())
+    gated = model.head.readout_kind == "gate_fixed"
     kw = dict(by=by, layer=layer, output=None if gated else column, batch_size=batch_size, progress=progress)
     side_c = direct_reward_attribution(model, chosen, chosen_mask, **kw)
     side_r = direct_reward_attribution(model, rejected, rejected_mask, **kw)
@@ -528,7 +497,7 @@ def pair_reward_attribution(
         value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r, cls=PairAttributionResult
     )
     if not gated:
-        names = list(side_c.labels.get("output", [readout_names(model)[column or 0]]))
+        names = list(side_c.labels.get("output", [model.head.readout_names()[column or 0]]))
         values, bias = side_c.values - side_r.values, side_c.bias - side_r.bias
         rewards = side_c.rewards - side_r.rewards
         if values.ndim == 2:
@@ -538,13 +507,12 @@ def pair_reward_attribution(
         )
     from hooked_reward.heads.armorm import score_difference
 
-    k = len(model.head.objective_names)
+    k = len(model.head.readout_names()) - 1  # the objectives, then "score"
     split = score_difference(
         _shim_cache(model, side_c.meta["gate_weights"], side_c.meta["transformed"]),
         _shim_cache(model, side_r.meta["gate_weights"], side_r.meta["transformed"]),
     )
-    g_mean = (side_c.meta["gate_weights"] + side_r.meta["gate_weights"]) / 2  # [pair, K]
-    weights = g_mean @ as_float(model.head.transform).to(g_mean.device).T  # T ḡ: [pair, K]
+    weights = model.head.mean_gate_weights(side_c.meta["gate_weights"], side_r.meta["gate_weights"])  # T ḡ
     d_obj = side_c.values[..., :k] - side_r.values[..., :k]  # [pair, component, K]
     d_score = einsum(d_obj, weights.to(d_obj.device), "n c k, n k -> n c")
     gate_row = torch.zeros(d_obj.shape[0], 1, k + 1, device=d_obj.device)
@@ -554,7 +522,7 @@ def pair_reward_attribution(
     meta = {key: v for key, v in side_c.meta.items() if key not in ("gate_weights", "transformed")}
     meta["score_difference"] = {"objectives": split.objectives, "gate": split.gate}
     labels = list(side_c.labels["component"]) + ["gate"]
-    names = readout_names(model)
+    names = model.head.readout_names()
     if column is not None:
         values, rewards, names = values[..., column : column + 1], rewards[..., column : column + 1], [names[column]]
     return _make_result(values, rewards, torch.zeros_like(rewards), by, labels, meta, names, **common)

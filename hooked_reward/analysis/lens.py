@@ -13,8 +13,8 @@ linear in x, so the change between two points is exactly the direct reward of th
 the norm renormalises each partial residual, which is what the head would do if the model stopped there,
 but its steps do not add up. Both end at the model's reward at the final point.
 
-Heads that are not one affine map are read through a `Readout` (`head_readout`): `value = h · direction + offset`
-per column, with `h` = ln_final's output and a per-row direction:
+Every head is read through its own `Readout` (`model.head.readout(cache)`): `value = h · direction + offset`
+per column, with `h` = ln_final's output and, for heads that are not one affine map, a per-row direction:
 
 * ArmoRM (`objective_names` + `score_directions`): one column per objective (`W_R` row k, no bias) and a last
   column "score" along `(T g) @ W_R` with the gate `g` **held fixed at this run's weights** (`gating.hook_weights`).
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from einops import rearrange
@@ -39,7 +39,13 @@ from tqdm.auto import tqdm
 
 from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
-from hooked_reward.heads.base import as_float
+from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
+from hooked_reward.heads.base import Readout
+from hooked_reward.outputs import output_index
+
+if TYPE_CHECKING:
+    from hooked_reward.cache import RewardActivationCache
+    from hooked_reward.model import HookedRewardModel
 
 LensVariant = Literal["frozen", "recomputed"]
 VARIANTS: tuple[str, ...] = ("frozen", "recomputed")
@@ -107,247 +113,48 @@ def lens_points(model: Any, sublayers: bool = True) -> list[tuple[str, str]]:
     return points
 
 
-# ---------------------------------------------------------------------------------------------- head readouts
-READOUT_KINDS = ("affine", "gate_fixed", "linearised")
-
-
-@dataclass
-class Readout:
-    """How the lens and DRA read the final-normed residual `h` (ln_final's output): `h · direction + offset` per
-    column.
-
-    `direction` is `[batch, n_cols, d_model]` (one per row) or `[batch, pos, n_cols, d_model]` (one per row and
-    position); `offset` is the same without `d_model`. `names` label the columns. `kind`: "affine" (the head's
-    `W_R`, `b_R`: exact everywhere), "gate_fixed" (ArmoRM: objectives, and the score with the gate held at the
-    run's weights) or "linearised" (an MLP head's gradient and offset at the run's own point).
-    """
-
-    direction: Tensor
-    offset: Tensor
-    names: list[str]
-    kind: str
-
-    def select(self, column: int | None) -> Readout:
-        """This readout with only column `column` (all when None)."""
-        if column is None:
-            return self
-        return Readout(
-            self.direction[..., column : column + 1, :],
-            self.offset[..., column : column + 1],
-            [self.names[column]],
-            self.kind,
-        )
-
-
-def is_gated(model: Any) -> bool:
-    """True for ArmoRM-style heads: named objectives (`W_R` rows) and a gated score (`score_directions`)."""
-    head = getattr(model, "head", None)
-    return getattr(head, "objective_names", None) is not None and hasattr(head, "score_directions")
-
-
-def is_linearised(model: Any) -> bool:
-    """True for heads read through their linearisation (`linearise_at`, e.g. MLP value heads)."""
-    return hasattr(getattr(model, "head", None), "linearise_at") and model.head.linear_map() is None
-
-
-def readout_names(model: Any) -> list[str]:
-    """The columns the lens and DRA report: the objectives then "score" for ArmoRM heads, else the outputs."""
-    if is_gated(model):
-        return list(model.head.objective_names) + ["score"]
-    return list(model.output_names)
-
-
-def column_index(model: Any, output: int | str | None) -> int | None:
-    """Index into `readout_names(model)` for `output` (an int, a name, or None for every column)."""
-    names = readout_names(model)
-    if output is None:
-        return None
-    if isinstance(output, str):
-        if output not in names:
-            raise InputError(f"Unknown output {output!r}; this head's columns are {names}.")
-        return names.index(output)
-    if not -len(names) <= output < len(names):
-        raise InputError(f"output={output} is out of range for a head with {len(names)} outputs ({names}).")
-    return output % len(names)
-
-
-def readout_hooks(model: Any) -> list[str]:
-    """Head hooks a readout needs from the cache (the gate's weights and per-objective values for ArmoRM)."""
-    if is_gated(model):
-        return ["gating.hook_weights", "objectives.hook_rewards", "objectives.hook_transformed"]
-    return []
-
-
-def head_readout(
-    model: Any,
-    gate_weights: Float[Tensor, "batch n_obj"] | None = None,
-    normed: Float[Tensor, "batch *pos d_model"] | None = None,
-) -> Readout:
-    """The model's `Readout` for a batch.
-
-    Affine heads need nothing (`W_R`, `b_R`, shared by rows). ArmoRM heads need the run's `gate_weights`
-    (`gating.hook_weights`): the gate is held fixed at them. Linearised (MLP) heads need `normed`, the
-    final-normed residual `[batch, d_model]` or `[batch, pos, d_model]` where each row (and position) is read:
-    the head is linearised there (`head.linearise_at`).
-    """
-    head = model.head
-    if is_gated(model):
-        if gate_weights is None:
-            raise InputError(
-                "ArmoRM's score is read with the gate held at the run's weights: pass gate_weights "
-                "(the cache's 'gating.hook_weights')."
-            )
-        g = gate_weights.to(torch.float32)
-        w = as_float(head.regression_layer.weight).to(g.device)  # [K, d]
-        score = head.score_directions(g).to(g.device)  # [b, d]
-        direction = torch.cat([w.expand(g.shape[0], *w.shape), score[:, None]], dim=1)
-        return Readout(
-            direction, torch.zeros(direction.shape[:-1], device=g.device), readout_names(model), "gate_fixed"
-        )
-    if is_linearised(model):
-        if normed is None:
-            raise InputError("A linearised head is read around the run's point: pass normed (ln_final's output).")
-        lin = head.linearise_at(normed.reshape(-1, normed.shape[-1]))
-        lead = normed.shape[:-1]
-        return Readout(
-            lin.direction.reshape(*lead, 1, normed.shape[-1]),
-            lin.offset.reshape(*lead, 1),
-            readout_names(model),
-            "linearised",
-        )
-    w_r, b_r, _, _ = _head_weights(model)
-    return Readout(w_r[None], b_r[None], readout_names(model), "affine")
-
-
-def readout_from_cache(model: Any, cache: Any, normed: Tensor | None = None) -> Readout:
-    """`head_readout` at each row's reward position from a `RewardActivationCache` (ArmoRM: the cache needs
-    `gating.hook_weights`; MLP heads: `hook_reward_resid`, unless `normed` is given)."""
-    gate = None
-    if is_gated(model):
-        if "gating.hook_weights" not in cache.cache_dict:
-            raise InputError(
-                "ArmoRM readouts hold the gate at this run's weights, so the cache needs "
-                "'gating.hook_weights'; include it in names_filter."
-            )
-        gate = cache["gating.hook_weights"]
-    if is_linearised(model) and normed is None:
-        if "hook_reward_resid" not in cache.cache_dict:
-            raise InputError(
-                "A linearised head's readout needs 'hook_reward_resid' in the cache (the point it is "
-                "linearised at); include it in names_filter."
-            )
-        normed = cache["hook_reward_resid"]
-    return head_readout(model, gate, normed)
-
-
-def _mlp_head_values(model: Any, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... 1"]:
-    """The real (MLP) head on final-normed residuals, without firing its hooks."""
-    from hooked_reward.heads.value_head import ACTIVATIONS
-
-    head = model.head
-    x = normed.to(head.first.weight.dtype)
-    with torch.no_grad():
-        out = head.second(ACTIVATIONS[head.activation](head.first(x)))
-    return out.to(torch.float32)
-
-
-def _project(x: Tensor, direction: Tensor) -> Tensor:
-    """`x · direction` per column: x `[b, point, d]` or `[b, point, pos, d]`; direction `[b|1, o, d]` or
-    `[b, pos, o, d]` -> `[b, point(, pos), o]`."""
-    direction = direction.to(x.device, torch.float32)
-    if direction.ndim == 3:
-        return torch.einsum("b...d,bod->b...o", x, direction.expand(x.shape[0], *direction.shape[1:]))
-    return torch.einsum("blpd,bpod->blpo", x, direction)
-
-
-def _offset(x: Tensor, offset: Tensor) -> Tensor:
-    """`offset` `[b|1, o]` or `[b, pos, o]` shaped to add to `_project(x, ...)`."""
-    offset = offset.to(x.device, torch.float32)
-    if offset.ndim == 3:
-        return offset[:, None]  # [b, 1, pos, o]
-    return offset.reshape(offset.shape[0], *([1] * (x.ndim - 2)), offset.shape[-1])
-
-
-def _frozen_normed(model: Any, resid: Tensor, scale: Tensor) -> Tensor:
-    x = resid.to(torch.float32)
-    if model.final_norm_is_layernorm:
-        x = x - x.mean(-1, keepdim=True)
-    return x / scale.to(x.device, torch.float32)
-
-
-def _apply_ln_final(model: Any, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+# ---------------------------------------------------------------------------------------------- the two readings
+def _apply_ln_final(model: HookedRewardModel, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
     """The bridged `ln_final` on residuals of any leading shape (float32 out)."""
     shape = resid.shape
-    flat = resid.reshape(1, -1, shape[-1])
+    flat = rearrange(resid, "... d -> 1 (...) d")
     with torch.no_grad():
         normed = model.ln_final(flat.to(model.W_E.dtype)).to(torch.float32)
     return normed.reshape(shape)
 
 
 def readout_lens(
-    model: Any,
+    model: HookedRewardModel,
     resid: Float[Tensor, "batch point *pos d_model"],
     scale: Float[Tensor, "batch 1 *pos 1"],
     readout: Readout,
     variant: str,
 ) -> Float[Tensor, "batch point *pos n_cols"]:
-    """One lens variant through a `Readout`. frozen: `(P x / σ) · (direction ⊙ g) + direction · β + offset`
-    (linear in x); recomputed: `ln_final(x) · direction + offset`, or the real head on `ln_final(x)` for
-    linearised (MLP) heads."""
-    gain, beta = model.final_norm_gain_bias()
+    """One lens variant through the head's `Readout`. frozen: `frozen_final_norm(x) · (direction ⊙ g) +
+    direction · β + offset` (linear in x); recomputed: the head's columns on `ln_final(x)` (`head.values_at`:
+    the readout itself, or the real head for linearised heads)."""
     if variant == "frozen":
-        x = _frozen_normed(model, resid, scale)
-        direction = readout.direction.to(x.device, torch.float32)
-        bias = (direction * beta.to(x.device)).sum(-1) + readout.offset.to(x.device, torch.float32)
-        return _project(x, direction * gain.to(x.device)) + _offset(x, bias)
-    normed = _apply_ln_final(model, resid)
-    if readout.kind == "linearised":
-        return _mlp_head_values(model, normed)
-    return _project(normed, readout.direction) + _offset(normed, readout.offset)
-
-
-# ---------------------------------------------------------------------------------------------- the readings
-def _head_weights(model: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """`(W_R, b_R, W_R_eff, b_R_eff)` as `[n_outputs, d_model]` / `[n_outputs]` float32 tensors."""
-    try:
-        w_r, b_r, w_eff, b_eff = model.W_R, model.b_R, model.W_R_eff, model.b_R_eff
-    except AttributeError as err:
-        raise InputError(
-            f"The reward lens reads the head as one affine map (W_R, b_R); this model's head has none: {err}"
-        ) from err
-    w_r, w_eff = as_float(w_r), as_float(w_eff)
-    b_r, b_eff = as_float(torch.as_tensor(b_r)), as_float(torch.as_tensor(b_eff))
-    if w_r.ndim == 1:
-        w_r, w_eff, b_r, b_eff = w_r[None], w_eff[None], b_r.reshape(1), b_eff.reshape(1)
-    return w_r, b_r, w_eff, b_eff
+        return fold_final_norm(model, readout).apply(frozen_final_norm(model, resid, scale))
+    return model.head.values_at(_apply_ln_final(model, resid), readout)
 
 
 def frozen_lens(
-    model: Any,
+    model: HookedRewardModel,
     resid: Float[Tensor, "... d_model"],
     scale: Float[Tensor, "... 1"],
 ) -> Float[Tensor, "... n_outputs"]:
-    """`(P x / σ) · W_R_eff + b_R_eff` for residuals `x` and their frozen final-norm scales `σ` (broadcast).
-
-    Linear in `x`: the frozen lens of a sum is the sum of the frozen lenses, plus `b_R_eff` once.
-    """
-    _, _, w_eff, b_eff = _head_weights(model)
-    x = resid.to(torch.float32)
-    if model.final_norm_is_layernorm:
-        x = x - x.mean(-1, keepdim=True)
-    x = x / scale.to(x.device, torch.float32)
-    return x @ w_eff.to(x.device).T + b_eff.to(x.device)
+    """`(P x / σ) · W_R_eff + b_R_eff` for residuals `x` and their frozen final-norm scales `σ` (broadcast), for an
+    affine head. Linear in `x`: the frozen lens of a sum is the sum of the frozen lenses, plus `b_R_eff` once."""
+    folded = fold_final_norm(model, model.head.readout())
+    x = frozen_final_norm(model, resid, scale)
+    return x @ folded.direction[0].to(x.device).T + folded.offset[0].to(x.device)
 
 
-def recomputed_lens(model: Any, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_outputs"]:
-    """`ln_final(x) · W_R + b_R`: the bridged final norm recomputed on each residual `x`, then the head's map."""
-    w_r, b_r, _, _ = _head_weights(model)
-    shape = resid.shape
-    flat = rearrange(resid, "... d -> 1 (...) d") if resid.ndim != 3 else resid
-    with torch.no_grad():
-        normed = model.ln_final(flat.to(model.W_E.dtype)).to(torch.float32)
-    normed = normed.reshape(*shape[:-1], shape[-1])
-    return normed @ w_r.to(normed.device).T + b_r.to(normed.device)
+def recomputed_lens(model: HookedRewardModel, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... n_outputs"]:
+    """`ln_final(x) · W_R + b_R`: the bridged final norm recomputed on each residual `x`, then an affine head."""
+    readout = model.head.readout()
+    normed = _apply_ln_final(model, resid)
+    return normed @ readout.direction[0].to(normed.device).T + readout.offset[0].to(normed.device)
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -436,7 +243,7 @@ def _lens_batch(
     per_position: bool,
 ) -> tuple[Tensor, Tensor, list[list[str]]]:
     """One batch: `(values [variant, b, point(, pos), n_cols], rewards [b, n_cols], token strings)`."""
-    names = [hook for _, hook in points] + ["ln_final.hook_scale"] + readout_hooks(model)
+    names = [hook for _, hook in points] + ["ln_final.hook_scale"] + model.head.readout_hooks()
     rewards, cache = model.run_with_cache(
         tokens, attention_mask=mask, names_filter=names, positions=None if per_position else "reward"
     )
@@ -458,24 +265,14 @@ def _lens_batch(
             aligned[:, b, :, : int(lengths[b])] = values[:, b][:, :, keep.to(values.device)]
             tokens_str.append(token_strings(model, tokens[b][keep]))
         values = aligned[..., : int(lengths.max()), :]
-    return values, _readout_rewards(model, cache, rewards), tokens_str
+    return values, model.head.readout_values(cache, rewards), tokens_str
 
 
-def _batch_readout(model: Any, cache: Any, stack: Tensor) -> Readout:
-    """The readout for a lens batch; linearised heads are linearised at ln_final of the final point (the head's
-    own input at every position read)."""
-    normed = _apply_ln_final(model, stack[:, -1]) if is_linearised(model) else None
-    return readout_from_cache(model, cache, normed=normed)
-
-
-def _readout_rewards(model: Any, cache: Any, rewards: Tensor) -> Float[Tensor, "b n_cols"]:
-    """The model's values for each readout column: `[objectives.hook_rewards, score]` for ArmoRM, else the
-    rewards."""
-    rewards = rewards.to(torch.float32).reshape(rewards.shape[0], -1)
-    if is_gated(model):
-        objectives = cache["objectives.hook_rewards"].to(rewards.device, torch.float32)
-        return torch.cat([objectives, rewards], dim=-1)
-    return rewards
+def _batch_readout(model: HookedRewardModel, cache: RewardActivationCache, stack: Tensor) -> Readout:
+    """The head's readout for a lens batch; a linearised head is linearised at ln_final of the final point (the
+    head's own input at every position read)."""
+    normed = _apply_ln_final(model, stack[:, -1]) if model.head.readout_kind == "linearised" else None
+    return model.head.readout(cache, normed=normed)
 
 
 def reward_lens(
@@ -541,8 +338,8 @@ def reward_lens_from_cache(
     scale = cache.final_scale_at_reward()[:, None]  # [b, 1, 1]
     readout = _batch_readout(model, cache, stack)
     values = torch.stack([readout_lens(model, stack, scale, readout, variant) for variant in variants])
-    if "hook_reward" in cache.cache_dict and (not is_gated(model) or "objectives.hook_rewards" in cache.cache_dict):
-        rewards = _readout_rewards(model, cache, cache["hook_reward"])
+    if "hook_reward" in cache.cache_dict and all(h in cache.cache_dict for h in model.head.readout_hooks()):
+        rewards = model.head.readout_values(cache, cache["hook_reward"])
     else:  # the frozen lens at the final point is the reward (tested)
         final = stack[:, -1:]
         rewards = readout_lens(model, final, scale, readout, "frozen")[:, -1]
@@ -561,8 +358,8 @@ def _make_result(
 ) -> RewardLensResult:
     dims = ["variant", "text", "point"] + (["pos"] if per_position else [])
     labels: dict[str, list[Any]] = {"variant": list(variants), "point": [p for p, _ in points]}
-    names = readout_names(model)
-    column = column_index(model, output)
+    names = model.head.readout_names()
+    column = output_index(output, names)
     if column is not None:
         values, rewards = values[..., column], rewards[..., column]
     elif len(names) == 1:
@@ -573,9 +370,7 @@ def _make_result(
     meta: dict[str, Any] = {
         "sublayers": len(points) > model.cfg.n_layers + 1,
         "per_position": per_position,
-        "readout": "affine"
-        if not (is_gated(model) or is_linearised(model))
-        else ("gate_fixed" if is_gated(model) else "linearised"),
+        "readout": model.head.readout_kind,
     }
     if tokens_str:
         meta["tokens"] = tokens_str

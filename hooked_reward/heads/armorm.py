@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +46,11 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_reward.errors import CheckpointError, InputError
-from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
-from hooked_reward.loading import LoadedCheckpoint, register_loader
+from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
+from hooked_reward.registry import LoadedCheckpoint, register_loader
+
+if TYPE_CHECKING:
+    from hooked_reward.cache import RewardActivationCache
 
 ARCHITECTURE = "LlamaForRewardModelWithGating"
 LLAMA3_GATING_PATTERN: tuple[int, ...] = (128009, 128006, 78191, 128007, 271)
@@ -202,20 +205,45 @@ class ArmoRMHead(RewardHead):
         t = as_float(self.transform)
         return (gate_weights.to(w.device, torch.float32) @ t.T) @ w
 
-    def attribution_direction(self, output: str, cache: Any) -> Float[Tensor, "... d_model"]:
-        """The direction `cache.reward_attrs(stack, output=name)` projects on (before the final-norm gain):
-        "score" -> `score_directions(cache["gating.hook_weights"])` `[batch, d_model]`; an objective name -> its
-        `W_R` row."""
-        if output == "score":
-            if "gating.hook_weights" not in cache.cache_dict:
-                raise InputError(
-                    "Score attribution holds the gate at this run's weights, so the cache needs "
-                    "'gating.hook_weights'; include it in names_filter."
-                )
-            return self.score_directions(cache["gating.hook_weights"])
-        if output in self.objective_names:
-            return as_float(self.regression_layer.weight[self.objective_names.index(output)])
-        raise InputError(f"Unknown output {output!r}: use 'score' or an objective name ({self.objective_names}).")
+    # -------------------------------------------------------------- readout
+    readout_kind = "gate_fixed"
+
+    def readout_names(self) -> list[str]:
+        """The objectives (`W_R` rows), then "score"."""
+        return list(self.objective_names) + ["score"]
+
+    def readout_hooks(self) -> list[str]:
+        return ["gating.hook_weights", "objectives.hook_rewards", "objectives.hook_transformed"]
+
+    def readout(self, cache: RewardActivationCache | None = None, *, normed: Tensor | None = None) -> Readout:
+        """One column per objective (its `W_R` row, no offset) and "score" along `score_directions(g)`, the gate
+        `g` held at the run's weights (`cache["gating.hook_weights"]`): `[batch, K + 1, d_model]`."""
+        if cache is None or "gating.hook_weights" not in cache.cache_dict:
+            raise InputError(
+                "ArmoRM readouts hold the gate at this run's weights, so the cache needs "
+                "'gating.hook_weights'; include it in names_filter."
+            )
+        g = cache["gating.hook_weights"].to(torch.float32)
+        w = as_float(self.regression_layer.weight).to(g.device)  # [K, d]
+        score = self.score_directions(g).to(g.device)  # [b, d]
+        direction = torch.cat([w.expand(g.shape[0], *w.shape), score[:, None]], dim=1)
+        return Readout(
+            direction, torch.zeros(direction.shape[:-1], device=g.device), self.readout_names(), "gate_fixed"
+        )
+
+    def mean_gate_weights(
+        self, gate_a: Float[Tensor, "batch n_obj"], gate_b: Float[Tensor, "batch n_obj"]
+    ) -> Float[Tensor, "batch n_obj"]:
+        """`T ḡ`, ḡ the two runs' mean gate: the weight of each objective's change in `score_difference`'s
+        objectives term (Δscore = Σ_j (T ḡ)_j Δr_j + the gate's own term)."""
+        g_mean = (gate_a + gate_b) / 2
+        return g_mean @ as_float(self.transform).to(g_mean.device).T
+
+    def readout_values(self, cache: RewardActivationCache, rewards: Tensor) -> Float[Tensor, "batch n_cols"]:
+        """`[objectives.hook_rewards, score]` per row."""
+        rewards = rewards.to(torch.float32).reshape(rewards.shape[0], -1)
+        objectives = cache["objectives.hook_rewards"].to(rewards.device, torch.float32)
+        return torch.cat([objectives, rewards], dim=-1)
 
     # -------------------------------------------------------------- the gating position
     def gating_positions(

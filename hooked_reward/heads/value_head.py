@@ -12,11 +12,12 @@ Checkpoint layout (a `save_pretrained` directory of the backbone's `*ForCausalLM
   silu). Head: `MLPValueHead`, hooks `hook_head_pre`, `hook_head_hidden_pre` (pre-activation),
   `hook_head_hidden` (post-activation). It is not affine, so it has no `W_R`; `head.linearise_at(resid)` gives
   each row's gradient direction and offset, and `cache.reward_attrs(stack, output="reward")` attributes along
-  that direction (exact for ReLU, whose map is affine around each input; a first-order approximation otherwise).
+  that direction (`head.readout(cache)`; exact for ReLU, whose map is affine around each input; a first-order
+  approximation otherwise).
 * A linear head may also be declared: `"reward_head": {"type": "linear", "prefix": "v_head.summary"}`.
 
-The reward is read at the last attended token, as for every head. In memory, `value_head_model(causal_lm, head)`
-wraps an already-loaded CausalLM and a Linear / Sequential head.
+The reward is read at the last attended token, as for every head. In memory,
+`HookedRewardModel.from_value_head(causal_lm, head)` wraps an already-loaded CausalLM and a Linear / Sequential head.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,12 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_reward.errors import CheckpointError, InputError
-from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
+from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.heads.linear import LinearRewardHead
-from hooked_reward.loading import LoadedCheckpoint, causal_lm_architecture, register_content_loader
+from hooked_reward.registry import LoadedCheckpoint, causal_lm_architecture, register_content_loader
+
+if TYPE_CHECKING:
+    from hooked_reward.cache import RewardActivationCache
 
 TRL_PREFIX = "v_head.summary"
 ACTIVATIONS: dict[str, Any] = {
@@ -123,14 +127,37 @@ class MLPValueHead(RewardHead):
             (direction,) = torch.autograd.grad(out.sum(), x)
         return Linearisation(direction, out.detach() - (x.detach() * direction).sum(-1))
 
-    def attribution_direction(self, output: str, cache: Any) -> Float[Tensor, "batch d_model"]:
-        """The linearised direction at this run's `hook_reward_resid` (what `reward_attrs(stack, output=...)`
-        projects on): attributions plus `linearise_at(...).offset` sum to the reward (exactly for ReLU)."""
-        if output not in self.output_names:
-            raise InputError(f"Unknown output {output!r}; this head's output is {self.output_names[0]!r}.")
-        if "hook_reward_resid" not in cache.cache_dict:
-            raise InputError("Linearised attribution needs 'hook_reward_resid' in the cache; add it to names_filter.")
-        return self.linearise_at(cache["hook_reward_resid"]).direction
+    readout_kind = "linearised"
+
+    def readout_hooks(self) -> list[str]:
+        return ["hook_reward_resid"]
+
+    def readout(self, cache: RewardActivationCache | None = None, *, normed: Tensor | None = None) -> Readout:
+        """The head linearised at the run's own point: `normed` (ln_final's output, `[batch, d_model]` or
+        `[batch, pos, d_model]`), else the cache's `hook_reward_resid`; direction and offset per row (and
+        position). Exact at that point, and everywhere for ReLU around it."""
+        if normed is None:
+            if cache is None or "hook_reward_resid" not in cache.cache_dict:
+                raise InputError(
+                    "A linearised head's readout needs 'hook_reward_resid' in the cache (the point it is "
+                    "linearised at); include it in names_filter."
+                )
+            normed = cache["hook_reward_resid"]
+        lin = self.linearise_at(normed.reshape(-1, normed.shape[-1]))
+        lead = normed.shape[:-1]
+        return Readout(
+            lin.direction.reshape(*lead, 1, normed.shape[-1]),
+            lin.offset.reshape(*lead, 1),
+            self.readout_names(),
+            "linearised",
+        )
+
+    def values_at(self, normed: Float[Tensor, "... d_model"], readout: Readout) -> Float[Tensor, "... 1"]:
+        """The real MLP on final-normed residuals (not its linearisation), without firing the head's hooks."""
+        x = normed.to(self.first.weight.dtype)
+        with torch.no_grad():
+            out = self.second(ACTIVATIONS[self.activation](self.first(x)))
+        return out.to(torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -271,16 +298,15 @@ def _loaded(
     return LoadedCheckpoint(causal_lm, causal_lm.config, arch, None, make_mlp, tokenizer)
 
 
-def value_head_model(
+def value_head_checkpoint(
     causal_lm: nn.Module, head: nn.Module, tokenizer: Any = None, activation: str | None = None
-) -> Any:
-    """A `HookedRewardModel` from a loaded `*ForCausalLM` and its value head (modified in place, not copied).
+) -> LoadedCheckpoint:
+    """What `HookedRewardModel.from_value_head` builds from: a loaded `*ForCausalLM` and its value head (modified
+    in place, not copied).
 
     `head` is an `nn.Linear` (TRL's `v_head.summary`) or an `nn.Sequential(Linear, act, Linear)`; for the MLP,
     `activation` names its nonlinearity (relu, gelu, gelu_tanh, tanh, silu).
     """
-    from hooked_reward.model import HookedRewardModel
-
     if isinstance(head, nn.Sequential):
         if activation is None:
             raise InputError("Pass activation= (relu, gelu, gelu_tanh, tanh, silu) for an MLP value head.")
@@ -291,5 +317,4 @@ def value_head_model(
         prefix = TRL_PREFIX
     else:
         raise InputError(f"Expected an nn.Linear or nn.Sequential value head, got {type(head).__name__}.")
-    loaded = _loaded(causal_lm, head, causal_lm_architecture(causal_lm.config), prefix, activation, None, tokenizer)
-    return HookedRewardModel._from_loaded(loaded, model_name=type(causal_lm).__name__)
+    return _loaded(causal_lm, head, causal_lm_architecture(causal_lm.config), prefix, activation, None, tokenizer)

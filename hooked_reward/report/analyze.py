@@ -22,6 +22,7 @@ import torch
 
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
+from hooked_reward.outputs import select_output
 from hooked_reward.report.html import Report
 
 
@@ -93,7 +94,7 @@ def analyze(
     import matplotlib.pyplot as plt
 
     from hooked_reward.analysis.attribution import pair_reward_attribution
-    from hooked_reward.analysis.lens import is_gated, readout_names, reward_lens
+    from hooked_reward.analysis.lens import reward_lens
     from hooked_reward.analysis.patching import patch_block_outputs
 
     if not pairs:
@@ -103,8 +104,8 @@ def analyze(
     rejected = [p.rejected for p in pairs]
     mechanisms = sorted({p.mechanism for p in pairs})
     output = None if model.n_outputs == 1 else 0  # the model's output analysed (patching, behaviour)
-    gated = is_gated(model)
-    names = readout_names(model)
+    gated = model.head.readout_kind == "gate_fixed"
+    names = model.head.readout_names()
     # The lens/DRA column of that output: ArmoRM's columns are its objectives then the score.
     column = names.index("score") if gated else output
     by_mech = {mech: np.array([p.mechanism == mech for p in pairs]) for mech in mechanisms}
@@ -384,7 +385,7 @@ def _objectives_section(
 
 def _batched_rewards(model: Any, texts: Sequence[str], output: int | None, batch_size: int) -> torch.Tensor:
     rewards = torch.cat([model(list(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)])
-    return rewards if output is None else rewards[:, output]
+    return select_output(rewards, output, names=model.output_names, required=False)
 
 
 def _same_length(model: Any, pair: Pair) -> bool:

@@ -1,0 +1,71 @@
+"""The final norm with its scale frozen: the one place residuals are read the way the head reads them.
+
+`ln_final(h) = g ⊙ P h / σ(h) + β`, with `P` the centring of a LayerNorm (the identity for RMSNorm), `g` the
+gain (Gemma's `1 + w`), `β` the bias (0 for RMSNorm). With `σ` frozen at its value in the run
+(`ln_final.hook_scale`, read at the reward position), the head's input is affine in the residual:
+
+    frozen_final_norm(model, h, σ) = P h / σ                  (the "normed" basis, before the gain)
+    reward = frozen_final_norm(h) · (direction ⊙ g) + direction · β + offset
+
+`fold_final_norm(model, readout)` gives that folded form of any head `Readout` (`W_R_eff`, `b_R_eff` for a
+linear head). Every analysis that reads a residual through the final norm uses these functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from hooked_reward.heads.base import Readout, as_float
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
+
+
+def norm_is_layernorm(module: nn.Module) -> bool:
+    """Whether a bridged norm centres (LayerNorm) rather than only scaling (RMSNorm), from its class."""
+    norm = getattr(module, "original_component", module)
+    return not ("rms" in type(module).__name__.lower() or "rms" in type(norm).__name__.lower())
+
+
+def norm_gain_bias(
+    model: HookedRewardModel, module: nn.Module, *, rms: bool | None = None
+) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"]]:
+    """Elementwise gain and bias of a bridged norm: the gain includes Gemma's `1 + w` offset (RMSNorm with
+    `cfg.rmsnorm_uses_offset`), the bias is 0 when the norm has none. `rms` overrides the class-based test."""
+    norm = getattr(module, "original_component", module)
+    d_model = model.cfg.d_model
+    weight = getattr(norm, "weight", None)
+    gain = torch.ones(d_model, device=model.W_E.device) if weight is None else as_float(weight)
+    rms = not norm_is_layernorm(module) if rms is None else rms
+    if rms and getattr(model.cfg, "rmsnorm_uses_offset", False):
+        gain = gain + 1.0
+    bias = getattr(norm, "bias", None)
+    bias = torch.zeros(d_model, device=gain.device) if bias is None else as_float(bias)
+    return gain, bias
+
+
+def final_norm_centre(model: HookedRewardModel, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """`P x`: `x` centred over `d_model` when the final norm is a LayerNorm, unchanged for RMSNorm (float32)."""
+    x = x.to(torch.float32)
+    return x - x.mean(-1, keepdim=True) if model.final_norm_is_layernorm else x
+
+
+def frozen_final_norm(
+    model: HookedRewardModel, resid: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"]
+) -> Float[Tensor, "... d_model"]:
+    """`P resid / σ`: a residual read through the final norm with its scale `σ` frozen (broadcast against
+    `resid`, e.g. `[batch, 1]` from `cache.final_scale_at_reward()`), before the gain. Float32."""
+    return final_norm_centre(model, resid) / scale.to(resid.device, torch.float32)
+
+
+def fold_final_norm(model: HookedRewardModel, readout: Readout) -> Readout:
+    """The readout in the normed basis: direction `d ⊙ g`, offset `offset + d · β`, so that
+    `frozen_final_norm(h, σ) · direction + offset` is the head's reading of `ln_final(h)` with `σ` frozen."""
+    gain, beta = model.final_norm_gain_bias()
+    direction = readout.direction.to(torch.float32)
+    offset = (direction * beta.to(direction.device)).sum(-1) + readout.offset.to(direction.device, torch.float32)
+    return Readout(direction * gain.to(direction.device), offset, readout.names, readout.kind)
