@@ -8,7 +8,8 @@ gain (Gemma's `1 + w`), `β` the bias (0 for RMSNorm). With `σ` frozen at its v
     reward = frozen_final_norm(h) · (direction ⊙ g) + direction · β + offset
 
 `fold_final_norm(model, readout)` gives that folded form of any head `Readout` (`W_R_eff`, `b_R_eff` for a
-linear head). Every analysis that reads a residual through the final norm uses these functions.
+linear head), `reward_direction(model, output)` one affine output's row of it. Every analysis that reads a
+residual through the final norm uses these functions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from hooked_reward.errors import InputError
 from hooked_reward.heads.base import Readout, as_float
+from hooked_reward.outputs import output_index
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
@@ -49,8 +52,7 @@ def norm_gain_bias(
 
 
 def final_norm_centre(model: HookedRewardModel, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-    """`P x`: `x` centred over `d_model` when the final norm is a LayerNorm, unchanged for RMSNorm (float32)."""
-    x = x.to(torch.float32)
+    """`P x`: `x` centred over `d_model` when the final norm is a LayerNorm, unchanged for RMSNorm (same dtype)."""
     return x - x.mean(-1, keepdim=True) if model.final_norm_is_layernorm else x
 
 
@@ -59,7 +61,7 @@ def frozen_final_norm(
 ) -> Float[Tensor, "... d_model"]:
     """`P resid / σ`: a residual read through the final norm with its scale `σ` frozen (broadcast against
     `resid`, e.g. `[batch, 1]` from `cache.final_scale_at_reward()`), before the gain. Float32."""
-    return final_norm_centre(model, resid) / scale.to(resid.device, torch.float32)
+    return final_norm_centre(model, resid.to(torch.float32)) / scale.to(resid.device, torch.float32)
 
 
 def fold_final_norm(model: HookedRewardModel, readout: Readout) -> Readout:
@@ -69,3 +71,26 @@ def fold_final_norm(model: HookedRewardModel, readout: Readout) -> Readout:
     direction = readout.direction.to(torch.float32)
     offset = (direction * beta.to(direction.device)).sum(-1) + readout.offset.to(direction.device, torch.float32)
     return Readout(direction * gain.to(direction.device), offset, readout.names, readout.kind)
+
+
+def reward_direction(
+    model: HookedRewardModel, output: int | str | None = None, *, basis: str = "normed"
+) -> Float[Tensor, "d_model"]:
+    """One output's affine reward direction (float32): a row of `W_R_eff` (`basis="normed"`, read against
+    `frozen_final_norm(h)`) or of `W_R` (`basis="final"`, against ln_final's output). `output` is an index or a
+    name (ArmoRM: an objective); it may be None when the head has one row. `InputError` when the head is not
+    one affine map, or has several rows and no `output`."""
+    if basis not in ("normed", "final"):
+        raise InputError(f"basis must be 'normed' or 'final', got {basis!r}.")
+    try:
+        w = as_float(model.W_R_eff if basis == "normed" else model.W_R)
+    except AttributeError as err:
+        raise InputError(f"This head has no single affine reward direction: {err}") from err
+    if w.ndim == 1:
+        output_index(output, model.head.readout_names()[:1])
+        return w
+    names = model.head.readout_names()[: w.shape[0]]
+    index = output_index(output, names)
+    if index is None:
+        raise InputError(f"The model has {w.shape[0]} reward outputs {names}; pass output= to pick one.")
+    return w[index]

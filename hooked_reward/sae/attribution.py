@@ -41,8 +41,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_reward.errors import InputError
+from hooked_reward.final_norm import final_norm_centre, reward_direction
+from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
-from hooked_reward.sae.splice import _label_texts, _require_pandas, _reward_1d, as_tokens, splice_sae
+from hooked_reward.sae.splice import _label_texts, _require_pandas, splice_sae
 
 Positions = Literal["all", "reward"]
 Method = Literal["auto", "linear", "gradient"]
@@ -198,19 +201,6 @@ def linear_path(model: Any, hook_name: str) -> Literal["final_resid", "reward_re
     return None
 
 
-def _head_direction(model: Any, path: str, output: int | None) -> Float[Tensor, "d_model"] | None:
-    try:
-        w = model.W_R_eff if path == "final_resid" else model.W_R
-    except AttributeError:
-        return None  # not one affine head (e.g. a gated multi-objective head): no linear path
-    w = w.detach().float()
-    if w.ndim == 2:
-        if output is None:
-            raise ValueError(f"The model has {w.shape[0]} reward outputs; pass output= to pick one.")
-        w = w[output]
-    return w
-
-
 def reward_axis_weights(model: Any, sae: SparseAutoencoder, output: int | None = None) -> Float[Tensor, "d_sae"]:
     """Reward per unit activation of each feature before the norm scale: ``centre(W_dec[f]) . W_R_eff``.
 
@@ -220,12 +210,10 @@ def reward_axis_weights(model: Any, sae: SparseAutoencoder, output: int | None =
     path = linear_path(model, name)
     if path is None:
         raise ValueError(f"{name!r} is not on the linear path to the reward (final residual or hook_reward_resid).")
-    w = _head_direction(model, path, output)
-    if w is None:
-        raise ValueError("The reward head is not affine; use method='gradient'.")
+    w = reward_direction(model, output, basis="normed" if path == "final_resid" else "final")
     dec = sae.W_dec.detach().float().to(w.device)
-    if path == "final_resid" and model.final_norm_is_layernorm:
-        dec = dec - dec.mean(-1, keepdim=True)
+    if path == "final_resid":
+        dec = final_norm_centre(model, dec)
     return dec @ w
 
 
@@ -256,7 +244,7 @@ def _run(
     mask: Tensor,
     *,
     grad: bool,
-    output: int | None,
+    output: int | str | None,
     edit: Any = None,
     scale_override: Tensor | None = None,
 ) -> _Run:
@@ -277,7 +265,8 @@ def _run(
     if "ln_final.hook_scale" in model.hook_dict:
         hooks.append(("ln_final.hook_scale", grab_scale))
     with splice_sae(model, sae, use_error_term=True), torch.set_grad_enabled(grad):
-        r = _reward_1d(model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks), output)
+        rewards = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
+        r = select_output(rewards, output, names=model.output_names)
         g = torch.autograd.grad(r.sum(), store["acts"], allow_unused=True)[0] if grad else None
     acts = store["acts"].detach()
     reward_pos = model.reward_positions(mask).to(acts.device)
@@ -296,9 +285,17 @@ def _run(
     )
 
 
+def _has_direction(model: Any, output: int | str | None) -> bool:
+    try:
+        reward_direction(model, output)
+    except InputError:
+        return False
+    return True
+
+
 def _resolve_method(model: Any, sae: SparseAutoencoder, method: Method, output: int | None) -> str:
     path = linear_path(model, sae.cfg.hook_name or "")
-    linear_ok = path is not None and _head_direction(model, path, output) is not None
+    linear_ok = path is not None and _has_direction(model, output)
     if method == "auto":
         return "linear" if linear_ok else "gradient"
     if method == "linear" and not linear_ok:
@@ -336,7 +333,7 @@ def attribute_features(
     attention_mask: Tensor | None = None,
     positions: Positions = "all",
     method: Method = "auto",
-    output: int | None = None,
+    output: int | str | None = None,
     batch_size: int = 16,
 ) -> FeatureAttribution:
     """Attribute each text's reward to the SAE's features: :class:`FeatureAttribution` with ``[n, d_sae]``.
@@ -344,7 +341,7 @@ def attribute_features(
     ``method="auto"`` uses the exact linear decomposition on the linear path (``positions`` is then moot:
     only the reward position reads into the reward) and attribution patching elsewhere.
     """
-    tokens, mask = as_tokens(model, inputs, attention_mask)
+    tokens, mask = model.prepare(inputs, attention_mask=attention_mask)
     method = _resolve_method(model, sae, method, output)
     vals, acts_out, targets, rem = [], [], [], []
     for sl in _chunks(tokens.shape[0], batch_size):
@@ -394,7 +391,7 @@ def attribute_pairs(
     rejected_mask: Tensor | None = None,
     positions: Positions = "reward",
     method: Method = "auto",
-    output: int | None = None,
+    output: int | str | None = None,
     batch_size: int = 16,
 ) -> FeatureAttribution:
     """Attribute each pair's reward gap ``r(chosen) - r(rejected)`` to the SAE's features (``[n_pairs, d_sae]``).
@@ -402,8 +399,8 @@ def attribute_pairs(
     Linear path: the exact difference of the two linear decompositions (each with its own frozen scale).
     Elsewhere: ``sum_pos 1/2 (g_c + g_r) * (a_c - a_r)`` over aligned positions (see the module docstring).
     """
-    tc, mc = as_tokens(model, chosen, chosen_mask)
-    tr, mr = as_tokens(model, rejected, rejected_mask)
+    tc, mc = model.prepare(chosen, attention_mask=chosen_mask)
+    tr, mr = model.prepare(rejected, attention_mask=rejected_mask)
     if tc.shape[0] != tr.shape[0]:
         raise ValueError(f"{tc.shape[0]} chosen vs {tr.shape[0]} rejected: pairs must match one to one.")
     method = _resolve_method(model, sae, method, output)
@@ -466,7 +463,7 @@ def ablate_features(
     *,
     positions: Positions = "all",
     freeze_norm_scale: bool = False,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> Float[Tensor, "n k"]:
     """Reward lost by zero-ablating each feature (one at a time) at ``positions``: ``r_clean - r_ablated``.
 
@@ -513,7 +510,7 @@ def patch_features(
     features: Sequence[int] | Tensor,
     *,
     positions: Positions = "reward",
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> Float[Tensor, "n k"]:
     """Reward gap lost by patching each feature between chosen and rejected (aligned positions).
 

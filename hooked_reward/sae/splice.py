@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
+from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 
 _D_MODEL_HOOK = re.compile(
@@ -157,21 +158,6 @@ def splice_sae(
             s.sae._set_hook_names("")
 
 
-def as_tokens(
-    model: Any, inputs: Sequence[str] | Tensor, attention_mask: Tensor | None = None
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Texts -> ``model.tokenize``; token ids -> themselves with ``attention_mask`` (all ones if None)."""
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if isinstance(inputs, Tensor):
-        tokens = inputs if inputs.ndim == 2 else inputs[None]
-        mask = torch.ones_like(tokens) if attention_mask is None else attention_mask
-        return tokens, mask.reshape(tokens.shape)
-    if attention_mask is not None:
-        raise ValueError("attention_mask was given with text inputs; pass token ids with a mask, or texts alone.")
-    return model.tokenize(list(inputs))
-
-
 def run_with_sae(
     model: Any,
     inputs: Sequence[str] | Tensor,
@@ -185,7 +171,7 @@ def run_with_sae(
 
     (which may name the SAE hook points, e.g. ``("blocks.1.hook_resid_post.hook_sae_acts", fn)``).
     """
-    tokens, mask = as_tokens(model, inputs, attention_mask)
+    tokens, mask = model.prepare(inputs, attention_mask=attention_mask)
     with splice_sae(model, saes, use_error_term=use_error_term):
         return model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=list(fwd_hooks))
 
@@ -200,7 +186,7 @@ def run_with_cache_with_sae(
     **cache_kwargs: Any,
 ) -> tuple[Tensor, Any]:
     """``model.run_with_cache`` with ``saes`` spliced in: ``(rewards, cache)``; the cache can hold SAE hooks."""
-    tokens, mask = as_tokens(model, inputs, attention_mask)
+    tokens, mask = model.prepare(inputs, attention_mask=attention_mask)
     with splice_sae(model, saes, use_error_term=use_error_term):
         return model.run_with_cache(tokens, attention_mask=mask, **cache_kwargs)
 
@@ -271,24 +257,16 @@ def _label_texts(inputs: Sequence[str] | Tensor, n: int) -> list[str]:
     return [t if len(t) <= 60 else t[:57] + "..." for t in inputs]
 
 
-def _reward_1d(r: Tensor, output: int | None) -> Float[Tensor, "batch"]:
-    if r.ndim == 1:
-        return r
-    if output is None:
-        raise ValueError(f"The model has {r.shape[-1]} reward outputs; pass output= to pick one.")
-    return r[:, output]
-
-
 def splice_report(
     model: Any,
     sae: SparseAutoencoder,
     inputs: Sequence[str] | Tensor,
     *,
     attention_mask: Tensor | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> SpliceReport:
     """Compare rewards clean / spliced with error term / spliced without it, on ``inputs``."""
-    tokens, mask = as_tokens(model, inputs, attention_mask)
+    tokens, mask = model.prepare(inputs, attention_mask=attention_mask)
     name = check_sae_fits_model(model, sae)
     with torch.no_grad():
         clean, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name])
@@ -299,7 +277,10 @@ def splice_report(
     act = cache[name]
     rows = act[mask.to(act.device).bool()] if act.dim() == 3 else act
     stats = sae.reconstruction_stats(rows)
-    values = torch.stack([_reward_1d(r.detach(), output).float().cpu() for r in (clean, with_err, recon)], dim=-1)
+    values = torch.stack(
+        [select_output(r.detach(), output, names=model.output_names).float().cpu() for r in (clean, with_err, recon)],
+        dim=-1,
+    )
     return SpliceReport(
         values=values,
         labels=_label_texts(inputs, values.shape[0]),

@@ -23,6 +23,7 @@ from scipy import stats
 from torch import Tensor
 
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import frozen_final_norm, reward_direction
 
 FINAL_SCALE = "ln_final.hook_scale"
 
@@ -46,17 +47,6 @@ def layer_of(hook_name: str) -> int:
     return -1
 
 
-def as_tokens(model: Any, texts_or_tokens: Any, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Texts -> `model.tokenize`; `(tokens, mask)` or token ids pass through `model.prepare`."""
-    if isinstance(texts_or_tokens, tuple) and len(texts_or_tokens) == 2 and isinstance(texts_or_tokens[0], Tensor):
-        texts_or_tokens, mask = texts_or_tokens
-    if isinstance(texts_or_tokens, str):
-        texts_or_tokens = [texts_or_tokens]
-    if isinstance(texts_or_tokens, Tensor):
-        return model.prepare(texts_or_tokens, attention_mask=mask)
-    return model.tokenize(list(texts_or_tokens))
-
-
 @torch.no_grad()
 def reward_position_acts(
     model: Any,
@@ -70,7 +60,7 @@ def reward_position_acts(
 
     Runs in batches of `batch_size`; `fwd_hooks` (e.g. a patch) are active during the run.
     """
-    tokens, mask = as_tokens(model, texts_or_tokens, mask)
+    tokens, mask = model.prepare(texts_or_tokens, attention_mask=mask)
     hooks = list(dict.fromkeys(hooks))
     rewards, acts = [], {h: [] for h in hooks}
     for start in range(0, tokens.shape[0], batch_size):
@@ -85,14 +75,6 @@ def reward_position_acts(
     return torch.cat(rewards), {h: torch.cat(v) for h, v in acts.items()}
 
 
-def normalise_final(model: Any, resid: Float[Tensor, "batch d_model"], scale: Tensor) -> Float[Tensor, "batch d_model"]:
-    """Raw final residual -> the normed basis: centre (LayerNorm only), divide by the frozen scale σ `[batch]`."""
-    resid = resid.float()
-    if model.final_norm_is_layernorm:
-        resid = resid - resid.mean(-1, keepdim=True)
-    return resid / scale.reshape(-1, 1).float().to(resid.device)
-
-
 @torch.no_grad()
 def final_normed(
     model: Any, texts_or_tokens: Any, mask: Tensor | None = None, batch_size: int = 64
@@ -101,23 +83,16 @@ def final_normed(
     hook = final_resid_hook(model)
     rewards, acts = reward_position_acts(model, texts_or_tokens, [hook, FINAL_SCALE], mask, batch_size)
     scale = acts[FINAL_SCALE].reshape(-1)
-    return rewards, normalise_final(model, acts[hook], scale), acts[hook], scale
+    return rewards, frozen_final_norm(model, acts[hook], scale.reshape(-1, 1)), acts[hook], scale
 
 
-def reward_direction(model: Any, output: int | None = None) -> Float[Tensor, "d_model"] | None:
-    """`W_R_eff` (one output, or row `output`) as float32 on cpu, or None when the head is not one affine map."""
+def reward_direction_or_none(model: Any, output: int | str | None = None) -> Float[Tensor, "d_model"] | None:
+    """`final_norm.reward_direction(model, output)` (a `W_R_eff` row) on cpu, or None when the head has no single
+    affine direction for `output`."""
     try:
-        w = model.W_R_eff
-    except (AttributeError, InputError):
+        return reward_direction(model, output).cpu()
+    except InputError:
         return None
-    w = w.detach().float().cpu()
-    if w.ndim == 2:
-        if output is None:
-            if w.shape[0] != 1:
-                return None
-            output = 0
-        w = w[output]
-    return w
 
 
 def cosine(a: Tensor, b: Tensor, eps: float = 1e-12) -> float:

@@ -37,9 +37,10 @@ from jaxtyping import Float
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
-from hooked_reward.analysis.extensions._common import as_tokens, cosine_matrix, figure, frame, normalise_final
+from hooked_reward.analysis.extensions._common import cosine_matrix, figure, frame
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import frozen_final_norm
 
 __all__ = [
     "DIMENSIONS",
@@ -441,7 +442,7 @@ def item_attributions(
     if heads:
         model.set_use_attn_result(True)
     final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    tokens, mask = as_tokens(model, list(texts))
+    tokens, mask = model.prepare(list(texts))
     rewards, attrs, normed, labels = [], [], [], []
     try:
         for s in range(0, tokens.shape[0], batch_size):
@@ -474,7 +475,7 @@ def item_attributions(
             rewards.append(r.float().cpu())
             attrs.append(a.T.float().cpu())
             scale = cache["ln_final.hook_scale"].reshape(-1)
-            normed.append(normalise_final(model, cache[final][:, 0], scale).cpu())
+            normed.append(frozen_final_norm(model, cache[final][:, 0], scale.reshape(-1, 1)).cpu())
     finally:
         if heads:
             model.set_use_attn_result(False)

@@ -36,7 +36,6 @@ from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
     FINAL_SCALE,
-    as_tokens,
     at_reward_pos_hook,
     cosine,
     figure,
@@ -44,11 +43,12 @@ from hooked_reward.analysis.extensions._common import (
     frame,
     frozen_final_scale,
     random_cosine_null,
-    reward_direction,
+    reward_direction_or_none,
     reward_position_acts,
 )
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import final_norm_centre
 
 __all__ = ["ConceptVector", "DoseResponse", "fit_concept", "dose_response"]
 
@@ -201,9 +201,9 @@ def fit_concept(
         n_test=(len(hp), len(hn)),
         meta={"test_scores": (test_pos, test_neg)},
     )
-    w_r = reward_direction(model)
+    w_r = reward_direction_or_none(model)
     if hook == final_resid_hook(model) and w_r is not None:
-        u_c = result.direction - result.direction.mean() if model.final_norm_is_layernorm else result.direction
+        u_c = final_norm_centre(model, result.direction)
         result.alignment = cosine(u_c, w_r)
         null = random_cosine_null(len(u), result.alignment, confidence)
         result.alignment_p = null["p_value"]
@@ -287,7 +287,7 @@ def dose_response(
 ) -> DoseResponse:
     """Add `α · s · u` at `concept.hook`, at each row's reward position, for each α; s = `scale` or the concept's
     typical residual norm. `freeze_norm` holds `ln_final.hook_scale` at the clean run's values."""
-    tokens, mask = as_tokens(model, texts)
+    tokens, mask = model.prepare(texts)
     alphas = np.asarray(sorted(set(float(a) for a in alphas) | {0.0}))
     s = float(scale if scale is not None else concept.typical_norm)
     u = concept.direction.float()
@@ -315,9 +315,9 @@ def dose_response(
         else (math.nan, math.nan)
     )
     predicted = None
-    w_r = reward_direction(model)
+    w_r = reward_direction_or_none(model)
     if concept.hook == final_resid_hook(model) and w_r is not None:
-        u_c = u - u.mean() if model.final_norm_is_layernorm else u
+        u_c = final_norm_centre(model, u)
         sigma = clean_scale[torch.arange(len(rpos)), rpos.to(clean_scale.device)].reshape(-1).double().cpu()
         predicted = (s * float(u_c.double() @ w_r.double()) / sigma).numpy()
     return DoseResponse(

@@ -36,14 +36,13 @@ from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
     FINAL_SCALE,
-    as_tokens,
     figure,
     final_resid_hook,
     frame,
-    normalise_final,
-    reward_direction,
+    reward_direction_or_none,
 )
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import frozen_final_norm
 
 __all__ = ["ConflictResult", "whitened_cosine", "conflict_analysis"]
 
@@ -214,7 +213,7 @@ def _conflicts(names: list[str], terms: np.ndarray, delta: np.ndarray, tol: floa
 
 @torch.no_grad()
 def _run(model: Any, texts: Any, hooks: Sequence[str], batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
-    tokens, mask = as_tokens(model, texts)
+    tokens, mask = model.prepare(texts)
     final = final_resid_hook(model)
     rewards, store = [], {h: [] for h in [*hooks, "normed"]}
     for s in range(0, tokens.shape[0], batch_size):
@@ -225,7 +224,7 @@ def _run(model: Any, texts: Any, hooks: Sequence[str], batch_size: int) -> tuple
         rewards.append(r.float().cpu())
         for h in hooks:
             store[h].append(cache[h].float().cpu())
-        store["normed"].append(normalise_final(model, cache[final][:, 0], cache[FINAL_SCALE].reshape(-1)).cpu())
+        store["normed"].append(frozen_final_norm(model, cache[final][:, 0], cache[FINAL_SCALE].reshape(-1, 1)).cpu())
     return torch.cat(rewards), {h: torch.cat(v) for h, v in store.items()}
 
 
@@ -330,7 +329,7 @@ def conflict_analysis(
             remainder = np.zeros(len(delta))
         else:
             dx = (acts_a["normed"] - acts_b["normed"]).double().numpy()
-            w_r = reward_direction(model)
+            w_r = reward_direction_or_none(model)
             if w_r is None:
                 raise InputError("Splitting Δscore on term directions needs a single-output linear head (W_R_eff).")
             w_r = w_r.double().numpy()

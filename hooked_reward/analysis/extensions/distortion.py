@@ -34,11 +34,13 @@ from hooked_reward.analysis.extensions._common import (
     final_normed,
     frame,
     random_cosine_null,
-    reward_direction,
+    reward_direction_or_none,
     sign_score,
 )
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import final_norm_centre
+from hooked_reward.outputs import select_output
 
 __all__ = ["DistortionResult", "distortion_from_margins", "distortion_index", "dimensions_from_tagged"]
 
@@ -227,7 +229,7 @@ def distortion_index(
     *,
     mechanistic: bool = True,
     basis: str = "normed",
-    output: int | None = None,
+    output: int | str | None = None,
     confidence: float = 0.95,
     n_boot: int = 9999,
     batch_size: int = 64,
@@ -247,10 +249,7 @@ def distortion_index(
     texts = list(dict.fromkeys(t for pairs in dims.values() for pair in pairs for t in pair))
     index = {t: i for i, t in enumerate(texts)}
     rewards, normed, raw, _ = final_normed(model, texts, batch_size=batch_size)
-    if rewards.ndim == 2:
-        if output is None:
-            raise InputError(f"The model has {rewards.shape[1]} outputs; pick one with output=k.")
-        rewards = rewards[:, output]
+    rewards = select_output(rewards, output, names=model.output_names)
     margins = {}
     for name, pairs in dims.items():
         if not pairs:
@@ -259,10 +258,9 @@ def distortion_index(
         disp = torch.tensor([index[d] for _, d in pairs])
         margins[name] = (rewards[pref] - rewards[disp]).double().numpy()
     result = distortion_from_margins(margins, weights, confidence=confidence, n_boot=n_boot, seed=seed)
-    w_r = reward_direction(model, output) if mechanistic else None
+    w_r = reward_direction_or_none(model, output) if mechanistic else None
     if w_r is not None:
-        if model.final_norm_is_layernorm:
-            raw = raw - raw.mean(-1, keepdim=True)
+        raw = final_norm_centre(model, raw)
         acts = normed if basis == "normed" else raw
         cos, p, readout = [], [], []
         null = random_cosine_null(acts.shape[-1], confidence=confidence)

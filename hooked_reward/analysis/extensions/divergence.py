@@ -29,7 +29,6 @@ from sklearn.covariance import LedoitWolf
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
-    as_tokens,
     at_reward_pos_hook,
     figure,
     frame,
@@ -242,7 +241,7 @@ def score_patched_runs(
     `from_layers[i]`: the first layer whose residual the i-th patch can change (default: the smallest block
     index among its hook names; hooks before the blocks, e.g. `hook_embed`, give every layer).
     """
-    tokens, mask = as_tokens(model, tokens, mask)
+    tokens, mask = model.prepare(tokens, attention_mask=mask)
     clean_r, _ = reward_position_acts(model, tokens, [density.hooks[0]], mask, batch_size)
     names = list(names) if names is not None else [f"patch_{i}" for i in range(len(fwd_hooks_list))]
     scores, changes, thresholds, layers = [], [], [], []
@@ -286,7 +285,7 @@ def ablation_hooks(
         return [(hook, at_reward_pos_hook(rpos, lambda rows, b: torch.zeros_like(rows)))]
     if reference is None:
         raise InputError("Resample ablation needs reference texts (reference=...).")
-    ref_tok, ref_mask = as_tokens(model, reference)
+    ref_tok, ref_mask = model.prepare(reference)
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randint(0, ref_tok.shape[0], (tokens.shape[0],), generator=gen)
     if positions == "reward":
@@ -316,7 +315,7 @@ def ablation_sweep(
     """Zero- and resample-ablate each component hook (e.g. `blocks.{l}.hook_attn_out`, `hook_mlp_out`) on
     `texts`; reward changes side by side with each run's divergence. A large zero-ablation effect that is
     flagged while the resample effect is small is an off-distribution artefact, not a mechanism."""
-    tokens, mask = as_tokens(model, texts)
+    tokens, mask = model.prepare(texts)
     hooks_list, names = [], []
     for comp in components:
         for mode in modes:
