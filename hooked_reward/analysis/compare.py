@@ -44,6 +44,8 @@ from tqdm.auto import tqdm
 
 from hooked_reward.analysis.probes.suite import render_and_tokenize
 from hooked_reward.analysis.stats import bootstrap_ci, bootstrap_items_ci, bootstrap_mean_ci
+from hooked_reward.final_norm import reward_direction
+from hooked_reward.outputs import output_index, select_output
 
 __all__ = [
     "CompareResult",
@@ -103,14 +105,7 @@ class ModelRun:
         return (self.attr_chosen - self.attr_rejected).T
 
 
-def _pick(t: torch.Tensor, output: int | None) -> torch.Tensor:
-    """Select one output of a multi-output tensor (last axis), or pass a single-output one through."""
-    if output is None:
-        return t
-    return t[..., output]
-
-
-def _frozen_lens(cache, acc: torch.Tensor, output: int | None) -> torch.Tensor:
+def _frozen_lens(cache, acc: torch.Tensor, output: int | str | None) -> torch.Tensor:
     """Norm-exact (frozen-scale) reward lens at the reward position, ``[L+1, batch]``, without ``b_R_eff``.
 
     Uses :mod:`hooked_reward.analysis.lens` (``reward_lens_from_cache``, frozen variant, block boundaries)
@@ -123,8 +118,8 @@ def _frozen_lens(cache, acc: torch.Tensor, output: int | None) -> torch.Tensor:
         return cache.reward_attrs(acc, output=output)
     res = reward_lens_from_cache(cache, variants="frozen", sublayers=False, output=output)
     vals = res.values[0]  # [batch, point]
-    b = cache.model.b_R_eff.detach().float()
-    b = b if b.ndim == 0 else b[output if output is not None else 0]
+    b = cache.model.b_R_eff.detach().float().reshape(-1)
+    b = b[output_index(output, cache.model.head.readout_names()[: b.numel()]) or 0]
     return (vals - b.to(vals.device)).T
 
 
@@ -136,12 +131,11 @@ def _collect_side(model, prompts, responses, render, batch_size, output, progres
     for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
         tokens, mask = render_and_tokenize(model, prompts[s : s + batch_size], responses[s : s + batch_size], render)
         r, cache = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
-        if r.ndim == 2 and output is None:
-            raise ValueError("multi-output reward head: pass output=<index> to choose the objective to compare")
+        r = select_output(r, output, names=model.output_names)
         acc = cache.accumulated_resid()  # [L+1, batch, 1, d]: each block's resid_pre, then the final resid_post
         lens = _frozen_lens(cache, acc, output)  # [L+1, batch]
         attrs, labels = cache.decompose_reward(output=output)
-        r_all.append(_pick(r, output).float().cpu().numpy())
+        r_all.append(r.float().cpu().numpy())
         lens_all.append(lens.float().cpu().numpy())
         attr_all.append(attrs.float().cpu().numpy())
         resid_all.append(acc[:, :, 0].float().cpu().numpy())
@@ -165,7 +159,7 @@ def collect_run(
     name: str = "model",
     render: Render | None = None,
     batch_size: int = 16,
-    output: int | None = None,
+    output: int | str | None = None,
     progress: bool = True,
 ) -> ModelRun:
     """Run ``model`` on every pair once per side (cache at the reward position only) and keep what the
@@ -176,9 +170,7 @@ def collect_run(
     rr, lr, ar, _, xr, nr = _collect_side(
         model, prompts, rejected, render, batch_size, output, progress, f"{name}: rejected"
     )
-    w = model.W_R_eff.detach().float().cpu().numpy()
-    if w.ndim == 2:
-        w = w[output if output is not None else 0]
+    w = reward_direction(model, output).cpu().numpy()
     return ModelRun(name, rc, rr, lc, lr, ac, ar, labels, xc, xr, nc, nr, int(model.cfg.n_layers), w.astype(np.float64))
 
 

@@ -34,6 +34,7 @@ from hooked_reward.analysis.attribution import pair_reward_attribution
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
 from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test
 from hooked_reward.errors import InputError
+from hooked_reward.final_norm import reward_direction
 
 __all__ = ["FaithfulnessResult", "faithfulness_study", "RecoveryControl", "recovery_control", "plant_head"]
 
@@ -283,7 +284,7 @@ def recovery_control(
     read = torch.stack(diffs).mean(0).float()
     if float(read.norm()) == 0:
         read = torch.ones_like(read)
-    w_r = model.W_R_eff.reshape(-1, model.cfg.d_model)[0].float()
+    w_r = reward_direction(model, 0)
     size = scale * math.sqrt(model.cfg.d_model)
     gen = torch.Generator().manual_seed(seed)
     nulls = []

@@ -38,6 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooked_reward.errors import InputError
+from hooked_reward.outputs import select_output
 
 __all__ = [
     "Alignment",
@@ -219,18 +220,6 @@ def _check_hook_alignment(hooks: Iterable[str], align: Alignment) -> None:
         )
 
 
-def _select_output(rewards: Tensor, output: int | None) -> Float[Tensor, "batch"]:
-    if rewards.ndim == 2:
-        if output is None:
-            raise InputError(
-                f"The model has {rewards.shape[-1]} reward outputs; pass output=<index> to choose which one to patch."
-            )
-        if not -rewards.shape[-1] <= output < rewards.shape[-1]:
-            raise InputError(f"output={output} is out of range: the model has {rewards.shape[-1]} reward outputs.")
-        return rewards[:, output]
-    return rewards
-
-
 def run_patched(
     model: Any,
     target: Int[Tensor, "pos"],
@@ -238,7 +227,7 @@ def run_patched(
     patch_sets: Sequence[Sequence[Patch]],
     align: Alignment,
     *,
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
     desc: str = "patching",
@@ -279,7 +268,7 @@ def run_patched(
         tokens = target[None].expand(len(chunk), -1)
         with torch.no_grad():
             rewards = model.run_with_hooks(tokens, fwd_hooks=list(extra_hooks) + hooks)
-        out.append(_select_output(rewards, output).detach().float().cpu())
+        out.append(select_output(rewards, output, names=model.output_names).detach().float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -374,17 +363,17 @@ class _Setup:
     target_acts: dict[str, Tensor]
 
 
-def _reward_of(model: Any, row: Tensor, output: int | None) -> float:
+def _reward_of(model: Any, row: Tensor, output: int | str | None) -> float:
     with torch.no_grad():
-        return float(_select_output(model(row[None]), output)[0])
+        return float(select_output(model(row[None]), output, names=model.output_names)[0])
 
 
 def _cache_row(
-    model: Any, row: Tensor, hooks: Sequence[str], output: int | None = None
+    model: Any, row: Tensor, hooks: Sequence[str], output: int | str | None = None
 ) -> tuple[float, dict[str, Tensor]]:
     """`(reward, {hook: activation [pos, ...]})` of one unpadded row."""
     rewards, cache = model.run_with_cache(row[None], names_filter=list(hooks))
-    return float(_select_output(rewards, output)[0]), {h: cache[h][0] for h in hooks}
+    return float(select_output(rewards, output, names=model.output_names)[0]), {h: cache[h][0] for h in hooks}
 
 
 def _ablation_source(
@@ -410,7 +399,7 @@ def _setup(
     reference: Sequence[Input] | None,
     align: str | None,
     prompt_len: int | None,
-    output: int | None,
+    output: int | str | None,
 ) -> _Setup:
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -454,7 +443,7 @@ def _run_sites(
     model: Any,
     setup: _Setup,
     sites: Sequence[Sequence[Patch] | None],
-    output: int | None,
+    output: int | str | None,
     max_rows: int,
     progress: bool,
     desc: str,
@@ -530,7 +519,7 @@ def patch_hooks(
     reference: Sequence[Input] | None = None,
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
 ) -> PatchingResult:
@@ -569,7 +558,7 @@ def patch_resid(
     reference: Sequence[Input] | None = None,
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
     fast: bool = True,
@@ -623,7 +612,7 @@ def _fast_resid(
     hook: str,
     layer_list: list[int],
     sites: Sequence[Sequence[Patch] | None],
-    output: int | None,
+    output: int | str | None,
     max_rows: int,
     progress: bool,
     mode: str,
@@ -670,7 +659,7 @@ def patch_block_outputs(
     reference: Sequence[Input] | None = None,
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
 ) -> PatchingResult:
@@ -706,7 +695,7 @@ def patch_heads(
     reference: Sequence[Input] | None = None,
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
 ) -> PatchingResult:
