@@ -30,13 +30,13 @@ from hooked_reward.analysis.patching import (
     Alignment,
     Input,
     PatchingResult,
-    _select_output,
     align_pair,
     as_row,
     has_position_axis,
     position_labels,
 )
 from hooked_reward.errors import InputError
+from hooked_reward.outputs import select_output
 
 __all__ = ["SITES", "attribution_patch", "gradients_and_deltas", "plot_comparison"]
 
@@ -55,7 +55,7 @@ def gradients_and_deltas(
     source: Tensor,
     hooks: Sequence[str],
     align: Alignment,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> tuple[float, float, dict[str, Tensor], dict[str, Tensor]]:
     """`(r_target, r_source, grads, deltas)` for hooks of `[batch, pos, ...]` activations (batch dropped).
 
@@ -74,11 +74,11 @@ def gradients_and_deltas(
     names = list(dict.fromkeys(hooks))
     with torch.enable_grad():
         rewards = model.run_with_hooks(target[None], fwd_hooks=[(name, keeper(name)) for name in names])
-        r = _select_output(rewards, output)[0]
+        r = select_output(rewards, output, names=model.output_names)[0]
         acts = [store[name] for name in names]
         grads = torch.autograd.grad(r, acts, allow_unused=True)
     r_source_all, cache = model.run_with_cache(source[None], names_filter=names)
-    r_source = float(_select_output(r_source_all, output)[0])
+    r_source = float(select_output(r_source_all, output, names=model.output_names)[0])
     tgt_idx, src_idx = align.indices(None)
     grad_out, delta_out = {}, {}
     for name, act, grad in zip(names, acts, grads, strict=True):
@@ -104,7 +104,7 @@ def attribution_patch(
     per_position: bool = False,
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> dict[str, PatchingResult]:
     """First-order estimates of the exact sweeps, keyed by site, one forward/backward for all of them.
 

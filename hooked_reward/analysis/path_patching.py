@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from hooked_reward.analysis.patching import (
     Input,
     PatchingResult,
-    _select_output,
     align_pair,
     as_row,
 )
 from hooked_reward.errors import InputError
+from hooked_reward.outputs import select_output
 
 __all__ = ["Sender", "Receiver", "path_patch", "all_senders"]
 
@@ -74,7 +74,7 @@ def path_patch(
     mode: str = "denoise",
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
 ) -> PatchingResult:
@@ -105,7 +105,10 @@ def path_patch(
     names = z_names + mlp_names + rec_names
     r_target_t, base = model.run_with_cache(target[None], names_filter=names)
     r_source_t, src = model.run_with_cache(source[None], names_filter=z_names + mlp_names)
-    r_target, r_source = float(_select_output(r_target_t, output)[0]), float(_select_output(r_source_t, output)[0])
+    r_target, r_source = (
+        float(select_output(r_target_t, output, names=model.output_names)[0]),
+        float(select_output(r_source_t, output, names=model.output_names)[0]),
+    )
     r_clean, r_corrupt = (r_source, r_target) if mode == "denoise" else (r_target, r_source)
 
     def freezer(name: str, layer: int, kind: str, chunk: list[Sender]):
@@ -147,12 +150,16 @@ def path_patch(
         hooks += [(mlp_names[l], freezer(mlp_names[l], l, "mlp", chunk)) for l in range(n_layers)]  # noqa: E741
         hooks += [(name, recorder(name, store)) for name in dict.fromkeys(rec_names)]
         with torch.no_grad():
-            step2 = _select_output(model.run_with_hooks(tokens, fwd_hooks=hooks), output)
+            step2 = select_output(model.run_with_hooks(tokens, fwd_hooks=hooks), output, names=model.output_names)
             if recs is None:
                 out.append(step2.float().cpu())
                 continue
             step3_hooks = [(name, setter(name, r[2], store[name])) for name, r in zip(rec_names, recs, strict=True)]
-            out.append(_select_output(model.run_with_hooks(tokens, fwd_hooks=step3_hooks), output).float().cpu())
+            out.append(
+                select_output(model.run_with_hooks(tokens, fwd_hooks=step3_hooks), output, names=model.output_names)
+                .float()
+                .cpu()
+            )
     rewards = torch.cat(out)
     rec_label = "reward" if recs is None else "+".join(f"L{r[1]}H{r[2]}.{r[0]}" for r in recs)
     return PatchingResult(
