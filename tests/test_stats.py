@@ -106,11 +106,12 @@ def test_paired_effect_bundle():
 
 
 def test_sign_flip_edge_cases() -> None:
-    """One pair: p = 1 two-sided (both sign patterns are as extreme), 0.5 one-sided toward it; NaN Δ: NaN, not 0;
+    """One pair: p = 1 two-sided (both sign patterns are as extreme), 0.5 one-sided toward it; NaN Δ: NaN, not 0
+    (when propagating; the default raises, see test_stats_degenerate.py);
     the random-flip floor (2e-5) stays below the exact floor at n = 16, so more pairs never raise the minimum p."""
     assert sign_flip_test(np.array([1.0])) == 1.0
     assert sign_flip_test(np.array([1.0]), alternative="greater") == 0.5
     assert sign_flip_test(np.array([1.0]), alternative="less") == 1.0
-    assert math.isnan(sign_flip_test(np.array([1.0, 2.0, math.nan])))
-    assert math.isnan(bootstrap_ci(np.array([1.0, 2.0, math.nan]))[0])
+    assert math.isnan(sign_flip_test(np.array([1.0, 2.0, math.nan]), nan_policy="propagate"))
+    assert math.isnan(bootstrap_ci(np.array([1.0, 2.0, math.nan]), nan_policy="propagate")[0])
     assert sign_flip_test(np.ones(17)) <= sign_flip_test(np.ones(16)) == pytest.approx(2 / 2**16)

@@ -33,17 +33,29 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from scipy import stats
 from sklearn.covariance import LedoitWolf
 from tqdm.auto import tqdm
 
 from hooked_reward.analysis.probes.suite import render_and_tokenize
-from hooked_reward.analysis.stats import bootstrap_ci, bootstrap_items_ci, bootstrap_mean_ci
+from hooked_reward.analysis.stats import (
+    accuracy,
+    agreement,
+    bootstrap_ci,
+    bootstrap_items_ci,
+    bootstrap_mean_ci,
+    check_nan_policy,
+    cka_matrix,
+    finite_rows,
+    linear_cka,
+    spearman_along,
+)
+from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
 from hooked_reward.outputs import output_index, select_output
 
@@ -103,6 +115,28 @@ class ModelRun:
     @property
     def attr_margin(self) -> Float[np.ndarray, "n comp"]:
         return (self.attr_chosen - self.attr_rejected).T
+
+    def row_parts(self) -> list[np.ndarray]:
+        """Every per-pair array with the pair as its first axis (for the finite-value check)."""
+        parts = [self.r_chosen, self.r_rejected, self.xnorm_chosen, self.xnorm_rejected]
+        parts += [self.lens_chosen.T, self.lens_rejected.T, self.attr_chosen.T, self.attr_rejected.T]
+        return parts + [self.resid_chosen.transpose(1, 0, 2), self.resid_rejected.transpose(1, 0, 2)]
+
+    def take(self, keep: Bool[np.ndarray, "n"]) -> ModelRun:
+        """The same run restricted to the pairs where `keep` is True."""
+        return replace(
+            self,
+            r_chosen=self.r_chosen[keep],
+            r_rejected=self.r_rejected[keep],
+            lens_chosen=self.lens_chosen[:, keep],
+            lens_rejected=self.lens_rejected[:, keep],
+            attr_chosen=self.attr_chosen[:, keep],
+            attr_rejected=self.attr_rejected[:, keep],
+            resid_chosen=self.resid_chosen[:, keep],
+            resid_rejected=self.resid_rejected[:, keep],
+            xnorm_chosen=self.xnorm_chosen[keep],
+            xnorm_rejected=self.xnorm_rejected[keep],
+        )
 
 
 def _frozen_lens(cache, acc: torch.Tensor, output: int | str | None) -> torch.Tensor:
@@ -182,10 +216,6 @@ def _pearson(x, y, axis=-1):
         return (xc * yc).sum(axis) / np.sqrt((xc**2).sum(axis) * (yc**2).sum(axis))
 
 
-def _spearman(x, y, axis=-1):
-    return _pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
-
-
 def _kendall(x, y):
     return stats.kendalltau(x, y).statistic
 
@@ -195,21 +225,23 @@ def _estimate(value: float, ci: tuple[float, float]) -> Estimate:
 
 
 def behaviour_stats(ma: np.ndarray, mb: np.ndarray, labelled: bool, n_boot: int, seed: int) -> dict[str, Estimate]:
-    """Correlations of margins, agreement rate and accuracies, each with a bootstrap CI over pairs."""
+    """Correlations of margins, agreement rate and accuracies, each with a bootstrap CI over pairs (finite
+    margins only: a non-finite one raises `NonFiniteError`)."""
+    finite_rows(ma, mb, what="margins of the two models")
     out: dict[str, Estimate] = {}
     for key, fn, vec, nb in (
         ("pearson", _pearson, True, n_boot),
-        ("spearman", _spearman, True, n_boot),
+        ("spearman", spearman_along, True, n_boot),
         ("kendall", _kendall, False, min(n_boot, 1999)),
     ):
         val = fn(ma, mb)
         out[key] = _estimate(val, bootstrap_ci((ma, mb), fn, vectorized=vec, n_resamples=nb, seed=seed))
-    agree = (np.sign(ma) == np.sign(mb)).astype(np.float64)
+    agree = agreement(ma, mb)
     out["agreement"] = _estimate(agree.mean(), bootstrap_ci(agree, n_resamples=n_boot, seed=seed))
     for tag, m in (("a", ma), ("b", mb)):
         if labelled:
             acc = (m > 0).astype(np.float64)
-            out[f"accuracy_{tag}"] = _estimate(acc.mean(), bootstrap_ci(acc, n_resamples=n_boot, seed=seed))
+            out[f"accuracy_{tag}"] = _estimate(accuracy(m), bootstrap_ci(acc, n_resamples=n_boot, seed=seed))
         else:
             out[f"accuracy_{tag}"] = (math.nan, math.nan, math.nan)
     return out
@@ -241,33 +273,6 @@ def attribution_profile(
     depth = np.array([_depth_of(lab, n_layers) for lab in labels])
     idx = np.clip(np.digitize(depth, bins[1:-1], right=True), 0, len(bins) - 2)
     return np.bincount(idx, weights=share, minlength=len(bins) - 1)
-
-
-def _center_gram(x: np.ndarray) -> np.ndarray:
-    """Centred Gram matrix ``H X Xᵀ H`` of rows ``x`` (``[..., m, d] -> [..., m, m]``)."""
-    x = x - x.mean(-2, keepdims=True)
-    return x @ np.swapaxes(x, -1, -2)
-
-
-def linear_cka(x: Float[np.ndarray, "m d1"], y: Float[np.ndarray, "m d2"]) -> float:
-    """Linear CKA of two representations of the same ``m`` inputs (widths may differ):
-    ``<K_c, L_c>_F / (||K_c||_F ||L_c||_F)`` with centred Gram matrices; 1 for ``y = x Q`` (Q orthogonal)."""
-    k, l_ = _center_gram(np.asarray(x, np.float64)), _center_gram(np.asarray(y, np.float64))
-    den = np.linalg.norm(k) * np.linalg.norm(l_)
-    return float((k * l_).sum() / den) if den > 0 else math.nan
-
-
-def cka_matrix(
-    xa: Float[np.ndarray, "la m d1"], xb: Float[np.ndarray, "lb m d2"], idx: np.ndarray | None = None
-) -> Float[np.ndarray, "la lb"]:
-    """Linear CKA for every pair of layers (rows ``idx`` of the inputs, with repeats, if given)."""
-    if idx is not None:
-        xa, xb = xa[:, idx], xb[:, idx]
-    ka = _center_gram(xa).reshape(xa.shape[0], -1)
-    kb = _center_gram(xb).reshape(xb.shape[0], -1)
-    na, nb = np.linalg.norm(ka, axis=1), np.linalg.norm(kb, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (ka @ kb.T) / np.outer(na, nb)
 
 
 def whitened_cosine(w_a: Float[np.ndarray, "d"], w_b: Float[np.ndarray, "d"], cov: Float[np.ndarray, "d d"]) -> float:
@@ -508,6 +513,7 @@ def compare_models(
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
+    nan_policy: str = "raise",
 ) -> CompareResult:
     """Compare two HookedRewardModels on the same preference pairs.
 
@@ -519,11 +525,13 @@ def compare_models(
         render_a, render_b: per-model ``(prompt, response) -> text`` (default: each model's chat template).
         n_boot: resamples for behaviour/formation/mechanism intervals; ``n_boot_geometry`` for CKA and the
             whitened cosine (each resample recomputes Gram matrices / a covariance).
+        nan_policy: a pair with a non-finite reward, lens value, attribution or residual in either model
+            raises `NonFiniteError` naming it ("raise"), or is dropped with a note saying how many ("omit").
     """
     prompts, chosen, rejected = _unpack_pairs(pairs)
     n = len(prompts)
     if n < 3:
-        raise ValueError(f"need at least 3 pairs for intervals, got {n}")
+        raise InputError(f"need at least 3 pairs for intervals, got {n}.")
     ra = collect_run(
         model_a,
         prompts,
@@ -557,6 +565,7 @@ def compare_models(
         n_boot=n_boot,
         n_boot_geometry=n_boot_geometry,
         seed=seed,
+        nan_policy=nan_policy,
     )
 
 
@@ -588,10 +597,24 @@ def _compare_runs(
     n_boot: int = 1999,
     n_boot_geometry: int = 200,
     seed: int = 0,
+    nan_policy: str = "raise",
 ) -> CompareResult:
     """Behaviour, formation, mechanism and geometry statistics from two collected runs."""
-    n = ra.r_chosen.shape[0]
+    check_nan_policy(nan_policy, allowed=("raise", "omit"))
     notes: list[str] = []
+    keep = finite_rows(
+        *ra.row_parts(),
+        *rb.row_parts(),
+        what=f"compare {ra.name} vs {rb.name}: pairs (rewards, lens, attributions or residuals)",
+        nan_policy=nan_policy,
+    )
+    n_omitted = int((~keep).sum())
+    if n_omitted:
+        ra, rb = ra.take(keep), rb.take(keep)
+        notes.append(f"{n_omitted} pair(s) with non-finite values were dropped (nan_policy='omit').")
+    n = ra.r_chosen.shape[0]
+    if n < 3:
+        raise InputError(f"need at least 3 pairs with finite values for intervals, got {n}.")
     ma, mb = ra.margins, rb.margins
     behaviour = behaviour_stats(ma, mb, labelled, n_boot, seed)
 

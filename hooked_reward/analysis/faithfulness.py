@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from hooked_reward.analysis.attribution import pair_reward_attribution
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
-from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test
+from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
 
@@ -111,9 +111,7 @@ def _dra_labels(model: Any, by: str) -> list[str]:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(sps.spearmanr(x, y).statistic)
+    return spearman(x, y, what="DRA vs patching effects of one pair")
 
 
 def faithfulness_study(

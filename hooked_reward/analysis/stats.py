@@ -1,8 +1,16 @@
-"""Small, shared statistics helpers: effect sizes, bootstrap intervals, sign-flip tests, FDR control.
+"""Every statistic of the library, once: effect sizes, bootstrap intervals, sign-flip tests, FDR control,
+Spearman's ρ, linear CKA, accuracy and agreement of margins, and the check for non-finite values.
 
 Every function here is a thin, documented wrapper over scipy (``scipy.stats.bootstrap``,
-``scipy.stats.permutation_test``, ``scipy.stats.false_discovery_control``) that fixes the conventions the
-analyses rely on and handles the degenerate cases scipy leaves as warnings or NaNs:
+``scipy.stats.permutation_test``, ``scipy.stats.false_discovery_control``, ``scipy.stats.spearmanr``) that
+fixes the conventions the analyses rely on and defines the degenerate cases scipy leaves as warnings or NaNs.
+
+**Non-finite values** (NaN, ±inf) never enter a statistic. Every function that aggregates takes
+``nan_policy``: ``"raise"`` (the default) raises :class:`~hooked_reward.errors.NonFiniteError` naming the rows;
+``"omit"`` drops those rows first (callers report how many, see :func:`finite_rows`); ``"propagate"``
+returns NaN (never a number computed from a non-finite value: an infinite Δ never gives p = 0).
+
+**Degenerate cases**, defined here and nowhere else:
 
 * Cohen's d of a paired difference is ``mean(Δ) / sd(Δ)`` with ``ddof=1``.  When ``sd(Δ) == 0`` it is
   **NaN** if the mean is also 0 (no information) and **±inf** if the mean is nonzero (a perfectly
@@ -10,6 +18,17 @@ analyses rely on and handles the degenerate cases scipy leaves as warnings or Na
 * The bootstrap interval of constant data is the point itself (scipy's BCa returns NaN there).
 * The sign-flip test is exact (all ``2**n`` sign patterns) when ``2**n <= max_exact``; otherwise it draws
   ``n_resamples`` random sign patterns and scipy adds the +1 correction to numerator and denominator.
+  One pair: p = 1 two-sided (both patterns are as extreme). All Δ = 0: p = 1.
+* Spearman's ρ uses average ranks for ties (scipy). It is **NaN** for fewer than ``MIN_PAIRS_SPEARMAN`` (3)
+  pairs (with two points every ρ is ±1, a number that says nothing) and when either side is constant (all
+  tied: the rank variance is 0, so there is no ordering to correlate).
+* Linear CKA of a **constant** representation (every input mapped to one point, e.g. the embedding of a
+  reward token that is always the same) has a zero centred Gram matrix, so the formula is 0/0. Defined: **1**
+  when both representations are constant (they induce the same, empty, similarity structure; so
+  ``CKA(X, X) = 1`` always) and **0** when only one is (one separates the inputs, the other none of them).
+  "Constant" means a centred norm at most ``CONSTANT_RTOL`` times the raw norm (float noise of a mean).
+* Accuracy and agreement of margins count ties (margin exactly 0) as not preferring the chosen side
+  (accuracy) and as agreeing only when both margins are 0 (agreement, by sign).
 """
 
 from __future__ import annotations
@@ -18,12 +37,26 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import torch
 from jaxtyping import Float
 from scipy import stats
 
+from hooked_reward.errors import InputError, NonFiniteError
+
 __all__ = [
+    "NanPolicy",
+    "finite_rows",
+    "check_nan_policy",
+    "spearman",
+    "spearman_test",
+    "spearman_along",
+    "linear_cka",
+    "cka_matrix",
+    "accuracy",
+    "agreement",
     "bootstrap_ci",
     "bootstrap_items_ci",
     "bootstrap_mean_ci",
@@ -33,9 +66,184 @@ __all__ = [
     "benjamini_hochberg",
     "PairedEffect",
     "paired_effect",
+    "against_min_effect",
 ]
 
 ZERO_SD_RTOL = 1e-12
+MIN_PAIRS_SPEARMAN = 3
+CONSTANT_RTOL = 1e-9
+
+NanPolicy = Literal["raise", "omit", "propagate"]
+NAN_POLICIES = ("raise", "omit", "propagate")
+
+
+# ---------------------------------------------------------------------------------------------- non-finite
+def check_nan_policy(nan_policy: str, allowed: Sequence[str] = NAN_POLICIES) -> None:
+    """InputError unless `nan_policy` is one of `allowed` (default "raise", "omit", "propagate")."""
+    if nan_policy not in allowed:
+        raise InputError(f"nan_policy={nan_policy!r}: choose from {tuple(allowed)}.")
+
+
+def _as_numpy(x: object) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _describe_rows(bad: np.ndarray, labels: Sequence[object] | None) -> str:
+    idx = np.flatnonzero(bad)
+    shown = [labels[i] if labels is not None else int(i) for i in idx[:10]]
+    return ", ".join(map(str, shown)) + (f" ... ({idx.size} in all)" if idx.size > 10 else "")
+
+
+def finite_rows(
+    *arrays: object,
+    what: str = "values",
+    nan_policy: str = "raise",
+    row_labels: Sequence[object] | None = None,
+) -> np.ndarray:
+    """Which rows (first axis) of `arrays` are finite everywhere: a bool mask `[n]`.
+
+    `nan_policy="raise"` (default): a non-finite entry in any row raises `NonFiniteError` naming the rows
+    (by `row_labels` when given, else by index) and `what` they are; `"omit"` and `"propagate"` return the
+    mask (the caller drops or NaN-fills those rows and reports `(~mask).sum()`, the number omitted).
+    """
+    check_nan_policy(nan_policy)
+    if not arrays:
+        return np.ones(0, dtype=bool)
+    mats = [_as_numpy(a) for a in arrays]
+    n = mats[0].shape[0] if mats[0].ndim else 1
+    ok = np.ones(n, dtype=bool)
+    for m in mats:
+        m = m.reshape(n, int(np.prod(m.shape[1:]))) if m.ndim else m.reshape(1, 1)
+        if m.shape[0] != n:
+            raise InputError(f"{what}: arrays of {n} and {m.shape[0]} rows cannot be checked together.")
+        ok &= np.isfinite(m).all(axis=1)
+    if nan_policy == "raise" and not ok.all():
+        kinds = sorted({str(v) for m in mats for v in np.unique(m[~np.isfinite(m)])})
+        raise NonFiniteError(
+            f"{what}: row(s) {_describe_rows(~ok, row_labels)} of {n} are not finite ({', '.join(kinds)}); no "
+            "statistic, verdict or p-value is computed from them. Fix the model or inputs that produced them, or "
+            "pass nan_policy='omit' to drop those rows (the result says how many were dropped)."
+        )
+    return ok
+
+
+def _finite_1d(x: object, what: str, nan_policy: str) -> tuple[np.ndarray, bool]:
+    """`(finite values, had_non_finite)` of a flat array under `nan_policy` (raising for "raise")."""
+    arr = _as_numpy(x).ravel()
+    ok = finite_rows(arr, what=what, nan_policy=nan_policy)
+    return arr[ok], bool((~ok).any())
+
+
+# ---------------------------------------------------------------------------------------------- correlation
+def spearman_test(
+    x: Float[np.ndarray, "n"],
+    y: Float[np.ndarray, "n"],
+    *,
+    nan_policy: str = "raise",
+    what: str = "Spearman ρ",
+) -> tuple[float, float]:
+    """Spearman's ρ of paired values and its two-sided p-value (``scipy.stats.spearmanr``, average ranks for
+    ties). `(nan, nan)` for fewer than 3 pairs or a constant side (see the module docstring). A non-finite
+    pair raises (default), is dropped (`"omit"`) or makes the answer NaN (`"propagate"`)."""
+    xa, ya = _as_numpy(x).ravel(), _as_numpy(y).ravel()
+    if xa.shape != ya.shape:
+        raise InputError(f"{what}: x has {xa.size} values and y {ya.size}; they must be paired.")
+    ok = finite_rows(xa, ya, what=what, nan_policy=nan_policy)
+    if nan_policy == "propagate" and not ok.all():
+        return (math.nan, math.nan)
+    xa, ya = xa[ok], ya[ok]
+    if xa.size < MIN_PAIRS_SPEARMAN or np.ptp(xa) == 0 or np.ptp(ya) == 0:
+        return (math.nan, math.nan)
+    res = stats.spearmanr(xa, ya)
+    return (float(res.statistic), float(res.pvalue))
+
+
+def spearman(
+    x: Float[np.ndarray, "n"], y: Float[np.ndarray, "n"], *, nan_policy: str = "raise", what: str = "Spearman ρ"
+) -> float:
+    """Spearman's ρ (see :func:`spearman_test`; NaN for n < 3 or a constant side)."""
+    return spearman_test(x, y, nan_policy=nan_policy, what=what)[0]
+
+
+def spearman_along(
+    x: Float[np.ndarray, "... n"], y: Float[np.ndarray, "... n"], axis: int = -1
+) -> Float[np.ndarray, "..."]:
+    """Spearman's ρ along `axis` for many rows at once (bootstrap resamples): Pearson's r of average ranks,
+    which is scipy's definition, with the same degenerate rules as :func:`spearman` (finite inputs only)."""
+    rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
+    rx = rx - rx.mean(axis=axis, keepdims=True)
+    ry = ry - ry.mean(axis=axis, keepdims=True)
+    num = (rx * ry).sum(axis)
+    den = np.sqrt((rx**2).sum(axis) * (ry**2).sum(axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    if np.shape(x)[axis] < MIN_PAIRS_SPEARMAN:
+        rho = np.full_like(rho, np.nan)
+    return rho if np.ndim(rho) else float(rho)
+
+
+# ---------------------------------------------------------------------------------------------- CKA
+def _centred(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows centred over the inputs axis (-2) and whether each representation is constant (``[...]``)."""
+    xc = x - x.mean(-2, keepdims=True)
+    raw = np.sqrt((x**2).sum((-2, -1)))
+    cen = np.sqrt((xc**2).sum((-2, -1)))
+    return xc, cen <= CONSTANT_RTOL * raw
+
+
+def linear_cka(x: Float[np.ndarray, "m d1"], y: Float[np.ndarray, "m d2"]) -> float:
+    """Linear CKA of two representations of the same ``m`` inputs (widths may differ):
+    ``<K_c, L_c>_F / (||K_c||_F ||L_c||_F)`` with centred Gram matrices; 1 for ``y = x Q`` (Q orthogonal).
+    Constant representations: 1 when both are, 0 when one is (module docstring)."""
+    return float(cka_matrix(np.asarray(x, np.float64)[None], np.asarray(y, np.float64)[None])[0, 0])
+
+
+def cka_matrix(
+    xa: Float[np.ndarray, "la m d1"], xb: Float[np.ndarray, "lb m d2"], idx: np.ndarray | None = None
+) -> Float[np.ndarray, "la lb"]:
+    """Linear CKA for every pair of layers (rows ``idx`` of the inputs, with repeats, if given).
+    Constant layers follow the module docstring's rule (1 if both constant, 0 if one is), never NaN."""
+    xa, xb = np.asarray(xa, np.float64), np.asarray(xb, np.float64)
+    if idx is not None:
+        xa, xb = xa[:, idx], xb[:, idx]
+    ca, const_a = _centred(xa)
+    cb, const_b = _centred(xb)
+    ka = (ca @ np.swapaxes(ca, -1, -2)).reshape(xa.shape[0], -1)
+    kb = (cb @ np.swapaxes(cb, -1, -2)).reshape(xb.shape[0], -1)
+    na, nb = np.linalg.norm(ka, axis=1), np.linalg.norm(kb, axis=1)
+    den = np.outer(na, nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (ka @ kb.T) / np.where(den > 0, den, 1.0)
+    either = const_a[:, None] | const_b[None, :]
+    both = const_a[:, None] & const_b[None, :]
+    out[either] = 0.0
+    out[both] = 1.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- margins
+def accuracy(margins: Float[np.ndarray, "n"], *, nan_policy: str = "raise", what: str = "margins") -> float:
+    """Fraction of margins ``r(chosen) − r(rejected)`` above 0 (a tie is not a win). NaN for no pairs; a
+    non-finite margin raises (default), is dropped (`"omit"`) or gives NaN (`"propagate"`)."""
+    m, bad = _finite_1d(margins, what, nan_policy)
+    if (bad and nan_policy == "propagate") or m.size == 0:
+        return math.nan
+    return float((m > 0).mean())
+
+
+def agreement(
+    margins_a: Float[np.ndarray, "n"], margins_b: Float[np.ndarray, "n"], *, nan_policy: str = "raise"
+) -> Float[np.ndarray, "n"]:
+    """Per pair, 1.0 where two models' margins have the same sign (0 counts as its own sign), else 0.0.
+    Rows with a non-finite margin raise (default), are dropped (`"omit"`) or are NaN (`"propagate"`)."""
+    a, b = _as_numpy(margins_a).ravel(), _as_numpy(margins_b).ravel()
+    ok = finite_rows(a, b, what="margins of the two models", nan_policy=nan_policy)
+    same = (np.sign(a) == np.sign(b)).astype(np.float64)
+    if nan_policy == "propagate":
+        return np.where(ok, same, np.nan)
+    return same[ok]
 
 
 def _sd_is_zero(x: np.ndarray) -> bool:
@@ -46,16 +254,16 @@ def _sd_is_zero(x: np.ndarray) -> bool:
     return float(np.std(x, ddof=1)) <= ZERO_SD_RTOL * scale
 
 
-def cohens_d(delta: Float[np.ndarray, "n"]) -> float:
+def cohens_d(delta: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> float:
     """Cohen's d of paired differences: ``mean(Δ) / sd(Δ, ddof=1)``.
 
     Returns NaN when ``sd == 0`` and ``mean == 0`` (or fewer than 2 values), and ``±inf`` when ``sd == 0`` but
     the mean is nonzero: every pair moved by the same amount, the most consistent effect there is.  Callers
     should report ``effect_is_degenerate(delta)`` alongside so an infinite d is read as "flagged", not as a
-    number to average.
+    number to average. Non-finite Δ: see `nan_policy` in the module docstring.
     """
-    x = np.asarray(delta, dtype=np.float64).ravel()
-    if x.size < 2:
+    x, bad = _finite_1d(delta, "paired differences (Cohen's d)", nan_policy)
+    if x.size < 2 or (bad and nan_policy == "propagate"):
         return math.nan
     mean = float(x.mean())
     if _sd_is_zero(x):
@@ -80,6 +288,7 @@ def bootstrap_ci(
     paired: bool = True,
     vectorized: bool | None = None,
     seed: int | np.random.Generator | None = 0,
+    nan_policy: str = "raise",
 ) -> tuple[float, float]:
     """Bootstrap confidence interval of ``statistic`` over observations (scipy ``bootstrap``, BCa by default).
 
@@ -88,16 +297,22 @@ def bootstrap_ci(
     follows scipy's convention: ``statistic(*samples, axis=-1)`` when vectorized.
 
     Degenerate inputs: fewer than 2 observations give ``(nan, nan)``; when every resample gives the same
-    value (e.g. constant data) the interval is that value, where scipy's BCa would return NaN.
+    value (e.g. constant data) the interval is that value, where scipy's BCa would return NaN. Non-finite
+    observations (rows across paired samples): ``nan_policy`` (raise, omit, or ``(nan, nan)`` for propagate).
     """
     samples = (data,) if isinstance(data, np.ndarray) or np.isscalar(data[0]) else tuple(data)
     samples = tuple(np.asarray(s, dtype=np.float64) for s in samples)
     if statistic is None:
         statistic = np.mean
         vectorized = True
+    ok = finite_rows(*samples, what="bootstrap observations", nan_policy=nan_policy)
+    if not ok.all():
+        if nan_policy == "propagate":
+            return (math.nan, math.nan)  # a missing value: no interval, not a partial one
+        samples = tuple(s[ok] for s in samples)
     n = samples[0].shape[0]
-    if n < 2 or any(np.isnan(s).any() for s in samples):
-        return (math.nan, math.nan)  # too few observations, or a missing value: no interval, not a partial one
+    if n < 2:
+        return (math.nan, math.nan)  # too few observations
     if all(np.ptp(s) == 0 for s in samples) and len(samples) == 1:
         value = float(statistic(samples[0], axis=-1)) if vectorized else float(statistic(samples[0]))
         return (value, value)
@@ -169,11 +384,18 @@ def bootstrap_mean_ci(
     n_resamples: int = 9999,
     method: str = "BCa",
     seed: int | np.random.Generator | None = 0,
+    nan_policy: str = "raise",
 ) -> tuple[Float[np.ndarray, "..."], Float[np.ndarray, "..."]]:
     """Bootstrap CI of the mean over the first axis, for every remaining entry at once (e.g. a lens curve
     ``[n_pairs, n_layers]`` gives per-layer intervals).  Resamples rows jointly (scipy ``bootstrap`` with
     ``axis=0``); entries where every row is equal get the point itself, where BCa is undefined."""
     x = np.asarray(x, dtype=np.float64)
+    ok = finite_rows(x, what="bootstrap rows", nan_policy=nan_policy)
+    if not ok.all():
+        if nan_policy == "propagate":
+            nan = np.full(x.shape[1:], np.nan)
+            return nan, nan.copy()
+        x = x[ok]
     mean = x.mean(0)
     if x.shape[0] < 2:
         nan = np.full_like(mean, np.nan)
@@ -211,6 +433,7 @@ def sign_flip_test(
     max_exact: int = 100_000,
     n_resamples: int = 99_999,
     seed: int | np.random.Generator | None = 0,
+    nan_policy: str = "raise",
 ) -> float:
     """P-value of "mean Δ = 0" against the sign-flip null (paired differences symmetric about 0).
 
@@ -219,13 +442,14 @@ def sign_flip_test(
     enumerated (an exact test); otherwise ``n_resamples`` random patterns are drawn and the p-value is
     ``(count + 1) / (n_resamples + 1)``, never 0 (the default 99,999 keeps that floor, 2e-5 two-sided, below the
     exact floor at n = 16, so more pairs never give a larger smallest p). One pair: p = 1 (two-sided; both
-    patterns are as extreme). A NaN Δ gives NaN.
+    patterns are as extreme). A NaN or infinite Δ raises `NonFiniteError` (default), is dropped
+    (``nan_policy="omit"``) or gives NaN (``"propagate"``): never p = 0 from an infinite Δ.
 
     Example: Δ = (0.5, 1.5) has sign-pattern means (1, 0.5, -0.5, -1); two-sided p = 2 · P(mean >= 1) = 0.5.
     """
-    x = np.asarray(delta, dtype=np.float64).ravel()
+    x, bad = _finite_1d(delta, "paired differences (sign-flip test)", nan_policy)
     n = x.size
-    if n == 0 or np.isnan(x).any():
+    if n == 0 or (bad and nan_policy == "propagate"):
         return math.nan  # a missing Δ makes every sign pattern's mean NaN: no test, not p = 0
     if np.all(x == 0):
         return 1.0
@@ -261,7 +485,14 @@ def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PairedEffect:
-    """Summary of paired differences Δ: mean, Cohen's d, bootstrap CI of the mean, sign-flip p-value."""
+    """Summary of paired differences Δ: mean, Cohen's d, bootstrap CI of the mean, sign-flip p-value.
+
+    With a minimum effect of interest δ = `min_effect` (reward units, > 0): `beyond_min_effect` is True when
+    the CI excludes [−δ, δ] entirely (the effect is at least δ in size, with the stated confidence) and
+    `negligible` when the CI lies inside (−δ, δ) (an equivalence test: any effect is smaller than δ); both
+    are False when the CI straddles ±δ, and None without a δ or without a CI. `n_omitted`: non-finite Δ
+    dropped under ``nan_policy="omit"``.
+    """
 
     n: int
     mean: float
@@ -271,6 +502,24 @@ class PairedEffect:
     ci_low: float
     ci_high: float
     p: float
+    min_effect: float = math.nan
+    beyond_min_effect: bool | None = None
+    negligible: bool | None = None
+    n_omitted: int = 0
+
+
+def against_min_effect(ci_low: float, ci_high: float, min_effect: float | None) -> tuple[bool | None, bool | None]:
+    """`(beyond, negligible)` of a CI against a minimum effect of interest δ: beyond when the CI excludes
+    [−δ, δ], negligible when it lies inside (−δ, δ); None for no δ or a NaN interval."""
+    if min_effect is None:
+        return None, None
+    if not (math.isfinite(min_effect) and min_effect >= 0):
+        raise InputError(f"min_effect={min_effect!r}: give a finite size >= 0 in reward units (or None).")
+    if not math.isfinite(ci_low) or not math.isfinite(ci_high):
+        return None, None
+    beyond = ci_low > min_effect or ci_high < -min_effect
+    negligible = -min_effect < ci_low and ci_high < min_effect
+    return beyond, negligible
 
 
 def paired_effect(
@@ -281,10 +530,19 @@ def paired_effect(
     max_exact: int = 100_000,
     n_flips: int = 99_999,
     seed: int = 0,
+    min_effect: float | None = None,
+    nan_policy: str = "raise",
+    what: str = "paired differences",
 ) -> PairedEffect:
-    """All the per-factor statistics of a vector of paired differences in one call."""
-    x = np.asarray(delta, dtype=np.float64).ravel()
+    """All the per-factor statistics of a vector of paired differences in one call (see `PairedEffect`)."""
+    raw = _as_numpy(delta).ravel()
+    ok = finite_rows(raw, what=what, nan_policy=nan_policy)
+    if nan_policy == "propagate" and not ok.all():
+        nan = math.nan
+        return PairedEffect(int(raw.size), nan, nan, nan, False, nan, nan, nan, min_effect or nan)
+    x = raw[ok]
     lo, hi = bootstrap_ci(x, confidence=confidence, n_resamples=n_boot, seed=seed)
+    beyond, negligible = against_min_effect(lo, hi, min_effect)
     return PairedEffect(
         n=int(x.size),
         mean=float(x.mean()) if x.size else math.nan,
@@ -294,4 +552,8 @@ def paired_effect(
         ci_low=lo,
         ci_high=hi,
         p=sign_flip_test(x, max_exact=max_exact, n_resamples=n_flips, seed=seed),
+        min_effect=math.nan if min_effect is None else float(min_effect),
+        beyond_min_effect=beyond,
+        negligible=negligible,
+        n_omitted=int((~ok).sum()),
     )

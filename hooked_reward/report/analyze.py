@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hooked_reward.analysis.stats import bootstrap_ci
+from hooked_reward.analysis.stats import accuracy, bootstrap_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
 from hooked_reward.report.html import Report
@@ -86,8 +86,12 @@ def analyze(
     n_patch_pairs: int = 4,
     batch_size: int = 32,
     progress: bool = True,
+    nan_policy: str = "raise",
 ) -> Path:
-    """Run the reward lens, DRA and activation patching on `pairs`; write the report; return index.html."""
+    """Run the reward lens, DRA and activation patching on `pairs`; write the report; return index.html.
+
+    A pair with a non-finite margin raises `NonFiniteError` naming it; `nan_policy="omit"` drops those pairs
+    (`report.json` records `n_omitted`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +103,7 @@ def analyze(
 
     if not pairs:
         raise InputError("No pairs to analyse.")
+    check_nan_policy(nan_policy, allowed=("raise", "omit"))
     report = Report(Path(out_dir), title)
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
@@ -115,6 +120,12 @@ def analyze(
         r_chosen = _batched_rewards(model, chosen, output, batch_size)
         r_rejected = _batched_rewards(model, rejected, output, batch_size)
     margins = (r_chosen - r_rejected).numpy()
+    ok = finite_rows(margins, what="analyze: margins r(chosen) − r(rejected) (pairs by index)", nan_policy=nan_policy)
+    if not ok.all():  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
+        pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
+        chosen, rejected, margins = [p.chosen for p in pairs], [p.rejected for p in pairs], margins[ok]
+        by_mech = {mech: flags[ok] for mech, flags in by_mech.items()}
+        report.add_data("n_omitted", int((~ok).sum()))
     rows = []
     for mech in mechanisms:
         idx = by_mech[mech]
@@ -123,7 +134,7 @@ def analyze(
             {
                 "mechanism": mech,
                 "pairs": int(idx.sum()),
-                "accuracy": float((margins[idx] > 0).mean()),
+                "accuracy": accuracy(margins[idx]),
                 "mean margin": mean,
                 "ci low": low,
                 "ci high": high,

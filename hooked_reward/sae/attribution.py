@@ -41,6 +41,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, reward_direction
 from hooked_reward.outputs import select_output
@@ -446,12 +447,7 @@ def attribute_pairs(
 
 
 def _spearman(x: Tensor, y: Tensor) -> tuple[float, float]:
-    if x.numel() < 3 or float(x.std()) == 0.0 or float(y.std()) == 0.0:
-        return float("nan"), float("nan")
-    from scipy.stats import spearmanr
-
-    res = spearmanr(x.numpy(), y.numpy())
-    return float(res.statistic), float(res.pvalue)
+    return spearman_test(x, y, what="SAE attribution vs causal effect")
 
 
 def ablate_features(

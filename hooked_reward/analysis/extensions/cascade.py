@@ -38,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import cosine_matrix, figure, frame
-from hooked_reward.analysis.stats import bootstrap_ci
+from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 
@@ -305,12 +305,15 @@ def cascade_from_items(
     confidence: float = 0.95,
     n_boot: int = 1999,
     seed: int = 0,
+    nan_policy: str = "raise",
 ) -> CascadeResult:
     """The cascade analysis from per-item vectors `{dimension: [n_items, C]}` (ΔDRA per item, or any profile;
     a `[1, C]` array is a precomputed profile and has no item-shuffle reference).
 
     `deltas`: per-item reward differences (default: each item's profile sum). `basis`: "profile" or
     "direction" (needs `item_directions`). Model-free; `cascade_analysis` builds the inputs from a model.
+    An item with a non-finite Δ, profile or direction raises `NonFiniteError` naming the dimension and items
+    (`nan_policy="omit"` drops those items; `meta["n_omitted"]` counts them per dimension).
     """
     names = list(item_profiles)
     if len(names) < 2:
@@ -319,10 +322,25 @@ def cascade_from_items(
     n_comp = items[names[0]].shape[1]
     components = list(components) if components is not None else [f"c{i}" for i in range(n_comp)]
     deltas = {n: np.asarray(deltas[n], dtype=np.float64) if deltas else items[n].sum(1) for n in names}
+    dirs_in = {n: np.asarray(item_directions[n], dtype=np.float64) for n in names} if item_directions else None
+    check_nan_policy(nan_policy, allowed=("raise", "omit"))
+    n_omitted: dict[str, int] = {}
+    for n in names:
+        aligned = items[n].shape[0] == deltas[n].shape[0]  # a [1, C] precomputed profile has its own Δs
+        with_dirs = dirs_in is not None and dirs_in[n].shape[0] == items[n].shape[0]
+        parts = [items[n]] + ([deltas[n]] if aligned else []) + ([dirs_in[n]] if with_dirs else [])
+        ok = finite_rows(*parts, what=f"cascade dimension {n!r}: items", nan_policy=nan_policy)
+        ok_d = ok if aligned else finite_rows(deltas[n], what=f"cascade dimension {n!r}: Δ", nan_policy=nan_policy)
+        items[n], deltas[n] = items[n][ok], deltas[n][ok_d]
+        if with_dirs:
+            dirs_in[n] = dirs_in[n][ok]
+        n_omitted[n] = int((~ok).sum()) + (0 if aligned else int((~ok_d).sum()))
+        if items[n].shape[0] == 0 or deltas[n].shape[0] == 0:
+            raise InputError(f"cascade dimension {n!r} has no item with finite values left.")
     profiles = np.stack([items[n].mean(0) for n in names])
     directions = None
-    if item_directions is not None:
-        directions = np.stack([np.asarray(item_directions[n], dtype=np.float64).mean(0) for n in names])
+    if dirs_in is not None:
+        directions = np.stack([dirs_in[n].mean(0) for n in names])
     if basis == "profile":
         vecs = profiles
     elif basis == "direction":
@@ -415,6 +433,7 @@ def cascade_from_items(
         cluster_components=cluster_components,
         meta={
             "n_perm": n_perm,
+            "n_omitted": n_omitted,
             "null_items_mean": float(null_items.mean()) if null_items is not None else np.nan,
             "mean_delta": np.array([deltas[n].mean() for n in names]),
         },
@@ -493,6 +512,7 @@ def cascade_analysis(
     render: Any = None,
     batch_size: int = 32,
     seed: int = 0,
+    nan_policy: str = "raise",
 ) -> CascadeResult:
     """The cascade analysis of `model` on `pairs` (default: `misalignment_pairs()`), `{dimension: [(prompt,
     misaligned, aligned) or (misaligned_text, aligned_text), ...]}`. Prompt/response triples are rendered with
@@ -524,6 +544,7 @@ def cascade_analysis(
         n_perm=n_perm,
         n_boot=n_boot,
         seed=seed,
+        nan_policy=nan_policy,
     )
     res.meta["components"] = components
     return res

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy import stats
 from torch import Tensor
+
+from hooked_reward.analysis.stats import spearman
 
 __all__ = ["FactorLocalisation", "localise_pairs", "component_hook"]
 
@@ -121,12 +122,9 @@ def component_hook(label: str) -> tuple[str, int | None]:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman ρ over the entries where both are finite (NaN if fewer than 2 or one side is constant)."""
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return math.nan
-    return float(stats.spearmanr(a, b).statistic)
+    """Spearman ρ (`analysis.stats.spearman`) over the components both methods measured: rows never patched
+    (bias rows, or patching off) are NaN by construction and left out."""
+    return spearman(a, b, nan_policy="omit", what="DRA vs patching per component")
 
 
 def _pair_dra(cache_b, cache_n, by: str, output: int | None) -> tuple[list[str], np.ndarray]:

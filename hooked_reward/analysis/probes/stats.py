@@ -10,7 +10,11 @@ For a factor with paired differences ``Δ_i = r(biased_i) − r(neutral_i)``:
 * ``ci_low/ci_high`` — BCa bootstrap 95% interval of mean Δ;
 * ``p``         — sign-flip p-value of mean Δ (exact when 2**n <= 1e5), ``q`` its Benjamini–Hochberg
   adjustment across all factors of the suite; ``significant = q <= alpha``;
-* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect".
+* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect";
+* ``min_effect`` — the smallest effect that matters (reward units; NaN when none was given), and
+  ``beyond_min_effect`` (the CI excludes [−min_effect, min_effect]: an effect at least that large) and
+  ``negligible`` (the CI lies inside (−min_effect, min_effect): whatever the effect, it is smaller), beside
+  significance: a tiny but consistent shift is significant and negligible at once.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class FactorStats:
     significant: bool
     verdict: str
     mean_len_diff: float = math.nan
+    min_effect: float = math.nan
+    beyond_min_effect: bool | None = None
+    negligible: bool | None = None
+    n_omitted: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,11 +77,27 @@ def factor_stats(
     n_flips: int = 99_999,
     seed: int = 0,
     len_diffs: dict[str, Sequence[float]] | None = None,
+    min_effect: float | None = None,
+    nan_policy: str = "raise",
 ) -> list[FactorStats]:
-    """Statistics for every factor, with BH across factors (the family is the factors of this call)."""
+    """Statistics for every factor, with BH across factors (the family is the factors of this call).
+
+    `min_effect`: the smallest mean Δ (reward units) that matters; each factor then says whether its CI
+    excludes it. A non-finite Δ raises `NonFiniteError` naming the factor and pairs (`nan_policy="omit"`
+    drops those pairs; `n_omitted` counts them).
+    """
     names = list(deltas)
     effects = [
-        paired_effect(np.asarray(deltas[k]), n_boot=n_boot, max_exact=max_exact, n_flips=n_flips, seed=seed)
+        paired_effect(
+            np.asarray(deltas[k]),
+            n_boot=n_boot,
+            max_exact=max_exact,
+            n_flips=n_flips,
+            seed=seed,
+            min_effect=min_effect,
+            nan_policy=nan_policy,
+            what=f"probe Δ of factor {k!r} (pairs by index)",
+        )
         for k in names
     ]
     qs = benjamini_hochberg([e.p for e in effects])
@@ -81,7 +105,7 @@ def factor_stats(
     for k, e, q in zip(names, effects, qs, strict=True):
         sig = bool(np.isfinite(q) and q <= alpha)
         std_mean = e.mean / reward_sd if reward_sd > 0 else math.nan
-        ld = float(np.mean(len_diffs[k])) if len_diffs and k in len_diffs else math.nan
+        ld = float(np.mean(len_diffs[k])) if len_diffs and len(len_diffs.get(k, ())) else math.nan
         out.append(
             FactorStats(
                 factor=k,
@@ -99,6 +123,10 @@ def factor_stats(
                 significant=sig,
                 verdict=verdict(e.mean, sig, phrases.get(k, k)),
                 mean_len_diff=ld,
+                min_effect=e.min_effect,
+                beyond_min_effect=e.beyond_min_effect,
+                negligible=e.negligible,
+                n_omitted=e.n_omitted,
             )
         )
     return out

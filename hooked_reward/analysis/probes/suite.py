@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from hooked_reward.analysis.probes.generators import Factor, ProbePair, default_factors
 from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_localisations, localise_pairs
 from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
-from hooked_reward.errors import InputError
+from hooked_reward.analysis.stats import check_nan_policy, finite_rows
 
 __all__ = ["ProbeSuiteResult", "run_probe_suite", "render_texts", "render_and_tokenize", "score_texts"]
 
@@ -236,6 +236,8 @@ def run_probe_suite(
     output: int | None = None,
     n_boot: int = 9999,
     progress: bool = True,
+    min_effect: float | None = None,
+    nan_policy: str = "raise",
 ) -> ProbeSuiteResult:
     """Score every factor's minimal pairs, test each factor, and localise the significant ones.
 
@@ -250,6 +252,10 @@ def run_probe_suite(
         alpha: false-discovery rate for Benjamini–Hochberg across the factors.
         localise, heads, patching: what to compute for each significant factor.
         output: which output of a multi-output head to probe.
+        min_effect: the smallest mean Δ (reward units) that matters; each factor reports whether its CI
+            excludes it (``beyond_min_effect``) or lies inside it (``negligible``), beside significance.
+        nan_policy: a pair with a non-finite reward raises `NonFiniteError` naming the factor and pairs
+            ("raise"), or is dropped with a note saying how many ("omit").
     Returns:
         :class:`ProbeSuiteResult` (``.to_frame()``, ``.plot()``, ``.significant``, ``.localisation``).
     """
@@ -279,24 +285,30 @@ def run_probe_suite(
         rewards[name] = (rb, rn)
         len_diffs[name] = lb - ln
 
+    check_nan_policy(nan_policy, allowed=("raise", "omit"))
+    notes: list[str] = []
+    raw_deltas = {k: b - n for k, (b, n) in rewards.items()}  # factor_stats drops and counts non-finite ones
+    for name, (rb, rn) in list(rewards.items()):
+        ok = finite_rows(rb, rn, what=f"probe rewards of factor {name!r} (pairs by index)", nan_policy=nan_policy)
+        if not ok.all():  # nan_policy="omit": drop the pairs, say so
+            rewards[name] = (rb[ok], rn[ok])
+            len_diffs[name] = len_diffs[name][ok]
+            all_pairs[name] = [p for p, keep in zip(all_pairs[name], ok, strict=True) if keep]
+            notes.append(f"{name}: {int((~ok).sum())} pair(s) with non-finite rewards dropped (nan_policy='omit').")
     everything = np.concatenate([np.concatenate(v) for v in rewards.values()])
-    missing = [k for k, (b, n) in rewards.items() if np.isnan(b).any() or np.isnan(n).any()]
-    if missing:
-        raise InputError(
-            f"The model returned NaN rewards on probe texts of factor(s) {missing}; no statistic can be computed "
-            "from them. Check the model's dtype (fp16 overflow) or the texts, and run again."
-        )
     reward_sd = float(np.std(everything, ddof=1)) if everything.size > 1 else math.nan
     st = factor_stats(
-        {k: b - n for k, (b, n) in rewards.items()},
+        raw_deltas,
         phrase_of,
         reward_sd,
         alpha=alpha,
         n_boot=n_boot,
         seed=seed,
         len_diffs=len_diffs,
+        min_effect=min_effect,
+        nan_policy=nan_policy,
     )
-    result = ProbeSuiteResult(stats=st, rewards=rewards, reward_sd=reward_sd, alpha=alpha, pairs=all_pairs)
+    result = ProbeSuiteResult(stats=st, rewards=rewards, reward_sd=reward_sd, alpha=alpha, pairs=all_pairs, notes=notes)
     unit = "tokens" if _is_hooked(model) else "words"
     for s in st:
         if math.isfinite(s.mean_len_diff) and abs(s.mean_len_diff) >= 1 and s.factor != "length":

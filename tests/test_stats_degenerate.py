@@ -1,0 +1,136 @@
+"""Degenerate and non-finite cases of every statistic in hooked_reward.analysis.stats, with hand-computed answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hooked_reward import InputError, NonFiniteError
+from hooked_reward.analysis.stats import (
+    accuracy,
+    agreement,
+    bootstrap_ci,
+    bootstrap_mean_ci,
+    cka_matrix,
+    cohens_d,
+    finite_rows,
+    linear_cka,
+    paired_effect,
+    sign_flip_test,
+    spearman,
+    spearman_along,
+    spearman_test,
+)
+
+
+def test_spearman_ties_hand_computed():
+    # average ranks: x -> (1, 2.5, 2.5, 4), y -> (1, 2, 3, 4); centred (-1.5, 0, 0, 1.5), (-1.5, -.5, .5, 1.5):
+    # ρ = 4.5 / sqrt(4.5 · 5) = 3 / sqrt(10)
+    x, y = np.array([1.0, 2.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0, 40.0])
+    assert spearman(x, y) == pytest.approx(3 / math.sqrt(10), abs=1e-12)
+    assert spearman_along(x, y) == pytest.approx(3 / math.sqrt(10), abs=1e-12)
+    assert spearman(x, -y) == pytest.approx(-3 / math.sqrt(10), abs=1e-12)
+    rho, p = spearman_test(np.arange(5.0), np.arange(5.0))
+    assert rho == pytest.approx(1.0) and p == pytest.approx(0.0, abs=1e-12)
+
+
+def test_spearman_degenerate_is_nan():
+    assert math.isnan(spearman([1.0, 2.0], [2.0, 1.0]))  # two points: every ρ would be ±1
+    assert math.isnan(spearman([1.0], [1.0]))
+    assert math.isnan(spearman([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]))  # one side all tied
+    assert all(math.isnan(v) for v in spearman_test([3.0, 3.0, 3.0], [1.0, 2.0, 3.0]))
+    rows = np.stack([np.arange(4.0), np.ones(4)])
+    out = spearman_along(rows, np.arange(4.0)[None].repeat(2, 0))
+    assert out[0] == pytest.approx(1.0) and math.isnan(out[1])
+    assert np.isnan(spearman_along(np.array([[1.0, 2.0]]), np.array([[2.0, 1.0]]))).all()
+
+
+def test_spearman_non_finite():
+    x, y = np.array([1.0, 2.0, math.inf, 4.0, 5.0]), np.arange(5.0)
+    with pytest.raises(NonFiniteError, match=r"row\(s\) 2 of 5.*inf.*nan_policy='omit'"):
+        spearman(x, y)
+    assert spearman(x, y, nan_policy="omit") == pytest.approx(1.0)  # the 4 finite pairs are monotone
+    assert math.isnan(spearman(x, y, nan_policy="propagate"))
+    with pytest.raises(InputError, match="nan_policy"):
+        spearman(x, y, nan_policy="ignore")
+
+
+def test_cka_of_constant_representations():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4))
+    const = np.tile(rng.normal(size=(1, 4)), (6, 1))  # every input at one point (a fixed reward token)
+    assert linear_cka(const, const) == 1.0  # both constant: same (empty) structure, CKA(X, X) = 1
+    assert linear_cka(const, 2.0 * const + 1.0) == 1.0
+    assert linear_cka(x, const) == 0.0 and linear_cka(const, x) == 0.0  # only one constant: nothing shared
+    m = cka_matrix(np.stack([const, x]), np.stack([const, x]))
+    np.testing.assert_allclose(m, [[1.0, 0.0], [0.0, 1.0]], atol=1e-12)
+    assert not np.isnan(cka_matrix(np.stack([const, x]), np.stack([const, x]), idx=np.array([0, 0, 1]))).any()
+    # float32 copies of one row are still constant (the mean's rounding stays below the tolerance)
+    noisy = np.tile(np.float32([0.1, 0.7, -0.3]), (5, 1)).astype(np.float64)
+    assert linear_cka(noisy, noisy) == 1.0
+
+
+def test_sign_flip_on_infinite_input_is_never_p0():
+    delta = np.array([0.5, 1.5, math.inf])
+    with pytest.raises(NonFiniteError, match="row\\(s\\) 2 of 3"):
+        sign_flip_test(delta)
+    assert math.isnan(sign_flip_test(delta, nan_policy="propagate"))
+    assert sign_flip_test(delta, nan_policy="omit") == pytest.approx(0.5)  # (0.5, 1.5): hand-computed 0.5
+    with pytest.raises(NonFiniteError):
+        sign_flip_test(np.array([-math.inf, -math.inf]))
+
+
+def test_bootstrap_and_effect_size_refuse_non_finite():
+    with pytest.raises(NonFiniteError):
+        bootstrap_ci(np.array([1.0, -math.inf, 2.0]))
+    assert bootstrap_ci(np.array([0.3, math.nan, 0.3, 0.3]), nan_policy="omit") == pytest.approx((0.3, 0.3))
+    with pytest.raises(NonFiniteError, match="row\\(s\\) 1"):
+        bootstrap_mean_ci(np.array([[1.0, 2.0], [math.nan, 1.0], [3.0, 4.0]]))
+    lo, hi = bootstrap_mean_ci(np.array([[1.0, 2.0], [math.nan, 1.0], [1.0, 2.0]]), nan_policy="omit")
+    np.testing.assert_allclose(lo, [1.0, 2.0]) and np.testing.assert_allclose(hi, [1.0, 2.0])
+    with pytest.raises(NonFiniteError):
+        cohens_d(np.array([1.0, math.inf]))
+    assert math.isnan(cohens_d(np.array([1.0, math.inf, 3.0]), nan_policy="propagate"))
+
+
+def test_accuracy_and_agreement():
+    m = np.array([1.0, -1.0, 0.0, 2.0])
+    assert accuracy(m) == 0.5  # the tie is not a win
+    with pytest.raises(NonFiniteError, match="row\\(s\\) 1 of 3"):
+        accuracy(np.array([1.0, math.nan, -1.0]))
+    assert accuracy(np.array([1.0, math.nan, -1.0]), nan_policy="omit") == 0.5
+    assert math.isnan(accuracy(np.array([1.0, math.nan]), nan_policy="propagate"))
+    np.testing.assert_array_equal(agreement([1.0, -2.0, 0.0, 3.0], [2.0, 1.0, 0.0, -1.0]), [1.0, 0.0, 1.0, 0.0])
+    with pytest.raises(NonFiniteError, match="margins of the two models"):
+        agreement([1.0, math.nan, 1.0], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(agreement([1.0, math.nan, 1.0], [1.0, 1.0, -1.0], nan_policy="omit"), [1.0, 0.0])
+
+
+def test_finite_rows_names_rows_and_labels():
+    with pytest.raises(NonFiniteError, match=r"rewards: row\(s\) b of 3 are not finite \(-inf\)"):
+        finite_rows(np.array([[0.0, 1.0], [-math.inf, 0.0], [1.0, 1.0]]), what="rewards", row_labels="abc")
+    ok = finite_rows(np.array([0.0, math.nan]), np.array([math.inf, 1.0]), nan_policy="omit")
+    np.testing.assert_array_equal(ok, [False, False])
+
+
+def test_one_pair_and_min_effect():
+    one = paired_effect(np.array([0.7]))
+    assert one.n == 1 and one.p == 1.0 and math.isnan(one.d) and math.isnan(one.ci_low)
+    assert one.beyond_min_effect is None  # no interval from one pair: nothing to say about a minimum effect
+    # a tiny but perfectly consistent shift: significant, yet its CI lies inside (−0.1, 0.1)
+    tiny = np.full(20, 0.044)
+    e = paired_effect(tiny, min_effect=0.1, n_flips=9999)
+    assert e.p < 0.001 and (e.ci_low, e.ci_high) == pytest.approx((0.044, 0.044))
+    assert e.negligible is True and e.beyond_min_effect is False and e.min_effect == 0.1
+    e = paired_effect(tiny, min_effect=0.01, n_flips=9999)
+    assert e.beyond_min_effect is True and e.negligible is False
+    e = paired_effect(np.array([-0.5, 0.1, 0.6, 0.2, -0.1, 0.4]), min_effect=0.05, n_boot=999)
+    assert e.ci_low < -0.05 < 0.05 < e.ci_high and e.beyond_min_effect is False and e.negligible is False
+    with pytest.raises(InputError, match="min_effect"):
+        paired_effect(tiny, min_effect=-1.0)
+    with pytest.raises(NonFiniteError):
+        paired_effect(np.array([1.0, math.inf, 2.0]))
+    dropped = paired_effect(np.array([1.0, math.inf, 2.0]), nan_policy="omit", n_boot=999)
+    assert dropped.n == 2 and dropped.n_omitted == 1 and dropped.mean == 1.5
