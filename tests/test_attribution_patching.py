@@ -40,7 +40,13 @@ def test_exact_where_the_reward_is_linear_in_the_site(model, mode):
 def test_same_axes_as_exact_patching_and_correlated(model):
     approx = attribution_patch(model, CLEAN, CORRUPT, sites=("resid_pre", "attn_out", "mlp_out", "z"))
     exact = patch_resid(model, CLEAN, CORRUPT, progress=False)
-    a = approx["resid_pre"]
+    assert approx.dims == ("site", "layer", "pos") and approx.labels["site"] == [
+        "resid_pre",
+        "attn_out",
+        "mlp_out",
+        "z",
+    ]
+    a = approx.sweep("resid_pre")
     assert a.values.shape == exact.values.shape and a.labels == exact.labels
     assert a.r_clean == pytest.approx(exact.r_clean, abs=1e-5)
     assert a.r_corrupt == pytest.approx(exact.r_corrupt, abs=1e-5)
@@ -49,8 +55,12 @@ def test_same_axes_as_exact_patching_and_correlated(model):
     x, y = exact.values.flatten(), a.values.flatten()
     assert torch.corrcoef(torch.stack([x, y]))[0, 1] > 0.5
     blocks = patch_block_outputs(model, CLEAN, CORRUPT, progress=False)
-    assert approx["block_outputs"].labels == blocks.labels
-    assert approx["z"].values.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert approx.sweep("block_outputs").labels == blocks.labels
+    assert approx.sweep("z").values.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    # the site axis holds the same numbers as the exact-sweep views: z summed over heads, outputs over positions
+    assert torch.allclose(approx.sel(site="z").values.nansum(-1), approx.sweep("z").values.sum(-1), atol=1e-6)
+    assert torch.allclose(approx.sel(site="resid_pre").values, a.values, equal_nan=True)
+    assert torch.allclose(approx.sweep("block_outputs").values[1::2], approx.sweep("mlp_out").values)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,5 +71,5 @@ def test_alignment_rules_apply(model):
     with pytest.raises(InputError, match="different lengths"):
         attribution_patch(model, CLEAN, "the cat is good")
     res = attribution_patch(model, CLEAN, "the cat is good", sites=("resid_post",), align="prompt", prompt_len=3)
-    grid = res["resid_post"].values
+    grid = res.sweep("resid_post").values
     assert torch.isnan(grid[:, 3:]).all() and torch.allclose(grid[:, :3], torch.zeros_like(grid[:, :3]), atol=1e-6)

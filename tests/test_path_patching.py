@@ -61,7 +61,7 @@ def test_batched_matches_hand_written_algorithm(model, receiver):
     picks = [0, len(senders) - 1]
     for i in picks:
         assert float(res.rewards[i]) == pytest.approx(by_hand(model, senders[i], receiver), abs=1e-4)
-    assert res.labels[0][0] == "L0H0"
+    assert res.labels["sender"][0] == "L0H0"
 
 
 def test_direct_path_of_last_mlp_equals_activation_patching(model):

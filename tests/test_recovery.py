@@ -49,7 +49,7 @@ def test_patching_ranks_the_planted_head_first(organism, mechanism: str) -> None
     for c, r in zip(chosen, rejected, strict=True):
         result = patch_heads(model, c, r, mode="denoise", align="reward", progress=False)
         effects.append(result.values.flatten())
-        labels = [f"L{layer}H{head}" for layer in result.labels[0] for head in result.labels[1]]
+        labels = [f"L{layer}H{head}" for layer in result.labels["layer"] for head in result.labels["head"]]
     mean_effect = torch.stack(effects).mean(0)
     top = labels[int(mean_effect.argmax())]
     assert top in planted, f"{mechanism}: patching ranks {top} first, card says {planted}"

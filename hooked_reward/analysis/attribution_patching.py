@@ -8,8 +8,11 @@ summed over the site's elements (d_model for the residual, d_head for a head's z
 "all positions" site). Denoising takes the gradient at the corrupted run with a_s = clean; noising at the
 clean run with a_s = corrupted. One forward and one backward pass of the target run give every site at once.
 
-Results are `PatchingResult`s with the same axes, labels and `values` meaning (reward change) as the exact
-sweeps in `hooked_reward.analysis.patching`, so `plot_comparison(exact, approx)` puts both on one plot. The
+`attribution_patch` returns one `AttributionPatchingResult` with a `site` axis named after the sites asked for:
+`values [site, layer, pos]` is the estimated reward change of patching that site of that layer at that
+position (`z`: all heads together; per head in `head_values [layer, head, pos]`). `result.sweep(name)` is a
+`PatchingResult` with the same axes, labels and `values` meaning (reward change) as the exact sweep in
+`hooked_reward.analysis.patching`, so `plot_comparison(exact, approx.sweep("resid_pre"))` puts both on one plot. The
 estimate is exact wherever the reward is linear in the activation (e.g. `hook_reward_resid` under a linear
 head, or `ln_final.hook_normalized`); elsewhere it is a first-order approximation, poorest where the final
 norm's scale or attention patterns move a lot between the two runs.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import einops
@@ -38,7 +42,7 @@ from hooked_reward.analysis.patching import (
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
 
-__all__ = ["SITES", "attribution_patch", "gradients_and_deltas", "plot_comparison"]
+__all__ = ["SITES", "AttributionPatchingResult", "attribution_patch", "gradients_and_deltas", "plot_comparison"]
 
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 
@@ -94,6 +98,78 @@ def gradients_and_deltas(
     return float(r.detach()), r_source, grad_out, delta_out
 
 
+@dataclass(repr=False)
+class AttributionPatchingResult(PatchingResult):
+    """First-order estimates of patching every site asked for, one forward/backward for all of them.
+
+    `values [site, layer, pos]`: estimated reward change of patching site `site` (labels: the sites asked
+    for, e.g. "resid_pre", "attn_out", "mlp_out", "z") of layer `layer` at position `pos` (NaN where a position
+    has no aligned counterpart); for "z" all heads of the layer together. `head_values [layer, head, pos]`:
+    "z" per head (None when "z" was not asked for). `rewards = r_target + values`. `per_position` chooses the
+    shape of the exact-sweep views that `sweep()` returns.
+    """
+
+    head_values: Tensor | None = None
+    per_position: bool = False
+
+    def sweep(self, name: str) -> PatchingResult:
+        """The estimate shaped as the exact sweep it approximates (same dims, labels, `values` meaning).
+
+        * "resid_pre" | "resid_mid" | "resid_post": `[layer, pos]`, like `patch_resid` (always per position);
+        * "block_outputs" (needs "attn_out" and/or "mlp_out"): `[component]` over "attn{l}", "mlp{l}" (or
+          `[component, pos]` when `per_position`), like `patch_block_outputs`; "attn_out" / "mlp_out" alone:
+          `[layer]` (or `[layer, pos]`);
+        * "z": `[layer, head]` (or `[layer, head, pos]`), like `patch_heads(act="z")`.
+        """
+        sites = self.axis_labels("site")
+        layers, pos = self.axis_labels("layer"), self.axis_labels("pos")
+
+        def make(values: Tensor, dims: tuple[str, ...], labels: dict[str, list[Any]], site: str) -> PatchingResult:
+            return PatchingResult(
+                values=values,
+                dims=dims,
+                labels=labels,
+                rewards=values + self.r_target,
+                mode=self.mode,
+                site=site,
+                r_clean=self.r_clean,
+                r_corrupt=self.r_corrupt,
+                r_target=self.r_target,
+                meta=dict(self.meta),
+            )
+
+        def grid(site: str) -> Tensor:
+            return self.values[sites.index(site)]
+
+        if name.startswith("resid") and name in sites:
+            return make(grid(name), ("layer", "pos"), {"layer": layers, "pos": pos}, f"blocks.*.hook_{name}")
+        if name == "z" and self.head_values is not None:
+            heads = self.axis_labels_of_heads()
+            if self.per_position:
+                labels = {"layer": layers, "head": heads, "pos": pos}
+                return make(self.head_values, ("layer", "head", "pos"), labels, "blocks.*.attn.hook_z")
+            total = self.head_values.nansum(-1)
+            return make(total, ("layer", "head"), {"layer": layers, "head": heads}, "blocks.*.attn.hook_z")
+        if name in ("attn_out", "mlp_out") and name in sites:
+            if self.per_position:
+                return make(grid(name), ("layer", "pos"), {"layer": layers, "pos": pos}, f"blocks.*.hook_{name}")
+            return make(grid(name).nansum(-1), ("layer",), {"layer": layers}, f"blocks.*.hook_{name}")
+        if name == "block_outputs" and ("attn_out" in sites or "mlp_out" in sites):
+            kinds = [k for k in ("attn", "mlp") if f"{k}_out" in sites]
+            rows = torch.stack([grid(f"{k}_out")[int(l)] for l in layers for k in kinds])  # noqa: E741
+            labels = [f"{k}{l}" for l in layers for k in kinds]  # noqa: E741
+            site_name = "hook_attn_out / hook_mlp_out"
+            if self.per_position:
+                return make(rows, ("component", "pos"), {"component": labels, "pos": pos}, site_name)
+            return make(rows.nansum(-1), ("component",), {"component": labels}, site_name)
+        known = [*sites, *(["block_outputs"] if {"attn_out", "mlp_out"} & set(sites) else [])]
+        raise InputError(f"No site {name!r} in this result; it has {known}.")
+
+    def axis_labels_of_heads(self) -> list[str]:
+        """Head labels "0".."n_heads-1" of `head_values`."""
+        return [str(h) for h in range(0 if self.head_values is None else self.head_values.shape[1])]
+
+
 def attribution_patch(
     model: Any,
     clean: Input,
@@ -105,23 +181,23 @@ def attribution_patch(
     align: str | None = None,
     prompt_len: int | None = None,
     output: int | str | None = None,
-) -> dict[str, PatchingResult]:
-    """First-order estimates of the exact sweeps, keyed by site, one forward/backward for all of them.
+) -> AttributionPatchingResult:
+    """First-order estimates of the exact sweeps at every site in `sites`, one forward/backward for all.
 
-    * ``"resid_pre" | "resid_mid" | "resid_post"``: `[n_layers, pos]`, like `patch_resid` (always per
-      position).
-    * ``"attn_out"`` and ``"mlp_out"`` together give ``"block_outputs"``: `[2 * n_layers]` over ``attn{l}``,
-      ``mlp{l}`` (or `[2 * n_layers, pos]` with `per_position`), like `patch_block_outputs`.
-    * ``"z"``: `[n_layers, n_heads]` (or `[n_layers, n_heads, pos]`), like `patch_heads(act="z")`.
-
-    `values` is the estimated reward change; `rewards` = r_target + values. Positions without an aligned
-    counterpart are NaN in per-position grids (see `align_pair` for `align` / `prompt_len`).
+    Returns one result with a `site` axis (see `AttributionPatchingResult`): `values [site, layer, pos]`, and
+    `result.sweep(name)` shaped like the exact sweep (`patch_resid`, `patch_block_outputs`,
+    `patch_heads(act="z")`; "block_outputs" combines "attn_out" and "mlp_out"). `values` is the estimated
+    reward change. Positions without an aligned counterpart are NaN (see `align_pair` for `align` /
+    `prompt_len`).
     """
     if mode not in ("denoise", "noise"):
         raise InputError(f"attribution patching supports mode='denoise' or 'noise', got {mode!r}.")
     bad = [s for s in sites if s not in SITES]
     if bad:
         raise InputError(f"Unknown site(s) {bad}; choose from {SITES}.")
+    sites = list(dict.fromkeys(sites))
+    if not sites:
+        raise InputError(f"No site given; choose from {SITES}.")
     clean_row, corrupt_row = as_row(model, clean), as_row(model, corrupt)
     target, source = (corrupt_row, clean_row) if mode == "denoise" else (clean_row, corrupt_row)
     al = align_pair(len(target), len(source), align, prompt_len)
@@ -131,61 +207,42 @@ def attribution_patch(
     r_clean, r_corrupt = (r_source, r_target) if mode == "denoise" else (r_target, r_source)
     n_pos = len(target)
     unaligned = torch.tensor([not al.has(p) for p in range(n_pos)])
-    pos_labels = position_labels(model, target)
-    layer_labels = [str(l) for l in range(n_layers)]  # noqa: E741
 
     def per_pos(name: str) -> Float[Tensor, "pos ..."]:
         """Gradient × delta summed over the last (feature) axis: `[pos]` or `[pos, head]`."""
         return (grads[name] * deltas[name]).sum(-1)
 
-    def make(values: Tensor, axes: tuple[str, ...], labels: list[list[str]], site: str) -> PatchingResult:
-        return PatchingResult(
-            values=values,
-            rewards=values + r_target,
-            axes=axes,
-            labels=labels,
-            mode=f"attribution-{mode}",
-            site=site,
-            r_clean=r_clean,
-            r_corrupt=r_corrupt,
-            r_target=r_target,
-            meta={"target_len": n_pos},
-        )
-
-    out: dict[str, PatchingResult] = {}
+    head_values = None
+    rows = []
     for site in sites:
-        if site.startswith("resid"):
-            grid = torch.stack([per_pos(_hook_name(site, l)) for l in range(n_layers)])  # noqa: E741
-            grid[:, unaligned] = math.nan
-            out[site] = make(grid, ("layer", "pos"), [layer_labels, pos_labels], f"blocks.*.hook_{site}")
-        elif site == "z":
-            grid = torch.stack([per_pos(_hook_name(site, l)) for l in range(n_layers)])  # noqa: E741  [layer, pos, head]
-            grid = einops.rearrange(grid, "layer pos head -> layer head pos")
-            heads = [str(h) for h in range(grid.shape[1])]
-            if per_position:
-                grid[:, :, unaligned] = math.nan
-                labels3 = [layer_labels, heads, pos_labels]
-                out[site] = make(grid, ("layer", "head", "pos"), labels3, "blocks.*.attn.hook_z")
-            else:
-                out[site] = make(grid.sum(-1), ("layer", "head"), [layer_labels, heads], "blocks.*.attn.hook_z")
-    if "attn_out" in sites or "mlp_out" in sites:
-        kinds = [k for k in ("attn", "mlp") if f"{k}_out" in sites]
-        rows = [per_pos(_hook_name(f"{k}_out", l)) for l in range(n_layers) for k in kinds]  # noqa: E741
-        labels = [f"{k}{l}" for l in range(n_layers) for k in kinds]  # noqa: E741
-        grid = torch.stack(rows)
-        if per_position:
-            grid[:, unaligned] = math.nan
-            site_name = "hook_attn_out / hook_mlp_out"
-            out["block_outputs"] = make(grid, ("component", "pos"), [labels, pos_labels], site_name)
-        else:
-            out["block_outputs"] = make(grid.sum(-1), ("component",), [labels], "hook_attn_out / hook_mlp_out")
-    return out
+        grid = torch.stack([per_pos(_hook_name(site, l)) for l in range(n_layers)])  # noqa: E741
+        if site == "z":  # [layer, pos, head]
+            head_values = einops.rearrange(grid, "layer pos head -> layer head pos").clone()
+            head_values[:, :, unaligned] = math.nan
+            grid = grid.sum(-1)
+        grid[:, unaligned] = math.nan
+        rows.append(grid)
+    values = torch.stack(rows)  # [site, layer, pos]
+    return AttributionPatchingResult(
+        values=values,
+        dims=("site", "layer", "pos"),
+        labels={"site": sites, "layer": [str(l) for l in range(n_layers)], "pos": position_labels(model, target)},  # noqa: E741
+        rewards=values + r_target,
+        mode=f"attribution-{mode}",
+        site=", ".join(sites),
+        r_clean=r_clean,
+        r_corrupt=r_corrupt,
+        r_target=r_target,
+        meta={"target_len": n_pos},
+        head_values=head_values,
+        per_position=per_position,
+    )
 
 
 def plot_comparison(exact: PatchingResult, approx: PatchingResult, ax: Any = None, what: str = "values") -> Any:
     """Scatter of attribution-patching estimates against exact patching over the same sites, with y = x.
 
-    Both must have the same shape (e.g. `patch_resid(...)` and `attribution_patch(...)["resid_pre"]`).
+    Both must have the same shape (e.g. `patch_resid(...)` and `attribution_patch(...).sweep("resid_pre")`).
     """
     import matplotlib.pyplot as plt
 

@@ -37,6 +37,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
 
@@ -273,25 +274,28 @@ def run_patched(
 
 
 # ---------------------------------------------------------------------------------------------------- results
-@dataclass
-class PatchingResult:
-    """Patched rewards over a grid of patch sites, with labels.
+@dataclass(repr=False)
+class PatchingResult(LabeledTensor):
+    """Patched rewards over a grid of patch sites (a `LabeledTensor`).
 
     `values` is the reward change against the unpatched run of the patched input (`rewards − r_target`),
-    shaped by `axes` (e.g. `("layer", "pos")`); NaN where a site had no aligned counterpart. `fraction` is
-    `(rewards − r_corrupt) / (r_clean − r_corrupt)` (see the module docstring for its reading per mode).
+    with named `dims` (e.g. `("layer", "pos")`) and `labels` per dim; NaN where a site had no aligned
+    counterpart. `fraction` is `(rewards − r_corrupt) / (r_clean − r_corrupt)` (see the module docstring for
+    its reading per mode). `axes` is the old name of `dims`.
     """
 
-    values: Tensor
-    rewards: Tensor
-    axes: tuple[str, ...]
-    labels: list[list[str]]
-    mode: str
-    site: str
-    r_clean: float
-    r_corrupt: float
-    r_target: float
-    meta: dict[str, Any] = field(default_factory=dict)
+    rewards: Tensor = field(default_factory=lambda: torch.empty(0))
+    mode: str = ""
+    site: str = ""
+    r_clean: float = math.nan
+    r_corrupt: float = math.nan
+    r_target: float = math.nan
+    value_name: str = "Δ reward"
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The axis names (same as `dims`)."""
+        return self.dims
 
     @property
     def fraction(self) -> Tensor:
@@ -301,16 +305,19 @@ class PatchingResult:
             return torch.full_like(self.rewards, math.nan)
         return (self.rewards - self.r_corrupt) / gap
 
+    def _json_extra(self) -> dict[str, Any]:
+        return {"fraction": self.fraction}
+
     def to_frame(self) -> Any:
         """Long-form `pandas.DataFrame`: one row per site, the axes' labels, reward, change and fraction."""
         import itertools
 
-        import pandas as pd
-
+        pd = require_pandas()
         rows = []
         frac = self.fraction
+        labels = [self.axis_labels(d) for d in self.dims]
         for idx in itertools.product(*[range(n) for n in self.values.shape]):
-            row = {axis: self.labels[a][i] for a, (axis, i) in enumerate(zip(self.axes, idx, strict=True))}
+            row = {axis: labels[a][i] for a, (axis, i) in enumerate(zip(self.dims, idx, strict=True))}
             row.update(
                 reward=float(self.rewards[idx]),
                 change=float(self.values[idx]),
@@ -320,31 +327,31 @@ class PatchingResult:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def plot(self, what: str = "values", ax: Any = None, title: str | None = None) -> Any:
+    def plot(self, ax: Any = None, what: str = "values", title: str | None = None) -> Any:
         """Heatmap (2-D and 3-D grids; 3-D folds the first two axes) or bar chart (1-D) of `values` or
-        `fraction`. Returns the matplotlib Axes."""
-        import matplotlib.pyplot as plt
-
+        `fraction`, drawn on `ax` (a new figure's when None). Returns the matplotlib Axes."""
+        plt = require_pyplot()
         data = (self.fraction if what == "fraction" else self.values).detach().float()
         if ax is None:
             _, ax = plt.subplots(figsize=(max(4.0, 0.35 * data.shape[-1] + 2), 3.5) if data.ndim > 1 else (6, 3))
         title = title or f"{self.mode} patching: {self.site} ({'fraction' if what == 'fraction' else 'Δ reward'})"
+        labels = [[str(x) for x in self.axis_labels(d)] for d in self.dims]
         if data.ndim == 1:
             ax.bar(range(len(data)), data.numpy())
-            ax.set_xticks(range(len(data)), self.labels[0], rotation=90, fontsize=7)
+            ax.set_xticks(range(len(data)), labels[0], rotation=90, fontsize=7)
             ax.set_ylabel("fraction" if what == "fraction" else "Δ reward")
         else:
-            rows_labels = self.labels[0]
+            rows_labels = labels[0]
             if data.ndim == 3:
-                rows_labels = [f"{a}.{b}" for a in self.labels[0] for b in self.labels[1]]
+                rows_labels = [f"{a}.{b}" for a in labels[0] for b in labels[1]]
                 data = data.reshape(-1, data.shape[-1])
             lim = float(data.nan_to_num().abs().max()) or 1.0
             im = ax.imshow(data.numpy(), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
             ax.set_yticks(range(len(rows_labels)), rows_labels, fontsize=7)
-            ax.set_xticks(range(data.shape[-1]), self.labels[-1], rotation=90, fontsize=7)
-            ax.set_xlabel(self.axes[-1])
-            ax.set_ylabel(".".join(self.axes[:-1]))
-            plt.colorbar(im, ax=ax)
+            ax.set_xticks(range(data.shape[-1]), labels[-1], rotation=90, fontsize=7)
+            ax.set_xlabel(self.dims[-1])
+            ax.set_ylabel(".".join(self.dims[:-1]))
+            ax.figure.colorbar(im, ax=ax)
         ax.set_title(title, fontsize=9)
         return ax
 
@@ -487,8 +494,8 @@ def _result(
     return PatchingResult(
         values=rewards - setup.r_target,
         rewards=rewards,
-        axes=axes,
-        labels=labels,
+        dims=axes,
+        labels=dict(zip(axes, labels, strict=True)),
         mode=mode,
         site=site,
         r_clean=setup.r_clean,

@@ -165,8 +165,8 @@ def path_patch(
     return PatchingResult(
         values=rewards - r_target,
         rewards=rewards,
-        axes=("sender",),
-        labels=[[_label(s) for s in senders]],
+        dims=("sender",),
+        labels={"sender": [_label(s) for s in senders]},
         mode=f"path-{mode}",
         site=f"senders → {rec_label}",
         r_clean=r_clean,

@@ -1,17 +1,61 @@
-"""LabeledTensor: the small result type every analysis returns (a tensor plus a name and labels per axis).
+"""LabeledTensor: the one result type every analysis returns (a tensor plus a name and labels per axis).
 
-A notebook user looks at it (`.to_frame()`, `.plot()`); a test asserts on `.values`. Analyses subclass it to
-give `.plot()` the picture that suits them (lens curves, attribution bars) and to carry extra fields.
+A notebook user looks at it (`.to_frame()`, `.plot()`); a test asserts on `.values`; a report stores
+`.to_json()`. Analyses subclass it (as dataclasses whose extra fields all have defaults) to give `.plot()` the
+picture that suits them and to carry extra fields (rewards, intervals, p-values, settings).
+
+The contract every subclass keeps:
+
+* `values` (a tensor) with one name per axis in `dims`, and `labels[dim]` for the axes that have labels;
+* `to_frame()`: a pandas DataFrame (tidy by default; subclasses may give the table that reads best);
+* `plot(ax=None, **options) -> Axes`: draws on the `ax` given (a new figure's axes when None) and returns it.
+  Results with several panels also have `plot_panels(fig=None) -> Figure`;
+* `to_json() -> dict`: JSON-safe (lists, floats, strings; NaN and ±inf as the strings "nan", "inf", "-inf"),
+  holding `type`, `dims`, `labels`, `value_name`, `values`, every extra field and `meta`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+__all__ = ["LabeledTensor", "jsonable", "require_pandas", "require_pyplot"]
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as plain JSON types: tensors and arrays as nested lists, numpy scalars as numbers, non-finite
+    floats as "nan"/"inf"/"-inf", dataclasses and results (anything with `to_json()`) as dicts, tuples as
+    lists, paths as strings; other objects as their `repr` (never an error: results carry settings of any kind).
+    """
+    if isinstance(value, Tensor):
+        return jsonable(value.detach().to("cpu").tolist())
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_json") and callable(value.to_json):
+        return jsonable(value.to_json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+    return repr(value)
 
 
 def require_pandas() -> Any:
@@ -137,6 +181,28 @@ class LabeledTensor:
             ax.set_ylabel(self.dims[0])
         ax.set_ylabel(self.value_name) if values.ndim <= 2 else None
         return ax
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict (see `jsonable`): `type`, `value_name`, `dims`, `labels` (every axis, 0..n-1 when
+        none were given), `values` (nested lists), then every extra field of the subclass and `meta`."""
+        out: dict[str, Any] = {
+            "type": type(self).__name__,
+            "value_name": self.value_name,
+            "dims": list(self.dims),
+            "labels": {dim: self.axis_labels(dim) for dim in self.dims},
+            "values": self.values,
+        }
+        base = {f.name for f in dataclasses.fields(LabeledTensor)}
+        for f in dataclasses.fields(self):
+            if f.name not in base and f.repr and not f.name.startswith("_"):
+                out[f.name] = getattr(self, f.name)
+        out.update(self._json_extra())
+        out["meta"] = self.meta
+        return jsonable(out)
+
+    def _json_extra(self) -> dict[str, Any]:
+        """Derived numbers a subclass wants in `to_json()` beside its fields (e.g. summary scalars)."""
+        return {}
 
     def __repr__(self) -> str:
         dims = ", ".join(f"{d}={n}" for d, n in zip(self.dims, self.values.shape, strict=True))
