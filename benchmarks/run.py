@@ -351,10 +351,10 @@ def bench_patching(
     import inspect
 
     import transformer_lens.patching as tlp
-    from scipy.stats import spearmanr
 
     from hooked_reward.analysis import patching as hp
-    from hooked_reward.analysis.attribution_patching import attribution_patch
+    from hooked_reward.analysis.attribution_patching import AttributionPatchingResult, attribution_patch
+    from hooked_reward.analysis.stats import spearman
 
     g = torch.Generator().manual_seed(3)
     seq, n_layers = shape["sweep_seq"], model.cfg.n_layers
@@ -427,7 +427,7 @@ def bench_patching(
     t_fwd = time_interleaved({"fwd": one_forward}, max(repeats, 5), device=device)["fwd"]
 
     # attribution patching of every component, and exact patching of the same components
-    def attr() -> dict:
+    def attr() -> AttributionPatchingResult:
         return attribution_patch(model, clean, corrupt, sites=("resid_pre", "attn_out", "mlp_out", "z"))
 
     t_attr = time_interleaved({"attr": attr, "fwd": one_forward}, repeats, device=device)
@@ -437,14 +437,14 @@ def bench_patching(
     exact_resid = results["ours"][0] - float(one_forward()[0])  # checked against the naive loop above
 
     def rho(a: torch.Tensor, b: torch.Tensor) -> float:
-        return float(spearmanr(a.flatten().cpu().numpy(), b.flatten().cpu().numpy()).statistic)
+        return spearman(a.flatten().cpu().numpy(), b.flatten().cpu().numpy())
 
     spear = {
-        "resid_pre": rho(approx["resid_pre"].values, exact_resid),
-        "block_outputs": rho(approx["block_outputs"].values, exact_blocks.values),
-        "z": rho(approx["z"].values, exact_heads.values),
+        "resid_pre": rho(approx.sweep("resid_pre").values, exact_resid),
+        "block_outputs": rho(approx.sweep("block_outputs").values, exact_blocks.values),
+        "z": rho(approx.sweep("z").values, exact_heads.values),
     }
-    allx = torch.cat([approx[k].values.flatten().cpu() for k in ("resid_pre", "block_outputs", "z")])
+    allx = torch.cat([approx.sweep(k).values.flatten().cpu() for k in ("resid_pre", "block_outputs", "z")])
     ally = torch.cat(
         [exact_resid.flatten().cpu(), exact_blocks.values.flatten().cpu(), exact_heads.values.flatten().cpu()]
     )
