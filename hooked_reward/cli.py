@@ -125,7 +125,7 @@ def cmd_faithfulness(args: argparse.Namespace) -> Path:
             {
                 "summary": result.summary(),
                 "rho": result.rho,
-                "labels": result.labels,
+                "labels": result.components,
                 "attribution": result.attribution,
                 "patching": result.patching,
             },

@@ -46,7 +46,7 @@ def test_study_statistics_match_scipy(model):
 
 def test_heads_granularity_and_input_errors(model):
     res = faithfulness_study(model, PAIRS[:2], by="head", n_resamples=199, progress=False)
-    assert res.labels[:2] == ["L0H0", "L0H1"] and res.patching.shape[1] == model.cfg.n_layers * model.cfg.n_heads
+    assert res.components[:2] == ["L0H0", "L0H1"] and res.patching.shape[1] == model.cfg.n_layers * model.cfg.n_heads
     with pytest.raises(InputError):
         faithfulness_study(model, PAIRS, by="neuron", progress=False)
     with pytest.raises(InputError, match="different lengths"):

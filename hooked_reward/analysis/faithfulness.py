@@ -26,45 +26,45 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
-from scipy import stats as sps
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooked_reward.analysis.attribution import pair_reward_attribution
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
-from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman
+from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
+from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman, wilcoxon_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
 
 __all__ = ["FaithfulnessResult", "faithfulness_study", "RecoveryControl", "recovery_control", "plant_head"]
 
 
-@dataclass
-class FaithfulnessResult:
+@dataclass(repr=False)
+class FaithfulnessResult(LabeledTensor):
     """Per-pair Spearman ρ between linear attribution and patching, and its summary over pairs.
 
-    `rho [n_pairs]` (NaN for a pair where either vector is constant; excluded from the summary),
-    `attribution` and `patching` `[n_pairs, n_components]` over `labels`. `mean`, `ci` (BCa bootstrap,
-    `confidence`), `p_sign_flip` and `p_wilcoxon` (two-sided, H0: ρ centred on 0) summarise the finite ρs.
+    `values` = `rho [pair]` (NaN for a pair where either vector is constant or there are fewer than 3
+    components; excluded from the summary), `attribution` and `patching` `[pair, component]` over
+    `components`. `mean`, `ci` (BCa bootstrap, `confidence`), `p_sign_flip` and `p_wilcoxon` (two-sided, H0: ρ
+    centred on 0) summarise the `n` finite ρs.
     """
 
-    rho: Float[Tensor, "pair"]
-    attribution: Float[Tensor, "pair component"]
-    patching: Float[Tensor, "pair component"]
-    labels: list[str]
-    by: str
-    mean: float
-    ci: tuple[float, float]
-    p_sign_flip: float
-    p_wilcoxon: float
-    n: int
+    attribution: Float[Tensor, "pair component"] = field(default_factory=lambda: torch.empty(0, 0))
+    patching: Float[Tensor, "pair component"] = field(default_factory=lambda: torch.empty(0, 0))
+    components: list[str] = field(default_factory=list)
+    by: str = "component"
+    mean: float = math.nan
+    ci: tuple[float, float] = (math.nan, math.nan)
+    p_sign_flip: float = math.nan
+    p_wilcoxon: float = math.nan
+    n: int = 0
     confidence: float = 0.95
-    meta: dict[str, Any] = field(default_factory=dict)
+    value_name: str = "Spearman ρ"
 
     @property
-    def values(self) -> Tensor:
-        """The per-pair ρ (the shared result convention: `.values` with `.labels`)."""
-        return self.rho
+    def rho(self) -> Float[Tensor, "pair"]:
+        """The per-pair ρ (= `values`)."""
+        return self.values
 
     def summary(self) -> dict[str, Any]:
         """One row: granularity, n pairs used, mean ρ, CI, p-values."""
@@ -78,17 +78,18 @@ class FaithfulnessResult:
             "p_wilcoxon": self.p_wilcoxon,
         }
 
+    def _json_extra(self) -> dict[str, Any]:
+        return {"summary": self.summary()}
+
     def to_frame(self) -> Any:
         """Per-pair table: pair index, ρ, and each pair's reward gap (clean − corrupted)."""
-        import pandas as pd
-
+        pd = require_pandas()
         gaps = self.meta.get("reward_gap", [math.nan] * len(self.rho))
         return pd.DataFrame({"pair": range(len(self.rho)), "rho": self.rho.numpy(), "reward_gap": gaps})
 
     def plot(self, ax: Any = None, bins: int = 20) -> Any:
-        """Histogram of per-pair ρ with the mean and its bootstrap interval."""
-        import matplotlib.pyplot as plt
-
+        """Histogram of per-pair ρ with the mean and its bootstrap interval, on `ax`; returns the Axes."""
+        plt = require_pyplot()
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 3))
         finite = self.rho[torch.isfinite(self.rho)].numpy()
@@ -161,15 +162,13 @@ def faithfulness_study(
     mean = float(finite.mean()) if n else math.nan
     ci = bootstrap_ci(finite, confidence=confidence, n_resamples=n_resamples, seed=seed) if n >= 2 else (math.nan,) * 2
     p_flip = sign_flip_test(finite, seed=seed) if n else math.nan
-    if n >= 2 and np.any(finite != 0):
-        p_wil = float(sps.wilcoxon(finite).pvalue)
-    else:
-        p_wil = math.nan
+    p_wil = wilcoxon_test(finite)
     return FaithfulnessResult(
-        rho=rho,
+        values=rho,
+        dims=("pair",),
         attribution=torch.stack(attr_rows),
         patching=torch.stack(patch_rows),
-        labels=labels,
+        components=labels,
         by=by,
         mean=mean,
         ci=(float(ci[0]), float(ci[1])),
@@ -214,30 +213,49 @@ def restore_head(model: Any, layer: int, head: int, old: Tensor) -> None:
         weight.data[sl] = old
 
 
-@dataclass
-class RecoveryControl:
+@dataclass(repr=False)
+class RecoveryControl(LabeledTensor):
     """Where patching ranks a planted head (1 = the largest mean |effect| over pairs), against the null.
 
+    `values` = `effects [layer, head]`: the planted run's mean |effect| of patching each head.
     `planted_rank` / `planted_share` (the planted head's share of the summed mean |effect|) with W_O along the
     reward direction; `null_ranks` / `null_shares` with W_O along random directions of the same norm,
-    orthogonal to the reward readout. `effects` `[n_layers, n_heads]` is the planted run's mean |effect|.
+    orthogonal to the reward readout.
     """
 
-    layer: int
-    head: int
-    planted_rank: int
-    planted_share: float
-    null_ranks: list[int]
-    null_shares: list[float]
-    effects: Tensor
+    layer: int = 0
+    head: int = 0
+    planted_rank: int = 0
+    planted_share: float = math.nan
+    null_ranks: list[int] = field(default_factory=list)
+    null_shares: list[float] = field(default_factory=list)
+    value_name: str = "mean |Δ reward|"
+
+    @property
+    def effects(self) -> Tensor:
+        """The planted run's mean |effect| per head, `[layer, head]` (= `values`)."""
+        return self.values
 
     def to_frame(self) -> Any:
-        import pandas as pd
-
+        """One row per run (planted, null0, ...): the planted head's rank and share."""
+        pd = require_pandas()
         rows = [{"run": "planted", "rank": self.planted_rank, "share": self.planted_share}]
         nulls = zip(self.null_ranks, self.null_shares, strict=True)
         rows += [{"run": f"null{i}", "rank": r, "share": s} for i, (r, s) in enumerate(nulls)]
         return pd.DataFrame(rows)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Heatmap of mean |effect| per head with the planted head boxed, on `ax`; returns the Axes."""
+        plt = require_pyplot()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4.5, 3.5))
+        im = ax.imshow(self.values.detach().float().cpu().numpy(), aspect="auto", cmap="viridis")
+        ax.add_patch(plt.Rectangle((self.head - 0.5, self.layer - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"planted L{self.layer}H{self.head}: rank {self.planted_rank}", fontsize=9)
+        ax.figure.colorbar(im, ax=ax, label=self.value_name)
+        return ax
 
 
 def _head_effects(model: Any, pairs: Sequence[tuple[Tensor, Tensor]], max_rows: int) -> Tensor:
@@ -300,11 +318,12 @@ def recovery_control(
         results.append((effects, *_rank_share(effects, layer, head)))
     planted = results[0]
     return RecoveryControl(
+        values=planted[0],
+        dims=("layer", "head"),
         layer=layer,
         head=head,
         planted_rank=planted[1],
         planted_share=planted[2],
         null_ranks=[r[1] for r in results[1:]],
         null_shares=[r[2] for r in results[1:]],
-        effects=planted[0],
     )

@@ -63,6 +63,7 @@ __all__ = [
     "cohens_d",
     "effect_is_degenerate",
     "sign_flip_test",
+    "wilcoxon_test",
     "benjamini_hochberg",
     "PairedEffect",
     "paired_effect",
@@ -467,6 +468,15 @@ def sign_flip_test(
         random_state=seed,
     )
     return float(res.pvalue)
+
+
+def wilcoxon_test(x: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> float:
+    """Two-sided Wilcoxon signed-rank p-value of "x is centred on 0" (``scipy.stats.wilcoxon``). NaN for fewer
+    than 2 values or when every value is 0 (no signed ranks); non-finite values: ``nan_policy``."""
+    v, bad = _finite_1d(x, "values (Wilcoxon test)", nan_policy)
+    if v.size < 2 or not np.any(v != 0) or (bad and nan_policy == "propagate"):
+        return math.nan
+    return float(stats.wilcoxon(v).pvalue)
 
 
 def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
