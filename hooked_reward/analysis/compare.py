@@ -34,6 +34,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from sklearn.covariance import LedoitWolf
 from tqdm.auto import tqdm
 
 from hooked_reward.analysis.probes.suite import render_and_tokenize
+from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.analysis.stats import (
     accuracy,
     agreement,
@@ -344,33 +346,39 @@ def reward_direction_cosines(
 
 
 # ----------------------------------------------------------------------------------------- result
-@dataclass
-class CompareResult:
-    """Every comparison of two models on the same pairs (see the module docstring).
+@dataclass(repr=False)
+class CompareResult(LabeledTensor):
+    """Every comparison of two models on the same pairs (see the module docstring), a `LabeledTensor`.
 
-    ``behaviour`` / ``geometry_scalars`` / ``mechanism_scalars``: metric -> (value, ci_low, ci_high).
-    ``lens_*``: mean lens margin per layer with CI (``[L+1]``), on ``depth_*`` (``l / L``).
-    ``profile_*``: attribution share per depth bin with CI.  ``cka``: ``[L_a+1, L_b+1]`` with CI arrays.
+    ``values`` = ``cka`` ``[layer_a, layer_b]`` (``L_a+1`` by ``L_b+1``: embeddings, then each block), with
+    ``cka_ci`` its interval arrays. ``behaviour`` / ``geometry_scalars`` / ``mechanism_scalars``: metric ->
+    (value, ci_low, ci_high). ``lens_*``: mean lens margin per layer with CI (``[L+1]``), on ``depth_*``
+    (``l / L``). ``profile_*``: attribution share per depth bin with CI.
     """
 
-    names: tuple[str, str]
-    margins: tuple[np.ndarray, np.ndarray]
-    behaviour: dict[str, Estimate]
-    depth_a: np.ndarray
-    depth_b: np.ndarray
-    lens_a: tuple[np.ndarray, np.ndarray, np.ndarray]
-    lens_b: tuple[np.ndarray, np.ndarray, np.ndarray]
-    formation: dict[str, Estimate]
-    bins: np.ndarray
-    profile_a: tuple[np.ndarray, np.ndarray, np.ndarray]
-    profile_b: tuple[np.ndarray, np.ndarray, np.ndarray]
-    mechanism_scalars: dict[str, Estimate]
-    cka: np.ndarray
-    cka_ci: tuple[np.ndarray, np.ndarray]
-    geometry_scalars: dict[str, Estimate]
-    shared_basis: bool
-    basis_reason: str
+    names: tuple[str, str] = ("A", "B")
+    margins: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(0), np.zeros(0)))
+    behaviour: dict[str, Estimate] = field(default_factory=dict)
+    depth_a: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    depth_b: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lens_a: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
+    lens_b: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
+    formation: dict[str, Estimate] = field(default_factory=dict)
+    bins: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    profile_a: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
+    profile_b: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
+    mechanism_scalars: dict[str, Estimate] = field(default_factory=dict)
+    cka_ci: tuple[np.ndarray, np.ndarray] = field(default_factory=tuple)
+    geometry_scalars: dict[str, Estimate] = field(default_factory=dict)
+    shared_basis: bool = False
+    basis_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    value_name: str = "linear CKA"
+
+    @property
+    def cka(self) -> Float[np.ndarray, "layer_a layer_b"]:
+        """Linear CKA of the reward-position residuals for every pair of layers (= `values`, as numpy)."""
+        return self.values.numpy()
 
     def scalars(self) -> dict[str, Estimate]:
         """All scalar metrics in one dict."""
@@ -393,44 +401,25 @@ class CompareResult:
         rows = [{"metric": k, "value": v[0], "ci_low": v[1], "ci_high": v[2]} for k, v in self.scalars().items()]
         return pd.DataFrame(rows).set_index("metric")
 
-    def to_json(self) -> dict:
-        def clean(v):
-            if isinstance(v, np.ndarray):
-                return clean(v.tolist())
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (float, np.floating)):
-                v = float(v)
-                return v if math.isfinite(v) else str(v)
-            if isinstance(v, np.integer):
-                return int(v)
-            return v
+    def _json_extra(self) -> dict[str, Any]:
+        return {"scalars": self.scalars(), "cka": self.values}
 
-        return clean(
-            {
-                "names": self.names,
-                "scalars": self.scalars(),
-                "depth_a": self.depth_a,
-                "depth_b": self.depth_b,
-                "lens_a": self.lens_a,
-                "lens_b": self.lens_b,
-                "bins": self.bins,
-                "profile_a": self.profile_a,
-                "profile_b": self.profile_b,
-                "cka": self.cka,
-                "cka_ci": self.cka_ci,
-                "shared_basis": self.shared_basis,
-                "basis_reason": self.basis_reason,
-                "notes": self.notes,
-            }
-        )
+    def plot(self, ax: Any = None) -> Any:
+        """The CKA matrix (layer of A × layer of B) on `ax`; returns the Axes. All four views: `plot_panels`."""
+        plt = require_pyplot()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 4))
+        im = ax.imshow(self.cka, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.figure.colorbar(im, ax=ax)
+        ax.set_xlabel(f"{self.names[1]} layer")
+        ax.set_ylabel(f"{self.names[0]} layer")
+        ax.set_title("linear CKA of reward-position residuals", fontsize=9)
+        return ax
 
-    def plot(self, fig=None):
-        """Four panels: margins scatter, lens-margin curves on relative depth, attribution profiles, CKA."""
-        import matplotlib.pyplot as plt
-
+    def plot_panels(self, fig: Any = None) -> Any:
+        """Four panels: margins scatter, lens-margin curves on relative depth, attribution profiles, CKA;
+        returns the Figure."""
+        plt = require_pyplot()
         fig = fig or plt.figure(figsize=(13, 9))
         axes = fig.subplots(2, 2)
         na, nb = self.names
@@ -469,12 +458,7 @@ class CompareResult:
         ax.set_title(f"attribution share by depth; 1−TV={sim[0]:.2f} [{sim[1]:.2f},{sim[2]:.2f}]", fontsize=9)
         ax.set_xlabel("relative depth bin")
         ax.legend(fontsize=8)
-        ax = axes[1, 1]
-        im = ax.imshow(self.cka, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        fig.colorbar(im, ax=ax)
-        ax.set_xlabel(f"{nb} layer")
-        ax.set_ylabel(f"{na} layer")
-        ax.set_title("linear CKA of reward-position residuals", fontsize=9)
+        self.plot(ax=axes[1, 1])
         fig.tight_layout()
         return fig
 
@@ -697,7 +681,8 @@ def _compare_runs(
         profile_a=profile_a,
         profile_b=profile_b,
         mechanism_scalars=mechanism,
-        cka=cka,
+        values=torch.from_numpy(cka),
+        dims=("layer_a", "layer_b"),
         cka_ci=cka_ci,
         geometry_scalars=geometry,
         shared_basis=shared,
@@ -720,7 +705,7 @@ def write_compare_report(result: CompareResult, out_dir, title: str = "Reward mo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result.to_json(), indent=1))
-    fig = result.plot()
+    fig = result.plot_panels()
     fig.savefig(out / "compare.png", dpi=110)
     plt.close(fig)
 
