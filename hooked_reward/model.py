@@ -28,6 +28,7 @@ from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
 from hooked_reward.final_norm import norm_gain_bias
+from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
@@ -457,13 +458,16 @@ class HookedRewardModel(TransformerBridge):
         return_type: str | None = "reward",
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
+        nan_policy: NanPolicy = "raise",
         **kwargs: Any,
     ) -> Any:
         """Rewards for texts or token ids: `[batch]` (one output) or `[batch, n_outputs]`.
 
         `return_type`: "reward" (or TransformerLens's "logits", the same tensor, so TL code runs unchanged),
         or None. `stop_at_layer=l` returns the residual entering block l (`[batch, pos, d_model]`; l = n_layers:
-        the residual after the last block, before ln_final), as in TransformerLens.
+        the residual after the last block, before ln_final), as in TransformerLens. `nan_policy`: a NaN or ±Inf
+        reward raises `NonFiniteError` naming the rows and where the values first appear ("raise"), or its row
+        is dropped with a warning ("omit"), or it is returned ("propagate"); see `hooked_reward.finite`.
         """
         if start_at_layer is not None:
             raise NotImplementedError(
@@ -475,6 +479,7 @@ class HookedRewardModel(TransformerBridge):
             raise TypeError(f"forward() got unexpected arguments: {sorted(kwargs)}")
         if return_type not in ("reward", "logits", None):
             raise InputError(f"return_type must be 'reward', 'logits' (same) or None, got {return_type!r}.")
+        check_nan_policy(nan_policy)
         tokens, mask = self.prepare(input, attention_mask=attention_mask)
         reward_pos = reward_positions(mask)
         if stop_at_layer is not None:
@@ -484,6 +489,9 @@ class HookedRewardModel(TransformerBridge):
         reward_resid = self.hook_reward_resid(reward_resid)
         rewards = self.head(reward_resid, HeadInputs(final_resid, tokens, mask, reward_pos))
         rewards = self.hook_reward(rewards)
+        kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy)
+        if kept is not None:
+            rewards = rewards[kept]
         return None if return_type is None else rewards
 
     def _residual_before(self, layer: int, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"]:
@@ -598,6 +606,7 @@ class HookedRewardModel(TransformerBridge):
         device: str | torch.device | None = None,
         incl_bwd: bool = False,
         remove_batch_dim: bool = False,
+        nan_policy: NanPolicy = "raise",
         **kwargs: Any,
     ) -> tuple[Tensor, RewardActivationCache]:
         """Run and cache activations: `(rewards, RewardActivationCache)`.
@@ -607,8 +616,9 @@ class HookedRewardModel(TransformerBridge):
         not batch × seq; attention patterns keep the reward query row); an int or a `[batch]` tensor keeps
         that position. The kept position sits at index 0 of the position axis. `incl_bwd` also caches
         gradients of the summed reward (single-output heads) under "<name>_grad". Without `incl_bwd` the run
-        is under `torch.no_grad()`.
+        is under `torch.no_grad()`. `nan_policy` as in `forward`; "omit" drops the rows from the cache too.
         """
+        check_nan_policy(nan_policy)
         if kwargs.pop("return_cache_object", True) is False:
             raise InputError("return_cache_object=False is not supported; use cache.cache_dict.")
         if kwargs:
@@ -660,11 +670,23 @@ class HookedRewardModel(TransformerBridge):
         bwd = [(names[0], make_hook(names, "_grad")) for _, names in selected.values()] if incl_bwd else []
         grad_context = torch.enable_grad() if incl_bwd else torch.no_grad()
         with grad_context, self.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
-            rewards = self.forward(tokens, attention_mask=mask)
+            rewards = self.forward(tokens, attention_mask=mask, nan_policy="propagate")
+            bad = non_finite_rows(rewards) if nan_policy != "propagate" else []
             if incl_bwd:
                 if rewards.ndim != 1:
                     raise InputError("incl_bwd needs a single-output head; select an output with run_with_hooks.")
-                rewards.sum().backward()
+                if not (bad and nan_policy == "raise"):
+                    finite = torch.ones_like(rewards, dtype=torch.bool)
+                    finite[bad] = False
+                    rewards[finite].sum().backward()
+        kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy) if bad else None
+        if kept is not None:  # nan_policy="omit": drop the rows from the rewards and from every cached tensor
+            dropped: dict[int, Tensor] = {}  # aliases of one tensor stay one tensor
+            for name, value in store.items():
+                if value.ndim and value.shape[0] == batch:
+                    store[name] = dropped.setdefault(id(value), value.index_select(0, kept.to(value.device)))
+            rewards, mask, batch = rewards[kept], mask[kept], len(kept)
+            keep_pos = None if keep_pos is None else keep_pos[kept]
         cache = RewardActivationCache(
             store, self, reward_pos=reward_positions(mask), cached_pos=keep_pos, attention_mask=mask
         )

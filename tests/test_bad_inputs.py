@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_hf_model, save_checkpoint
+from conftest import build_hf_model, save_checkpoint, word_tokenizer
 
-from hooked_reward import CheckpointError, HookedRewardModel, HookError, InputError
+from hooked_reward import CheckpointError, HookedRewardModel, HookError, InputError, NonFiniteError
+from hooked_reward.finite import NonFiniteRewardWarning
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def untouched(model: HookedRewardModel, folder: Path) -> Iterator[None]:
     assert hook_count(model) == hooks, "a hook was left attached"
     assert snapshot(folder) == files, "a file was written"
     after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in weights.items()), "a weight changed"
+    assert all(torch.equal(after[k].nan_to_num(), v.nan_to_num()) for k, v in weights.items()), "a weight changed"
 
 
 def raises(model: HookedRewardModel, folder: Path, error: type[Exception], *named: str):
@@ -195,3 +196,71 @@ def test_hooks_that_fit_still_run(tiny) -> None:
     assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=[("hook_reward", lambda r, hook: None)]), clean)
     doubled = model.run_with_hooks(tokens, fwd_hooks=[("hook_reward", lambda r, hook: 2 * r)])
     assert torch.allclose(doubled, 2 * clean)
+
+
+# ---------------------------------------------------------------- non-finite rewards
+@pytest.fixture(scope="module")
+def corrupt() -> HookedRewardModel:
+    """A llama whose embedding of token 50 is NaN: only rows containing that token get a NaN reward."""
+    hf = build_hf_model("llama")
+    with torch.no_grad():
+        hf.model.embed_tokens.weight[50] = float("nan")
+    return HookedRewardModel.from_hf_model(hf, tokenizer=word_tokenizer())
+
+
+def rows_with_token_50() -> torch.Tensor:
+    torch.manual_seed(5)
+    tokens = torch.randint(4, 40, (5, 6))
+    tokens[1, 2] = tokens[3, 0] = 50
+    return tokens
+
+
+def test_non_finite_rewards_raise_naming_rows_and_origin(corrupt, tmp_path: Path) -> None:
+    tokens = rows_with_token_50()
+    for run in (corrupt, lambda t: corrupt.run_with_cache(t)):
+        with raises(corrupt, tmp_path, NonFiniteError, "row(s) [1, 3]", "nan", "hook_embed", "nan_policy='omit'"):
+            run(tokens)
+    with raises(corrupt, tmp_path, InputError, "nan_policy", "'drop'"):
+        corrupt(tokens, nan_policy="drop")  # type: ignore[arg-type]
+
+
+def test_non_finite_origin_is_the_first_hook_point(tiny) -> None:
+    """A hook that writes +inf into one row's residual at layer 1: the error names that row and that hook."""
+    model, path = tiny
+    tokens = torch.randint(4, 96, (3, 5))
+
+    def poison(resid: torch.Tensor, hook) -> torch.Tensor:
+        resid = resid.clone()
+        resid[2, -1] = float("inf")
+        return resid
+
+    with raises(model, path, NonFiniteError, "row(s) [2]", "blocks.1.hook_resid_mid"):
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_mid", poison)])
+
+
+def test_nan_policy_omit_and_propagate(corrupt) -> None:
+    """omit drops exactly the non-finite rows (from the rewards and the cache) and warns with them; omitting
+    per batch and concatenating equals omitting over the whole batch; propagate returns the NaN."""
+    tokens = rows_with_token_50()
+    raw = corrupt(tokens, nan_policy="propagate")
+    assert raw[[1, 3]].isnan().all() and raw[[0, 2, 4]].isfinite().all()
+    with pytest.warns(NonFiniteRewardWarning, match="Dropped 2 of 5") as record:
+        kept = corrupt(tokens, nan_policy="omit")
+    assert record[0].message.rows == [1, 3]
+    assert torch.equal(kept, raw[[0, 2, 4]])
+    with pytest.warns(NonFiniteRewardWarning):
+        batched = torch.cat([corrupt(tokens[:2], nan_policy="omit"), corrupt(tokens[2:], nan_policy="omit")])
+    assert torch.allclose(batched, kept, atol=1e-5)
+    with pytest.warns(NonFiniteRewardWarning, match="Dropped 2 of 5"):
+        rewards, cache = corrupt.run_with_cache(tokens, nan_policy="omit", positions="reward")
+    assert torch.allclose(rewards, kept)
+    assert torch.allclose(cache["hook_reward"], kept) and cache["blocks.0.hook_resid_pre"].shape[0] == 3
+    assert cache.attention_mask.shape[0] == 3 and cache.reward_pos.shape == (3,)
+    assert not torch.cat([v.flatten() for v in cache.cache_dict.values()]).isnan().any()
+    with pytest.warns(NonFiniteRewardWarning):
+        _, grads = corrupt.run_with_cache(
+            tokens, names_filter="blocks.1.hook_resid_pre", incl_bwd=True, nan_policy="omit"
+        )
+    assert (
+        grads["blocks.1.hook_resid_pre_grad"].shape[0] == 3 and grads["blocks.1.hook_resid_pre_grad"].isfinite().all()
+    )
