@@ -18,6 +18,7 @@ from transformer_lens.ActivationCache import ActivationCache
 
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
+from hooked_reward.names import Component, as_components
 from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
@@ -119,8 +120,9 @@ class RewardActivationCache(ActivationCache):
             return normed @ direction[0]
         return (normed * direction).sum(-1)
 
-    def decompose_reward(self, output: int | str | None = None) -> tuple[Tensor, list[str]]:
+    def decompose_reward(self, output: int | str | None = None) -> tuple[Tensor, list[Component]]:
         """`(attributions, labels)`: per-component reward contributions of `decompose_resid` (embeddings,
         each attention layer and MLP), `[components, batch(, n_outputs)]`; they sum to reward − b_R_eff."""
         stack, labels = self.decompose_resid(return_labels=True)
-        return self.reward_attrs(stack, output=output), labels
+        components = as_components(labels, self.model, pos_embed="pos_embed" in labels)
+        return self.reward_attrs(stack, output=output), components

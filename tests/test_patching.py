@@ -152,7 +152,7 @@ def test_ablation_modes_match_hand_computation(model):
 
 def test_block_outputs_and_result_views(model):
     res = patch_block_outputs(model, CLEAN, CORRUPT, progress=False)
-    assert res.labels[res.dims[0]] == ["attn0", "mlp0", "attn1", "mlp1"]
+    assert res.labels[res.dims[0]] == ["0_attn_out", "0_mlp_out", "1_attn_out", "1_mlp_out"]
     frame = res.to_frame()
     assert list(frame.columns[:2]) == ["component", "reward"] and len(frame) == 4
     per_pos = patch_block_outputs(model, CLEAN, CORRUPT, per_position=True, progress=False)

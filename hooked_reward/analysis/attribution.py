@@ -48,6 +48,7 @@ from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, fold_final_norm, norm_gain_bias, norm_is_layernorm
 from hooked_reward.heads.base import as_float
+from hooked_reward.names import Component, head_components
 from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
@@ -147,10 +148,10 @@ def _check_layer(model: Any, layer: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- one batch
-def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Tensor], list[str]]:
+def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Tensor], list[Component]]:
     """Rows `[b, n_outputs]` and labels for by="component" or "head" (each row a direct reward)."""
     rows: list[Tensor] = []
-    labels: list[str] = []
+    labels: list[Component] = []
 
     def read(name: str, readout: Tensor) -> Tensor:
         return einsum(cache.at_reward(cache[name]).to(readout.device, torch.float32), readout, "b d, b o d -> b o")
@@ -158,10 +159,10 @@ def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Te
     pos_embed = read("hook_pos_embed", u) if "hook_pos_embed" in cache.cache_dict else None
     embed = read("blocks.0.hook_resid_pre", u)
     rows.append(embed if pos_embed is None else embed - pos_embed)  # resid_pre_0 − pos_embed: exact by construction
-    labels.append("embed")
+    labels.append(Component("embed"))
     if pos_embed is not None:
         rows.append(pos_embed)
-        labels.append("pos_embed")
+        labels.append(Component("pos_embed"))
     for layer in range(model.cfg.n_layers):
         attn = read(f"blocks.{layer}.hook_attn_out", u)
         if by == "head":
@@ -171,22 +172,22 @@ def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Te
             w_o = as_float(model.W_O[layer]).to(z.device)  # [head, d_head, d_model]
             heads = einsum(z, w_o, u_attn, "b h k, h k d, b o d -> h b o")
             rows += list(heads)
-            labels += [f"L{layer}H{h}" for h in range(model.cfg.n_heads)]
+            labels += head_components(model, [layer])
             bias_row = attn - heads.sum(0)
             b_o = _weight_or_none(model, "b_O", layer)
             expected = post_bias + (0.0 if b_o is None else einsum(b_o.to(u.device), u_attn, "d, b o d -> b o"))
             _check_bias(f"layer {layer} attention", bias_row, expected)
             rows.append(bias_row)
-            labels.append(f"{layer}_attn_bias")
+            labels.append(Component("attn_bias", layer))
         else:
             rows.append(attn)
-            labels.append(f"{layer}_attn_out")
+            labels.append(Component("attn_out", layer))
         rows.append(read(f"blocks.{layer}.hook_mlp_out", u))
-        labels.append(f"{layer}_mlp_out")
+        labels.append(Component("mlp_out", layer))
     return rows, labels
 
 
-def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Tensor], list[str]]:
+def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Tensor], list[Component]]:
     """Rows for each neuron of MLP `layer`, plus its "mlp_bias" row (mlp_out − Σ neurons)."""
     u_mlp, post_bias = _post_norm_readout(model, cache, layer, "ln2_post", u)
     post = cache.at_reward(cache[f"blocks.{layer}.mlp.hook_post"]).to(u.device, torch.float32)  # [b, d_mlp]
@@ -198,7 +199,8 @@ def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Te
     b_out = _weight_or_none(model, "b_out", layer)
     expected = post_bias + (0.0 if b_out is None else einsum(b_out.to(u.device), u_mlp, "d, b o d -> b o"))
     _check_bias(f"layer {layer} MLP", bias_row, expected)
-    return list(neurons) + [bias_row], [f"L{layer}N{n}" for n in range(neurons.shape[0])] + [f"{layer}_mlp_bias"]
+    labels = [Component("neuron", layer, n) for n in range(neurons.shape[0])] + [Component("mlp_bias", layer)]
+    return list(neurons) + [bias_row], labels
 
 
 def _position_values(model: Any, cache: Any, u: Tensor) -> Float[Tensor, "batch layer head pos n_outputs"]:
@@ -275,7 +277,7 @@ class AttributionResult(LabeledTensor):
         if self.by == "position":
             n_heads, n_pos = vals.shape[1], vals.shape[2]
             return [
-                (f"L{i // (n_heads * n_pos)}H{i // n_pos % n_heads}@{i % n_pos}", float(flat[i]))
+                (f"{Component('head', i // (n_heads * n_pos), i // n_pos % n_heads)}@{i % n_pos}", float(flat[i]))
                 for i in order.tolist()
             ]
         labels = self.axis_labels("component")
@@ -296,7 +298,7 @@ class AttributionResult(LabeledTensor):
             vmax = float(torch.nan_to_num(image).abs().max()) or 1.0
             im = ax.imshow(image.numpy(), aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
             n_layers, n_heads = values.shape[1], values.shape[2]
-            head_labels = [f"L{i // n_heads}H{i % n_heads}" for i in range(n_layers * n_heads)]
+            head_labels = [Component("head", i // n_heads, i % n_heads) for i in range(n_layers * n_heads)]
             ax.set_yticks(range(n_layers * n_heads), head_labels)
             tokens = self.meta.get("tokens")
             if tokens is not None:

@@ -40,6 +40,7 @@ from hooked_reward.analysis.patching import (
     position_labels,
 )
 from hooked_reward.errors import InputError
+from hooked_reward.names import Component
 from hooked_reward.outputs import select_output
 
 __all__ = ["SITES", "AttributionPatchingResult", "attribution_patch", "gradients_and_deltas", "plot_comparison"]
@@ -116,7 +117,7 @@ class AttributionPatchingResult(PatchingResult):
         """The estimate shaped as the exact sweep it approximates (same dims, labels, `values` meaning).
 
         * "resid_pre" | "resid_mid" | "resid_post": `[layer, pos]`, like `patch_resid` (always per position);
-        * "block_outputs" (needs "attn_out" and/or "mlp_out"): `[component]` over "attn{l}", "mlp{l}" (or
+        * "block_outputs" (needs "attn_out" and/or "mlp_out"): `[component]` over "{l}_attn_out", "{l}_mlp_out" (or
           `[component, pos]` when `per_position`), like `patch_block_outputs`; "attn_out" / "mlp_out" alone:
           `[layer]` (or `[layer, pos]`);
         * "z": `[layer, head]` (or `[layer, head, pos]`), like `patch_heads(act="z")`.
@@ -157,7 +158,7 @@ class AttributionPatchingResult(PatchingResult):
         if name == "block_outputs" and ("attn_out" in sites or "mlp_out" in sites):
             kinds = [k for k in ("attn", "mlp") if f"{k}_out" in sites]
             rows = torch.stack([grid(f"{k}_out")[int(l)] for l in layers for k in kinds])  # noqa: E741
-            labels = [f"{k}{l}" for l in layers for k in kinds]  # noqa: E741
+            labels = [Component(f"{k}_out", int(l)) for l in layers for k in kinds]  # noqa: E741
             site_name = "hook_attn_out / hook_mlp_out"
             if self.per_position:
                 return make(rows, ("component", "pos"), {"component": labels, "pos": pos}, site_name)

@@ -30,7 +30,6 @@ Four views, each number with a bootstrap confidence interval over pairs:
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +58,7 @@ from hooked_reward.analysis.stats import (
 )
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
+from hooked_reward.names import Component
 from hooked_reward.outputs import output_index, select_output
 
 __all__ = [
@@ -259,10 +259,9 @@ def formation_depth(curve: Float[np.ndarray, "layer"]) -> float:
     return float(reached[0]) / (len(curve) - 1)
 
 
-def _depth_of(label: str, n_layers: int) -> float:
-    """Relative depth of a component label: embeddings 0, layer l's attention/MLP (l + 1) / L."""
-    m = re.match(r"^(\d+)_", label) or re.match(r"^L(\d+)H", label)
-    return 0.0 if m is None else (int(m.group(1)) + 1) / n_layers
+def _depth_of(label: Component, n_layers: int) -> float:
+    """Relative depth of a component (`names.Component`): embeddings 0, layer l's attention/MLP (l + 1) / L."""
+    return 0.0 if label.layer is None else (label.layer + 1) / n_layers
 
 
 def attribution_profile(

@@ -35,6 +35,7 @@ from hooked_reward.analysis.results import LabeledTensor, require_pandas, requir
 from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman, wilcoxon_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
+from hooked_reward.names import Component, block_components, head_components
 
 __all__ = ["FaithfulnessResult", "faithfulness_study", "RecoveryControl", "recovery_control", "plant_head"]
 
@@ -104,11 +105,8 @@ class FaithfulnessResult(LabeledTensor):
         return ax
 
 
-def _dra_labels(model: Any, by: str) -> list[str]:
-    n_layers = model.cfg.n_layers
-    if by == "component":
-        return [f"{l}_{kind}_out" for l in range(n_layers) for kind in ("attn", "mlp")]  # noqa: E741
-    return [f"L{l}H{h}" for l in range(n_layers) for h in range(model.cfg.n_heads)]  # noqa: E741
+def _dra_labels(model: Any, by: str) -> list[Component]:
+    return block_components(model) if by == "component" else head_components(model)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.errors import InputError
+from hooked_reward.names import block_components
 from hooked_reward.outputs import select_output
 
 __all__ = [
@@ -671,10 +672,11 @@ def patch_block_outputs(
     progress: bool = True,
 ) -> PatchingResult:
     """Attention and MLP outputs (`hook_attn_out`, `hook_mlp_out`) per layer: `values [2 * n_layers]` over
-    components ``attn{l}``, ``mlp{l}`` (all aligned positions patched at once), or `[2 * n_layers, pos]` with
+    components ``{l}_attn_out``, ``{l}_mlp_out`` (`names.Component`s; all aligned positions patched at once),
+    or `[2 * n_layers, pos]` with
     `per_position=True`. The component order matches `cache.decompose_resid()` without the embeddings."""
     layer_list = _layers(model, layers)
-    comps = [(f"{kind}{l}", f"blocks.{l}.hook_{kind}_out") for l in layer_list for kind in ("attn", "mlp")]  # noqa: E741
+    comps = [(c, c.hook_name) for c in block_components(model, layer_list)]
     setup = _setup(model, clean, corrupt, [h for _, h in comps], mode, reference, align, prompt_len, output)
     n_pos = len(setup.target)
     if per_position:

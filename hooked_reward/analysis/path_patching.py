@@ -31,6 +31,7 @@ from hooked_reward.analysis.patching import (
     as_row,
 )
 from hooked_reward.errors import InputError
+from hooked_reward.names import Component
 from hooked_reward.outputs import select_output
 
 __all__ = ["Sender", "Receiver", "path_patch", "all_senders"]
@@ -50,8 +51,8 @@ def all_senders(model: Any, before_layer: int | None = None, mlps: bool = True) 
     return out
 
 
-def _label(s: Sender) -> str:
-    return f"L{s[1]}H{s[2]}" if s[0] == "head" else f"MLP{s[1]}"
+def _label(s: Sender) -> Component:
+    return Component("head", s[1], s[2]) if s[0] == "head" else Component("mlp_out", s[1])
 
 
 def _parse_receivers(receiver: str | Receiver | Sequence[Receiver]) -> list[Receiver] | None:
@@ -161,7 +162,7 @@ def path_patch(
                 .cpu()
             )
     rewards = torch.cat(out)
-    rec_label = "reward" if recs is None else "+".join(f"L{r[1]}H{r[2]}.{r[0]}" for r in recs)
+    rec_label = "reward" if recs is None else "+".join(f"{Component('head', r[1], r[2])}.{r[0]}" for r in recs)
     return PatchingResult(
         values=rewards - r_target,
         rewards=rewards,

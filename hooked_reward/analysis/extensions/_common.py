@@ -24,27 +24,7 @@ from torch import Tensor
 
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm, reward_direction
-
-FINAL_SCALE = "ln_final.hook_scale"
-
-
-def final_resid_hook(model: Any) -> str:
-    """The last block's output, `blocks.{L-1}.hook_resid_post`: the pre-norm residual the head reads."""
-    return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-
-
-def resid_hooks(model: Any, layers: Sequence[int] | None = None) -> list[str]:
-    """`blocks.{l}.hook_resid_post` for `layers` (default: every layer)."""
-    layers = range(model.cfg.n_layers) if layers is None else layers
-    return [f"blocks.{layer}.hook_resid_post" for layer in layers]
-
-
-def layer_of(hook_name: str) -> int:
-    """The block index in a hook name (`blocks.3.attn.hook_z` -> 3); -1 for hooks before the blocks."""
-    parts = hook_name.split(".")
-    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return -1
+from hooked_reward.names import FINAL_SCALE, final_resid_hook
 
 
 @torch.no_grad()

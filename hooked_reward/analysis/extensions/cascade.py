@@ -41,6 +41,7 @@ from hooked_reward.analysis.extensions._common import cosine_matrix, figure, fra
 from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
+from hooked_reward.names import Component, as_components, head_components
 
 __all__ = [
     "DIMENSIONS",
@@ -473,6 +474,7 @@ def item_attributions(
                 names_filter=lambda n: _decomposition_filter(n, heads) or n == final,
             )
             stack, labels = cache.decompose_resid(return_labels=True)
+            labels = as_components(labels, model, pos_embed="pos_embed" in labels)
             if heads:
                 parts, labels_h = [stack[:1]], [labels[0]]
                 for layer in range(model.cfg.n_layers):
@@ -480,13 +482,13 @@ def item_attributions(
                     per_head = per_head.permute(2, 0, 1, 3)
                     rest = cache[f"blocks.{layer}.hook_attn_out"][None] - per_head.sum(0, keepdim=True)
                     parts += [per_head, rest, cache[f"blocks.{layer}.hook_mlp_out"][None]]
-                    labels_h += [f"L{layer}H{h}" for h in range(per_head.shape[0])] + [
-                        f"{layer}_attn_bias",
-                        f"{layer}_mlp_out",
+                    labels_h += head_components(model, [layer]) + [
+                        Component("attn_bias", layer),
+                        Component("mlp_out", layer),
                     ]
                 if labels[1] == "pos_embed":
                     parts.insert(1, stack[1:2])
-                    labels_h.insert(1, "pos_embed")
+                    labels_h.insert(1, Component("pos_embed"))
                 stack, labels = torch.cat(parts), labels_h
             a = cache.reward_attrs(stack)
             if a.ndim == 3:

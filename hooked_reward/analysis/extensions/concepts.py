@@ -35,11 +35,9 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
-    FINAL_SCALE,
     at_reward_pos_hook,
     cosine,
     figure,
-    final_resid_hook,
     frame,
     frozen_final_scale,
     random_cosine_null,
@@ -49,6 +47,7 @@ from hooked_reward.analysis.extensions._common import (
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
+from hooked_reward.names import FINAL_SCALE, final_resid_hook
 
 __all__ = ["ConceptVector", "DoseResponse", "fit_concept", "dose_response"]
 

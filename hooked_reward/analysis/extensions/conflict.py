@@ -35,14 +35,13 @@ from sklearn.covariance import ledoit_wolf_shrinkage
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
-    FINAL_SCALE,
     figure,
-    final_resid_hook,
     frame,
     reward_direction_or_none,
 )
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
+from hooked_reward.names import FINAL_SCALE, final_resid_hook
 
 __all__ = ["ConflictResult", "whitened_cosine", "conflict_analysis"]
 

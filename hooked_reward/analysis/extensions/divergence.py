@@ -32,10 +32,10 @@ from hooked_reward.analysis.extensions._common import (
     at_reward_pos_hook,
     figure,
     frame,
-    layer_of,
     reward_position_acts,
 )
 from hooked_reward.errors import InputError
+from hooked_reward.names import layer_of
 
 __all__ = [
     "GaussianDensity",

@@ -6,7 +6,7 @@ For a factor's pairs, two complementary per-component measures of the mean Δ = 
   the reward position, read through the final norm with each run's own scale frozen, dotted with
   ``W_R_eff``), biased minus neutral, averaged over pairs.  Over the full decomposition (embeddings,
   every attention layer and MLP) the attributions sum to the mean Δ exactly (``b_R`` cancels).  Per head
-  the same is done with ``cache.stack_head_results``.
+  the same is done with the heads split through ``W_O``.
 * **Activation patching** — run the neutral text with one component's output *at the reward position*
   replaced by its value from the biased run, and record ``r(patched) − r(neutral)``, averaged over pairs.
   Only the reward position is patched, and it is aligned explicitly (biased row ``i``'s reward position
@@ -26,7 +26,6 @@ same numbers if that module is absent).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +34,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_reward.analysis.attribution import attribution_from_cache
 from hooked_reward.analysis.stats import spearman
+from hooked_reward.errors import InputError
+from hooked_reward.names import Component
+from hooked_reward.outputs import select_output
 
 __all__ = ["FactorLocalisation", "localise_pairs", "component_hook"]
 
@@ -101,24 +104,14 @@ class FactorLocalisation:
         return ax
 
 
-_ATTN = re.compile(r"^(\d+)_attn_out$")
-_MLP = re.compile(r"^(\d+)_mlp_out$")
-_HEAD = re.compile(r"^L(\d+)H(\d+)$")
-
-
-def component_hook(label: str) -> tuple[str, int | None]:
-    """TransformerLens hook name (and head index, for heads) of a ``decompose_resid`` / head label."""
-    if label == "embed":
-        return "hook_embed", None
-    if label == "pos_embed":
-        return "hook_pos_embed", None
-    if m := _ATTN.match(label):
-        return f"blocks.{m.group(1)}.hook_attn_out", None
-    if m := _MLP.match(label):
-        return f"blocks.{m.group(1)}.hook_mlp_out", None
-    if m := _HEAD.match(label):
-        return f"blocks.{m.group(1)}.attn.hook_z", int(m.group(2))
-    raise ValueError(f"no hook for component label {label!r}")
+def component_hook(label: Component) -> tuple[str, int | None]:
+    """TransformerLens hook name (and head index, for heads) of a component (a `names.Component`, as
+    attribution results label their rows). Bias rows have no activation of their own: `InputError`."""
+    if not isinstance(label, Component):
+        raise InputError(f"{label!r} is a plain string; pass a names.Component (as attribution results carry).")
+    if label.kind not in ("embed", "pos_embed", "attn_out", "mlp_out", "head"):
+        raise InputError(f"Component {str(label)!r} ({label.kind}) has no activation of its own to patch.")
+    return label.hook_name, label.head
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -127,39 +120,17 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return spearman(a, b, nan_policy="omit", what="DRA vs patching per component")
 
 
-def _pair_dra(cache_b, cache_n, by: str, output: int | None) -> tuple[list[str], np.ndarray]:
+def _pair_dra(cache_b, cache_n, by: str, output: int | str | None) -> tuple[list[str], np.ndarray]:
     """Mean over pairs of DRA(biased) − DRA(neutral) per row of granularity ``by`` ("component"/"head").
 
     Uses :func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split with ``W_O``, bias
-    rows kept so rows sum to Δreward); falls back to the cache's own ``decompose_reward`` /
-    ``stack_head_results`` when that module is unavailable.
+    rows kept so rows sum to Δreward); rows are labelled with `names.Component`s.
     """
-    try:
-        from hooked_reward.analysis.attribution import attribution_from_cache
-    except ImportError:  # pragma: no cover - attribution ships with the package
-        attribution_from_cache = None
-    if attribution_from_cache is not None:
-        vb, labels = attribution_from_cache(cache_b, by=by, output=output)  # [row, batch, n_outputs]
-        vn, _ = attribution_from_cache(cache_n, by=by, output=output)
-        diff = (vb.float() - vn.float()).mean(1)
-        diff = diff[:, 0] if diff.ndim == 2 and diff.shape[-1] == 1 else diff
-        return list(labels), diff.cpu().numpy().astype(np.float64)
-    if by == "component":
-        ab, labels = cache_b.decompose_reward(output=output)
-        an, _ = cache_n.decompose_reward(output=output)
-    else:
-        hb, labels = cache_b.stack_head_results(return_labels=True)
-        hn, _ = cache_n.stack_head_results(return_labels=True)
-        ab, an = cache_b.reward_attrs(hb, output=output), cache_n.reward_attrs(hn, output=output)
-    return list(labels), (ab.float() - an.float()).mean(-1).cpu().numpy().astype(np.float64)
-
-
-def _select(rewards: Tensor, output: int | None) -> Tensor:
-    if rewards.ndim == 2:
-        if output is None:
-            raise ValueError("multi-output reward head: pass output=<index> to choose the objective to probe")
-        rewards = rewards[:, output]
-    return rewards.float()
+    vb, labels = attribution_from_cache(cache_b, by=by, output=output)  # [row, batch, n_outputs]
+    vn, _ = attribution_from_cache(cache_n, by=by, output=output)
+    diff = (vb.float() - vn.float()).mean(1)
+    diff = diff[:, 0] if diff.ndim == 2 and diff.shape[-1] == 1 else diff
+    return list(labels), diff.cpu().numpy().astype(np.float64)
 
 
 @torch.no_grad()
@@ -170,7 +141,7 @@ def _patched_rewards(
     hook: str,
     head: int | None,
     source: Tensor,
-    output: int | None,
+    output: int | str | None,
 ) -> Float[Tensor, "batch"]:
     """Rewards of ``tokens`` with ``hook`` (head ``head``) at each row's reward position set to ``source``.
 
@@ -190,7 +161,7 @@ def _patched_rewards(
 
     with model.hooks(fwd_hooks=[(hook, patch)]):
         out = model(tokens, attention_mask=mask)
-    return _select(out, output)
+    return select_output(out, output, names=model.output_names).float()
 
 
 @torch.no_grad()
@@ -201,7 +172,7 @@ def _patch_with_module(
     neutral: tuple[Tensor, Tensor],
     r_neutral: Tensor,
     items: Sequence[tuple[str, int | None]],
-    output: int | None,
+    output: int | str | None,
 ) -> np.ndarray:
     """Mean over pairs of ``r(neutral with item patched from biased at the reward position) − r(neutral)``,
     with :func:`hooked_reward.analysis.patching.run_patched`: per pair, the neutral row (unpadded) is the
@@ -232,7 +203,7 @@ def localise_pairs(
     *,
     heads: bool = True,
     patching: bool = True,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> FactorLocalisation:
     """DRA and reward-position patching of ``mean(r(biased) − r(neutral))`` per component (and head).
 
@@ -242,7 +213,8 @@ def localise_pairs(
     (tb, mb), (tn, mn) = biased, neutral
     rb, cb = model.run_with_cache(tb, attention_mask=mb, positions="reward")
     rn, cn = model.run_with_cache(tn, attention_mask=mn, positions="reward")
-    rb, rn = _select(rb, output), _select(rn, output)
+    rb = select_output(rb, output, names=model.output_names).float()
+    rn = select_output(rn, output, names=model.output_names).float()
     labels, dra = _pair_dra(cb, cn, "component", output)
 
     def act_at_reward(cache, hook: str, head: int | None) -> Tensor:
@@ -283,7 +255,7 @@ def localise_pairs(
     head_patch = np.zeros(0)
     if heads:
         all_labels, all_dra = _pair_dra(cb, cn, "head", output)
-        keep = [i for i, lab in enumerate(all_labels) if _HEAD.match(lab)]
+        keep = [i for i, lab in enumerate(all_labels) if lab.kind == "head"]
         head_labels = [all_labels[i] for i in keep]
         head_dra = all_dra[keep]
         head_patch = patch_all(head_labels) if patching else np.full(len(head_labels), np.nan)
