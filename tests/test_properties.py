@@ -1,0 +1,138 @@
+"""Issue 22: property-based tests (hypothesis) of the invariants users rely on, on every architecture:
+
+- a row's reward is the same alone and anywhere in any batch, left-, right- or both-side padded, whatever the pad
+  id (padding never changes a reward);
+- the tokens under a mask's zeros never change a reward, and masks with gaps match HF's forward with that mask;
+- the reward-position cache (`positions="reward"`) equals the full cache at each row's reward position, exactly.
+
+Examples are few and derandomized (CI runs the same cases every time), with no deadline and no example
+database written to disk.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ARCHS, VOCAB, build_hf_model, word_tokenizer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hooked_reward import HookedRewardModel
+
+TOL = 1e-4
+PROPERTY = settings(max_examples=8, deadline=None, derandomize=True, database=None)
+
+token_rows = st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=7)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, tuple[HookedRewardModel, torch.nn.Module]]:
+    """One tiny model per architecture, with an untouched HF copy (same weights) as the reference."""
+    out = {}
+    for arch in ARCHS:
+        reference = build_hf_model(arch)
+        out[arch] = (HookedRewardModel.from_hf_model(build_hf_model(arch), tokenizer=word_tokenizer()), reference)
+    return out
+
+
+@st.composite
+def placed_batches(draw: st.DrawFn) -> tuple[list[list[int]], list[int], int, int]:
+    """Rows of token ids, where each row starts in a batch of some width (left, right or both-side padding), and a
+    pad id."""
+    rows = draw(st.lists(token_rows, min_size=1, max_size=4))
+    width = max(map(len, rows)) + draw(st.integers(0, 3))
+    starts = [draw(st.integers(0, width - len(row))) for row in rows]
+    return rows, starts, width, draw(st.integers(0, VOCAB - 1))
+
+
+def build_batch(rows: list[list[int]], starts: list[int], width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        tokens[i, start : start + len(row)] = torch.tensor(row)
+        mask[i, start : start + len(row)] = 1
+    return tokens, mask
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_reward_of_a_row_is_the_same_alone_and_in_any_padded_batch(models, arch: str) -> None:
+    model, _ = models[arch]
+
+    @PROPERTY
+    @given(placed_batches())
+    def check(batch: tuple[list[list[int]], list[int], int, int]) -> None:
+        rows, starts, width, pad = batch
+        tokens, mask = build_batch(rows, starts, width, pad)
+        with torch.no_grad():
+            batched = model(tokens, attention_mask=mask)
+            alone = torch.cat([model(torch.tensor([row])) for row in rows])
+        assert (batched - alone).abs().max() <= TOL
+
+    check()
+
+
+@st.composite
+def gapped_rows(draw: st.DrawFn) -> tuple[list[int], list[int], list[int]]:
+    """A row, a mask over it whose last entry is 1 (the reward token) with any zeros before, and other ids."""
+    row = draw(st.lists(st.integers(1, VOCAB - 1), min_size=2, max_size=8))
+    mask = [*draw(st.lists(st.integers(0, 1), min_size=len(row) - 1, max_size=len(row) - 1)), 1]
+    other = draw(st.lists(st.integers(0, VOCAB - 1), min_size=len(row), max_size=len(row)))
+    return row, mask, other
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_masked_tokens_never_change_a_reward_and_gaps_match_hf(models, arch: str) -> None:
+    model, reference = models[arch]
+
+    @PROPERTY
+    @given(gapped_rows())
+    def check(case: tuple[list[int], list[int], list[int]]) -> None:
+        row, mask_list, other = case
+        tokens, mask = torch.tensor([row]), torch.tensor([mask_list])
+        swapped = torch.where(mask.bool(), tokens, torch.tensor([other]))
+        first = int(mask[0].nonzero()[0])  # HF's positions count from the row's start: drop leading padding
+        with torch.no_grad():
+            ours = model(tokens, attention_mask=mask)
+            hf = reference(tokens[:, first:], attention_mask=mask[:, first:]).logits[:, 0]
+            assert (ours - hf).abs().max() <= TOL
+            assert (model(swapped, attention_mask=mask) - ours).abs().max() <= TOL
+
+    check()
+
+
+def at_reward(full: torch.Tensor, positions: torch.Tensor, pos_dim: int) -> torch.Tensor:
+    """`full` read at each row's position along `pos_dim`, keeping that axis (size 1)."""
+    full = full.expand(len(positions), *full.shape[1:]) if full.shape[0] == 1 else full
+    index_shape = [1] * full.ndim
+    index_shape[0] = len(positions)
+    index = positions.view(index_shape).expand(*full.shape[:pos_dim], 1, *full.shape[pos_dim + 1 :])
+    return full.gather(pos_dim, index)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_reward_cache_equals_full_cache_at_reward_positions(models, arch: str) -> None:
+    model, _ = models[arch]
+
+    @PROPERTY
+    @given(placed_batches())
+    def check(batch: tuple[list[list[int]], list[int], int, int]) -> None:
+        tokens, mask = build_batch(*batch)
+        width = tokens.shape[1]
+        rewards, full = model.run_with_cache(tokens, attention_mask=mask)
+        reward_rewards, reward_only = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
+        assert torch.equal(rewards, reward_rewards)
+        assert set(reward_only.cache_dict) == set(full.cache_dict)
+        positions = model.reward_positions(mask)
+        for name, kept in reward_only.cache_dict.items():
+            whole = full[name]
+            if whole.ndim < 2 or whole.shape[0] not in (1, len(positions)):
+                assert torch.equal(kept, whole), name
+                continue
+            pos_dim = model._pos_slice_dim(name, model.hook_dict.get(name)) % whole.ndim
+            if pos_dim == 0 or whole.shape[pos_dim] != width or kept.shape[pos_dim] != 1 or width == 1:
+                assert torch.equal(kept, whole), name
+                continue
+            expected = at_reward(whole, positions, pos_dim)
+            assert torch.equal(kept.expand_as(expected), expected), name
+
+    check()
