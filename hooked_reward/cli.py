@@ -7,33 +7,77 @@
     hooked-reward faithfulness [--model DIR --pairs FILE.jsonl]
     hooked-reward extensions [--model DIR]
 
-Each writes a report folder (`index.html`, PNG plots, `report.json`) and prints its path.
+Each writes a report folder (`index.html`, PNG plots, `report.json`) and prints its path. The folder is written
+atomically (a temporary folder beside it, renamed into place at the end). Errors in the input print one line and
+exit with status 2; anything unexpected prints a short message (the traceback with `--debug`) and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 DEFAULT_ORGANISM = "sycophancy"
 
 
+def _organism_name(model_dir: str | None) -> str | None:
+    """The bundled organism a `--model` directory is (None for a user checkpoint)."""
+    from hooked_reward import organisms
+
+    if model_dir is None:
+        return DEFAULT_ORGANISM
+    for name in organisms.list_organisms():
+        if Path(model_dir).resolve() == organisms.checkpoint_dir(name).resolve():
+            return name
+    return None
+
+
 def _load_model(model_dir: str | None) -> tuple[Any, Callable[[str, str], str], list[dict] | None]:
     """The model, how its texts are rendered, and its bundled pairs (organisms only)."""
     from hooked_reward import HookedRewardModel, organisms
 
-    if model_dir is None:
-        model = organisms.load(DEFAULT_ORGANISM)
-        return model, organisms.render, organisms.load_pairs(DEFAULT_ORGANISM)
-    for name in organisms.list_organisms():
-        if Path(model_dir).resolve() == organisms.checkpoint_dir(name).resolve():
-            return organisms.load(name), organisms.render, organisms.load_pairs(name)
+    name = _organism_name(model_dir)
+    if name is not None:
+        return organisms.load(name), organisms.render, organisms.load_pairs(name)
     model = HookedRewardModel.from_pretrained(model_dir)
     return model, model.render_chat, None
+
+
+def _provenance(args: argparse.Namespace, model: Any = None) -> dict[str, Any]:
+    """What made this report: the command line, model, versions, time (shown at the end of every report)."""
+    import torch
+    import transformers
+
+    import hooked_reward
+
+    organism = _organism_name(getattr(args, "model", None))
+    info: dict[str, Any] = {
+        "command": "hooked-reward " + " ".join(getattr(args, "argv", []) or [args.command]),
+        "model": getattr(args, "model", None) or f"bundled organism '{DEFAULT_ORGANISM}'",
+    }
+    if organism is not None:
+        info["organism"] = organism
+    if model is not None:
+        cfg = model.cfg
+        info["architecture"] = f"{cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}"
+    if getattr(args, "pairs", None):
+        info["pairs file"] = args.pairs
+    info.update(
+        {
+            "hooked_reward": hooked_reward.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+    )
+    return info
 
 
 def _pairs(args: argparse.Namespace, bundled: list[dict] | None, render: Callable[[str, str], str]) -> list:
@@ -57,36 +101,52 @@ def _pairs(args: argparse.Namespace, bundled: list[dict] | None, render: Callabl
 
 
 def cmd_analyze(args: argparse.Namespace) -> Path:
+    from hooked_reward import organisms
     from hooked_reward.report.analyze import analyze
 
     model, render, bundled = _load_model(args.model)
     pairs = _pairs(args, bundled, render)
-    title = f"hooked_reward analysis of {args.model or 'the ' + DEFAULT_ORGANISM + ' organism'}"
-    return analyze(model, pairs, args.out, title=title, progress=not args.quiet)
+    organism = _organism_name(args.model)
+    planted = organisms.card(organism) if organism is not None and args.pairs is None else None
+    what = f"the {organism} organism" if organism is not None else args.model
+    return analyze(
+        model,
+        pairs,
+        args.out,
+        title=f"How {what} rewards its pairs",
+        planted=planted,
+        provenance=_provenance(args, model),
+        command=args.command,
+        progress=not args.quiet,
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> Path:
     from hooked_reward import organisms
-    from hooked_reward.analysis.probes import run_probe_suite, write_probe_report
+    from hooked_reward.analysis.probes import run_probe_suite
     from hooked_reward.analysis.probes.generators import organism_factors
+    from hooked_reward.report import write_probe_report
 
     model, render, bundled = _load_model(args.model)
     kwargs: dict[str, Any] = {}
     if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
         kwargs = {"factors": organism_factors(), "render": organisms.render}
     result = run_probe_suite(model, n_pairs=args.n_pairs, seed=args.seed, progress=not args.quiet, **kwargs)
-    return Path(write_probe_report(result, args.out))
+    return write_probe_report(result, args.out, provenance=_provenance(args, model))
 
 
 def cmd_compare(args: argparse.Namespace) -> Path:
-    from hooked_reward.analysis.compare import compare_models, write_compare_report
+    from hooked_reward.analysis.compare import compare_models
+    from hooked_reward.report import write_compare_report
 
     model_a, render, bundled = _load_model(args.model)
     model_b, _, _ = _load_model(args.model_b)
     pairs = _pairs(args, bundled, render)
     records = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
     result = compare_models(model_a, model_b, records, render_a=_identity, render_b=_identity, progress=not args.quiet)
-    return Path(write_compare_report(result, args.out))
+    provenance = _provenance(args, model_a)
+    provenance["model B"] = args.model_b
+    return write_compare_report(result, args.out, provenance=provenance)
 
 
 def _identity(prompt: str, response: str) -> str:
@@ -94,52 +154,31 @@ def _identity(prompt: str, response: str) -> str:
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hooked_reward.analysis.faithfulness import faithfulness_study
-    from hooked_reward.report.html import Report
+    from hooked_reward.report.faithfulness import write_faithfulness_report
 
     model, render, bundled = _load_model(args.model)
     pairs = _pairs(args, bundled, render)
-    report = Report(Path(args.out), "Faithfulness: direct reward attribution vs activation patching")
-    report.add_text(
-        "What this is",
-        "Per pair, the Spearman correlation between each component's direct reward attribution of "
-        "r(chosen) − r(rejected) and its denoising patching effect (chosen activations into the rejected run); "
-        "pairs of different token lengths are aligned at the reward position (right ends). Over pairs: mean, BCa "
-        "bootstrap 95% CI, and sign-flip and Wilcoxon tests against 0.",
+    return write_faithfulness_report(
+        model, pairs, args.out, provenance=_provenance(args, model), progress=not args.quiet
     )
-    for by in ("component", "head"):
-        result = faithfulness_study(
-            model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward", progress=not args.quiet
-        )
-        report.add_table(f"Summary ({by})", [result.summary()])
-        fig, ax = plt.subplots(figsize=(5, 3))
-        result.plot(ax=ax)
-        report.add_figure(f"Per-pair Spearman ρ ({by})", fig, f"faithfulness_{by}")
-        report.add_data(
-            by,
-            {
-                "summary": result.summary(),
-                "rho": result.rho,
-                "labels": result.components,
-                "attribution": result.attribution,
-                "patching": result.patching,
-            },
-        )
-    return report.write()
 
 
 def cmd_extensions(args: argparse.Namespace) -> Path:
     from hooked_reward import organisms
-    from hooked_reward.analysis.extensions import write_extensions_report
+    from hooked_reward.report import write_extensions_report
 
-    model, render, _ = _load_model(args.model)
-    kwargs = {"render": organisms.render} if render is organisms.render else {}
-    return Path(write_extensions_report(model, args.out, progress=not args.quiet, **kwargs))
+    model, render, bundled = _load_model(args.model)
+    kwargs: dict[str, Any] = {}
+    if bundled is not None:  # an organism: its own held-out pairs, grouped by mechanism
+        dims: dict[str, list[tuple[str, str]]] = {}
+        for p in bundled:
+            group = dims.setdefault(p["mechanism"], [])
+            if len(group) < 40:
+                group.append((organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"])))
+        kwargs = {"dimensions": dims, "render": organisms.render}
+    return write_extensions_report(
+        model, args.out, progress=not args.quiet, provenance=_provenance(args, model), **kwargs
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         if pairs:
             p.add_argument("--pairs", help="JSONL of {prompt, chosen, rejected, mechanism} (default: bundled pairs)")
             p.add_argument("--max-pairs", type=int, default=0, help="use at most this many pairs (0: all)")
-        p.add_argument("--out", default=out, help=f"report folder (default: {out})")
+        p.add_argument("--out", default=out, help=f"report folder (default: {out}); replaced by the new report")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
 
     demo = sub.add_parser("demo", help="lens, attribution and patching on the bundled organism")
     common(demo, "hooked_reward_report")
@@ -180,19 +220,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hooked_reward.errors import HookedRewardError
+    """Run one command; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted)."""
+    from hooked_reward.errors import HookedRewardError, HookNameError
+    from hooked_reward.report.html import check_output_dir
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "max_pairs", None) == 0 and getattr(args, "max_pairs_default", None):
         args.max_pairs = args.max_pairs_default
     start = time.time()
+    prefix = f"hooked-reward {args.command}"
     try:
+        check_output_dir(args.out)  # before loading anything: a bad --out fails in a second, not after the run
         out = args.func(args)
-    except (HookedRewardError, FileNotFoundError) as err:
-        print(f"hooked-reward {args.command}: error: {err}", file=sys.stderr)
+    except (HookedRewardError, HookNameError, FileNotFoundError) as err:
+        print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; no report written (a previous one is untouched).", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: a short message, not a wall
+        if args.debug:
+            raise
+        print(
+            f"{prefix}: unexpected error: {type(err).__name__}: {_one_line(err)}\n"
+            "No report was written. Run again with --debug for the full traceback, and please report it.",
+            file=sys.stderr,
+        )
+        return 1
     print(f"Report written to {out} ({time.time() - start:.1f} s)")
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 if __name__ == "__main__":

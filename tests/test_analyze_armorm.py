@@ -28,7 +28,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             "--quiet",
         ]
     )
-    return out, json.loads((out / "report.json").read_text())
+    return out, json.loads((out / "report.json").read_text())["results"]
 
 
 def test_analyze_armorm_report(report) -> None:

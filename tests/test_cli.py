@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from hooked_reward import organisms
 from hooked_reward.cli import main
+from hooked_reward.errors import InputError
+from hooked_reward.report import SCHEMA, Report, safe_name
 
 
 def test_demo_writes_report(tmp_path: Path) -> None:
@@ -16,8 +19,11 @@ def test_demo_writes_report(tmp_path: Path) -> None:
     assert main(["demo", "--out", str(out), "--max-pairs", "12", "--quiet"]) == 0
     for name in ["index.html", "report.json", "lens.png", "attribution_head.png", "attribution_component.png"]:
         assert (out / name).exists(), name
-    assert list(out.glob("patching_*.png")), "patching heatmaps"
-    data = json.loads((out / "report.json").read_text())
+    assert len(list(out.glob("dra_vs_patching_*.png"))) == 3, "DRA and patching per mechanism"
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == SCHEMA and report["command"] == "demo"
+    assert report["provenance"]["organism"] == "sycophancy"
+    data = report["results"]
     by_mech = {row["mechanism"]: row for row in data["behaviour"]}
     assert set(by_mech) == {"sentiment", "length", "sycophancy"}
     card = organisms.card("sycophancy")
@@ -67,3 +73,124 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         ]
     )
     assert code == 2 and "chosen" in capsys.readouterr().err
+
+
+def test_demo_finds_the_planted_head(tmp_path: Path) -> None:
+    """The sycophancy organism's card plants its mechanism in head L0H2: patching (over all pairs) ranks it first
+    and restores most of the margin, DRA does not (it acts through the MLPs); the report's table says so."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--max-pairs", "24", "--quiet"]) == 0
+    data = json.loads((out / "report.json").read_text())["results"]
+    rows = [
+        r
+        for r in data["found_vs_planted"]
+        if r["mechanism"] == "sycophancy" and r["planted (model card)"].startswith("L0H2")
+    ]
+    assert len(rows) == 1 and rows[0]["rank by patching"] == "1 of 8" and rows[0]["found by patching"] == "yes"
+    heads = data["agreement"]["sycophancy"]["head"]
+    i = heads["labels"].index("L0H2")
+    margin = next(r["mean margin"] for r in data["behaviour"] if r["mechanism"] == "sycophancy")
+    assert heads["patching_mean"][i] > 0.8 * margin  # patching L0H2 alone restores most of the margin
+    assert abs(heads["dra_mean"][i]) < 0.2 * margin  # its direct write is small
+    assert len(heads["dra"]) == 8  # aggregated over every sycophancy pair, not the first one
+    assert data["circuit_sycophancy"]["top_heads"][0] == "L0H2"
+    html = (out / "index.html").read_text()
+    assert "Found vs planted" in html and "L0H2 (blocks.0.attn.head.2)" in html
+    assert "(issue" not in html and "[" + "'" not in html  # no internal references, no Python list reprs
+
+
+def _fail(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the model must not be loaded when --out is unusable")
+
+
+def test_cli_checks_output_before_work(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    import hooked_reward.cli as cli
+
+    monkeypatch.setattr(cli, "_load_model", _fail)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert main(["demo", "--out", str(a_file), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and str(a_file) in err and len(err.strip().splitlines()) == 1
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(busy), "--quiet"]) == 2
+    assert "other files" in capsys.readouterr().err and (busy / "notes.txt").read_text() == "mine"
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["demo", "--out", str(locked / "r"), "--quiet"]) == 2
+        assert "not writable" in capsys.readouterr().err
+
+
+def test_cli_unexpected_error_is_short(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    import hooked_reward.cli as cli
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("something broke\ninside")
+
+    monkeypatch.setattr(cli, "_load_model", boom)
+    assert main(["demo", "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: something broke inside" in err and "Traceback" not in err and "--debug" in err
+    with pytest.raises(RuntimeError):
+        main(["demo", "--out", str(tmp_path / "o"), "--quiet", "--debug"])
+    monkeypatch.setattr(cli, "_load_model", lambda *a: (_ for _ in ()).throw(InputError("bad thing 'x'")))
+    assert main(["demo", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "hooked-reward demo: error: bad thing 'x'"
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_is_atomic(tmp_path: Path) -> None:
+    """A report replaces its folder entirely, and an interrupted one leaves the previous report untouched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = tmp_path / "rep"
+    with Report(out, "first") as report:
+        report.add_figure("a", plt.figure(), "old_plot")
+        report.add_data("n", 1)
+        report.write()
+    assert (out / "old_plot.png").exists()
+    with pytest.raises(KeyboardInterrupt), Report(out, "second") as report:
+        report.add_figure("b", plt.figure(), "new_plot")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "old_plot.png", "report.json"]
+    assert json.loads((out / "report.json").read_text())["title"] == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary folder left behind
+    with Report(out, "third") as report:
+        report.add_figure("c", plt.figure(), "new_plot")
+        report.write()
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "new_plot.png", "report.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_labels_become_safe_file_names(tmp_path: Path) -> None:
+    taken: set[str] = set()
+    assert safe_name("a/b", taken) == "a_b"
+    assert safe_name("a b", taken) == "a_b_2"  # unique
+    assert safe_name("../..", taken) == "item"
+    pairs = tmp_path / "pairs.jsonl"
+    records = organisms.load_pairs("sycophancy")[:3] + organisms.load_pairs("sycophancy")[-3:]
+    for r, label in zip(records, ["x/y", "x/y", "x/y", "../up", "../up", "../up"], strict=True):
+        r["mechanism"] = label
+    pairs.write_text("\n".join(json.dumps(r) for r in records))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "analyze",
+            "--model",
+            str(organisms.checkpoint_dir("sycophancy")),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert (out / "dra_vs_patching_x_y.png").exists() and (out / "dra_vs_patching_up.png").exists()
+    assert all(p.parent == out for p in out.rglob("*")) and not (tmp_path / "up").exists()

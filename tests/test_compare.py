@@ -19,8 +19,8 @@ from hooked_reward.analysis.compare import (
     reward_direction_cosines,
     shared_basis,
     whitened_cosine,
-    write_compare_report,
 )
+from hooked_reward.report import write_compare_report
 
 
 def _save(model, path):
@@ -126,7 +126,7 @@ def test_self_comparison_is_one_everywhere(models, pairs, tmp_path):
     assert {"value", "ci_low", "ci_high"} <= set(frame.columns)
     path = write_compare_report(res, tmp_path / "rep")
     assert path.exists()
-    assert (tmp_path / "rep" / "compare.png").exists() and (tmp_path / "rep" / "results.json").exists()
+    assert (tmp_path / "rep" / "compare.png").exists() and (tmp_path / "rep" / "report.json").exists()
 
 
 def test_negated_head(models, pairs):

@@ -25,10 +25,10 @@ from hooked_reward.analysis.extensions import (
     misalignment_pairs,
     score_patched_runs,
     whitened_cosine,
-    write_extensions_report,
 )
 from hooked_reward.analysis.extensions._common import random_cosine_null
 from hooked_reward.analysis.extensions.divergence import GaussianDensity, ablation_hooks
+from hooked_reward.report import write_extensions_report
 
 VOCAB_IDS = {t: i for i, t in enumerate(SPECIALS + WORDS)}
 FILLER = "the a is was question answer great awful".split()
@@ -271,9 +271,10 @@ def test_write_extensions_report(llama, tmp_path):
     }
     path = write_extensions_report(llama, tmp_path / "rep", dimensions=dims, n_boot=100, n_perm=99, progress=False)
     html = path.read_text()
+    results = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
     for name in ("distortion", "divergence", "cascade", "conflict", "concepts"):
         assert (tmp_path / "rep" / f"{name}.png").exists(), name
-        assert "skipped" not in json.loads((tmp_path / "rep" / f"{name}.json").read_text())
+        assert "skipped" not in results[name]
     assert html.count("<h2>") >= 5
 
 

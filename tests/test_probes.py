@@ -22,8 +22,8 @@ from hooked_reward.analysis.probes import (
     render_and_tokenize,
     run_probe_suite,
     verdict,
-    write_probe_report,
 )
+from hooked_reward.report import write_probe_report
 
 
 def _noise(text: str, sd: float = 1.0) -> float:
@@ -155,9 +155,9 @@ def test_localisation_sums_and_report(tiny, tmp_path):
         assert loc.to_frame().shape[0] == len(loc.labels) + len(loc.head_labels)
     html = write_probe_report(res, tmp_path / "report")
     assert html.exists()
-    for f in ("forest.png", "results.json", "localisation_length.png"):
+    for f in ("forest.png", "report.json", "localisation_length.png"):
         assert (tmp_path / "report" / f).exists()
-    data = json.loads((tmp_path / "report" / "results.json").read_text())
+    data = json.loads((tmp_path / "report" / "report.json").read_text())["results"]["probes"]
     assert {f["factor"] for f in data["factors"]} == {"length", "emoji"}
 
 

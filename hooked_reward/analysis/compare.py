@@ -72,7 +72,6 @@ __all__ = [
     "reward_direction_cosines",
     "shared_basis",
     "formation_depth",
-    "write_compare_report",
 ]
 
 Render = Callable[[str, str], str]
@@ -410,6 +409,10 @@ class CompareResult(LabeledTensor):
             _, ax = plt.subplots(figsize=(5, 4))
         im = ax.imshow(self.cka, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.figure.colorbar(im, ax=ax)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(f"{self.names[1]} layer")
         ax.set_ylabel(f"{self.names[0]} layer")
         ax.set_title("linear CKA of reward-position residuals", fontsize=9)
@@ -688,41 +691,3 @@ def _compare_runs(
         basis_reason=reason,
         notes=notes,
     )
-
-
-def write_compare_report(result: CompareResult, out_dir, title: str = "Reward model comparison"):
-    """Write ``results.json``, ``compare.png`` and ``index.html`` (a table of every metric with its CI)."""
-    import html
-    import json
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result.to_json(), indent=1))
-    fig = result.plot_panels()
-    fig.savefig(out / "compare.png", dpi=110)
-    plt.close(fig)
-
-    def f(v: float) -> str:
-        return "NaN" if not math.isfinite(v) else f"{v:.3f}"
-
-    rows = "".join(
-        f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{f(v[0])}</td><td>[{f(v[1])}, {f(v[2])}]</td></tr>"
-        for k, v in result.scalars().items()
-    )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} td,th{{padding:2px 8px;text-align:right}}
-</style></head><body><h1>{html.escape(title)}: {html.escape(result.names[0])} vs {html.escape(result.names[1])}</h1>
-<p>Intervals: 95% bootstrap over pairs. Residual bases shared: {result.shared_basis}
-({html.escape(result.basis_reason)}).</p>
-<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>{rows}</table><ul>{notes}</ul>
-<img src="compare.png" style="max-width:100%"></body></html>"""
-    path = out / "index.html"
-    path.write_text(page)
-    return path

@@ -138,10 +138,15 @@ def faithfulness_study(
     if len(pairs) == 0:
         raise InputError("No pairs given.")
     labels = _dra_labels(model, by)
+    # DRA reads the same output as patching: on a multi-objective head (objective columns, then the score) that is
+    # the column named like the model's output, not the output's index.
+    dra_output: int | str | None = output
+    if (output is None or isinstance(output, int)) and model.output_names[output or 0] in model.head.readout_names():
+        dra_output = model.output_names[output or 0]
     attr_rows, patch_rows, rhos, gaps = [], [], [], []
     for clean, corrupt in tqdm(pairs, desc=f"faithfulness ({by})", disable=not progress):
         c_row, x_row = as_row(model, clean), as_row(model, corrupt)
-        dra = pair_reward_attribution(model, c_row[None], x_row[None], by=by, output=output, progress=False)
+        dra = pair_reward_attribution(model, c_row[None], x_row[None], by=by, output=dra_output, progress=False)
         idx = [dra.labels["component"].index(lab) for lab in labels]
         attr = dra.values[0, idx].float()
         kw = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)

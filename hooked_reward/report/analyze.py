@@ -1,7 +1,13 @@
-"""The main job: reward lens, direct reward attribution and activation patching on preference pairs.
+"""The main job: how each mechanism (or label) moves the reward, and where observational attribution and causal
+patching agree about which components carry it.
 
-`analyze(model, pairs, out_dir)` writes `index.html` (PNG plots: lens curves, attribution bars, patching
-heatmaps) and `report.json` (every number). `hooked-reward demo` runs it on the bundled organism.
+`analyze(model, pairs, out_dir)` writes `index.html` and `report.json`. Per mechanism: behaviour with intervals;
+the reward lens; direct reward attribution (DRA) by component and by head; exact denoising patching by component
+and by head, aggregated over all pairs with intervals; DRA against patching (scatter, Spearman ρ per pair and
+pooled, with intervals) and a plain-language summary; attention of the top heads (by patching) from the reward
+position over a pair's texts (interactive circuitsvis view and a PNG); the pair's tokens coloured by how much each
+one matters. With a model card (`planted=`, the organisms' ground truth), a "found vs planted" table.
+`hooked-reward demo` runs it on the bundled organism.
 
 Multi-objective (ArmoRM) heads: the main views follow the final score (lens and attribution read with the gate held
 fixed at each text's own gate weights; pair attributions add a "gate" row for the change of the gate, so they sum
@@ -15,15 +21,29 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from hooked_reward.analysis.stats import accuracy, bootstrap_ci, check_nan_policy, finite_rows
+from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
-from hooked_reward.report.html import Report
+from hooked_reward.report import plots
+from hooked_reward.report.agreement import Agreement, agreement, card_label, verdict
+from hooked_reward.report.attention import (
+    attention_figure,
+    circuitsvis_bundle,
+    circuitsvis_view,
+    head_attention,
+    highlight_tokens,
+)
+from hooked_reward.report.html import Report, safe_name
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
+
+__all__ = ["Pair", "analyze", "read_pairs", "render_pairs"]
 
 
 @dataclass
@@ -77,37 +97,60 @@ def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
     return float(x.mean()), float(low), float(high)
 
 
+def _ci_text(mean: float, low: float, high: float, digits: int = 2) -> str:
+    def f(v: float) -> str:
+        return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+    return f"{f(mean)} [{f(low)}, {f(high)}]"
+
+
+@dataclass
+class _Mechanism:
+    """Everything the report computed for one mechanism."""
+
+    name: str
+    pairs: list[Pair]
+    margin: tuple[float, float, float]
+    accuracy: float
+    by: dict[str, Agreement]
+
+
 def analyze(
-    model: Any,
+    model: HookedRewardModel,
     pairs: Sequence[Pair],
     out_dir: str | Path,
     *,
     title: str = "hooked_reward analysis",
-    n_patch_pairs: int = 4,
+    planted: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    command: str = "analyze",
+    n_top_heads: int = 3,
     batch_size: int = 32,
     progress: bool = True,
     nan_policy: str = "raise",
 ) -> Path:
-    """Run the reward lens, DRA and activation patching on `pairs`; write the report; return index.html.
+    """Analyse `pairs` (grouped by their `mechanism`) and write the report into `out_dir`; returns index.html.
 
-    A pair with a non-finite margin raises `NonFiniteError` naming it; `nan_policy="omit"` drops those pairs
-    (`report.json` records `n_omitted`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    `planted`: a model card's ground truth (`organisms.card(name)`: `mechanisms[m]["components"]`, e.g.
+    `blocks.0.attn.head.2`), which adds the "found vs planted" table. `n_top_heads`: heads shown in the attention
+    views (the largest by mean patching effect). A pair with a non-finite margin raises `NonFiniteError` naming
+    it; `nan_policy="omit"` drops those pairs (`report.json` records `n_omitted`).
+    """
     from hooked_reward.analysis.attribution import pair_reward_attribution
+    from hooked_reward.analysis.faithfulness import faithfulness_study
     from hooked_reward.analysis.lens import reward_lens
-    from hooked_reward.analysis.patching import patch_block_outputs
 
     if not pairs:
         raise InputError("No pairs to analyse.")
     check_nan_policy(nan_policy, allowed=("raise", "omit"))
-    report = Report(Path(out_dir), title)
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
-    mechanisms = sorted({p.mechanism for p in pairs})
+    mechanisms = list(dict.fromkeys(sorted(p.mechanism for p in pairs)))
+    colour = plots.colours(mechanisms)
     output = None if model.n_outputs == 1 else 0  # the model's output analysed (patching, behaviour)
     gated = model.head.readout_kind == "gate_fixed"
     names = model.head.readout_names()
@@ -115,289 +158,431 @@ def analyze(
     column = names.index("score") if gated else output
     by_mech = {mech: np.array([p.mechanism == mech for p in pairs]) for mech in mechanisms}
 
-    # Behaviour: margins and accuracy per mechanism.
+    # ---- compute -----------------------------------------------------------------------------------------
     with torch.no_grad():
         r_chosen = _batched_rewards(model, chosen, output, batch_size)
         r_rejected = _batched_rewards(model, rejected, output, batch_size)
-    margins = (r_chosen - r_rejected).numpy()
+    margins = (r_chosen - r_rejected).double().numpy()
     ok = finite_rows(margins, what="analyze: margins r(chosen) − r(rejected) (pairs by index)", nan_policy=nan_policy)
-    if not ok.all():  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
+    n_omitted = int((~ok).sum())
+    if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
         pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
         chosen, rejected, margins = [p.chosen for p in pairs], [p.rejected for p in pairs], margins[ok]
-        by_mech = {mech: flags[ok] for mech, flags in by_mech.items()}
-        report.add_data("n_omitted", int((~ok).sum()))
-    rows = []
-    for mech in mechanisms:
-        idx = by_mech[mech]
-        mean, low, high = _mean_ci(margins[idx])
-        rows.append(
-            {
-                "mechanism": mech,
-                "pairs": int(idx.sum()),
-                "accuracy": accuracy(margins[idx]),
-                "mean margin": mean,
-                "ci low": low,
-                "ci high": high,
-            }
+        mechanisms = list(dict.fromkeys(sorted(p.mechanism for p in pairs)))
+        by_mech = {mech: np.array([p.mechanism == mech for p in pairs]) for mech in mechanisms}
+    lens_kw = {"batch_size": batch_size, "progress": progress, "output": None if gated else output}
+    lens_c = reward_lens(model, chosen, **lens_kw)
+    lens_r = reward_lens(model, rejected, **lens_kw)
+    attributions = {
+        by: pair_reward_attribution(
+            model, chosen, rejected, by=by, batch_size=batch_size, progress=progress, output=None if gated else output
         )
-    report.add_table("Behaviour", rows, "Margin = r(chosen) − r(rejected); 95% BCa bootstrap CI over pairs.")
+        for by in ("component", "head")
+    }
+    found: dict[str, _Mechanism] = {}
+    for mech in mechanisms:
+        group = [p for p in pairs if p.mechanism == mech]
+        texts = [(p.chosen, p.rejected) for p in group]
+        by = {
+            granularity: agreement(
+                faithfulness_study(
+                    model, texts, by=granularity, align="reward", output=output, n_resamples=999, progress=progress
+                )
+            )
+            for granularity in ("component", "head")
+        }
+        m = margins[by_mech[mech]]
+        found[mech] = _Mechanism(mech, group, _mean_ci(m), accuracy(m), by)
+
+    # ---- write -------------------------------------------------------------------------------------------
+    intro = (
+        f"{len(pairs)} preference pairs in {len(mechanisms)} groups ({', '.join(mechanisms)}). For each group: how "
+        "much the model prefers the chosen text, where in the network the preference forms, which components "
+        "carry it according to direct reward attribution (DRA, observational: each component's direct write onto "
+        "the reward direction W_R) and according to activation patching (causal: the reward change when one "
+        "component's output from the chosen text is patched into the rejected text's run), and whether the two "
+        "agree."
+    )
+    with Report(out_dir, title, command=command, provenance=provenance, intro=intro) as report:
+        report.add_text(
+            "Summary",
+            _summary(found),
+        )
+        report.sections[-1].css_class = "summary"
+        if planted is not None:
+            _found_vs_planted(report, found, planted)
+        _behaviour(report, found, margins)
+        if n_omitted:
+            report.add_data("n_omitted", n_omitted)
+        _lens(report, mechanisms, by_mech, lens_c, lens_r, column if gated else None, colour)
+        _attribution(report, mechanisms, by_mech, attributions, column if gated else None, gated, colour)
+        _agreement_table(report, found)
+        bundle = circuitsvis_bundle()
+        if bundle is not None:
+            report.add_asset("circuitsvis.js", bundle, script=True)
+        for mech, mechanism in found.items():
+            _mechanism_sections(report, model, mechanism, colour[mech], n_top_heads, bundle is not None)
+        if gated:
+            from hooked_reward.report.objectives import objectives_section
+
+            objectives_section(report, model, mechanisms, by_mech, attributions["component"], lens_c, lens_r)
+        return report.write()
+
+
+def _summary(found: dict[str, _Mechanism]) -> list[str]:
+    """One paragraph per mechanism, in words: the preference, who carries it by patching and by DRA, agreement."""
+    out = []
+    for mech, m in found.items():
+        heads, comps = m.by["head"], m.by["component"]
+        top_head = heads.top("patching")
+        i = heads.labels.index(top_head)
+        share = heads.patch_mean[i] / m.margin[0] if m.margin[0] else float("nan")
+        dra_rank = heads.rank(top_head, "dra")
+        word = verdict(heads.rho_mean, heads.rho_ci)
+        line = (
+            f"{mech}: the model prefers the chosen text in {m.accuracy:.0%} of {len(m.pairs)} pairs, mean margin "
+            f"{_ci_text(*m.margin)}. Patching names head {top_head} first (patching it alone restores "
+            f"{share:.0%} of the margin) and {comps.top('patching')} among layers; DRA ranks {top_head} "
+            f"#{dra_rank} of {len(heads.labels)} heads (DRA {heads.dra_mean[i]:+.2f}) and puts {heads.top('dra')} "
+            f"first. Over heads, DRA and patching {word} "
+            f"(per-pair Spearman ρ {_ci_text(heads.rho_mean, *heads.rho_ci)})."
+        )
+        if dra_rank > 1 and heads.patch_mean[i] > 2 * abs(heads.dra_mean[i]):
+            line += (
+                f" {top_head} acts mostly through later components (its patching effect is far larger than its "
+                "direct write onto the reward), which DRA cannot see."
+            )
+        out.append(line)
+    return out
+
+
+def _found_vs_planted(report: Report, found: dict[str, _Mechanism], card: dict[str, Any]) -> None:
+    rows = []
+    for mech, info in card.get("mechanisms", {}).items():
+        if mech not in found or not isinstance(info, dict):
+            continue  # a card without per-component ground truth (e.g. planted objectives) has nothing to match
+        for component in info.get("components", []):
+            granularity, label = card_label(component)
+            a = found[mech].by[granularity]
+            if label not in a.labels:
+                continue
+            i = a.labels.index(label)
+            rank_p, rank_d = a.rank(label, "patching"), a.rank(label, "dra")
+            n_planted = sum(1 for c in info.get("components", []) if card_label(c)[0] == granularity)
+            rows.append(
+                {
+                    "mechanism": mech,
+                    "planted (model card)": f"{label} ({component})",
+                    "patching effect [95% CI]": _ci_text(a.patch_mean[i], a.patch_low[i], a.patch_high[i]),
+                    "rank by patching": f"{rank_p} of {len(a.labels)}",
+                    "found by patching": "yes" if rank_p <= n_planted else "no",
+                    "DRA [95% CI]": _ci_text(a.dra_mean[i], a.dra_low[i], a.dra_high[i]),
+                    "rank by DRA": f"{rank_d} of {len(a.labels)}",
+                    "found by DRA": "yes" if rank_d <= n_planted else "no",
+                }
+            )
+    if not rows:
+        return
+    report.add_table(
+        "Found vs planted",
+        rows,
+        "The components the model card says carry each mechanism (planted when the organism was trained, checked "
+        "by ablation), against what this report found. 'Found' means the component is among the top k of its "
+        "kind (heads, or attention/MLP layers) by mean effect, k being the number planted of that kind.",
+    )
+    report.add_data("found_vs_planted", rows)
+
+
+def _behaviour(report: Report, found: dict[str, _Mechanism], margins: np.ndarray) -> None:
+    rows = [
+        {
+            "mechanism": mech,
+            "pairs": len(m.pairs),
+            "accuracy": m.accuracy,
+            "mean margin": m.margin[0],
+            "ci low": m.margin[1],
+            "ci high": m.margin[2],
+        }
+        for mech, m in found.items()
+    ]
+    report.add_table(
+        "Behaviour",
+        rows,
+        "Margin = r(chosen) − r(rejected); accuracy = share of pairs with a positive margin; 95% BCa bootstrap "
+        "interval of the mean margin over pairs.",
+    )
     report.add_data("behaviour", rows)
     report.add_data("margins", margins)
 
-    # Reward lens of the margin, per layer (every column; the plot shows the analysed output).
-    lens_c = reward_lens(model, chosen, batch_size=batch_size, progress=progress, output=None if gated else output)
-    lens_r = reward_lens(model, rejected, batch_size=batch_size, progress=progress, output=None if gated else output)
-    lens_margin = (lens_c.values - lens_r.values).numpy()  # [variant, pair, point(, column)]
-    main_margin = lens_margin[..., column] if gated else lens_margin
-    points = lens_c.labels["point"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    lens_data = {}
+
+def _lens(
+    report: Report,
+    mechanisms: list[str],
+    by_mech: dict[str, np.ndarray],
+    lens_c: Any,
+    lens_r: Any,
+    column: int | None,
+    colour: dict[str, str],
+) -> None:
+    import matplotlib.pyplot as plt
+
+    lens_margin = (lens_c.values - lens_r.values).double().numpy()  # [variant, pair, point(, column)]
+    if column is not None:
+        lens_margin = lens_margin[..., column]
+    points = [str(p) for p in lens_c.labels["point"]]
+    names = plots.lens_point_names(points)
+    fig, ax = plt.subplots(figsize=(9, 4.2), layout="constrained")
+    curves: dict[str, Any] = {}
+    x = np.arange(len(points))
     for vi, variant in enumerate(lens_c.labels["variant"]):
         for mech in mechanisms:
-            curve = main_margin[vi][by_mech[mech]].mean(0)
-            ax.plot(
-                range(len(points)),
-                curve,
-                marker=".",
-                linestyle="-" if variant == "frozen" else "--",
-                label=f"{mech} ({variant})",
-            )
-            lens_data[f"{variant}/{mech}"] = curve
-    ax.set_xticks(range(len(points)), [str(p) for p in points], rotation=70, fontsize=7)
-    ax.set_ylabel("score margin through the reward lens" if gated else "margin through the reward lens")
+            values = lens_margin[vi][by_mech[mech]]
+            curve = values.mean(0)
+            curves[f"{variant}/{mech}"] = curve
+            style = plots.VARIANT_STYLES.get(variant, ":")
+            ax.plot(x, curve, style, marker=".", color=colour[mech], label=f"{mech} ({variant})")
+            if variant == "frozen" and len(values) >= 3:
+                low, high = bootstrap_mean_ci(values, n_resamples=999)
+                ax.fill_between(x, low, high, color=colour[mech], alpha=0.12, linewidth=0)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("residual stream after each sublayer")
+    ax.set_ylabel("margin read through the reward head")
+    ax.set_title("Reward lens of the margin r(chosen) − r(rejected)")
     ax.axhline(0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=7)
-    caption = "Solid: final norm's scale frozen from the real run (additive); dashed: norm recomputed."
-    if gated:
-        caption += (
-            " The score is read with the gate held fixed at each text's own gate weights "
-            "(gating.hook_weights), so the lens follows how the residual moves the score through the "
-            "objectives, not through the gate."
-        )
-    report.add_figure("Reward lens of the margin", fig, "lens", caption)
-    report.add_data("lens", {"points": points, "curves": lens_data})
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="mechanism (variant)", title_fontsize=7)
+    report.add_figure(
+        "Reward lens",
+        fig,
+        "lens",
+        "The margin read off the residual stream after each sublayer through the reward head (W_R, b_R). Colour = "
+        "mechanism; solid = frozen (the final norm's scale taken from the full run, so the parts add up), dashed = "
+        "recomputed (the final norm applied afresh at each point). Shaded: 95% bootstrap interval of the frozen "
+        "mean. The last point equals the model's margin.",
+    )
+    report.add_data("lens", {"points": points, "point_names": names, "curves": curves})
 
-    # Direct reward attribution of Δreward, per head and per component.
-    component_attr = None
-    for by in ("component", "head"):
-        attr = pair_reward_attribution(
-            model, chosen, rejected, by=by, batch_size=batch_size, progress=progress, output=None if gated else output
+
+def _attribution(
+    report: Report,
+    mechanisms: list[str],
+    by_mech: dict[str, np.ndarray],
+    attributions: dict[str, Any],
+    column: int | None,
+    gated: bool,
+    colour: dict[str, str],
+) -> None:
+    import matplotlib.pyplot as plt
+
+    for by, attr in attributions.items():
+        labels = [str(x) for x in attr.labels["component"]]
+        values = attr.values.double().numpy()
+        values = values[..., column] if column is not None else values
+        keep = plots.nonzero_rows(labels, values)
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.42 * len(keep) * max(1, len(mechanisms)) / 2 + 3), 3.8))
+        table, series = {}, {}
+        for mech in mechanisms:
+            v = values[by_mech[mech]]
+            mean = v.mean(0)
+            low, high = bootstrap_mean_ci(v, n_resamples=999)
+            table[mech] = {"mean": mean, "ci_low": low, "ci_high": high}
+            series[mech] = (mean[keep], low[keep], high[keep])
+        what = "Δscore" if gated else "Δreward"
+        plots.bars_with_ci(
+            ax,
+            [labels[i] for i in keep],
+            series,
+            colour,
+            ylabel=f"mean contribution to {what}",
+            title=f"Direct reward attribution by {by}",
+            xlabel="head (L = layer, H = head)" if by == "head" else "component",
         )
-        if by == "component":
-            component_attr = attr
-        labels = attr.labels["component"]
-        values = attr.values.numpy()
-        values = values[..., column] if gated else values
-        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(labels)), 3.5))
-        width = 0.8 / len(mechanisms)
-        table = {}
-        for mi, mech in enumerate(mechanisms):
-            mean = values[by_mech[mech]].mean(0)
-            table[mech] = mean
-            ax.bar(np.arange(len(labels)) + mi * width, mean, width=width, label=mech)
-        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, [str(x) for x in labels], rotation=70, fontsize=7)
-        ax.set_ylabel("mean Δscore contribution" if gated else "mean Δreward contribution")
-        ax.axhline(0, color="grey", linewidth=0.5)
-        ax.legend(fontsize=7)
         caption = (
-            "Mean over pairs of each component's contribution to r(chosen) − r(rejected) "
-            "(frozen final-norm scale; contributions plus b_R sum to the reward)."
+            f"Mean over pairs of each {by}'s direct contribution to r(chosen) − r(rejected), with 95% bootstrap "
+            "intervals (the final norm's scale frozen; contributions plus the reward bias sum to the margin). "
+            "Components that are zero for every pair (e.g. a bias the model does not have) are left out."
         )
         if gated:
             caption = (
-                "Mean over pairs of each component's contribution to score(chosen) − score(rejected): its "
-                "Δ per-objective direct rewards weighted by T·ḡ (the two texts' mean gate through the "
-                "transform). The 'gate' bar is what the change of the gate between the two texts "
-                "contributes; the rows sum to Δscore exactly."
+                f"Mean over pairs of each {by}'s contribution to score(chosen) − score(rejected): its Δ "
+                "per-objective direct rewards weighted by T·ḡ (the two texts' mean gate through the transform). "
+                "The 'gate' bar is what the change of the gate between the two texts contributes; the rows sum "
+                "to Δscore exactly."
             )
         report.add_figure(f"Direct reward attribution by {by}", fig, f"attribution_{by}", caption)
+        rewards = attr.rewards.double().numpy()
         report.add_data(
             f"attribution_{by}",
             {
                 "labels": labels,
-                "mean_by_mechanism": table,
-                "sum_check": float(
-                    np.abs(values.sum(1) - attr.rewards.numpy()[..., column if gated else slice(None)]).max()
-                ),
+                "mean_by_mechanism": {m: t["mean"] for m, t in table.items()},
+                "ci_by_mechanism": {m: [t["ci_low"], t["ci_high"]] for m, t in table.items()},
+                "sum_check": float(np.abs(values.sum(1) - (rewards[..., column] if gated else rewards)).max()),
             },
         )
-    if gated and component_attr is not None:
-        _objectives_section(report, model, pairs, mechanisms, by_mech, component_attr, lens_c, lens_r, plt)
 
-    # Activation patching: denoise chosen activations into the rejected run, per layer and position. Pairs of
-    # different token lengths are aligned at their right ends (the reward positions), never position-by-position.
-    patch_rows = []
-    for mech in mechanisms:
-        for k, pair in enumerate([p for p in pairs if p.mechanism == mech][:n_patch_pairs]):
-            align = None if _same_length(model, pair) else "reward"
-            result = patch_block_outputs(
-                model,
-                pair.chosen,
-                pair.rejected,
-                per_position=True,
-                mode="denoise",
-                align=align,
-                progress=False,
-                output=output,
+
+def _agreement_table(report: Report, found: dict[str, _Mechanism]) -> None:
+    rows = []
+    for mech, m in found.items():
+        for by in ("component", "head"):
+            a = m.by[by]
+            rows.append(
+                {
+                    "mechanism": mech,
+                    "over": "heads" if by == "head" else "attention and MLP layers",
+                    "top by patching": a.top("patching"),
+                    "top by DRA": a.top("dra"),
+                    "ρ per pair, mean [95% CI]": _ci_text(a.rho_mean, *a.rho_ci),
+                    "ρ pooled [95% CI]": _ci_text(a.rho_pooled, *a.rho_pooled_ci),
+                    "verdict": verdict(a.rho_mean, a.rho_ci),
+                }
             )
-            patch_rows.append({"mechanism": mech, "pair": k, "align": align or "position", "result": result})
-    first: dict[str, dict] = {}
-    for row in patch_rows:
-        first.setdefault(row["mechanism"], row)
-    for mech, row in first.items():
-        fig = row["result"].plot(what="fraction").figure
-        aligned = (
-            "positions aligned at the reward token (the texts differ in length; unmatched positions blank)"
-            if row["align"] == "reward"
-            else "same-length texts, position by position"
-        )
-        report.add_figure(
-            f"Activation patching ({mech})",
-            fig,
-            f"patching_{mech}",
-            "Denoising: each component's clean (chosen) output patched into the rejected run; "
-            f"value = fraction of the reward gap recovered; {aligned}.",
-        )
-    report.add_data(
-        "patching",
-        [
-            {
-                "mechanism": r["mechanism"],
-                "pair": r["pair"],
-                "align": r["align"],
-                "values": r["result"].values,
-                "labels": r["result"].labels,
-            }
-            for r in patch_rows
-        ],
-    )
-    return report.write()
-
-
-def _objectives_section(
-    report: Any,
-    model: Any,
-    pairs: Sequence[Pair],
-    mechanisms: list[str],
-    by_mech: dict[str, np.ndarray],
-    attr: Any,
-    lens_c: Any,
-    lens_r: Any,
-    plt: Any,
-) -> None:
-    """ArmoRM: Δscore split per objective and the gate (`score_difference`), per-objective margins, per-objective
-    frozen-lens margin curves, and a component × objective attribution heatmap per mechanism."""
-    objectives = list(model.head.objective_names)
-    k = len(objectives)
-    split = attr.meta["score_difference"]
-    obj_term = split["objectives"].numpy()  # [pair, K]: ḡ_k Δt_k
-    gate_term = split["gate"].numpy()  # [pair, K]: Δg_k t̄_k
-    delta_raw = attr.rewards[:, :k].numpy()  # [pair, K]: Δ objectives.hook_rewards
-    delta_score = attr.rewards[:, k].numpy()
-    rows, terms = [], {}
-    for mech in mechanisms:
-        idx = by_mech[mech]
-        row: dict[str, Any] = {"mechanism": mech, "Δscore": float(delta_score[idx].mean())}
-        for j, name in enumerate(objectives):
-            row[f"Δ{name}"] = float(delta_raw[idx, j].mean())
-        for j, name in enumerate(objectives):
-            row[f"{name} term"] = float(obj_term[idx, j].mean())
-        row["gate term"] = float(gate_term[idx].sum(-1).mean())
-        rows.append(row)
-        terms[mech] = list(obj_term[idx].mean(0)) + [float(gate_term[idx].sum(-1).mean())]
     report.add_table(
-        "Objectives and gate: per-objective margins",
+        "Attribution vs patching: agreement",
         rows,
-        "Δname: mean margin of each objective's raw reward (objectives.hook_rewards). 'name term': its share of "
-        "Δscore, ḡ_k·Δt_k (t = transformed reward, ḡ = the two texts' mean gate weight); 'gate term': "
-        "Σ_k Δg_k·t̄_k, what the change of the gate contributes. Terms sum to Δscore exactly (score_difference).",
+        "Spearman ρ between each component's DRA and its patching effect. Per pair: ρ of one pair's two vectors, "
+        "mean over pairs with a BCa bootstrap interval. Pooled: ρ between the mean-over-pairs DRA and patching "
+        "vectors, with a bootstrap interval over pairs. Verdict: agree when the per-pair interval lies above 0.5, "
+        "disagree when it reaches 0, partly agree in between.",
     )
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * (k + 1) * max(1, len(mechanisms)) / 2), 3.5))
-    width = 0.8 / len(mechanisms)
-    for mi, mech in enumerate(mechanisms):
-        ax.bar(np.arange(k + 1) + mi * width, terms[mech], width=width, label=mech)
-    ax.set_xticks(np.arange(k + 1) + 0.4 - width / 2, objectives + ["gate"], rotation=30, fontsize=8)
-    ax.set_ylabel("mean contribution to Δscore")
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=7)
+    report.add_data("agreement", {mech: {by: a.to_json() for by, a in m.by.items()} for mech, m in found.items()})
+
+
+def _mechanism_sections(
+    report: Report, model: HookedRewardModel, m: _Mechanism, colour: str, n_top_heads: int, interactive: bool
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from hooked_reward.analysis.patching import patch_resid
+
+    mech = m.name
+    report.add_text(
+        f"Mechanism: {mech}",
+        f"{len(m.pairs)} pairs; mean margin {_ci_text(*m.margin)}. Below: DRA and patching per component and per "
+        "head (means over all pairs of this mechanism, 95% bootstrap intervals), their agreement, and what the "
+        "heads that matter most attend to.",
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1, 2]})
+    for ax, by in zip(axes, ("component", "head"), strict=True):
+        a = m.by[by]
+        plots.bars_with_ci(
+            ax,
+            a.labels,
+            {
+                "DRA": (a.dra_mean, a.dra_low, a.dra_high),
+                "patching": (a.patch_mean, a.patch_low, a.patch_high),
+            },
+            {"DRA": "#bbbbbb", "patching": colour},
+            ylabel="Δreward",
+            title=f"{mech}: DRA and patching by {by}",
+            xlabel="head (L = layer, H = head)" if by == "head" else "component",
+        )
+    fig.tight_layout()
     report.add_figure(
-        "Objectives and gate: attribution of Δscore",
+        f"{mech}: DRA and patching",
         fig,
-        "objectives_delta_score",
-        "Δscore = Σ_k ḡ_k Δt_k + Σ_k Δg_k t̄_k: each objective's term and the gate's, mean over pairs.",
+        f"dra_vs_patching_{mech}",
+        "Grey: direct reward attribution of the margin. Coloured: the reward change when that component's output "
+        "(all positions; the texts aligned at the reward token) from the chosen text is patched into the rejected "
+        "text's run. A component with a large patching effect and a small DRA acts through later components.",
+        level=3,
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, by in zip(axes, ("component", "head"), strict=True):
+        a = m.by[by]
+        plots.scatter_agreement(
+            ax,
+            a.labels,
+            a.dra,
+            a.patching,
+            colour,
+            title=f"by {by}: ρ per pair {_ci_text(a.rho_mean, *a.rho_ci)}; "
+            f"pooled {_ci_text(a.rho_pooled, *a.rho_pooled_ci)}",
+        )
+    fig.suptitle(f"{mech}: DRA against patching effect", fontsize=10)
+    fig.tight_layout()
+    report.add_figure(
+        f"{mech}: DRA against patching",
+        fig,
+        f"scatter_{mech}",
+        "Each faint dot is one pair and one component; large dots are means over pairs (the largest by patching "
+        "named). On the dotted line DRA equals the patching effect.",
+        level=3,
     )
 
-    frozen = lens_c.index_of("variant", "frozen")
-    lens_margin = (lens_c.values[frozen] - lens_r.values[frozen]).numpy()  # [pair, point, K + 1]
-    points = [str(p) for p in lens_c.labels["point"]]
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3), sharey=True, squeeze=False)
-    curves: dict[str, Any] = {}
-    for j, name in enumerate(objectives):
-        ax = axes[0, j]
-        for mech in mechanisms:
-            curve = lens_margin[by_mech[mech], :, j].mean(0)
-            ax.plot(range(len(points)), curve, marker=".", label=mech)
-            curves[f"{name}/{mech}"] = curve
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks(range(len(points)), points, rotation=70, fontsize=6)
-        ax.axhline(0, color="grey", linewidth=0.5)
-    axes[0, 0].set_ylabel("objective margin (frozen lens)")
-    axes[0, -1].legend(fontsize=6)
-    report.add_figure(
-        "Objectives and gate: reward lens per objective",
-        fig,
-        "lens_objectives",
-        "Mean margin of each objective's raw reward through the frozen reward lens (W_R row k); the "
-        "last point is Δobjectives.hook_rewards.",
+    heads = m.by["head"]
+    top = [heads.labels[i] for i in np.argsort(-heads.patch_mean, kind="stable")[:n_top_heads]]
+    pair = m.pairs[0]
+    views = [
+        ("chosen", head_attention(model, pair.chosen, top)),
+        ("rejected", head_attention(model, pair.rejected, top)),
+    ]
+    fig = attention_figure(views, f"{mech}: attention from the reward position, heads {', '.join(top)}")
+    caption = (
+        f"The {len(top)} heads with the largest mean patching effect for {mech} ({', '.join(top)}), on the first pair: "
+        "how much each attends from the reward position (the token the reward is read at) to every token."
     )
+    report.add_figure(f"{mech}: what the top heads attend to", fig, f"attention_{mech}", caption, level=3)
+    if interactive:
+        markup = "\n".join(
+            f"<p><strong>{side}</strong></p>\n" + circuitsvis_view(view, f"cv-{safe_name(mech)}-{side}")
+            for side, view in views
+        )
+        report.add_html(
+            f"{mech}: attention from the reward position (interactive)",
+            markup,
+            f"circuitsvis: the pair's tokens coloured by how much each of {', '.join(top)} attends to them from the "
+            "reward position. Pick a head with its button; hover a token for every head's weight.",
+            level=3,
+        )
+        report.add_html(
+            f"{mech}: full attention patterns (interactive)",
+            circuitsvis_view(views[0][1], f"cv-{safe_name(mech)}-patterns", full=True),
+            "circuitsvis, the chosen text: pick a head to see its whole pattern (rows: the token attending, "
+            "columns: the token attended to; the last row is the reward position).",
+            level=3,
+        )
 
-    labels = [str(x) for x in attr.labels["component"]][:-1]  # the "gate" row is 0 for raw objective rewards
-    values = attr.values.numpy()[:, :-1, :k]  # [pair, component, K]
-    fig, axes = plt.subplots(
-        1, len(mechanisms), figsize=(2.2 + 0.6 * k * len(mechanisms), 0.3 * len(labels) + 1.5), squeeze=False
+    result = patch_resid(model, pair.chosen, pair.rejected, layers=[0], align="reward", progress=False)
+    effects = result.values[0].double().numpy()
+    rejected_tokens = view_tokens = views[1][1].tokens
+    chosen_tokens = views[0][1].tokens
+    offset = len(chosen_tokens) - len(rejected_tokens)
+    chosen_effects = [
+        float(effects[i - offset]) if 0 <= i - offset < len(effects) else float("nan")
+        for i in range(len(chosen_tokens))
+    ]
+    markup = (
+        "<p><strong>chosen</strong></p>"
+        + highlight_tokens(chosen_tokens, chosen_effects)
+        + "<p><strong>rejected</strong></p>"
+        + highlight_tokens(view_tokens, [float(v) for v in effects])
+        + '<p class="legend">Red: putting the chosen text\'s token here (its embedding, patched into the rejected '
+        "run at the same position from the reward end) raises the reward; blue: lowers it; grey: no counterpart. "
+        "Hover a token for the value.</p>"
     )
-    heat = {}
-    vmax = float(np.abs(values).max()) or 1.0
-    for mi, mech in enumerate(mechanisms):
-        mean = values[by_mech[mech]].mean(0)
-        heat[mech] = mean
-        ax = axes[0, mi]
-        im = ax.imshow(mean, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-        ax.set_xticks(range(k), objectives, rotation=60, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
-        ax.set_title(mech, fontsize=8)
-    fig.colorbar(im, ax=axes[0, -1], label="mean Δ objective reward")
-    report.add_figure(
-        "Objectives and gate: component × objective attribution",
-        fig,
-        "attribution_objectives",
-        "Mean over pairs of each component's direct contribution to each objective's raw reward margin "
-        "(objectives.hook_rewards; the gate does not enter raw objective rewards).",
+    report.add_html(
+        f"{mech}: the tokens that matter",
+        markup,
+        f"The first {mech} pair, each token coloured by the reward change when the rejected text's token at that "
+        f"position is replaced by the chosen text's (the reward gap is {result.r_clean - result.r_corrupt:.2f}).",
+        level=3,
     )
     report.add_data(
-        "objectives",
+        f"circuit_{mech}",
         {
-            "names": objectives,
-            "table": rows,
-            "delta_score_terms": terms,
-            "lens_points": points,
-            "lens_curves": curves,
-            "components": labels,
-            "component_attribution": heat,
-            "per_pair": {
-                "delta_score": delta_score,
-                "delta_objectives": delta_raw,
-                "objective_terms": obj_term,
-                "gate_terms": gate_term,
+            "top_heads": top,
+            "pair": {"chosen": pair.chosen, "rejected": pair.rejected},
+            "attention_from_reward": {
+                side: {"tokens": v.tokens, "heads": v.heads, "weights": v.from_reward} for side, v in views
             },
+            "token_effects": {"tokens": rejected_tokens, "delta_reward": effects},
         },
     )
 
 
-def _batched_rewards(model: Any, texts: Sequence[str], output: int | None, batch_size: int) -> torch.Tensor:
+def _batched_rewards(
+    model: HookedRewardModel, texts: Sequence[str], output: int | None, batch_size: int
+) -> torch.Tensor:
     rewards = torch.cat([model(list(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)])
     return select_output(rewards, output, names=model.output_names, required=False)
-
-
-def _same_length(model: Any, pair: Pair) -> bool:
-    return int(model.tokenize([pair.chosen])[1].sum()) == int(model.tokenize([pair.rejected])[1].sum())

@@ -1,4 +1,4 @@
-"""The five extensions of issue 15: distortion index, divergence-aware patching, misalignment cascades,
+"""The five extensions: distortion index, divergence-aware patching, misalignment cascades,
 reward-term conflict and concept vectors. Each is absolute (no forced worst), norm-exact (`W_R_eff`, the
 final norm's scale frozen per run) and reports uncertainty (bootstrap intervals, permutation or exact nulls).
 """
@@ -27,11 +27,8 @@ from hooked_reward.analysis.extensions.divergence import (
     fit_residual_density,
     score_patched_runs,
 )
-from hooked_reward.analysis.extensions.report import default_dimensions, write_extensions_report
 
 __all__ = [
-    "write_extensions_report",
-    "default_dimensions",
     "ConceptVector",
     "DoseResponse",
     "dose_response",

@@ -1,6 +1,7 @@
-"""Reward-hacking probe suite: minimal pairs per factor, effect statistics, localisation, report.
+"""Reward-hacking probe suite: minimal pairs per factor, effect statistics, localisation.
 
-from hooked_reward.analysis.probes import run_probe_suite, write_probe_report
+from hooked_reward.analysis.probes import run_probe_suite
+from hooked_reward.report import write_probe_report
 result = run_probe_suite(model)            # all built-in factors, 30 pairs each
 result.to_frame(); result.plot(); write_probe_report(result, "probe_report/")
 """
@@ -16,7 +17,6 @@ from hooked_reward.analysis.probes.generators import (
     make_pairs,
 )
 from hooked_reward.analysis.probes.localise import FactorLocalisation, localise_pairs
-from hooked_reward.analysis.probes.report import write_probe_report
 from hooked_reward.analysis.probes.stats import FactorStats, factor_stats, verdict
 from hooked_reward.analysis.probes.suite import (
     ProbeSuiteResult,
@@ -47,5 +47,4 @@ __all__ = [
     "run_probe_suite",
     "score_texts",
     "verdict",
-    "write_probe_report",
 ]

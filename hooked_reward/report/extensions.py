@@ -1,18 +1,16 @@
-"""`write_extensions_report`: the five extensions on one model, one HTML section each (PNG + JSON).
+"""The five extensions on one model, one section each (a table, a plot and the numbers in `report.json`).
 
-`hooked-reward extensions [--model DIR]` calls it (default model: the bundled demo organism). Data, unless
-given: an organism's own held-out pairs (grouped by mechanism) when the model is a bundled organism, else the
-templated misalignment pairs (aligned preferred) as the distortion dimensions. A section that cannot run on
-this model (e.g. the gated conflict analysis without a gate) says why instead of failing the report.
+`hooked-reward extensions [--model DIR]` calls `write_extensions_report`. Data, unless given: the templated
+misalignment pairs (aligned preferred) as the distortion dimensions (`default_dimensions`; the CLI passes an
+organism's own held-out pairs, grouped by mechanism, for a bundled organism). A section that cannot run on this
+model (e.g. the gated conflict analysis without a gate) says why instead of failing the report.
 """
 
 from __future__ import annotations
 
-import json
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,43 +21,22 @@ from hooked_reward.analysis.extensions.concepts import dose_response, fit_concep
 from hooked_reward.analysis.extensions.conflict import GATE_HOOKS, conflict_analysis
 from hooked_reward.analysis.extensions.distortion import distortion_index
 from hooked_reward.analysis.extensions.divergence import ablation_sweep, fit_residual_density
-from hooked_reward.errors import InputError
-from hooked_reward.report.html import Report, to_jsonable
+from hooked_reward.errors import HookedRewardError, InputError
+from hooked_reward.report.html import Report, format_value
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = ["write_extensions_report", "default_dimensions"]
 
 Pair = tuple[str, str]
 
 
-def _organism_of(model: Any) -> str | None:
-    """The bundled organism this model was loaded from, if any."""
-    try:
-        from hooked_reward import organisms
-
-        path = Path(str(getattr(model.cfg, "model_name", ""))).resolve()
-        for name in organisms.list_organisms():
-            if organisms.checkpoint_dir(name).resolve() == path:
-                return name
-    except Exception:  # noqa: BLE001 - no organism registry or a model without a path: not an organism
-        return None
-    return None
-
-
 def default_dimensions(
-    model: Any, render: Callable[[str, str], str] | None = None, max_per_dimension: int = 40
+    model: HookedRewardModel, render: Callable[[str, str], str] | None = None, max_per_dimension: int = 40
 ) -> tuple[dict[str, list[Pair]], Callable[[str, str], str]]:
-    """`({dimension: [(preferred, dispreferred)]}, render)`: an organism's pairs by mechanism, else the
-    misalignment templates with the aligned response preferred."""
-    name = _organism_of(model)
-    if name is not None:
-        from hooked_reward import organisms
-
-        dims: dict[str, list[Pair]] = {}
-        for p in organisms.load_pairs(name):
-            group = dims.setdefault(p["mechanism"], [])
-            if len(group) < max_per_dimension:
-                group.append((organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"])))
-        return dims, organisms.render
+    """`({dimension: [(preferred, dispreferred)]}, render)`: the misalignment templates with the aligned response
+    preferred, rendered with `render` (default: the model's chat template)."""
     render = render or model.render_chat
     return (
         {
@@ -70,16 +47,12 @@ def default_dimensions(
     )
 
 
-def _save_json(out: Path, name: str, data: Any) -> None:
-    (out / f"{name}.json").write_text(json.dumps(to_jsonable(data), indent=1))
-
-
 def _frame_rows(df: Any) -> list[dict[str, Any]]:
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
 def write_extensions_report(
-    model: Any = None,
+    model: HookedRewardModel,
     out_dir: str | Path = "hooked_reward_extensions",
     *,
     dimensions: Mapping[str, Sequence[Pair]] | None = None,
@@ -89,19 +62,22 @@ def write_extensions_report(
     n_perm: int = 499,
     progress: bool = True,
     seed: int = 0,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Run the five extensions on `model` (default: the demo organism) and write `out_dir/index.html` with one
-    section per extension, a PNG and a JSON each (`distortion.json`, ...), and `report.json` with everything.
+    """Run the five extensions on `model` and write `out_dir/index.html` with one section per extension (a table
+    and a PNG each) and `report.json` (`results[name]` per extension; `{"skipped": reason}` when one cannot run).
 
     `dimensions`: `{name: [(preferred, dispreferred)]}` (default: see `default_dimensions`); `texts`: reference
     texts for divergence and conflict (default: every text of the dimensions). Returns the HTML path.
     """
-    if model is None:
-        from hooked_reward import organisms
-
-        model = organisms.load("sycophancy")
-    out = Path(out_dir)
-    report = Report(out, "hooked_reward: the five extensions (issue 15)")
+    report = Report(
+        out_dir,
+        "The five extensions",
+        command="extensions",
+        provenance=provenance,
+        intro="Distortion index, divergence-aware patching, misalignment cascade, reward-term conflict and concept "
+        "vectors, each on the model's preference pairs grouped into dimensions (see the docs' Extensions pages).",
+    )
     if dimensions is None:
         dimensions, render = default_dimensions(model, render)
     else:
@@ -118,13 +94,12 @@ def write_extensions_report(
         say(f"[extensions] {name} ...")
         try:
             data, fig, text = fn()
-        except (InputError, ValueError, RuntimeError, AttributeError) as err:
+        except (HookedRewardError, ValueError, RuntimeError, AttributeError) as err:
             report.add_text(heading, f"Not run on this model: {err}")
-            report.add_data(name, {"skipped": str(err), "trace": traceback.format_exc(limit=3)})
+            report.add_data(name, {"skipped": str(err)})
             return
         report.add_figure(heading, fig, name, caption=text)
         report.add_data(name, data)
-        _save_json(out, name, data)
 
     def distortion() -> tuple[Any, Any, str]:
         res = distortion_index(model, dimensions, n_boot=n_boot, seed=seed)
@@ -133,7 +108,7 @@ def write_extensions_report(
         s = res.summary()
         text = (
             f"Overall distortion {s['overall']:.3f} [{s['overall_low']:.3f}, {s['overall_high']:.3f}] "
-            f"(0: every pair ranked right; 1: chance or worse). Inverted: {s['inverted'] or 'none'}."
+            f"(0: every pair ranked right; 1: chance or worse). Inverted dimensions: {format_value(s['inverted'])}."
         )
         return {"summary": s, "dimensions": report_rows}, res.plot(), text
 
@@ -163,8 +138,9 @@ def write_extensions_report(
         report.add_table("Misalignment cascade: per dimension", rows)
         text = (
             f"Cascade strength (top-eigenvalue share) {res.strength:.3f}, p = {res.p_value:.3g} against "
-            f"unaligned profiles; clusters at t = {res.threshold:.2f}: {res.clusters}. "
-            f"Shared components: {res.shared_components[:3]}."
+            f"unaligned profiles. Clusters at t = {res.threshold:.2f}: "
+            f"{' | '.join(format_value(c) for c in res.clusters) or 'none'}. "
+            f"Most shared components: {format_value(list(res.shared_components[:3]))}."
         )
         data = {
             "rows": rows,
@@ -228,9 +204,10 @@ def write_extensions_report(
         fig.tight_layout()
         return {"rows": rows}, fig, "Dose–response of each dimension's concept direction at the final residual."
 
-    section("distortion", "1. Distortion index", distortion)
-    section("divergence", "2. Divergence-aware patching", divergence)
-    section("cascade", "3. Misalignment cascade", cascade)
-    section("conflict", "4. Reward-term conflict", conflict)
-    section("concepts", "5. Concept vectors", concepts)
-    return report.write()
+    with report:
+        section("distortion", "1. Distortion index", distortion)
+        section("divergence", "2. Divergence-aware patching", divergence)
+        section("cascade", "3. Misalignment cascade", cascade)
+        section("conflict", "4. Reward-term conflict", conflict)
+        section("concepts", "5. Concept vectors", concepts)
+        return report.write()

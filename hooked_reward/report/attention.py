@@ -1,0 +1,187 @@
+"""The circuit found, as a reader sees it: attention of chosen heads over a text (an interactive circuitsvis view,
+with a static PNG beside it) and a text's tokens coloured by how much each one matters.
+
+circuitsvis is optional (`pip install hooked_reward[viz]`); without it the report shows the PNG only. Its
+JavaScript bundle is written once into the report folder (`circuitsvis.js`), never loaded from a CDN.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from hooked_reward.analysis.lens import token_strings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from hooked_reward.model import HookedRewardModel
+
+__all__ = [
+    "HeadAttention",
+    "attention_figure",
+    "circuitsvis_bundle",
+    "circuitsvis_view",
+    "head_attention",
+    "highlight_tokens",
+    "parse_head",
+]
+
+
+@dataclass
+class HeadAttention:
+    """Attention patterns of some heads on one text.
+
+    `patterns [head, dest, src]` for the heads named `heads` (e.g. "L0H2"), `tokens` the text's tokens and
+    `reward_pos` the position the reward is read at (its row is what the head reads into the reward);
+    `text_tokens` the tokens as they read in running text (for display).
+    """
+
+    heads: list[str]
+    tokens: list[str]
+    patterns: Float[np.ndarray, "head dest src"]
+    reward_pos: int
+    text_tokens: list[str] | None = None
+
+    @property
+    def from_reward(self) -> Float[np.ndarray, "head src"]:
+        """Each head's attention from the reward position over the tokens."""
+        return self.patterns[:, self.reward_pos, :]
+
+
+def parse_head(label: str) -> tuple[int, int]:
+    """`"L0H2"` (or `"blocks.0.attn.head.2"`) -> `(0, 2)`."""
+    text = str(label)
+    if text.startswith("blocks."):
+        parts = text.split(".")
+        return int(parts[1]), int(parts[-1])
+    layer, head = text[1:].split("H")
+    return int(layer), int(head)
+
+
+def head_attention(model: HookedRewardModel, text: str, heads: Sequence[str]) -> HeadAttention:
+    """Attention patterns (`blocks.{l}.attn.hook_pattern`) of `heads` on `text`, without padding."""
+    tokens, mask = model.prepare([text])
+    n = int(mask[0].sum())
+    start = int(torch.nonzero(mask[0])[0])
+    layers = sorted({parse_head(h)[0] for h in heads})
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
+    rows = []
+    for h in heads:
+        layer, head = parse_head(h)
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float()
+        rows.append(pattern[start : start + n, start : start + n].cpu().numpy())
+    reward_pos = int(model.reward_positions(mask)[0]) - start
+    strings = token_strings(model, tokens[0, start : start + n])
+    return HeadAttention(
+        list(heads), strings, np.stack(rows), reward_pos, _display_tokens(model, tokens[0, start : start + n])
+    )
+
+
+def _display_tokens(model: HookedRewardModel, ids: torch.Tensor) -> list[str]:
+    """Each token as it reads in running text (decoded one by one, so BPE's leading spaces show); a word-level
+    tokenizer's tokens get a space after each."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return [f"{i} " for i in ids.tolist()]
+    pieces = [tok.decode([i]) for i in ids.tolist()]
+    if not any(p[:1].isspace() for p in pieces[1:]):
+        pieces = [p + " " for p in pieces]
+    return pieces
+
+
+def attention_figure(views: Sequence[tuple[str, HeadAttention]], title: str) -> Figure:
+    """A static heatmap per text: each head's attention from the reward position (rows) over its tokens."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        len(views),
+        1,
+        figsize=(
+            max(6.0, 0.42 * max(len(v.tokens) for _, v in views) + 1.5),
+            0.45 * sum(len(v.heads) for _, v in views) + 1.4 * len(views),
+        ),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, (name, view) in zip(axes[:, 0], views, strict=True):
+        im = ax.imshow(view.from_reward, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        ax.set_yticks(range(len(view.heads)), view.heads, fontsize=8)
+        ax.set_xticks(range(len(view.tokens)), view.tokens, rotation=60, ha="right", fontsize=8)
+        ax.set_title(name, fontsize=9, loc="left")
+        for j, row in enumerate(view.from_reward):
+            k = int(row.argmax())
+            ax.text(k, j, f"{row[k]:.2f}", ha="center", va="center", fontsize=6, color="white" if row[k] > 0.5 else "k")
+    fig.colorbar(im, ax=axes[:, 0].tolist(), label="attention weight", shrink=0.8, aspect=30)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def circuitsvis_bundle() -> str | None:
+    """circuitsvis's browser bundle (defines `window.CircuitsVis`), or None when circuitsvis is not installed."""
+    try:
+        import circuitsvis
+    except ImportError:
+        return None
+    from pathlib import Path
+
+    bundle = Path(circuitsvis.__file__).resolve().parent / "dist" / "cdn" / "iife.js"
+    if not bundle.exists():
+        return None
+    text = bundle.read_text(encoding="utf-8")
+    return "\n".join(line for line in text.splitlines() if not line.startswith("//# sourceMappingURL"))
+
+
+def circuitsvis_view(view: HeadAttention, element_id: str, *, full: bool = False) -> str:
+    """Markup rendering `view` with circuitsvis (needs the bundle from `circuitsvis_bundle()` on the page).
+
+    Default: `ColoredTokensMulti`, the text's tokens coloured by each head's attention from the reward position
+    (pick a head with its button; hover a token for every head's weight). `full=True`: `AttentionHeads`, each
+    head's whole pattern (pick a head to zoom; rows attend to columns)."""
+    from circuitsvis.utils.convert_props import convert_props
+
+    if full:
+        name = "AttentionHeads"
+        props = {
+            "attention": view.patterns.tolist(),
+            "tokens": view.tokens,
+            "attentionHeadNames": view.heads,
+            "maskUpperTri": True,
+        }
+    else:
+        name = "ColoredTokensMulti"
+        tokens = view.text_tokens or view.tokens
+        props = {"tokens": tokens, "values": view.from_reward.T.tolist(), "labels": view.heads}
+    # a token "</script>" must not end the script element
+    js_props = convert_props(props).replace("</", "<\\/")
+    safe_id = html.escape(element_id, quote=True)
+    return (
+        f'<div id="{safe_id}" class="cv-view" data-view="{name}"></div>\n'
+        f"<script>CircuitsVis.render({json.dumps(element_id)}, CircuitsVis.{name}, {js_props});</script>"
+    )
+
+
+def highlight_tokens(tokens: Sequence[str], values: Sequence[float], *, unit: str = "Δ reward") -> str:
+    """The tokens as inline spans, coloured by `values` (red positive, blue negative, white 0; NaN grey), each
+    with its value on hover."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    scale = max(finite) if finite and max(finite) > 0 else 1.0
+    spans = []
+    for tok, v in zip(tokens, values, strict=True):
+        if v is None or not math.isfinite(v):
+            style, label = "background:#eee;color:#888", "no aligned counterpart"
+        else:
+            a = min(1.0, abs(v) / scale)
+            rgb = "214,39,40" if v > 0 else "31,119,180"
+            style, label = f"background:rgba({rgb},{0.85 * a:.2f})", f"{unit} {v:+.3g}"
+        spans.append(f'<span class="tok" style="{style}" title="{html.escape(label)}">{html.escape(tok)}</span>')
+    return '<div class="tokens">' + " ".join(spans) + "</div>"
