@@ -18,6 +18,7 @@ import numpy as np
 from jaxtyping import Float
 
 from hooked_reward.analysis.stats import bootstrap_items_ci, bootstrap_mean_ci, spearman
+from hooked_reward.names import Component
 
 if TYPE_CHECKING:
     from hooked_reward.analysis.faithfulness import FaithfulnessResult
@@ -40,7 +41,7 @@ class Agreement:
     """
 
     by: str
-    labels: list[str]
+    labels: list[Component]
     dra: Float[np.ndarray, "pair component"]
     patching: Float[np.ndarray, "pair component"]
     rho_pair: Float[np.ndarray, "pair"]
@@ -110,7 +111,7 @@ def agreement(result: FaithfulnessResult) -> Agreement:
     gaps = result.meta.get("reward_gap", [])
     return Agreement(
         by=result.by,
-        labels=[str(x) for x in result.components],
+        labels=list(result.components),
         dra=np.nan_to_num(result.attribution.double().numpy()),
         patching=np.nan_to_num(result.patching.double().numpy()),
         rho_pair=result.rho.double().numpy(),
@@ -131,12 +132,11 @@ def verdict(rho: float, ci: Sequence[float]) -> str:
     return "partly agree"
 
 
-def card_label(component: str) -> tuple[str, str]:
-    """A model card's component name in this report's labels: `(granularity, label)`, e.g.
-    `blocks.0.attn.head.2` -> `("head", "L0H2")`, `blocks.1.mlp` -> `("component", "1_mlp_out")`."""
+def card_label(component: str) -> Component:
+    """A model card's component name (`blocks.{l}.attn.head.{h}`, `blocks.{l}.attn`, `blocks.{l}.mlp`, the
+    organisms' naming) as a `Component`: `L{l}H{h}`, `{l}_attn_out`, `{l}_mlp_out`."""
     parts = component.split(".")
     layer = int(parts[1])
     if "head" in parts:
-        return "head", f"L{layer}H{int(parts[-1])}"
-    kind = "attn" if parts[2].startswith("attn") else "mlp"
-    return "component", f"{layer}_{kind}_out"
+        return Component("head", layer, int(parts[-1]))
+    return Component("attn_out" if parts[2].startswith("attn") else "mlp_out", layer)

@@ -262,13 +262,15 @@ def _found_vs_planted(report: Report, found: dict[str, _Mechanism], card: dict[s
         if mech not in found or not isinstance(info, dict):
             continue  # a card without per-component ground truth (e.g. planted objectives) has nothing to match
         for component in info.get("components", []):
-            granularity, label = card_label(component)
-            a = found[mech].by[granularity]
+            label = card_label(component)
+            a = found[mech].by["head" if label.kind == "head" else "component"]
             if label not in a.labels:
                 continue
             i = a.labels.index(label)
             rank_p, rank_d = a.rank(label, "patching"), a.rank(label, "dra")
-            n_planted = sum(1 for c in info.get("components", []) if card_label(c)[0] == granularity)
+            n_planted = sum(
+                1 for c in info.get("components", []) if (card_label(c).kind == "head") == (label.kind == "head")
+            )
             rows.append(
                 {
                     "mechanism": mech,

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 
 from hooked_reward.analysis.lens import token_strings
+from hooked_reward.names import Component, act_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,7 +33,6 @@ __all__ = [
     "circuitsvis_view",
     "head_attention",
     "highlight_tokens",
-    "parse_head",
 ]
 
 
@@ -57,28 +57,17 @@ class HeadAttention:
         return self.patterns[:, self.reward_pos, :]
 
 
-def parse_head(label: str) -> tuple[int, int]:
-    """`"L0H2"` (or `"blocks.0.attn.head.2"`) -> `(0, 2)`."""
-    text = str(label)
-    if text.startswith("blocks."):
-        parts = text.split(".")
-        return int(parts[1]), int(parts[-1])
-    layer, head = text[1:].split("H")
-    return int(layer), int(head)
-
-
-def head_attention(model: HookedRewardModel, text: str, heads: Sequence[str]) -> HeadAttention:
-    """Attention patterns (`blocks.{l}.attn.hook_pattern`) of `heads` on `text`, without padding."""
+def head_attention(model: HookedRewardModel, text: str, heads: Sequence[Component]) -> HeadAttention:
+    """Attention patterns (`blocks.{l}.attn.hook_pattern`) of `heads` (head `Component`s) on `text`, without
+    padding."""
     tokens, mask = model.prepare([text])
     n = int(mask[0].sum())
     start = int(torch.nonzero(mask[0])[0])
-    layers = sorted({parse_head(h)[0] for h in heads})
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+    names = sorted({act_name("pattern", h.layer) for h in heads})
     _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
     rows = []
     for h in heads:
-        layer, head = parse_head(h)
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float()
+        pattern = cache[act_name("pattern", h.layer)][0, h.index].float()
         rows.append(pattern[start : start + n, start : start + n].cpu().numpy())
     reward_pos = int(model.reward_positions(mask)[0]) - start
     strings = token_strings(model, tokens[0, start : start + n])
