@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import build_hf_model, save_checkpoint, word_tokenizer
 
-from hooked_reward import CheckpointError, HookedRewardModel, HookError, InputError, NonFiniteError
+from hooked_reward import CheckpointError, HookedRewardError, HookedRewardModel, HookError, InputError, NonFiniteError
 from hooked_reward.finite import NonFiniteRewardWarning
 
 
@@ -264,3 +264,27 @@ def test_nan_policy_omit_and_propagate(corrupt) -> None:
     assert (
         grads["blocks.1.hook_resid_pre_grad"].shape[0] == 3 and grads["blocks.1.hook_resid_pre_grad"].isfinite().all()
     )
+
+
+# ---------------------------------------------------------------- hostile checkpoints
+def test_remote_code_in_a_checkpoint_never_runs(tmp_path: Path) -> None:
+    """A checkpoint whose config points at its own Python code (`auto_map`) loads HF's class; the code never runs."""
+    import json
+
+    path = save_checkpoint(build_hf_model("llama"), tmp_path / "remote")
+    marker = tmp_path / "ran.txt"
+    (path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((path / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Config", "AutoModelForSequenceClassification": "evil.Model"}
+    (path / "config.json").write_text(json.dumps(config))
+    tokens = torch.randint(4, 96, (2, 5))
+    expected = HookedRewardModel.from_hf_model(build_hf_model("llama"))(tokens)
+    files = snapshot(path)
+    try:
+        model = HookedRewardModel.from_pretrained(path)
+    except HookedRewardError:
+        pass  # refusing the checkpoint is as good as ignoring its code
+    else:
+        assert torch.allclose(model(tokens), expected, atol=1e-5)
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert snapshot(path) == files

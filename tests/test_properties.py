@@ -136,3 +136,15 @@ def test_reward_cache_equals_full_cache_at_reward_positions(models, arch: str) -
             assert torch.equal(kept.expand_as(expected), expected), name
 
     check()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_runs_are_deterministic(models, arch: str) -> None:
+    """The same input gives bitwise the same rewards and cache, run after run and in a fresh model."""
+    model, _ = models[arch]
+    tokens, mask = build_batch([[5, 9, 13, 7], [8, 8, 3]], [0, 2], 6, 0)
+    first, cache_a = model.run_with_cache(tokens, attention_mask=mask)
+    second, cache_b = model.run_with_cache(tokens, attention_mask=mask)
+    fresh = HookedRewardModel.from_hf_model(build_hf_model(arch), tokenizer=word_tokenizer())
+    assert torch.equal(first, second) and torch.equal(first, fresh(tokens, attention_mask=mask).detach())
+    assert all(torch.equal(cache_a[name], cache_b[name]) for name in cache_a.cache_dict)
