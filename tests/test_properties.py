@@ -71,6 +71,41 @@ def test_reward_of_a_row_is_the_same_alone_and_in_any_padded_batch(models, arch:
     check()
 
 
+@pytest.fixture(scope="module")
+def value_head_model() -> HookedRewardModel:
+    """A GPT-2 causal LM with an MLP value head (the TRL / custom value-head path)."""
+    from test_value_heads import causal_lm
+
+    torch.manual_seed(7)
+    mlp = torch.nn.Sequential(torch.nn.Linear(32, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))
+    return HookedRewardModel.from_value_head(causal_lm("gpt2"), mlp, activation="silu")
+
+
+@pytest.mark.parametrize("kind", ["armorm", "value_head"])
+def test_row_invariance_for_other_heads(request, kind: str) -> None:
+    """The same invariance for ArmoRM (whose gate reads a second position, found from a token pattern) and a
+    value head: every output of a row is the same alone and in any padded batch."""
+    from test_armorm import PATTERN
+
+    model = request.getfixturevalue("armorm")[0] if kind == "armorm" else request.getfixturevalue("value_head_model")
+    pattern = PATTERN if kind == "armorm" else []
+    sides = st.lists(st.integers(4, VOCAB - 1), min_size=1, max_size=3)
+
+    @PROPERTY
+    @given(st.lists(st.tuples(sides, sides), min_size=1, max_size=3), st.data())
+    def check(parts: list[tuple[list[int], list[int]]], data: st.DataObject) -> None:
+        rows = [prompt + pattern + response for prompt, response in parts]
+        width = max(map(len, rows)) + data.draw(st.integers(0, 2))
+        starts = [data.draw(st.integers(0, width - len(row))) for row in rows]
+        tokens, mask = build_batch(rows, starts, width, data.draw(st.integers(0, VOCAB - 1)))
+        with torch.no_grad():
+            batched = model(tokens, attention_mask=mask)
+            alone = torch.cat([model(torch.tensor([row])).reshape(1, -1) for row in rows])
+        assert (batched.reshape(len(rows), -1) - alone).abs().max() <= TOL
+
+    check()
+
+
 @st.composite
 def gapped_rows(draw: st.DrawFn) -> tuple[list[int], list[int], list[int]]:
     """A row, a mask over it whose last entry is 1 (the reward token) with any zeros before, and other ids."""
