@@ -64,27 +64,21 @@ HEAD_ACTS = ("z", "q", "k", "v", "pattern")
 
 # ---------------------------------------------------------------------------------------------------- inputs
 def as_row(model: Any, x: Input) -> Int[Tensor, "pos"]:
-    """One input as an unpadded 1-D token row: text, a `[pos]` / `[1, pos]` id tensor, or `(tokens, mask)`.
+    """One input as an unpadded 1-D token row: text, a `[pos]` / `[1, pos]` id tensor, or `(tokens, mask)`,
+    read by `model.prepare` (the one input path).
 
     Padding is removed (the mask's attended tokens are kept), so that positions are the sequence's own.
     """
-    if isinstance(x, str):
-        tokens, mask = model.tokenize([x])
-        return tokens[0][mask[0].bool()]
-    if isinstance(x, tuple):
-        tokens, mask = x
-        tokens = tokens.reshape(-1) if tokens.ndim == 2 and tokens.shape[0] == 1 else tokens
-        mask = mask.reshape(-1) if mask.ndim == 2 and mask.shape[0] == 1 else mask
-        if tokens.ndim != 1 or mask.shape != tokens.shape:
-            raise InputError("Pass one sequence per input: (tokens [pos], mask [pos]) or [1, pos] each.")
-        return tokens[mask.bool()]
-    if isinstance(x, Tensor):
-        if x.ndim == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 1 or x.is_floating_point():
-            raise InputError(f"Expected one token row ([pos] or [1, pos] integer ids), got shape {tuple(x.shape)}.")
-        return x
-    raise InputError(f"Expected text, token ids or (tokens, mask), got {type(x).__name__}.")
+    if isinstance(x, tuple) and len(x) == 2:
+        x = tuple(t.reshape(1, -1) if isinstance(t, Tensor) and t.ndim == 1 else t for t in x)
+    elif isinstance(x, str):
+        x = [x]
+    tokens, mask = model.prepare(x)
+    if tokens.shape[0] != 1:
+        raise InputError(
+            f"Pass one sequence per input (text, [pos] or [1, pos] ids, or (tokens, mask)); got {tokens.shape[0]} rows."
+        )
+    return tokens[0][mask[0].bool()]
 
 
 @dataclass(frozen=True)

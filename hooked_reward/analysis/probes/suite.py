@@ -26,6 +26,7 @@ from hooked_reward.analysis.probes.generators import Factor, ProbePair, default_
 from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_localisations, localise_pairs
 from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
 from hooked_reward.analysis.stats import check_nan_policy, finite_rows
+from hooked_reward.outputs import select_output
 
 __all__ = ["ProbeSuiteResult", "run_probe_suite", "render_texts", "render_and_tokenize", "score_texts"]
 
@@ -59,17 +60,13 @@ def render_texts(model, prompts: Sequence[str], responses: Sequence[str], render
 def render_and_tokenize(
     model, prompts: Sequence[str], responses: Sequence[str], render: Render | None = None
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """``render_texts`` then ``model.tokenize`` (special tokens applied once): ``(tokens, attention_mask)``."""
-    return model.tokenize(render_texts(model, prompts, responses, render))
+    """``render_texts`` then ``model.prepare`` (special tokens applied once): ``(tokens, attention_mask)``."""
+    return model.prepare(render_texts(model, prompts, responses, render))
 
 
-def _as_rewards(out, output: int | None) -> np.ndarray:
-    r = out.detach().float().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out, dtype=np.float64)
-    if r.ndim == 2:
-        if output is None:
-            raise ValueError("multi-output reward head: pass output=<index> to choose the objective to probe")
-        r = r[:, output]
-    return r.astype(np.float64)
+def _as_rewards(out, output: int | str | None, names: Sequence[str] | None = None) -> np.ndarray:
+    r = out.detach().float().cpu() if isinstance(out, Tensor) else torch.as_tensor(np.asarray(out, dtype=np.float64))
+    return select_output(r, output, names=names).numpy().astype(np.float64)
 
 
 @torch.no_grad()
@@ -80,7 +77,7 @@ def score_texts(
     *,
     render: Render | None = None,
     batch_size: int = 32,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
     """Rewards and lengths (tokens for a HookedRewardModel, words for a plain callable) of each text."""
     rewards, lengths = [], []
@@ -88,7 +85,7 @@ def score_texts(
         p, r = prompts[s : s + batch_size], responses[s : s + batch_size]
         if _is_hooked(model):
             tokens, mask = render_and_tokenize(model, p, r, render)
-            rewards.append(_as_rewards(model(tokens, attention_mask=mask), output))
+            rewards.append(_as_rewards(model(tokens, attention_mask=mask), output, model.output_names))
             lengths.append(mask.sum(-1).cpu().numpy().astype(np.float64))
         else:
             texts = render_texts(model, p, r, render)
@@ -233,7 +230,7 @@ def run_probe_suite(
     localise: bool = True,
     heads: bool = True,
     patching: bool = True,
-    output: int | None = None,
+    output: int | str | None = None,
     n_boot: int = 9999,
     progress: bool = True,
     min_effect: float | None = None,
@@ -340,7 +337,7 @@ def localise_factor(
     batch_size: int = 32,
     heads: bool = True,
     patching: bool = True,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> FactorLocalisation:
     """DRA and reward-position patching of one factor's mean Δ, batched over its pairs."""
     parts, weights = [], []
