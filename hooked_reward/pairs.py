@@ -27,7 +27,7 @@ this for text pairs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -119,10 +119,10 @@ class PreferencePair:
         `model_or_tokenizer` supplies the chat template (a `HookedRewardModel` or an HF tokenizer; None: the
         plain join). `render(prompt, response)`, if given, renders text pairs instead (never conversations).
         """
-        if render is not None and not self.is_conversation:
-            return render(self.prompt, self.chosen), render(self.prompt, self.rejected)
         if not self.is_conversation and not self.prompt:
             return self.chosen, self.rejected
+        if render is not None and not self.is_conversation:
+            return render(self.prompt, self.chosen), render(self.prompt, self.rejected)
         chosen, rejected = self.messages()
         tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
         return render_messages(chosen, tok), render_messages(rejected, tok)
@@ -175,6 +175,32 @@ class PreferencePair:
         if prompt is None:
             prompt = [] if isinstance(record["chosen"], list) else ""
         return _build(cls, where, prompt, record["chosen"], record["rejected"], label, metadata)
+
+
+def as_pairs(
+    items: Iterable[PreferencePair | Mapping | Sequence[str]], *, label: str | None = None, where: str = "pairs"
+) -> list[PreferencePair]:
+    """Every item as a `PreferencePair`, the one conversion every analysis uses: a pair as it is; a mapping via
+    `PreferencePair.from_record`; a tuple `(prompt, chosen, rejected)`, or `(chosen, rejected)` full texts.
+    `label` fills in pairs that carry none (e.g. the dimension they were grouped under)."""
+    out = []
+    for i, item in enumerate(items):
+        here = f"{where}[{i}]"
+        if isinstance(item, PreferencePair):
+            pair = item
+        elif isinstance(item, Mapping):
+            pair = PreferencePair.from_record(item, where=here)
+        elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) in (2, 3):
+            pair = _build(PreferencePair, here, *(("", *item) if len(item) == 2 else item))
+        else:
+            raise InputError(
+                f"{here}: expected a PreferencePair, a mapping with 'chosen' and 'rejected', or a (prompt, chosen, "
+                f"rejected) / (chosen, rejected) tuple; got {type(item).__name__} {_short(item)}."
+            )
+        if label is not None and pair.label is None:
+            pair = PreferencePair(pair.prompt, pair.chosen, pair.rejected, label, dict(pair.metadata))
+        out.append(pair)
+    return out
 
 
 def render_messages(messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase | None) -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import SPECIALS, WORDS, build_hf_model, load_tiny
 
-from hooked_reward import HookedRewardModel
+from hooked_reward import HookedRewardModel, PreferencePair
 from hooked_reward.analysis.extensions import (
     cascade_analysis,
     cascade_from_items,
@@ -165,7 +165,7 @@ def test_cascade_groups_exactly_the_planted_pair(planted):
             else:
                 a[pos], b[pos] = swap
                 a.append("answer"), b.append("answer")
-            out.append((" ".join(a), " ".join(b)))
+            out.append(PreferencePair("", " ".join(b), " ".join(a)))  # chosen: the aligned (planted-losing) side
         return out
 
     pairs = {

@@ -40,7 +40,7 @@ def default_dimensions(
     render = render or model.render_chat
     return (
         {
-            d: [(render(p, al), render(p, mis)) for p, mis, al in items][:max_per_dimension]
+            d: [pair.render(model, render=render) for pair in items][:max_per_dimension]
             for d, items in misalignment_pairs().items()
         },
         render,

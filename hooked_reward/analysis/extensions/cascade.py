@@ -42,6 +42,7 @@ from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import Component, as_components, head_components
+from hooked_reward.pairs import PreferencePair, as_pairs
 
 __all__ = [
     "DIMENSIONS",
@@ -173,9 +174,10 @@ _SLOTS: dict[str, dict[str, list[str]]] = {
 
 def misalignment_pairs(
     n_per_dimension: int = 24, seed: int = 0, dimensions: Sequence[str] = DIMENSIONS
-) -> dict[str, list[tuple[str, str, str]]]:
-    """Seeded templated pairs: `{dimension: [(prompt, misaligned, aligned), ...]}`, `n_per_dimension` each
-    (distinct; at most the number of template × slot combinations, ≥ 24 for every dimension)."""
+) -> dict[str, list[PreferencePair]]:
+    """Seeded templated pairs: `{dimension: [PreferencePair(prompt, chosen=aligned, rejected=misaligned,
+    label=dimension), ...]}`, `n_per_dimension` each (distinct; at most the number of template × slot
+    combinations, ≥ 24 for every dimension)."""
     rng = random.Random(seed)
     out = {}
     for dim in dimensions:
@@ -191,7 +193,8 @@ def misalignment_pairs(
         if n_per_dimension > len(combos):
             raise InputError(f"{dim!r} has {len(combos)} distinct pairs; asked for {n_per_dimension}.")
         rng.shuffle(combos)
-        out[dim] = [tuple(part.format(**fill) for part in t) for t, fill in combos[:n_per_dimension]]
+        filled = [[part.format(**fill) for part in t] for t, fill in combos[:n_per_dimension]]
+        out[dim] = [PreferencePair(prompt, aligned, misaligned, dim) for prompt, misaligned, aligned in filled]
     return out
 
 
@@ -505,7 +508,7 @@ def item_attributions(
 
 def cascade_analysis(
     model: Any,
-    pairs: Mapping[str, Sequence[tuple[str, str, str] | tuple[str, str]]] | None = None,
+    pairs: Mapping[str, Sequence[PreferencePair]] | None = None,
     *,
     components: str = "layers",
     basis: str = "profile",
@@ -516,17 +519,19 @@ def cascade_analysis(
     seed: int = 0,
     nan_policy: str = "raise",
 ) -> CascadeResult:
-    """The cascade analysis of `model` on `pairs` (default: `misalignment_pairs()`), `{dimension: [(prompt,
-    misaligned, aligned) or (misaligned_text, aligned_text), ...]}`. Prompt/response triples are rendered with
-    `render(prompt, response)` (default: `model.render_chat`)."""
+    """The cascade analysis of `model` on `pairs` (default: `misalignment_pairs()`), `{dimension:
+    [PreferencePair, ...]}` with `chosen` the aligned response and `rejected` the misaligned one (anything
+    `pairs.as_pairs` reads: a `(prompt, chosen, rejected)` or `(chosen_text, rejected_text)` tuple too). Pairs with
+    a prompt are rendered with `render(prompt, response)` (default: `model.render_chat`), others used as they
+    are (`PreferencePair.render`)."""
     pairs = misalignment_pairs(seed=seed) if pairs is None else pairs
     render = render or model.render_chat
     texts: dict[str, int] = {}
     index: dict[str, tuple[list[int], list[int]]] = {}
     for dim, items in pairs.items():
         mis_idx, al_idx = [], []
-        for item in items:
-            mis, al = (render(item[0], item[1]), render(item[0], item[2])) if len(item) == 3 else item
+        for pair in as_pairs(items, label=dim, where=f"pairs[{dim!r}]"):
+            al, mis = pair.render(model, render=render)
             mis_idx.append(texts.setdefault(mis, len(texts)))
             al_idx.append(texts.setdefault(al, len(texts)))
         index[dim] = (mis_idx, al_idx)

@@ -41,10 +41,13 @@ from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.outputs import select_output
+from hooked_reward.pairs import PreferencePair, as_pairs
 
 __all__ = ["DistortionResult", "distortion_from_margins", "distortion_index", "dimensions_from_tagged"]
 
-Pair = tuple[str, str]
+#: A pair as `distortion_index` takes it: a `PreferencePair` (chosen = preferred), or a `(preferred, dispreferred)`
+#: tuple of full texts (anything `pairs.as_pairs` reads).
+Pair = PreferencePair | tuple[str, str]
 
 
 @dataclass
@@ -246,6 +249,7 @@ def distortion_index(
     if basis not in ("normed", "raw"):
         raise InputError(f"basis must be 'normed' or 'raw', got {basis!r}.")
     dims = dict(dimensions) if isinstance(dimensions, Mapping) else dimensions_from_tagged(dimensions)
+    dims = {name: [p.render(model) for p in as_pairs(items, label=name)] for name, items in dims.items()}
     texts = list(dict.fromkeys(t for pairs in dims.values() for pair in pairs for t in pair))
     index = {t: i for i, t in enumerate(texts)}
     rewards, normed, raw, _ = final_normed(model, texts, batch_size=batch_size)
