@@ -60,6 +60,7 @@ from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
 from hooked_reward.names import Component
 from hooked_reward.outputs import output_index, select_output
+from hooked_reward.pairs import PreferencePair, as_pairs
 
 __all__ = [
     "CompareResult",
@@ -467,24 +468,21 @@ class CompareResult(LabeledTensor):
 
 # ----------------------------------------------------------------------------------------- entry point
 def _unpack_pairs(pairs) -> tuple[list[str], list[str], list[str]]:
-    prompts, chosen, rejected = [], [], []
-    for p in pairs:
-        if isinstance(p, dict):
-            prompts.append(p.get("prompt", ""))
-            chosen.append(p["chosen"])
-            rejected.append(p["rejected"])
-        else:
-            a, b, c = p
-            prompts.append(a)
-            chosen.append(b)
-            rejected.append(c)
-    return prompts, chosen, rejected
+    """`(prompts, chosen, rejected)` of text pairs (each model renders them with its own `render`)."""
+    pairs = as_pairs(pairs)
+    conversations = [i for i, p in enumerate(pairs) if p.is_conversation]
+    if conversations:
+        raise InputError(
+            f"pairs {conversations[:5]} are conversations; compare_models renders (prompt, response) per model with "
+            "render_a / render_b: pass text pairs (PreferencePair(prompt, chosen, rejected) with strings)."
+        )
+    return [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs]
 
 
 def compare_models(
     model_a,
     model_b,
-    pairs: Sequence[dict | tuple[str, str, str]],
+    pairs: Sequence[PreferencePair | dict | tuple[str, str, str]],
     *,
     names: tuple[str, str] = ("A", "B"),
     labelled: bool = True,
@@ -504,7 +502,8 @@ def compare_models(
     """Compare two HookedRewardModels on the same preference pairs.
 
     Args:
-        pairs: dicts with ``prompt`` (optional), ``chosen``, ``rejected`` or ``(prompt, chosen, rejected)``.
+        pairs: `PreferencePair`s with text sides (or what `pairs.as_pairs` reads: dicts with ``prompt``
+            (optional), ``chosen``, ``rejected``, or ``(prompt, chosen, rejected)`` tuples).
         labelled: whether ``chosen`` is the labelled-better response (accuracy is reported then).
         shared_basis_: None = decide from ``d_model``/architecture/embeddings; True = assert the residual
             bases are shared (checkpoints of one model); False = never compare reward directions.

@@ -36,6 +36,7 @@ from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman,
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
 from hooked_reward.names import Component, block_components, head_components
+from hooked_reward.pairs import PreferencePair
 
 __all__ = ["FaithfulnessResult", "faithfulness_study", "RecoveryControl", "recovery_control", "plant_head"]
 
@@ -109,18 +110,23 @@ def _dra_labels(model: Any, by: str) -> list[Component]:
     return block_components(model) if by == "component" else head_components(model)
 
 
+def _input_pairs(model: Any, pairs: Sequence[PreferencePair | tuple[Input, Input]]) -> list[tuple[Input, Input]]:
+    """`(clean, corrupted)` inputs: a `PreferencePair`'s rendered `(chosen, rejected)` texts, or the pair as given."""
+    return [p.render(model) if isinstance(p, PreferencePair) else p for p in pairs]
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return spearman(x, y, what="DRA vs patching effects of one pair")
 
 
 def faithfulness_study(
     model: Any,
-    pairs: Sequence[tuple[Input, Input]],
+    pairs: Sequence[PreferencePair | tuple[Input, Input]],
     *,
     by: str = "component",
     align: str | None = None,
     prompt_len: int | None = None,
-    output: int | None = None,
+    output: int | str | None = None,
     confidence: float = 0.95,
     n_resamples: int = 9999,
     max_rows: int = 64,
@@ -129,7 +135,8 @@ def faithfulness_study(
 ) -> FaithfulnessResult:
     """Spearman ρ between ΔDRA and denoising-patching effects per pair, summarised over `pairs`.
 
-    `pairs` are `(clean, corrupted)` (e.g. (chosen, rejected)); text or token rows. `by="component"`
+    `pairs` are `PreferencePair`s (clean = chosen, corrupted = rejected, rendered by `PreferencePair.render`) or
+    `(clean, corrupted)` inputs (text or token rows). `by="component"`
     compares attention layers and MLPs (`hook_attn_out`, `hook_mlp_out`, all positions); `by="head"`
     compares heads (`hook_z`). Different-length pairs need `align` (and `prompt_len`), as in `patching`.
     """
@@ -144,7 +151,7 @@ def faithfulness_study(
     if (output is None or isinstance(output, int)) and model.output_names[output or 0] in model.head.readout_names():
         dra_output = model.output_names[output or 0]
     attr_rows, patch_rows, rhos, gaps = [], [], [], []
-    for clean, corrupt in tqdm(pairs, desc=f"faithfulness ({by})", disable=not progress):
+    for clean, corrupt in tqdm(_input_pairs(model, pairs), desc=f"faithfulness ({by})", disable=not progress):
         c_row, x_row = as_row(model, clean), as_row(model, corrupt)
         dra = pair_reward_attribution(model, c_row[None], x_row[None], by=by, output=dra_output, progress=False)
         idx = [dra.labels["component"].index(lab) for lab in labels]
@@ -275,7 +282,7 @@ def _rank_share(effects: Tensor, layer: int, head: int) -> tuple[int, float]:
 
 def recovery_control(
     model: Any,
-    pairs: Sequence[tuple[Input, Input]],
+    pairs: Sequence[PreferencePair | tuple[Input, Input]],
     layer: int | None = None,
     head: int = 0,
     *,
@@ -293,7 +300,7 @@ def recovery_control(
     `scale` near 1: a much larger write moves the final norm's scale, which is an effect in any direction.
     """
     layer = model.cfg.n_layers - 1 if layer is None else layer
-    rows = [(as_row(model, c), as_row(model, x)) for c, x in pairs]
+    rows = [(as_row(model, c), as_row(model, x)) for c, x in _input_pairs(model, pairs)]
     name = f"blocks.{layer}.attn.hook_z"
     diffs = []
     for c, x in rows:
