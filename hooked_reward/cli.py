@@ -94,7 +94,7 @@ def _pairs(args: argparse.Namespace, bundled: list[dict] | None, render: Callabl
     if args.max_pairs:
         by_mech: dict[str, list] = {}
         for p in pairs:
-            by_mech.setdefault(p.mechanism, []).append(p)
+            by_mech.setdefault(p.label, []).append(p)
         per = max(1, args.max_pairs // max(1, len(by_mech)))
         pairs = [p for group in by_mech.values() for p in group[:per]]
     return pairs

@@ -29,6 +29,7 @@ import torch
 from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
+from hooked_reward.pairs import PreferencePair, as_pairs
 from hooked_reward.report import plots
 from hooked_reward.report.agreement import Agreement, agreement, card_label, verdict
 from hooked_reward.report.attention import (
@@ -46,14 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["Pair", "analyze", "read_pairs", "render_pairs"]
 
 
-@dataclass
-class Pair:
-    """One preference pair, rendered: `chosen`/`rejected` are full texts as the model reads them."""
-
-    chosen: str
-    rejected: str
-    mechanism: str = "unlabelled"
-    prompt: str = ""
+#: A rendered preference pair: `PreferencePair("", chosen_text, rejected_text, label=mechanism,
+#: metadata={"prompt": prompt, ...})`, as `render_pairs` makes it.
+Pair = PreferencePair
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -78,15 +74,15 @@ def read_pairs(path: str | Path) -> list[dict]:
     return records
 
 
-def render_pairs(records: Sequence[dict], render: Callable[[str, str], str]) -> list[Pair]:
-    """Full texts for each record: `render(prompt, response)`, unless the record already has full texts
+def render_pairs(records: Sequence[dict | PreferencePair], render: Callable[[str, str], str]) -> list[Pair]:
+    """Each record as a rendered `PreferencePair` (full texts, `label` the mechanism or "unlabelled", the prompt
+    in `metadata["prompt"]`): `render(prompt, response)`, unless the record already has full texts
     (`chosen_text`/`rejected_text`)."""
     pairs = []
-    for r in records:
-        prompt = r.get("prompt", "")
-        chosen = r.get("chosen_text") or render(prompt, r["chosen"])
-        rejected = r.get("rejected_text") or render(prompt, r["rejected"])
-        pairs.append(Pair(chosen, rejected, str(r.get("mechanism", "unlabelled")), prompt))
+    for pair in as_pairs(records, where="pairs file"):
+        chosen, rejected = pair.render(render=render)
+        metadata = {**pair.metadata, "prompt": pair.metadata.get("prompt", pair.prompt)}
+        pairs.append(PreferencePair("", chosen, rejected, pair.label or "unlabelled", metadata))
     return pairs
 
 
@@ -149,14 +145,14 @@ def analyze(
 
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
-    mechanisms = list(dict.fromkeys(sorted(p.mechanism for p in pairs)))
+    mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
     colour = plots.colours(mechanisms)
     output = None if model.n_outputs == 1 else 0  # the model's output analysed (patching, behaviour)
     gated = model.head.readout_kind == "gate_fixed"
     names = model.head.readout_names()
     # The lens/DRA column of that output: ArmoRM's columns are its objectives then the score.
     column = names.index("score") if gated else output
-    by_mech = {mech: np.array([p.mechanism == mech for p in pairs]) for mech in mechanisms}
+    by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
 
     # ---- compute -----------------------------------------------------------------------------------------
     with torch.no_grad():
@@ -168,8 +164,8 @@ def analyze(
     if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
         pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
         chosen, rejected, margins = [p.chosen for p in pairs], [p.rejected for p in pairs], margins[ok]
-        mechanisms = list(dict.fromkeys(sorted(p.mechanism for p in pairs)))
-        by_mech = {mech: np.array([p.mechanism == mech for p in pairs]) for mech in mechanisms}
+        mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
+        by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
     lens_kw = {"batch_size": batch_size, "progress": progress, "output": None if gated else output}
     lens_c = reward_lens(model, chosen, **lens_kw)
     lens_r = reward_lens(model, rejected, **lens_kw)
@@ -181,7 +177,7 @@ def analyze(
     }
     found: dict[str, _Mechanism] = {}
     for mech in mechanisms:
-        group = [p for p in pairs if p.mechanism == mech]
+        group = [p for p in pairs if p.label == mech]
         texts = [(p.chosen, p.rejected) for p in group]
         by = {
             granularity: agreement(
