@@ -1,5 +1,6 @@
 """hooked_reward: TransformerLens-style interpretability for reward models, with `W_R` as the axis."""
 
+from hooked_reward import _hf_logging  # noqa: F401  (first: keeps the user's transformers log level)
 from hooked_reward.cache import RewardActivationCache
 from hooked_reward.cpu_memory import release_freed_cpu_memory, retain_freed_cpu_memory
 from hooked_reward.errors import (

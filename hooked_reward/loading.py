@@ -8,16 +8,23 @@ Checkpoints whose head is not a `score` Linear (ArmoRM, TRL value heads) registe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
+from hooked_reward.errors import UnsupportedArchitectureError
 from hooked_reward.heads.base import RewardHead
 from hooked_reward.heads.linear import LinearRewardHead
+from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer: public here before)
+    WEIGHT_FILES,
+    check_weight_files,
+    load_hf_model,
+    load_tokenizer,
+    read_config,
+    resolve_dtype,
+)
 from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.register_loader is public)
     CONTENT_LOADERS,
     CUSTOM_LOADERS,
@@ -28,68 +35,42 @@ from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.regist
     supported_causal_architectures,
 )
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
+def load_checkpoint(
+    path: str | Path,
+    dtype: torch.dtype | str = torch.float32,
+    device_map: Any = None,
+    *,
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> LoadedCheckpoint:
+    """Load a reward checkpoint — a local directory or a hub id (`hub.resolve_checkpoint`) — without running any
+    code from it (`trust_remote_code=False`). The files are checked first (`read_config`, `check_weight_files`),
+    and nothing is filled at random (`load_hf_model`)."""
+    from hooked_reward.hub import resolve_checkpoint
 
-GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
-
-
-def read_config(path: Path) -> dict:
-    """config.json of a checkpoint directory, with clear errors for a missing directory or file."""
-    if not path.exists():
-        raise CheckpointError(
-            f"Checkpoint path {str(path)!r} does not exist. Pass a directory saved with "
-            "`save_pretrained` (config.json + weights), or load the HF model yourself and use "
-            "`HookedRewardModel.from_hf_model(model, tokenizer=tok)`."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint path {str(path)!r} is a file; pass its directory.")
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(
-            f"No config.json in {str(path)!r}: not an HF checkpoint directory. "
-            "Save the model with `model.save_pretrained(dir)`."
-        )
-    if not any((path / f).exists() for f in WEIGHT_FILES):
-        raise CheckpointError(
-            f"No weights in {str(path)!r} (looked for {', '.join(WEIGHT_FILES)}). "
-            "The directory has a config but no model weights; re-save with `save_pretrained`."
-        )
-    return json.loads(config_file.read_text())
-
-
-def load_tokenizer(path: Path) -> Any:
-    """The checkpoint's tokenizer, or None when the directory ships none (token-id input still works)."""
-    from transformers import AutoTokenizer
-
-    if not any((path / f).exists() for f in TOKENIZER_FILES):
-        return None
-    config_file = path / "tokenizer_config.json"
-    declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.exists() else None
-    if declared in GENERIC_TOKENIZER_CLASSES and (path / "tokenizer.json").exists():
-        # A generic fast tokenizer: AutoTokenizer (transformers 5) would substitute the class of the model type
-        # (e.g. Qwen2Tokenizer) and rebuild its pre-tokenizer, changing the token ids.
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-
-
-def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32, device_map: Any = None) -> LoadedCheckpoint:
-    """Load a reward checkpoint from disk without running any code from it (`trust_remote_code=False`)."""
-    path = Path(path)
+    path = resolve_checkpoint(
+        path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+    )
     config = read_config(path)
+    check_weight_files(path)
+    dtype = resolve_dtype(dtype, config)
+    hf_kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        hf_kwargs["device_map"] = device_map
+    if max_memory is not None:
+        hf_kwargs["max_memory"] = max_memory
+    if offload_folder is not None:
+        hf_kwargs["offload_folder"] = str(offload_folder)
     architectures = config.get("architectures") or []
     loaders = [CUSTOM_LOADERS[a] for a in architectures if a in CUSTOM_LOADERS]
     loaders += [loader for detect, loader in CONTENT_LOADERS if detect(path, config)]
     if loaders:
-        loaded = loaders[0](path, dtype=dtype, device_map=device_map)
+        loaded = loaders[0](path, **hf_kwargs)
         if loaded.tokenizer is None:
             loaded.tokenizer = load_tokenizer(path)
         return loaded
@@ -103,13 +84,7 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32, device
 
     hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     arch = causal_lm_architecture(hf_config)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    try:
-        hf_model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
-    except OSError as err:
-        raise CheckpointError(f"Could not read the weights in {str(path)!r}: {err}") from err
+    hf_model = load_hf_model(AutoModelForSequenceClassification, path, **hf_kwargs)
     return from_sequence_classifier(hf_model, load_tokenizer(path), arch)
 
 

@@ -83,19 +83,43 @@ class HookedRewardModel(TransformerBridge):
         cls,
         path: str | Path,
         *,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         device_map: Any = None,
+        max_memory: dict | None = None,
+        offload_folder: str | Path | None = None,
         tokenizer: Any = None,
         fold_ln: bool = False,
         center_writing_weights: bool = False,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
     ) -> HookedRewardModel:
-        """Load a reward checkpoint directory (config.json + safetensors), never running code from it.
+        """Load a reward checkpoint — a local directory (config.json + safetensors) or a Hugging Face Hub id
+        (`"org/name"`) — never running code from it.
 
-        `dtype` and `device_map` are passed to HF (`device_map="auto"` splits a large model over devices via
-        accelerate). `fold_ln` / `center_writing_weights` apply TransformerLens's weight processing
-        (see `process_weights`); rewards are unchanged by it.
+        Hub ids are resolved as `transformers` does (`revision`, `cache_dir`, `local_files_only`, `token`; the
+        `HF_HOME` / `HF_HUB_OFFLINE` / `HF_TOKEN` environment), see `hooked_reward.hub`. `dtype` is a torch dtype,
+        its name, or "auto" (the checkpoint's own). `device_map` ("auto", "cuda", a dict), `max_memory` and
+        `offload_folder` are passed to HF (accelerate places or offloads the layers). `fold_ln` /
+        `center_writing_weights` apply TransformerLens's weight processing (see `process_weights`); rewards are
+        unchanged by it.
+
+        Nothing is filled at random: a weight missing from the files, or of the wrong shape, raises
+        `CheckpointError` naming it; unused weights in the files are listed in a warning; corrupt files, invalid
+        JSON, an unknown `model_type` and non-finite weights raise `CheckpointError` naming the file or tensor.
         """
-        loaded = load_checkpoint(path, dtype=dtype, device_map=device_map)
+        loaded = load_checkpoint(
+            path,
+            dtype=dtype,
+            device_map=device_map,
+            max_memory=max_memory,
+            offload_folder=offload_folder,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
         if tokenizer is not None:
             loaded.tokenizer = tokenizer
         model = cls._from_loaded(loaded, model_name=str(path))

@@ -37,7 +37,8 @@ class LoadedCheckpoint:
     tokenizer: Any = None
 
 
-# config.json "architectures" entry -> loader(path, dtype, device_map) -> LoadedCheckpoint
+# config.json "architectures" entry -> loader(path, dtype=, **hf_kwargs) -> LoadedCheckpoint (hf_kwargs: device_map,
+# max_memory, offload_folder, passed on to HF's from_pretrained)
 CUSTOM_LOADERS: dict[str, Callable[..., LoadedCheckpoint]] = {}
 
 

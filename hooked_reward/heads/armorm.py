@@ -47,6 +47,7 @@ from transformer_lens.hook_points import HookPoint
 
 from hooked_reward.errors import CheckpointError, InputError
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
+from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
 from hooked_reward.registry import LoadedCheckpoint, register_loader
 
 if TYPE_CHECKING:
@@ -463,7 +464,7 @@ def _objective_names(config: dict, k: int) -> list[str] | None:
 
 
 @register_loader(ARCHITECTURE)
-def load_armorm(path: Path, dtype: torch.dtype = torch.float32, device_map: Any = None) -> LoadedCheckpoint:
+def load_armorm(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any) -> LoadedCheckpoint:
     """Load an ArmoRM (`LlamaForRewardModelWithGating`) directory without running its code.
 
     config.json: `num_objectives` (required), `gating_temperature` (default 10, as ArmoRM), `gating_hidden_dim`
@@ -520,10 +521,8 @@ def load_armorm(path: Path, dtype: torch.dtype = torch.float32, device_map: Any 
             f"num_objectives={k}."
         )
     temperature = float(config.get("gating_temperature", DEFAULT_GATING_TEMPERATURE))
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    backbone = LlamaModel.from_pretrained(str(path), config=hf_config, **kwargs)
+    head_prefixes = ("regression_layer.", "gating.", "reward_transform_matrix", "lm_head.")
+    backbone = load_hf_model(LlamaModel, path, consumed=head_prefixes, config=hf_config, dtype=dtype, **hf_kwargs)
     gate_bias = f"gating.layers.{n_hidden}.bias" in keys
     module = ArmoRMCheckpointModule(backbone, hf_config, k, hidden_dim, n_hidden, temperature, gate_bias)
     head_state = {name: get(name) for name in keys if not name.startswith("model.")}
@@ -539,7 +538,8 @@ def load_armorm(path: Path, dtype: torch.dtype = torch.float32, device_map: Any 
         module.load_state_dict(head_state, strict=False)
     except RuntimeError as err:
         raise CheckpointError(f"{str(path)!r}: a gating tensor has the wrong shape: {err}") from err
-    device = next(backbone.parameters()).device
+    check_finite_weights(module, path)
+    device = execution_device(backbone)
     for name in ("regression_layer", "gating"):
         getattr(module, name).to(device=device, dtype=dtype)
     module.reward_transform_matrix.data = module.reward_transform_matrix.data.to(device=device, dtype=dtype)

@@ -36,6 +36,7 @@ from transformer_lens.hook_points import HookPoint
 from hooked_reward.errors import CheckpointError, InputError
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.heads.linear import LinearRewardHead
+from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
 from hooked_reward.registry import LoadedCheckpoint, causal_lm_architecture, register_content_loader
 
 if TYPE_CHECKING:
@@ -240,9 +241,7 @@ def _attach(module: nn.Module, dotted: str, child: nn.Module) -> None:
 
 
 @register_content_loader(_is_value_head_checkpoint)
-def load_value_head_checkpoint(
-    path: Path, dtype: torch.dtype = torch.float32, device_map: Any = None
-) -> LoadedCheckpoint:
+def load_value_head_checkpoint(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any) -> LoadedCheckpoint:
     """A CausalLM backbone with a TRL / declared linear or MLP value head (see the module docstring)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -257,10 +256,16 @@ def load_value_head_checkpoint(
     tensors = _read_tensors(path, wanted)
     hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     arch = causal_lm_architecture(hf_config)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    causal_lm = AutoModelForCausalLM.from_pretrained(str(path), config=hf_config, **kwargs)
+    # The reward never reads the LM head, so a checkpoint saved without it is complete.
+    causal_lm = load_hf_model(
+        AutoModelForCausalLM,
+        path,
+        consumed=(prefix + ".",),
+        unused=("lm_head.",),
+        config=hf_config,
+        dtype=dtype,
+        **hf_kwargs,
+    )
     if spec["type"] == "linear":
         head_module: nn.Module = _linear_from(tensors, prefix, path)
     else:
@@ -270,8 +275,8 @@ def load_value_head_checkpoint(
         head_module = nn.Sequential(
             _linear_from(tensors, f"{prefix}.0", path), nn.Identity(), _linear_from(tensors, f"{prefix}.2", path)
         )
-    device = next(causal_lm.parameters()).device
-    head_module.to(device=device, dtype=dtype)
+    check_finite_weights(head_module, path)
+    head_module.to(device=execution_device(causal_lm), dtype=dtype)
     return _loaded(causal_lm, head_module, arch, prefix, spec.get("activation"), spec.get("output_names"))
 
 

@@ -1,0 +1,244 @@
+"""A checkpoint's files, read through HF with every fault a clear `CheckpointError` and nothing filled at random.
+
+Core, below `heads` and `loading` (both read checkpoints through it): config.json and other JSON (`read_json`,
+`read_config`: invalid JSON, an unknown `model_type`), safetensors headers (`check_weight_files`: zero-byte,
+truncated, corrupt, missing shards), HF's `from_pretrained` with its loading info read (`load_hf_model`: missing
+weights and wrong shapes are errors, unused weights a warning), finite weights (`check_finite_weights`), the
+tokenizer (`load_tokenizer`) and `dtype="auto"` (`resolve_dtype`). Every message names the file or tensor and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hooked_reward.errors import CheckpointError
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def read_config(path: Path) -> dict:
+    """config.json of a checkpoint directory, with clear errors for a missing directory, file or weights, invalid
+    JSON, and a `model_type` transformers does not know."""
+    if not path.exists():
+        raise CheckpointError(
+            f"Checkpoint path {str(path)!r} does not exist. Pass a directory saved with "
+            "`save_pretrained` (config.json + weights), a Hugging Face Hub id (`org/name`), or load the HF model "
+            "yourself and use `HookedRewardModel.from_hf_model(model, tokenizer=tok)`."
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"Checkpoint path {str(path)!r} is a file; pass its directory.")
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(
+            f"No config.json in {str(path)!r}: not an HF checkpoint directory. "
+            "Save the model with `model.save_pretrained(dir)`."
+        )
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        raise CheckpointError(
+            f"No weights in {str(path)!r} (looked for {', '.join(WEIGHT_FILES)}). "
+            "The directory has a config but no model weights; re-save with `save_pretrained`."
+        )
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file} holds a JSON {type(config).__name__}, not an object: {_REFETCH}")
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        import transformers
+
+        raise CheckpointError(
+            f"{config_file}: model_type {model_type!r} is not a model type transformers {transformers.__version__} "
+            "knows (hooked_reward never runs a checkpoint's own code). Upgrade transformers, or fix model_type to "
+            "the architecture the weights are for (e.g. 'llama', 'qwen3', 'gemma2')."
+        )
+    return config
+
+
+_REFETCH = "the file is corrupt or was cut short; download or save the checkpoint again."
+
+
+def read_json(file: Path) -> Any:
+    """A JSON file of a checkpoint, or `CheckpointError` naming the file and where it is invalid."""
+    try:
+        return json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{file} is not UTF-8 text: {_REFETCH}") from err
+    except json.JSONDecodeError as err:
+        what = (
+            "empty" if not err.doc.strip() else f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        )
+        raise CheckpointError(f"{file} is {what}: {_REFETCH}") from err
+
+
+def check_weight_files(path: Path) -> None:
+    """Check every safetensors file of the checkpoint before loading: present (the shard index's files too) and
+    readable (a zero-byte, truncated or corrupt header raises `CheckpointError` naming the file). Only headers
+    are read, so this costs milliseconds."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} has no 'weight_map' object: {_REFETCH}")
+        shards = sorted(set(weight_map.values()))
+        absent = [f for f in shards if not (path / f).exists()]
+        if absent:
+            raise CheckpointError(
+                f"{index} lists shard(s) {absent} that are not in {str(path)!r}: the download is incomplete; "
+                "download the checkpoint again."
+            )
+    for file in files:
+        if file.stat().st_size == 0:
+            raise CheckpointError(f"{file} is empty (0 bytes): {_REFETCH}")
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{file} is not a readable safetensors file ({err}): {_REFETCH}") from err
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The checkpoint's tokenizer, or None when the directory ships none (token-id input still works).
+    Invalid tokenizer files raise `CheckpointError` naming the file."""
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
+        return None
+    try:
+        return _load_tokenizer(path)
+    except Exception as err:  # tokenizers' Rust errors, JSONDecodeError, sentencepiece errors, ...
+        for name in ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "vocab.json"):
+            if (path / name).exists():
+                read_json(path / name)  # names the file when it is not JSON
+        raise CheckpointError(
+            f"Could not load the tokenizer in {str(path)!r} ({type(err).__name__}: {err}). Its tokenizer files are "
+            "corrupt or incomplete: download them again, or pass tokenizer= to from_pretrained."
+        ) from err
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    config_file = path / "tokenizer_config.json"
+    declared = read_json(config_file).get("tokenizer_class") if config_file.exists() else None
+    if declared in GENERIC_TOKENIZER_CLASSES and (path / "tokenizer.json").exists():
+        # A generic fast tokenizer: AutoTokenizer (transformers 5) would substitute the class of the model type
+        # (e.g. Qwen2Tokenizer) and rebuild its pre-tokenizer, changing the token ids.
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+
+
+def resolve_dtype(dtype: torch.dtype | str, config: dict) -> torch.dtype:
+    """A torch dtype from `dtype`: a torch dtype, its name ("bfloat16"), or "auto" (the checkpoint's
+    `torch_dtype`/`dtype` in config.json, float32 when it names none), as HF's `dtype="auto"`."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        name = config.get("dtype") or config.get("torch_dtype") or "float32"
+        dtype = str(name).removeprefix("torch.")
+    resolved = getattr(torch, str(dtype), None) if isinstance(dtype, str) else None
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise CheckpointError(
+            f"dtype {dtype!r} is not a floating-point torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'."
+        )
+    return resolved
+
+
+def load_hf_model(
+    auto_class: Any,
+    path: Path,
+    *,
+    consumed: tuple[str, ...] = (),
+    unused: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> nn.Module:
+    """`auto_class.from_pretrained(path, **kwargs)` (never remote code), refusing what HF would fill at random.
+
+    HF's loading info is read: a weight of the model missing from the files raises `CheckpointError` naming the
+    keys (HF would initialise it randomly and only log it); a weight whose shape differs raises one naming the key
+    and both shapes; weights in the files the model does not use are listed in a warning. Keys starting with a
+    prefix in `consumed` (read by our own head loader) are not reported as unused; missing keys starting with a
+    prefix in `unused` (e.g. `lm_head.` for a value-head model, whose reward never reads it) are allowed.
+    Finally every parameter is checked to be finite (`check_finite_weights`).
+    """
+    from safetensors import SafetensorError
+
+    try:
+        hf_model, info = auto_class.from_pretrained(
+            str(path), output_loading_info=True, ignore_mismatched_sizes=True, trust_remote_code=False, **kwargs
+        )
+    except (OSError, SafetensorError, RuntimeError, ValueError, KeyError, EOFError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"Could not read the weights in {str(path)!r} ({type(err).__name__}: {err}). The weight files are "
+            "corrupt or do not fit config.json: download or save the checkpoint again."
+        ) from err
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
+    if mismatched:
+        shapes = "; ".join(
+            f"{k}: {tuple(a)} in the file, {tuple(b)} expected from config.json" for k, a, b in mismatched
+        )
+        raise CheckpointError(
+            f"{str(path)!r}: weight(s) of the wrong shape ({shapes}). config.json does not describe these weights "
+            "(edited config, or weights of another model): fix config.json or download the checkpoint again."
+        )
+    missing = sorted(k for k in info.get("missing_keys") or [] if not k.startswith(unused))
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise CheckpointError(
+            f"{str(path)!r}: weight(s) {shown} are not in the checkpoint's files, so HF would fill them with random "
+            f"values and every reward would be meaningless. The checkpoint is incomplete or is not a "
+            f"{auto_class.__name__.removeprefix('Auto')} with this config: download it again, or save the complete "
+            "model with `save_pretrained`."
+        )
+    unexpected = sorted(k for k in info.get("unexpected_keys") or [] if not k.startswith(consumed))
+    if unexpected:
+        shown = ", ".join(unexpected[:20]) + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else "")
+        warnings.warn(
+            f"{str(path)!r}: the checkpoint has weight(s) the model does not use, ignored: {shown}.", stacklevel=3
+        )
+    check_finite_weights(hf_model, path)
+    return hf_model
+
+
+def check_finite_weights(module: nn.Module, path: Path | str) -> None:
+    """Raise `CheckpointError` naming the first parameter holding NaN or ±Inf (corrupt tensor bytes, a diverged
+    run). One reduction per tensor; parameters offloaded to disk (on the meta device) are not checked."""
+    for name, param in module.named_parameters():
+        if param.device.type == "meta" or not param.is_floating_point():
+            continue
+        data = param.detach()
+        if torch.isfinite(data.sum(dtype=torch.float32)) or bool(torch.isfinite(data).all()):
+            continue  # the sum overflows only for huge finite values; then the exact check decides
+        bad = int((~torch.isfinite(data)).sum())
+        raise CheckpointError(
+            f"{str(path)!r}: weight {name!r} {tuple(data.shape)} has {bad} non-finite value(s) (NaN or Inf): the "
+            "weight file is corrupt or the model diverged in training; download or save the checkpoint again."
+        )
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where `module`'s output is computed: the device of its last parameter that is not offloaded to disk (the
+    meta device), i.e. where a head placed after it must live; CPU when every parameter is offloaded."""
+    device = torch.device("cpu")
+    for param in module.parameters():
+        if param.device.type != "meta":
+            device = param.device
+    return device
