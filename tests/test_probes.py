@@ -152,7 +152,7 @@ def test_localisation_sums_and_report(tiny, tmp_path):
         assert loc.head_labels and len(loc.head_dra) == len(loc.head_patch)
         assert np.isfinite(loc.patch).sum() >= 2 * tiny.cfg.n_layers
         assert -1 <= loc.spearman <= 1 or math.isnan(loc.spearman)
-        assert loc.to_frame().shape[0] == len(loc.labels) + len(loc.head_labels)
+        assert loc.to_frame().shape[0] == len(loc.components) + len(loc.head_labels)
     html = write_probe_report(res, tmp_path / "report")
     assert html.exists()
     for f in ("forest.png", "report.json", "localisation_length.png"):

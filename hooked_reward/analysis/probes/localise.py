@@ -35,6 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_reward.analysis.attribution import attribution_from_cache
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman
 from hooked_reward.errors import InputError
 from hooked_reward.names import Component
@@ -43,20 +44,52 @@ from hooked_reward.outputs import select_output
 __all__ = ["FactorLocalisation", "localise_pairs", "component_hook"]
 
 
-@dataclass
-class FactorLocalisation:
-    """Per-component DRA and patching of one factor's mean Δ (``[n_components]`` each, same order)."""
+@dataclass(repr=False)
+class FactorLocalisation(LabeledTensor):
+    """Per-component DRA and patching of one factor's mean Δ, a `LabeledTensor`.
 
-    factor: str
-    labels: list[str]
-    dra: Float[np.ndarray, "comp"]
-    patch: Float[np.ndarray, "comp"]
-    spearman: float
+    `values [method, component]`: row "dra" (direct reward attribution) and row "patch" (patching at the reward
+    position) over `components`; `head_dra` / `head_patch` `[head]` over `head_labels` the same per head.
+    `spearman` / `head_spearman`: Spearman ρ of DRA vs patching over components / heads (`analysis.stats`).
+    """
+
+    factor: str = ""
+    spearman: float = math.nan
     head_labels: list[str] = field(default_factory=list)
     head_dra: Float[np.ndarray, "head"] = field(default_factory=lambda: np.zeros(0))
     head_patch: Float[np.ndarray, "head"] = field(default_factory=lambda: np.zeros(0))
     head_spearman: float = math.nan
     mean_delta: float = math.nan
+    value_name: str = "Δ reward"
+
+    @classmethod
+    def build(
+        cls,
+        factor: str,
+        components: Sequence[str],
+        dra: Float[np.ndarray, "comp"],
+        patch: Float[np.ndarray, "comp"],
+        **fields: object,
+    ) -> FactorLocalisation:
+        """The result from its two per-component vectors (and any of the other fields by name)."""
+        values = torch.from_numpy(np.stack([np.asarray(dra, np.float64), np.asarray(patch, np.float64)]))
+        labels = {"method": ["dra", "patch"], "component": list(components)}
+        return cls(values=values, dims=("method", "component"), labels=labels, factor=factor, **fields)  # type: ignore[arg-type]
+
+    @property
+    def components(self) -> list[str]:
+        """The component labels (embed, `{l}_attn_out`, `{l}_mlp_out`, ...)."""
+        return self.axis_labels("component")
+
+    @property
+    def dra(self) -> Float[np.ndarray, "comp"]:
+        """Direct reward attribution of the mean Δ per component."""
+        return self.values[0].numpy()
+
+    @property
+    def patch(self) -> Float[np.ndarray, "comp"]:
+        """Reward-position patching effect of the mean Δ per component (NaN where not patched)."""
+        return self.values[1].numpy()
 
     def to_frame(self):
         """Long table: one row per component or head, with its DRA and patching effect."""
@@ -64,7 +97,7 @@ class FactorLocalisation:
 
         rows = [
             {"factor": self.factor, "component": c, "kind": "component", "dra": float(a), "patch": float(p)}
-            for c, a, p in zip(self.labels, self.dra, self.patch, strict=True)
+            for c, a, p in zip(self.components, self.dra, self.patch, strict=True)
         ]
         rows += [
             {"factor": self.factor, "component": c, "kind": "head", "dra": float(a), "patch": float(p)}
@@ -79,7 +112,7 @@ class FactorLocalisation:
         if heads:
             labels, vals = self.head_labels, (self.head_dra if by == "dra" else self.head_patch)
         else:
-            labels, vals = self.labels, (self.dra if by == "dra" else self.patch)
+            labels, vals = self.components, (self.dra if by == "dra" else self.patch)
         order = np.argsort(-np.nan_to_num(np.abs(vals), nan=-1.0))
         return [labels[i] for i in order[:k]]
 
@@ -88,7 +121,7 @@ class FactorLocalisation:
         import matplotlib.pyplot as plt
 
         labels, a, p = (
-            (self.head_labels, self.head_dra, self.head_patch) if heads else (self.labels, self.dra, self.patch)
+            (self.head_labels, self.head_dra, self.head_patch) if heads else (self.components, self.dra, self.patch)
         )
         if ax is None:
             _, ax = plt.subplots(figsize=(max(4, 0.45 * len(labels) + 1), 3))
@@ -260,11 +293,11 @@ def localise_pairs(
         head_dra = all_dra[keep]
         head_patch = patch_all(head_labels) if patching else np.full(len(head_labels), np.nan)
 
-    return FactorLocalisation(
-        factor=factor,
-        labels=list(labels),
-        dra=dra,
-        patch=patch_vals,
+    return FactorLocalisation.build(
+        factor,
+        list(labels),
+        dra,
+        patch_vals,
         spearman=_spearman(dra, patch_vals),
         head_labels=list(head_labels),
         head_dra=head_dra,
@@ -284,11 +317,11 @@ def concat_localisations(parts: Sequence[FactorLocalisation], weights: Sequence[
 
     first = parts[0]
     dra, patch, hd, hp = avg("dra"), avg("patch"), avg("head_dra"), avg("head_patch")
-    return FactorLocalisation(
-        factor=first.factor,
-        labels=first.labels,
-        dra=dra,
-        patch=patch,
+    return FactorLocalisation.build(
+        first.factor,
+        first.components,
+        dra,
+        patch,
         spearman=_spearman(dra, patch),
         head_labels=first.head_labels,
         head_dra=hd,

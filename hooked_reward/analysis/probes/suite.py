@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from hooked_reward.analysis.probes.generators import Factor, ProbePair, default_factors
 from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_localisations, localise_pairs
 from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import check_nan_policy, finite_rows
 from hooked_reward.outputs import select_output
 
@@ -94,23 +95,36 @@ def score_texts(
     return np.concatenate(rewards), np.concatenate(lengths)
 
 
-@dataclass
-class ProbeSuiteResult:
-    """Everything a probe suite measured.
+STAT_COLUMNS = ("n", "mean", "sd", "std_mean", "d", "ci_low", "ci_high", "p", "q")
 
-    ``stats``: one :class:`FactorStats` per factor (in run order).  ``rewards[f] = (r_biased, r_neutral)``
-    per pair; ``deltas[f] = r_biased − r_neutral``.  ``reward_sd``: sd of all rewards over every probe text
-    (the unit of ``std_mean``).  ``localisation[f]`` for each significant factor (when the model could be
-    localised).
+
+@dataclass(repr=False)
+class ProbeSuiteResult(LabeledTensor):
+    """Everything a probe suite measured, a `LabeledTensor`.
+
+    ``values [factor, stat]``: the numeric statistics of each factor (stats ``STAT_COLUMNS``: n, mean, sd,
+    std_mean, d, ci_low, ci_high, p, q); ``stats``: one :class:`FactorStats` per factor (in run order, with the
+    verdicts and flags). ``rewards[f] = (r_biased, r_neutral)`` per pair; ``deltas[f] = r_biased − r_neutral``.
+    ``reward_sd``: sd of all rewards over every probe text (the unit of ``std_mean``). ``localisation[f]`` for
+    each significant factor (when the model could be localised).
     """
 
-    stats: list[FactorStats]
-    rewards: dict[str, tuple[np.ndarray, np.ndarray]]
-    reward_sd: float
-    alpha: float
-    pairs: dict[str, list[ProbePair]]
+    stats: list[FactorStats] = field(default_factory=list, repr=False)
+    rewards: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    reward_sd: float = math.nan
+    alpha: float = 0.05
+    pairs: dict[str, list[ProbePair]] = field(default_factory=dict)
     localisation: dict[str, FactorLocalisation] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    value_name: str = "statistic"
+
+    @classmethod
+    def build(cls, stats: list[FactorStats], **fields: object) -> ProbeSuiteResult:
+        """The result from its per-factor statistics (and any of the other fields by name)."""
+        values = torch.tensor([[float(getattr(s, c)) for c in STAT_COLUMNS] for s in stats], dtype=torch.float64)
+        labels = {"factor": [s.factor for s in stats], "stat": list(STAT_COLUMNS)}
+        values = values.reshape(len(stats), len(STAT_COLUMNS))
+        return cls(values=values, dims=("factor", "stat"), labels=labels, stats=stats, **fields)  # type: ignore[arg-type]
 
     @property
     def deltas(self) -> dict[str, np.ndarray]:
@@ -133,45 +147,9 @@ class ProbeSuiteResult:
 
         return pd.DataFrame([s.as_dict() for s in self.stats]).set_index("factor")
 
-    def to_json(self) -> dict:
-        """A JSON-serialisable dict (inf/nan written as strings by :func:`json.dumps` default handling)."""
-
-        def clean(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return str(v)
-            if isinstance(v, (np.floating, np.integer)):
-                return clean(v.item())
-            if isinstance(v, np.ndarray):
-                return [clean(x) for x in v.tolist()]
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            return v
-
-        return clean(
-            {
-                "alpha": self.alpha,
-                "reward_sd": self.reward_sd,
-                "factors": [s.as_dict() for s in self.stats],
-                "deltas": {k: v for k, v in self.deltas.items()},
-                "localisation": {
-                    k: {
-                        "labels": loc.labels,
-                        "dra": loc.dra,
-                        "patch": loc.patch,
-                        "spearman": loc.spearman,
-                        "head_labels": loc.head_labels,
-                        "head_dra": loc.head_dra,
-                        "head_patch": loc.head_patch,
-                        "head_spearman": loc.head_spearman,
-                        "mean_delta": loc.mean_delta,
-                    }
-                    for k, loc in self.localisation.items()
-                },
-                "notes": self.notes,
-            }
-        )
+    def _json_extra(self) -> dict:
+        """The old report keys: every factor's statistics and the per-pair deltas."""
+        return {"factors": [s.as_dict() for s in self.stats], "deltas": self.deltas}
 
     def save_json(self, path) -> None:
         with open(path, "w") as f:
@@ -305,7 +283,7 @@ def run_probe_suite(
         min_effect=min_effect,
         nan_policy=nan_policy,
     )
-    result = ProbeSuiteResult(stats=st, rewards=rewards, reward_sd=reward_sd, alpha=alpha, pairs=all_pairs, notes=notes)
+    result = ProbeSuiteResult.build(st, rewards=rewards, reward_sd=reward_sd, alpha=alpha, pairs=all_pairs, notes=notes)
     unit = "tokens" if _is_hooked(model) else "words"
     for s in st:
         if math.isfinite(s.mean_len_diff) and abs(s.mean_len_diff) >= 1 and s.factor != "length":
