@@ -102,8 +102,12 @@ def test_distortion_perfect_model_has_no_forced_worst(llama):
     # norm-exact mechanistic readout: mean Δ normed final residual · W_R_eff == mean margin
     np.testing.assert_allclose(res.mechanistic["readout"], res.mean_margin, atol=1e-4)
     assert (res.mechanistic["null_high"] > 0).all()
-    fig = res.plot()
-    assert fig is not None
+    fig = res.plot_panels()
+    assert len(fig.axes) >= 2  # coverage, mechanistic cosines (and a colorbar-free layout)
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots()
+    assert res.plot(ax=ax) is ax and res.dims == ("dimension",) and res.labels["dimension"] == list(dims)
 
 
 # ------------------------------------------------------------------------------------------------ 2. divergence

@@ -2,7 +2,9 @@
 
 A notebook user looks at it (`.to_frame()`, `.plot()`); a test asserts on `.values`; a report stores
 `.to_json()`. Analyses subclass it (as dataclasses whose extra fields all have defaults) to give `.plot()` the
-picture that suits them and to carry extra fields (rewards, intervals, p-values, settings).
+picture that suits them and to carry extra fields (rewards, intervals, p-values, settings). A subclass whose
+numbers live in named fields (e.g. a similarity matrix) may instead be constructed without `values` and
+derive it in `_derive()` (keyword-only dataclass redeclaring `values: Tensor | None = None`, `dims = ()`).
 
 The contract every subclass keeps:
 
@@ -97,6 +99,9 @@ class LabeledTensor:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.values is None:  # a subclass that keeps its numbers in named fields derives the tensor from them
+            self.values, self.dims, derived = self._derive()
+            self.labels = {**derived, **self.labels}
         self.dims = tuple(self.dims)
         if len(self.dims) != self.values.ndim:
             raise ValueError(f"dims {self.dims} do not match values of shape {tuple(self.values.shape)}.")
@@ -106,6 +111,11 @@ class LabeledTensor:
             n = self.values.shape[self.dims.index(dim)]
             if len(labels) != n:
                 raise ValueError(f"{len(labels)} labels for axis {dim!r} of size {n}.")
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        """`(values, dims, labels)` built from a subclass's own fields, for subclasses constructed without
+        `values` (they redeclare `values: Tensor | None = None` and `dims = ()`, keyword-only)."""
+        raise TypeError(f"{type(self).__name__} needs `values` and `dims`.")
 
     # ------------------------------------------------------------------ access
     @property

@@ -110,7 +110,7 @@ def write_extensions_report(
             f"Overall distortion {s['overall']:.3f} [{s['overall_low']:.3f}, {s['overall_high']:.3f}] "
             f"(0: every pair ranked right; 1: chance or worse). Inverted dimensions: {format_value(s['inverted'])}."
         )
-        return {"summary": s, "dimensions": report_rows}, res.plot(), text
+        return {"summary": s, "dimensions": report_rows}, res.plot_panels(), text
 
     def divergence() -> tuple[Any, Any, str]:
         rng = np.random.default_rng(seed)
@@ -130,7 +130,7 @@ def write_extensions_report(
             f"Residual densities fitted on {len(ref)} texts, threshold = 99th percentile of {len(held)} "
             "held-out clean texts. A run is flagged when most rows exceed it."
         )
-        return {"rows": rows, "meta": density.meta}, res.plot(), text
+        return {"rows": rows, "meta": density.meta}, res.plot().figure, text
 
     def cascade() -> tuple[Any, Any, str]:
         res = cascade_analysis(model, render=render, n_perm=n_perm, n_boot=n_boot, seed=seed)
@@ -152,7 +152,7 @@ def write_extensions_report(
             "similarity": res.similarity,
             "shared_components": res.shared_components,
         }
-        return data, res.plot(), text
+        return data, res.plot_panels(), text
 
     def conflict() -> tuple[Any, Any, str]:
         pairs = [p for ps in dimensions.values() for p in ps]
@@ -176,7 +176,7 @@ def write_extensions_report(
             f"Terms: {kind}. Δscore split exactly (max error {res.split_error:.2g}); "
             "conflict = terms of opposite sign on a pair, and which one Δscore follows."
         )
-        return {"rows": rows, "split_error": res.split_error, "meta": res.meta}, res.plot(), text
+        return {"rows": rows, "split_error": res.split_error, "meta": res.meta}, res.plot_panels(), text
 
     def concepts() -> tuple[Any, Any, str]:
         import matplotlib.pyplot as plt

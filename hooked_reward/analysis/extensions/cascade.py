@@ -38,6 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import cosine_matrix, figure, frame
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
@@ -198,8 +199,8 @@ def misalignment_pairs(
     return out
 
 
-@dataclass
-class CascadeResult:
+@dataclass(repr=False, kw_only=True)
+class CascadeResult(LabeledTensor):
     """Per-dimension behaviour (failure rate, standardised Δ, with CIs) and the shared-mechanism analysis.
 
     `profiles` `[K, C]` (mean ΔDRA per component), `directions` `[K, d]` or None, `similarity` `[K, K]` (of
@@ -209,6 +210,9 @@ class CascadeResult:
     `shared_components` (those of the largest cluster, or of the top eigenvector when nothing clusters),
     `p_distinct` (item-shuffle reference) or NaN without item-level data.
     """
+
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from `similarity` (see `_derive`)
+    dims: tuple[str, ...] = ()
 
     names: list[str]
     components: list[str]
@@ -232,6 +236,14 @@ class CascadeResult:
     null_strength: np.ndarray | None = None
     cluster_components: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        names = list(self.names)
+        return (
+            torch.from_numpy(np.asarray(self.similarity)),
+            ("dimension", "other"),
+            {"dimension": names, "other": names},
+        )
 
     def to_frame(self) -> Any:
         """One row per dimension: n, failure rate (+CI), standardised Δ (+CI), its cluster."""
@@ -260,8 +272,26 @@ class CascadeResult:
         return pd.DataFrame(self.similarity, index=self.names, columns=self.names)
 
     def plot(self, ax: Any = None) -> Any:
-        """Failure rates with CIs, and the similarity matrix with the clusters; returns the figure."""
-        fig, (a0, a1) = figure(2)
+        """The similarity matrix (`values`) on `ax` (a new figure's when None); returns the Axes."""
+        if ax is None:
+            _, ax = figure(1)
+        x = np.arange(len(self.names))
+        im = ax.imshow(self.similarity, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_xticks(x, self.names, rotation=45, ha="right")
+        ax.set_yticks(x, self.names)
+        ax.set_title(
+            f"{self.basis} similarity; strength {self.strength:.2f} (p={self.p_value:.3g}), t={self.threshold:.2f}",
+            fontsize=9,
+        )
+        ax.figure.colorbar(im, ax=ax)
+        return ax
+
+    def plot_panels(self, fig: Any = None) -> Any:
+        """Failure rates with CIs, and the similarity matrix with the clusters; returns the Figure."""
+        if fig is None:
+            fig, (a0, a1) = figure(2)
+        else:
+            a0, a1 = fig.subplots(1, 2)
         x = np.arange(len(self.names))
         err = np.vstack([self.failure_rate - self.failure_low, self.failure_high - self.failure_rate])
         a0.bar(x, self.failure_rate, yerr=np.clip(err, 0, None), capsize=3, color="tab:red")
@@ -269,14 +299,7 @@ class CascadeResult:
         a0.set_ylim(0, 1)
         a0.set_xticks(x, self.names, rotation=45, ha="right")
         a0.set_ylabel("failure rate P(r(mis) > r(al))")
-        im = a1.imshow(self.similarity, vmin=-1, vmax=1, cmap="RdBu_r")
-        a1.set_xticks(x, self.names, rotation=45, ha="right")
-        a1.set_yticks(x, self.names)
-        a1.set_title(
-            f"{self.basis} similarity; strength {self.strength:.2f} (p={self.p_value:.3g}), t={self.threshold:.2f}",
-            fontsize=9,
-        )
-        fig.colorbar(im, ax=a1)
+        self.plot(ax=a1)
         fig.tight_layout()
         return fig
 

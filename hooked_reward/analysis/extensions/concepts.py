@@ -44,6 +44,7 @@ from hooked_reward.analysis.extensions._common import (
     reward_direction_or_none,
     reward_position_acts,
 )
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
@@ -52,10 +53,13 @@ from hooked_reward.names import FINAL_SCALE, final_resid_hook
 __all__ = ["ConceptVector", "DoseResponse", "fit_concept", "dose_response"]
 
 
-@dataclass
-class ConceptVector:
+@dataclass(repr=False, kw_only=True)
+class ConceptVector(LabeledTensor):
     """A fitted concept direction `u` `[d]` (unit norm) at `hook`, with its held-out separability and, at the
     final residual, its alignment with `W_R_eff` against the random-direction null."""
+
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from `direction` (see `_derive`)
+    dims: tuple[str, ...] = ()
 
     name: str
     hook: str
@@ -72,6 +76,9 @@ class ConceptVector:
     alignment_p: float = float("nan")
     null_band: tuple[float, float] = (float("nan"), float("nan"))
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        return self.direction, ("d_model",), {}
 
     def to_frame(self) -> Any:
         """One row: the concept's separability and alignment numbers."""
@@ -97,8 +104,9 @@ class ConceptVector:
         )
 
     def plot(self, ax: Any = None) -> Any:
-        """Held-out projections u·x of positives and negatives (histograms); returns the figure."""
-        fig, ax = figure() if ax is None else (ax.figure, ax)
+        """Held-out projections u·x of positives and negatives (histograms), on `ax`; returns the Axes."""
+        if ax is None:
+            _, ax = figure()
         pos, neg = self.meta.get("test_scores", (np.zeros(0), np.zeros(0)))
         bins = np.histogram_bin_edges(np.concatenate([pos, neg]) if len(pos) + len(neg) else [0, 1], 20)
         ax.hist(pos, bins=bins, alpha=0.6, label=f"{self.name} (positive)")
@@ -110,8 +118,7 @@ class ConceptVector:
             fontsize=9,
         )
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        return fig
+        return ax
 
 
 def _split(n: int, train_frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -210,10 +217,13 @@ def fit_concept(
     return result
 
 
-@dataclass
-class DoseResponse:
+@dataclass(repr=False, kw_only=True)
+class DoseResponse(LabeledTensor):
     """Rewards `[n_alpha, n_texts]` after adding α·s·u, the per-text slopes (reward per unit α), their mean with
     a CI, and at the final residual with a frozen norm the exact linear prediction."""
+
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from `rewards` (see `_derive`)
+    dims: tuple[str, ...] = ()
 
     concept: str
     alphas: np.ndarray
@@ -225,6 +235,10 @@ class DoseResponse:
     freeze_norm: bool
     predicted_slopes: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        alphas = [float(a) for a in np.asarray(self.alphas)]
+        return torch.from_numpy(np.asarray(self.rewards, dtype=np.float64)), ("alpha", "text"), {"alpha": alphas}
 
     @property
     def predicted_slope(self) -> float:
@@ -250,7 +264,8 @@ class DoseResponse:
 
     def plot(self, ax: Any = None) -> Any:
         """Mean reward change vs α (band: ±1 sd over texts), with the linear prediction when available."""
-        fig, ax = figure() if ax is None else (ax.figure, ax)
+        if ax is None:
+            _, ax = figure()
         base = self.rewards[np.argmin(np.abs(self.alphas))]
         d = self.rewards - base
         ax.plot(self.alphas, d.mean(1), marker="o", label="measured")
@@ -267,8 +282,7 @@ class DoseResponse:
             fontsize=9,
         )
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        return fig
+        return ax
 
 
 @torch.no_grad()
@@ -320,14 +334,14 @@ def dose_response(
         sigma = clean_scale[torch.arange(len(rpos)), rpos.to(clean_scale.device)].reshape(-1).double().cpu()
         predicted = (s * float(u_c.double() @ w_r.double()) / sigma).numpy()
     return DoseResponse(
-        concept.name,
-        alphas,
-        rewards,
-        slopes,
-        float(slopes.mean()),
-        lo,
-        hi,
-        freeze_norm,
-        predicted,
+        concept=concept.name,
+        alphas=alphas,
+        rewards=rewards,
+        slopes=slopes,
+        slope=float(slopes.mean()),
+        slope_low=lo,
+        slope_high=hi,
+        freeze_norm=freeze_norm,
+        predicted_slopes=predicted,
         meta={"scale": s, "hook": concept.hook},
     )

@@ -39,6 +39,7 @@ from hooked_reward.analysis.extensions._common import (
     frame,
     reward_direction_or_none,
 )
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
@@ -67,8 +68,8 @@ def _corr_from_cov(c: np.ndarray) -> np.ndarray:
     return out
 
 
-@dataclass
-class ConflictResult:
+@dataclass(repr=False, kw_only=True)
+class ConflictResult(LabeledTensor):
     """Everything `conflict_analysis` measured; `[K, K]` matrices in the order of `names`.
 
     `correlation`/`corr_low`/`corr_high`: data correlation of term scores with its CI; `whitened`/`wc_low`/
@@ -77,6 +78,9 @@ class ConflictResult:
     `delta` `[P]` (Δscore) with `split_error` = max |Σ terms + gate + remainder − Δ|; `conflicts`: one dict per
     objective pair (how often their terms disagree, and how often each wins).
     """
+
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from `correlation` (see `_derive`)
+    dims: tuple[str, ...] = ()
 
     names: list[str]
     correlation: np.ndarray
@@ -97,6 +101,14 @@ class ConflictResult:
     split_error: float = float("nan")
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        names = list(self.names)
+        return (
+            torch.from_numpy(np.asarray(self.correlation)),
+            ("objective", "other"),
+            {"objective": names, "other": names},
+        )
 
     def to_frame(self) -> Any:
         """One row per objective pair (i < j): correlation and whitened cosine with CIs, conflict counts."""
@@ -129,20 +141,39 @@ class ConflictResult:
             ]
         )
 
-    def plot(self, ax: Any = None) -> Any:
-        """Data correlation and whitened cosine heatmaps, and the mean per-objective terms of the pairs."""
-        n_panels = 3 if self.terms is not None else 2
-        fig, axes = figure(n_panels, width=4.6)
+    def plot(self, ax: Any = None, which: str = "correlation") -> Any:
+        """Heatmap of the score correlation (`values`; `which="whitened"`: the whitened cosine of the rows) on
+        `ax` (a new figure's when None); returns the Axes."""
+        if which not in ("correlation", "whitened"):
+            raise InputError(f"which={which!r}: choose 'correlation' or 'whitened'.")
+        if ax is None:
+            _, ax = figure(1, width=4.6)
         k = np.arange(len(self.names))
-        for ax_, mat, title in (
-            (axes[0], self.correlation, "score correlation"),
-            (axes[1], self.whitened, "whitened cosine of rows"),
-        ):
-            im = ax_.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
-            ax_.set_xticks(k, self.names, rotation=45, ha="right", fontsize=7)
-            ax_.set_yticks(k, self.names, fontsize=7)
-            ax_.set_title(title, fontsize=9)
-        fig.colorbar(im, ax=axes[1])
+        mat, title = (
+            (self.correlation, "score correlation")
+            if which == "correlation"
+            else (
+                self.whitened,
+                "whitened cosine of rows",
+            )
+        )
+        im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_xticks(k, self.names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(k, self.names, fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.figure.colorbar(im, ax=ax)
+        return ax
+
+    def plot_panels(self, fig: Any = None) -> Any:
+        """Data correlation and whitened cosine heatmaps, and the mean per-objective terms of the pairs;
+        returns the Figure."""
+        n_panels = 3 if self.terms is not None else 2
+        if fig is None:
+            fig, axes = figure(n_panels, width=4.6)
+        else:
+            axes = fig.subplots(1, n_panels)
+        self.plot(ax=axes[0], which="correlation")
+        self.plot(ax=axes[1], which="whitened")
         if self.terms is not None:
             labels = list(self.names) + ["gate", "remainder"]
             vals = np.concatenate([self.terms.mean(0), [self.gate_term.mean(), self.remainder.mean()]])

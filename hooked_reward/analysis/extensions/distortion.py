@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
+from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
     cosine,
@@ -37,6 +38,7 @@ from hooked_reward.analysis.extensions._common import (
     reward_direction_or_none,
     sign_score,
 )
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
@@ -50,10 +52,13 @@ __all__ = ["DistortionResult", "distortion_from_margins", "distortion_index", "d
 Pair = PreferencePair | tuple[str, str]
 
 
-@dataclass
-class DistortionResult:
+@dataclass(repr=False, kw_only=True)
+class DistortionResult(LabeledTensor):
     """Per-dimension coverage and distortion with intervals, the weighted overall index, and (optionally) the
     mechanistic cosines. Arrays are `[n_dims]`, in the order of `names`."""
+
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from `coverage` (see `_derive`)
+    dims: tuple[str, ...] = ()
 
     names: list[str]
     n_pairs: np.ndarray
@@ -73,6 +78,13 @@ class DistortionResult:
     confidence: float = 0.95
     mechanistic: dict[str, np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        return (
+            torch.from_numpy(np.asarray(self.coverage, dtype=np.float64)),
+            ("dimension",),
+            {"dimension": list(self.names)},
+        )
 
     def to_frame(self) -> Any:
         """One row per dimension: n, AUC, coverage (+CI), distortion (+CI), inverted, weight, mechanistic cols."""
@@ -109,23 +121,33 @@ class DistortionResult:
         }
 
     def plot(self, ax: Any = None) -> Any:
-        """Coverage per dimension with its CI (bars below 0 are inverted, red); the mechanistic cosines, when
-        present, in a second panel with the null band. Returns the figure."""
+        """Coverage per dimension (`values`) with its CI, bars below 0 (inverted) red, on `ax` (a new figure's
+        when None); returns the Axes."""
         if ax is None:
-            fig, axes = figure(2 if self.mechanistic is not None else 1)
-            axes = list(axes) if self.mechanistic is not None else [axes]
-        else:
-            fig, axes = ax.figure, [ax]
+            _, ax = figure(1)
         x = np.arange(len(self.names))
         colors = ["tab:red" if inv else "tab:blue" for inv in self.inverted]
         err = np.vstack([self.coverage - self.coverage_low, self.coverage_high - self.coverage])
-        axes[0].bar(x, self.coverage, color=colors, yerr=np.clip(err, 0, None), capsize=3)
-        axes[0].axhline(0, color="k", lw=0.8)
-        axes[0].set_ylim(-1.05, 1.05)
-        axes[0].set_xticks(x, self.names, rotation=45, ha="right")
-        axes[0].set_ylabel("coverage c = 2·AUC − 1")
-        axes[0].set_title(f"distortion D = {self.overall:.3f} [{self.overall_low:.3f}, {self.overall_high:.3f}]")
-        if self.mechanistic is not None and len(axes) > 1:
+        ax.bar(x, self.coverage, color=colors, yerr=np.clip(err, 0, None), capsize=3)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xticks(x, self.names, rotation=45, ha="right")
+        ax.set_ylabel("coverage c = 2·AUC − 1")
+        ax.set_title(f"distortion D = {self.overall:.3f} [{self.overall_low:.3f}, {self.overall_high:.3f}]")
+        return ax
+
+    def plot_panels(self, fig: Any = None) -> Any:
+        """Coverage per dimension with its CI; the mechanistic cosines, when present, in a second panel with
+        the null band. Returns the Figure."""
+        n = 2 if self.mechanistic is not None else 1
+        if fig is None:
+            fig, axes = figure(n)
+        else:
+            axes = fig.subplots(1, n)
+        axes = list(axes) if n > 1 else [axes]
+        self.plot(ax=axes[0])
+        if self.mechanistic is not None:
+            x = np.arange(len(self.names))
             m = self.mechanistic
             axes[1].bar(x, m["cos_w_r"], color="tab:gray")
             axes[1].axhspan(

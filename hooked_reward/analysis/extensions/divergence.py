@@ -34,6 +34,7 @@ from hooked_reward.analysis.extensions._common import (
     frame,
     reward_position_acts,
 )
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
 from hooked_reward.names import layer_of
 
@@ -162,8 +163,8 @@ def fit_residual_density(
     )
 
 
-@dataclass
-class DivergenceResult:
+@dataclass(repr=False, kw_only=True)
+class DivergenceResult(LabeledTensor):
     """One row per patched run: its reward change, divergence score and flag.
 
     `scores` is `[n_runs, batch]` (per input row), `reward_change` `[n_runs, batch]` (patched − clean),
@@ -171,12 +172,18 @@ class DivergenceResult:
     than half its rows score above the threshold (`frac_flagged` gives the exact rate).
     """
 
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from `scores` (see `_derive`)
+    dims: tuple[str, ...] = ()
+
     names: list[str]
     scores: np.ndarray
     reward_change: np.ndarray
     thresholds: np.ndarray
     from_layer: list[int]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        return torch.from_numpy(np.asarray(self.scores, dtype=np.float64)), ("run", "row"), {"run": list(self.names)}
 
     @property
     def frac_flagged(self) -> np.ndarray:
@@ -206,8 +213,9 @@ class DivergenceResult:
 
     def plot(self, ax: Any = None) -> Any:
         """Reward change against divergence (median over rows, log scale), flagged runs in red, threshold
-        lines; returns the figure."""
-        fig, ax = figure() if ax is None else (ax.figure, ax)
+        lines, on `ax` (a new figure's when None); returns the Axes."""
+        if ax is None:
+            _, ax = figure()
         med = np.median(self.scores, axis=1)
         change = self.reward_change.mean(1)
         colors = ["tab:red" if f else "tab:blue" for f in self.flagged]
@@ -219,8 +227,7 @@ class DivergenceResult:
         ax.set_xscale("log")
         ax.set_xlabel("divergence S (median over rows; dashed: 99% clean threshold)")
         ax.set_ylabel("mean reward change")
-        fig.tight_layout()
-        return fig
+        return ax
 
 
 def score_patched_runs(
@@ -253,7 +260,13 @@ def score_patched_runs(
         changes.append((r - clean_r).double().numpy().reshape(r.shape[0], -1).mean(-1))
         thresholds.append(density.threshold(layer))
         layers.append(layer)
-    return DivergenceResult(names, np.stack(scores), np.stack(changes), np.array(thresholds), layers)
+    return DivergenceResult(
+        names=names,
+        scores=np.stack(scores),
+        reward_change=np.stack(changes),
+        thresholds=np.array(thresholds),
+        from_layer=layers,
+    )
 
 
 def ablation_hooks(
