@@ -363,8 +363,8 @@ def test_result_frames_and_plots(models, trained):
     model, sae = models["gpt2"], trained["gpt2", 1]
     att = attribute_features(model, sae, _texts(4, seed=9))
     frame = att.to_frame(5)
-    assert list(frame["rank"]) == [1, 2, 3, 4, 5] and len(att.labels) == 4
-    assert att.plot(5) is not None
+    assert list(frame["rank"]) == [1, 2, 3, 4, 5] and len(att.labels["item"]) == 4
+    assert att.plot(k=5) is not None
     check = check_attribution(model, sae, att, top_k=5)
     assert len(check.to_frame()) == 5 and check.plot() is not None
     rep = splice_report(model, sae, _texts(3))

@@ -41,6 +41,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, reward_direction
@@ -53,13 +54,13 @@ Method = Literal["auto", "linear", "gradient"]
 
 
 # ---------------------------------------------------------------------------------------------- results
-@dataclass
-class FeatureAttribution:
-    """Per-item feature attributions.
+@dataclass(repr=False, kw_only=True)
+class FeatureAttribution(LabeledTensor):
+    """Per-item feature attributions, a `LabeledTensor` with dims ``("item", "feature")``.
 
     Attributes:
         values: ``[n_items, d_sae]`` attribution of each item's reward (or pair's reward gap) to each feature.
-        labels: one label per item (text, or ``chosen | rejected`` for pairs).
+        labels: ``labels["item"]``, one label per item (text, or ``chosen | rejected`` for pairs).
         targets: ``[n_items]`` the reward (or gap ``r_chosen - r_rejected``) being attributed.
         activations: ``[n_items, d_sae]`` the feature activation summed over the attributed positions (for
             pairs: chosen minus rejected).
@@ -68,8 +69,6 @@ class FeatureAttribution:
             term); None for the gradient method.
     """
 
-    values: Float[Tensor, "n d_sae"]
-    labels: list[str]
     targets: Float[Tensor, "n"]
     activations: Float[Tensor, "n d_sae"]
     hook_name: str
@@ -113,8 +112,9 @@ class FeatureAttribution:
             }
         )
 
-    def plot(self, k: int = 20, ax: Any = None) -> Any:
-        """Horizontal bar chart of the top ``k`` features' mean attribution (with per-item std)."""
+    def plot(self, ax: Any = None, k: int = 20) -> Any:
+        """Horizontal bar chart of the top ``k`` features' mean attribution (with per-item std), on `ax`;
+        returns the Axes."""
         import matplotlib.pyplot as plt
 
         idx = self.ranking(k)
@@ -135,13 +135,15 @@ class FeatureAttribution:
         return ax
 
 
-@dataclass
-class CausalCheck:
-    """Attribution vs measured causal effect for the top features.
+@dataclass(repr=False, kw_only=True)
+class CausalCheck(LabeledTensor):
+    """Attribution vs measured causal effect for the top features, a `LabeledTensor` with dims
+    ``("feature", "measure")``.
 
     Attributes:
         values: ``[k, 2]`` = (mean attribution, mean measured effect) per checked feature.
-        labels: ``["f12", ...]`` feature labels; ``features``: ``[k]`` ids.
+        labels: ``labels["feature"]`` = ``["f12", ...]``, ``labels["measure"]`` = attribution, effect;
+            ``features``: ``[k]`` ids.
         per_item_attribution, per_item_effect: ``[n_items, k]``.
         spearman, pvalue: Spearman rank correlation of the two columns of ``values`` (and its p-value).
         spearman_items: Spearman over the ``n_items * k`` (item, feature) cells where either value is nonzero.
@@ -150,8 +152,6 @@ class CausalCheck:
         max_abs_error: ``max |attribution - effect|`` over cells.
     """
 
-    values: Float[Tensor, "k 2"]
-    labels: list[str]
     features: Int[Tensor, "k"]
     per_item_attribution: Float[Tensor, "n k"]
     per_item_effect: Float[Tensor, "n k"]
@@ -182,7 +182,7 @@ class CausalCheck:
             _, ax = plt.subplots(figsize=(4.5, 4))
         v = self.values.numpy()
         ax.scatter(v[:, 0], v[:, 1], s=14)
-        for (x, y), lab in zip(v, self.labels, strict=True):
+        for (x, y), lab in zip(v, self.axis_labels("feature"), strict=True):
             ax.annotate(lab, (x, y), fontsize=7)
         lo, hi = float(v.min()), float(v.max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
@@ -360,7 +360,8 @@ def attribute_features(
         targets.append(run.rewards.cpu())
     return FeatureAttribution(
         values=torch.cat(vals),
-        labels=_label_texts(inputs, tokens.shape[0]),
+        dims=("item", "feature"),
+        labels={"item": _label_texts(inputs, tokens.shape[0])},
         targets=torch.cat(targets),
         activations=torch.cat(acts_out),
         hook_name=str(sae.cfg.hook_name),
@@ -433,7 +434,8 @@ def attribute_pairs(
     lc, lr = _label_texts(chosen, tc.shape[0]), _label_texts(rejected, tr.shape[0])
     return FeatureAttribution(
         values=torch.cat(vals),
-        labels=[f"{a} | {b}" for a, b in zip(lc, lr, strict=True)],
+        dims=("item", "feature"),
+        labels={"item": [f"{a} | {b}" for a, b in zip(lc, lr, strict=True)]},
         targets=torch.cat(targets),
         activations=torch.cat(acts_out),
         hook_name=str(sae.cfg.hook_name),
@@ -594,7 +596,8 @@ def check_attribution(
     rho_items, _ = _spearman(a_flat[live], e_flat[live])
     return CausalCheck(
         values=values,
-        labels=[f"f{int(f)}" for f in feats],
+        dims=("feature", "measure"),
+        labels={"feature": [f"f{int(f)}" for f in feats], "measure": ["attribution", "effect"]},
         features=feats,
         per_item_attribution=att,
         per_item_effect=eff,

@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 
@@ -191,23 +192,31 @@ def run_with_cache_with_sae(
         return model.run_with_cache(tokens, attention_mask=mask, **cache_kwargs)
 
 
-@dataclass
-class SpliceReport:
-    """Rewards without, with (error term kept) and through (reconstruction only) an SAE, per text.
+SPLICE_RUNS = ("clean", "spliced_with_error", "reconstruction")
 
-    ``values``: ``[n, 3]`` = (clean, spliced with error term, reconstruction only); ``labels``: one per text.
+
+@dataclass(repr=False, kw_only=True)
+class SpliceReport(LabeledTensor):
+    """Rewards without, with (error term kept) and through (reconstruction only) an SAE, per text; a
+    `LabeledTensor` with dims ``("text", "run")``.
+
+    ``values``: ``[n, 3]`` = (clean, spliced with error term, reconstruction only); ``labels["text"]``: one per
+    text, ``labels["run"]`` = ``columns``.
     ``max_abs_diff_with_error`` should be ~0 (float noise); ``reward_change`` = reconstruction - clean is
     what replacing the activation by its reconstruction does to the reward; ``fvu`` / ``l0`` are measured on
     the activations of these texts at the hook (non-padding tokens).
     """
 
-    values: Float[Tensor, "n 3"]
-    labels: list[str]
     hook_name: str
     fvu: float
     l0: float
-    columns: tuple[str, str, str] = ("clean", "spliced_with_error", "reconstruction")
     extra: dict[str, Any] = field(default_factory=dict)
+    value_name: str = "reward"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The runs: clean, spliced with the error term, reconstruction only."""
+        return tuple(self.axis_labels("run"))
 
     @property
     def reward_change(self) -> Float[Tensor, "n"]:
@@ -220,7 +229,7 @@ class SpliceReport:
     def to_frame(self) -> Any:
         pd = _require_pandas()
         df = pd.DataFrame(self.values.numpy(), columns=list(self.columns))
-        df.insert(0, "label", self.labels)
+        df.insert(0, "label", self.axis_labels("text"))
         df["reward_change"] = self.reward_change.numpy()
         return df
 
@@ -283,7 +292,8 @@ def splice_report(
     )
     return SpliceReport(
         values=values,
-        labels=_label_texts(inputs, values.shape[0]),
+        dims=("text", "run"),
+        labels={"text": _label_texts(inputs, values.shape[0]), "run": list(SPLICE_RUNS)},
         hook_name=name,
         fvu=stats["fvu"],
         l0=stats["l0"],
