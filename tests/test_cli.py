@@ -194,3 +194,26 @@ def test_labels_become_safe_file_names(tmp_path: Path) -> None:
     assert code == 0
     assert (out / "dra_vs_patching_x_y.png").exists() and (out / "dra_vs_patching_up.png").exists()
     assert all(p.parent == out for p in out.rglob("*")) and not (tmp_path / "up").exists()
+
+
+def test_sae_probe_and_compare_errors_are_library_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    """SAE, probes and compare raise the error family (so the CLI answers them with one line and exit 2)."""
+    import hooked_reward.cli as cli
+    from hooked_reward.analysis.probes import run_probe_suite
+    from hooked_reward.errors import HookedRewardError
+    from hooked_reward.sae.autoencoder import SAEConfig
+
+    with pytest.raises(HookedRewardError, match="Unknown SAE architecture"):
+        SAEConfig(architecture="nope", d_in=4, d_sae=8)
+    with pytest.raises(HookedRewardError):
+        run_probe_suite(lambda texts: [0.0] * len(texts), factors=["no_such_factor"], n_pairs=4, progress=False)
+
+    def bad_sae(*args: object) -> None:
+        SAEConfig(architecture="topk", d_in=4, d_sae=8, k=0)
+
+    monkeypatch.setattr(cli, "_load_model", bad_sae)
+    assert main(["demo", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hooked-reward demo: error: ") and "k" in err and "\n" not in err

@@ -322,7 +322,7 @@ def reward_direction_cosines(
     Callers must have checked :func:`shared_basis`: this function only checks the widths.
     """
     if run_a.w_eff.shape != run_b.w_eff.shape:
-        raise ValueError(
+        raise InputError(
             f"Reward directions live in different residual bases (d_model {run_a.w_eff.shape[0]} vs "
             f"{run_b.w_eff.shape[0]}); their cosine is meaningless. Compare with CKA instead."
         )

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hooked_reward.errors import InputError
+
 __all__ = ["LabeledTensor", "jsonable", "require_pandas", "require_pyplot"]
 
 
@@ -106,13 +108,13 @@ class LabeledTensor:
             self.labels = {**derived, **self.labels}
         self.dims = tuple(self.dims)
         if len(self.dims) != self.values.ndim:
-            raise ValueError(f"dims {self.dims} do not match values of shape {tuple(self.values.shape)}.")
+            raise InputError(f"dims {self.dims} do not match values of shape {tuple(self.values.shape)}.")
         for dim, labels in self.labels.items():
             if dim not in self.dims:
-                raise ValueError(f"labels given for {dim!r}, which is not one of dims {self.dims}.")
+                raise InputError(f"labels given for {dim!r}, which is not one of dims {self.dims}.")
             n = self.values.shape[self.dims.index(dim)]
             if len(labels) != n:
-                raise ValueError(f"{len(labels)} labels for axis {dim!r} of size {n}.")
+                raise InputError(f"{len(labels)} labels for axis {dim!r} of size {n}.")
 
     def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
         """`(values, dims, labels)` built from a subclass's own fields, for subclasses constructed without
@@ -135,7 +137,7 @@ class LabeledTensor:
         labels = self.axis_labels(dim)
         if label not in labels:
             shown = ", ".join(map(str, labels[:20])) + (" ..." if len(labels) > 20 else "")
-            raise ValueError(f"{label!r} is not a label of axis {dim!r}; it has: {shown}")
+            raise InputError(f"{label!r} is not a label of axis {dim!r}; it has: {shown}")
         return labels.index(label)
 
     def sel(self, **selection: Any) -> LabeledTensor:
@@ -143,7 +145,7 @@ class LabeledTensor:
         values, dims, labels = self.values, list(self.dims), dict(self.labels)
         for dim, want in selection.items():
             if dim not in dims:
-                raise ValueError(f"{dim!r} is not an axis; axes are {tuple(dims)}.")
+                raise InputError(f"{dim!r} is not an axis; axes are {tuple(dims)}.")
             axis = dims.index(dim)
             if isinstance(want, Sequence) and not isinstance(want, str):
                 idx = [self.index_of(dim, w) for w in want]

@@ -210,7 +210,7 @@ def reward_axis_weights(model: Any, sae: SparseAutoencoder, output: int | None =
     name = sae.cfg.hook_name or ""
     path = linear_path(model, name)
     if path is None:
-        raise ValueError(f"{name!r} is not on the linear path to the reward (final residual or hook_reward_resid).")
+        raise InputError(f"{name!r} is not on the linear path to the reward (final residual or hook_reward_resid).")
     w = reward_direction(model, output, basis="normed" if path == "final_resid" else "final")
     dec = sae.W_dec.detach().float().to(w.device)
     if path == "final_resid":
@@ -225,7 +225,7 @@ def _position_mask(mask: Tensor, reward_pos: Tensor, positions: str) -> Float[Te
         out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
         out[torch.arange(mask.shape[0], device=mask.device), reward_pos.to(mask.device)] = 1.0
         return out
-    raise ValueError(f"positions must be 'all' or 'reward', got {positions!r}.")
+    raise InputError(f"positions must be 'all' or 'reward', got {positions!r}.")
 
 
 @dataclass
@@ -300,12 +300,12 @@ def _resolve_method(model: Any, sae: SparseAutoencoder, method: Method, output: 
     if method == "auto":
         return "linear" if linear_ok else "gradient"
     if method == "linear" and not linear_ok:
-        raise ValueError(
+        raise InputError(
             f"method='linear' needs the SAE on the final residual (blocks.{model.cfg.n_layers - 1}.hook_resid_post)"
             f" or hook_reward_resid and an affine reward head; {sae.cfg.hook_name!r} is not. Use 'gradient'."
         )
     if method not in ("linear", "gradient"):
-        raise ValueError(f"method must be 'auto', 'linear' or 'gradient', got {method!r}.")
+        raise InputError(f"method must be 'auto', 'linear' or 'gradient', got {method!r}.")
     return method
 
 
@@ -316,7 +316,7 @@ def _linear_values(model: Any, sae: SparseAutoencoder, run: _Run, output: int | 
     weights = reward_axis_weights(model, sae, output).to(a.device)
     if linear_path(model, sae.cfg.hook_name or "") == "final_resid":
         if run.scale is None:
-            raise ValueError("ln_final.hook_scale did not fire; the linear method needs the final norm's scale.")
+            raise InputError("ln_final.hook_scale did not fire; the linear method needs the final norm's scale.")
         return a * weights / run.scale.float()[:, None].to(a.device), a
     return a * weights, a
 
@@ -376,7 +376,7 @@ def attribute_features(
 
 def _aligned(mask_c: Tensor, mask_r: Tensor, positions: str) -> None:
     if positions == "all" and (mask_c.shape != mask_r.shape or not bool((mask_c == mask_r).all())):
-        raise ValueError(
+        raise InputError(
             "positions='all' patches position by position, which needs chosen and rejected to have identical "
             "attention masks (same length and padding); these differ, so positions would be misaligned. Use "
             "positions='reward' (the two reward positions are aligned by definition) or equal-length pairs."
@@ -404,7 +404,7 @@ def attribute_pairs(
     tc, mc = model.prepare(chosen, attention_mask=chosen_mask)
     tr, mr = model.prepare(rejected, attention_mask=rejected_mask)
     if tc.shape[0] != tr.shape[0]:
-        raise ValueError(f"{tc.shape[0]} chosen vs {tr.shape[0]} rejected: pairs must match one to one.")
+        raise InputError(f"{tc.shape[0]} chosen vs {tr.shape[0]} rejected: pairs must match one to one.")
     method = _resolve_method(model, sae, method, output)
     if method == "gradient":
         _aligned(mc, mr, positions)
@@ -492,7 +492,7 @@ def _clean_scale(model: Any, sae: SparseAutoencoder, tokens: Tensor, mask: Tenso
         store["s"] = t.detach().clone()
 
     if "ln_final.hook_scale" not in model.hook_dict:
-        raise ValueError("freeze_norm_scale needs ln_final.hook_scale on the model.")
+        raise InputError("freeze_norm_scale needs ln_final.hook_scale on the model.")
     with splice_sae(model, sae, use_error_term=True), torch.no_grad():
         model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[("ln_final.hook_scale", grab)])
     return store["s"]
@@ -558,10 +558,10 @@ def check_attribution(
     feats = torch.as_tensor(features) if features is not None else attribution.ranking(top_k)
     inp = attribution._inputs
     if not inp:
-        raise ValueError("This attribution carries no inputs (it was not made by attribute_features/_pairs).")
+        raise InputError("This attribution carries no inputs (it was not made by attribute_features/_pairs).")
     if attribution.kind == "pair":
         if freeze_norm_scale:
-            raise ValueError("freeze_norm_scale is only supported for text ablations.")
+            raise InputError("freeze_norm_scale is only supported for text ablations.")
         eff = patch_features(
             model,
             sae,

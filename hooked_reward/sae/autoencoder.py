@@ -40,6 +40,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from hooked_reward.errors import InputError
+
 Architecture = Literal["standard", "topk", "jumprelu", "groupmax"]
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "jumprelu", "groupmax")
 NORMALIZATIONS: tuple[str, ...] = ("none", "constant_norm_rescale", "layer_norm")
@@ -81,17 +83,17 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"Unknown SAE architecture {self.architecture!r}; supported: {', '.join(ARCHITECTURES)}.")
+            raise InputError(f"Unknown SAE architecture {self.architecture!r}; supported: {', '.join(ARCHITECTURES)}.")
         if self.architecture in ("topk", "groupmax"):
             if self.k is None or int(self.k) < 1:
-                raise ValueError(f"architecture {self.architecture!r} needs a positive integer k, got {self.k}.")
+                raise InputError(f"architecture {self.architecture!r} needs a positive integer k, got {self.k}.")
             if int(self.k) > self.d_sae:
-                raise ValueError(f"k={self.k} is larger than d_sae={self.d_sae}.")
+                raise InputError(f"k={self.k} is larger than d_sae={self.d_sae}.")
             if self.architecture == "groupmax" and self.d_sae % int(self.k) != 0:
-                raise ValueError(f"groupmax needs d_sae ({self.d_sae}) divisible by k ({self.k}).")
+                raise InputError(f"groupmax needs d_sae ({self.d_sae}) divisible by k ({self.k}).")
             self.k = int(self.k)
         if self.normalize_activations not in NORMALIZATIONS:
-            raise ValueError(
+            raise InputError(
                 f"normalize_activations={self.normalize_activations!r} is not supported at run time; "
                 f"supported: {', '.join(NORMALIZATIONS)} (fold a dataset scaling factor into the weights "
                 "with load_sae(..., norm_scaling_factor=...))."
@@ -117,7 +119,7 @@ def dtype_from_name(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
     if name not in _DTYPES:
-        raise ValueError(f"Unknown dtype {name!r}; expected one of {sorted(set(_DTYPES))}.")
+        raise InputError(f"Unknown dtype {name!r}; expected one of {sorted(set(_DTYPES))}.")
     return _DTYPES[name]
 
 
@@ -220,7 +222,7 @@ class SparseAutoencoder(nn.Module):
             groups = torch.relu(pre).unflatten(-1, (k, self.cfg.d_sae // k))
             vals, idx = groups.max(dim=-1, keepdim=True)
             return torch.zeros_like(groups).scatter(-1, idx, vals).flatten(-2)
-        raise ValueError(f"Unknown architecture {arch!r}")  # pragma: no cover
+        raise InputError(f"Unknown architecture {arch!r}")  # pragma: no cover
 
     def encode_pre(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         """Encoder pre-activations ``[..., d_sae]`` (no hooks, no normalisation state kept)."""
@@ -241,12 +243,12 @@ class SparseAutoencoder(nn.Module):
         y = acts.to(self.dtype) @ self.W_dec + self.b_dec
         if self.cfg.normalize_activations != "none":
             if x is None:
-                raise ValueError("decode() of a run-time normalised SAE needs the input x to un-normalise.")
+                raise InputError("decode() of a run-time normalised SAE needs the input x to un-normalise.")
             _, state = self._normalize(x.to(self.dtype))
             y = self._unnormalize(y, state)
         if self.W_skip is not None:
             if x is None:
-                raise ValueError("decode() of an SAE with a skip connection needs the input x.")
+                raise InputError("decode() of an SAE with a skip connection needs the input x.")
             y = y + x.to(self.dtype) @ self.W_skip.T
         return y
 

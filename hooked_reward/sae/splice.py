@@ -33,7 +33,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+<<<<<<< HEAD
 from hooked_reward.analysis.results import LabeledTensor
+=======
+from hooked_reward.errors import InputError
+>>>>>>> e52171c (SAE, probes, compare and results raise InputError (the error family) instead of ValueError/KeyError; CLI test)
 from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 
@@ -60,18 +64,18 @@ def check_sae_fits_model(model: Any, sae: SparseAutoencoder, hook_name: str | No
     """
     name = hook_name or sae.cfg.hook_name
     if name is None:
-        raise ValueError("The SAE has no hook_name; set sae.cfg.hook_name or pass hook_name=.")
+        raise InputError("The SAE has no hook_name; set sae.cfg.hook_name or pass hook_name=.")
     hooks = model.hook_dict
     if name not in hooks:
         close = [n for n in hooks if n.split(".")[-1] == name.split(".")[-1]][:6]
-        raise ValueError(
+        raise InputError(
             f"The SAE's hook {name!r} does not exist on this model"
             + (f"; hook points with the same suffix: {close}" if close else "")
             + f" ({model.cfg.n_layers} layers)."
         )
     width = expected_width(model, name)
     if width is not None and width != sae.cfg.d_in:
-        raise ValueError(
+        raise InputError(
             f"SAE width d_in={sae.cfg.d_in} does not match the model's width {width} at {name!r} "
             f"(d_model={model.cfg.d_model}); this SAE was made for another model or hook."
         )
@@ -125,19 +129,19 @@ def splice_sae(
     sae_list = [saes] if isinstance(saes, SparseAutoencoder) else list(saes)
     names = [check_sae_fits_model(model, s) for s in sae_list]
     if len(set(names)) != len(names):
-        raise ValueError(f"Two SAEs share a hook point: {names}.")
+        raise InputError(f"Two SAEs share a hook point: {names}.")
     splices: list[_Splice] = []
     try:
         for sae, name in zip(sae_list, names, strict=True):
             hp = model.hook_dict[name]
             if getattr(hp, "_hooked_reward_sae_spliced", False):
-                raise ValueError(f"An SAE is already spliced at {name!r}.")
+                raise InputError(f"An SAE is already spliced at {name!r}.")
             sae._set_hook_names(name)
             extra = {hp_.name: hp_ for hp_ in sae.hook_dict.values()}
 
             def splice_fn(tensor: Tensor, hook: Any, _sae: SparseAutoencoder = sae, _name: str = name) -> Tensor:
                 if tensor.shape[-1] != _sae.cfg.d_in:
-                    raise ValueError(
+                    raise InputError(
                         f"Activation at {_name!r} has width {tensor.shape[-1]}, the SAE expects {_sae.cfg.d_in}."
                     )
                 return _sae(tensor)

@@ -28,6 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooked_reward.errors import InputError
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
 
 
@@ -62,7 +63,7 @@ def collect_activations(
     per text, at the model's reward position (``n = len(texts)``).
     """
     if positions not in ("all", "reward"):
-        raise ValueError(f"positions must be 'all' or 'reward', got {positions!r}.")
+        raise InputError(f"positions must be 'all' or 'reward', got {positions!r}.")
     rows: list[Tensor] = []
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="activations"):
         batch = list(texts[start : start + batch_size])
@@ -74,7 +75,7 @@ def collect_activations(
             rows.append(act.float().cpu())
             continue
         if act.dim() != 3:
-            raise ValueError(f"{hook_name} gives activations of shape {tuple(act.shape)}; expected [batch, pos, d].")
+            raise InputError(f"{hook_name} gives activations of shape {tuple(act.shape)}; expected [batch, pos, d].")
         if positions == "reward":
             pos = model.reward_positions(mask).to(act.device)
             rows.append(act[torch.arange(act.shape[0], device=act.device), pos].float().cpu())
@@ -123,13 +124,13 @@ def train_topk_sae_on_activations(
         hook_name: stored in the SAE config.
     """
     if acts.dim() != 2:
-        raise ValueError(f"acts must be [n, d], got shape {tuple(acts.shape)}.")
+        raise InputError(f"acts must be [n, d], got shape {tuple(acts.shape)}.")
     n, d = acts.shape
     if n < 2:
-        raise ValueError("need at least 2 activation rows to train an SAE.")
+        raise InputError("need at least 2 activation rows to train an SAE.")
     d_sae = int(d_sae or 8 * d)
     if not 1 <= k <= d_sae:
-        raise ValueError(f"k must be in [1, d_sae={d_sae}], got {k}.")
+        raise InputError(f"k must be in [1, d_sae={d_sae}], got {k}.")
     lr = float(lr if lr is not None else min(2e-4 / math.sqrt(d_sae / 2**14), 3e-3))
     dead_after = int(dead_after if dead_after is not None else 20 * min(n, batch_size))
     device = acts.device

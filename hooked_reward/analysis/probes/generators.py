@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hooked_reward.errors import InputError
+
 __all__ = [
     "Slots",
     "ProbePair",
@@ -519,7 +521,7 @@ class Factor:
         for tpl in (biased, neutral, prompt):
             used = {f for _, f, _, _ in string.Formatter().parse(tpl) if f}
             if used - allowed:
-                raise ValueError(f"unknown slot(s) {sorted(used - allowed)} in template {tpl!r}; use {sorted(allowed)}")
+                raise InputError(f"unknown slot(s) {sorted(used - allowed)} in template {tpl!r}; use {sorted(allowed)}")
 
         def make(s: Slots, rng: np.random.Generator) -> tuple[str, str, str]:
             fill = {**s.as_dict(), "filler": FILLERS[int(rng.integers(len(FILLERS)))]}
@@ -658,7 +660,7 @@ def make_pairs(
     for f in builtin.values() if factors is None else factors:
         if isinstance(f, str):
             if f not in builtin:
-                raise KeyError(f"unknown factor {f!r}; built-in factors are {sorted(builtin)}")
+                raise InputError(f"unknown factor {f!r}; built-in factors are {sorted(builtin)}")
             f = builtin[f]
         out[f.name] = f.pairs(n_pairs, seed)
     return out
@@ -675,9 +677,9 @@ def load_pairs_jsonl(path: str | Path, factor: str | None = None) -> dict[str, l
         obj = json.loads(line)
         name = obj.get("factor", factor)
         if name is None:
-            raise ValueError(f"{path}:{k + 1}: no 'factor' field and no factor= given")
+            raise InputError(f"{path}:{k + 1}: no 'factor' field and no factor= given")
         if "biased" not in obj or "neutral" not in obj:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{k + 1}: each line needs 'biased' and 'neutral' (what the factor adds is on the biased side)"
             )
         known = {"factor", "prompt", "biased", "neutral", "neutral_prompt"}

@@ -108,7 +108,7 @@ class FactorLocalisation(LabeledTensor):
     def top(self, k: int = 3, heads: bool = False, by: str = "dra") -> list[str]:
         """The ``k`` components (or heads) with the largest |DRA| (``by="dra"``) or |patching| effect."""
         if by not in ("dra", "patch"):
-            raise ValueError(f"by must be 'dra' or 'patch', got {by!r}")
+            raise InputError(f"by must be 'dra' or 'patch', got {by!r}")
         if heads:
             labels, vals = self.head_labels, (self.head_dra if by == "dra" else self.head_patch)
         else:

@@ -27,6 +27,7 @@ from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_lo
 from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import check_nan_policy, finite_rows
+from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
 
 __all__ = ["ProbeSuiteResult", "run_probe_suite", "render_texts", "render_and_tokenize", "score_texts"]
@@ -188,7 +189,7 @@ def _resolve_factors(factors: Iterable[str | Factor] | Mapping[str, Factor] | No
     for f in factors:
         if isinstance(f, str):
             if f not in builtin:
-                raise KeyError(f"unknown factor {f!r}; built-in factors are {sorted(builtin)}")
+                raise InputError(f"unknown factor {f!r}; built-in factors are {sorted(builtin)}")
             f = builtin[f]
         out.append(f)
     return out
@@ -243,7 +244,7 @@ def run_probe_suite(
         all_pairs[name] = list(ps)
         phrase_of[name] = (phrases or {}).get(name, name.replace("_", " "))
     if not all_pairs:
-        raise ValueError("no factors and no pairs to probe")
+        raise InputError("no factors and no pairs to probe")
 
     rewards: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     len_diffs: dict[str, np.ndarray] = {}
