@@ -33,11 +33,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-<<<<<<< HEAD
 from hooked_reward.analysis.results import LabeledTensor
-=======
 from hooked_reward.errors import InputError
->>>>>>> e52171c (SAE, probes, compare and results raise InputError (the error family) instead of ValueError/KeyError; CLI test)
 from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 
