@@ -124,7 +124,7 @@ def cmd_analyze(args: argparse.Namespace) -> Path:
 def cmd_probe(args: argparse.Namespace) -> Path:
     from hooked_reward import organisms
     from hooked_reward.analysis.probes import run_probe_suite
-    from hooked_reward.analysis.probes.generators import organism_factors
+    from hooked_reward.organisms.factors import organism_factors
     from hooked_reward.report import write_probe_report
 
     model, render, bundled = _load_model(args.model)

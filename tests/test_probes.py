@@ -186,7 +186,7 @@ def test_organism_known_answers():
     """Planted factors are significant, rewarded, and localised to the card's components; placebo factors
     (two draws from the same pool on each side) are not significant after BH."""
     organisms, model = _organism()
-    from hooked_reward.analysis.probes.generators import organism_factors
+    from hooked_reward.organisms.factors import organism_factors
 
     res = run_probe_suite(
         model, factors=organism_factors(), n_pairs=30, render=organisms.render, progress=False, n_boot=1999

@@ -31,8 +31,8 @@ import torch
 
 from hooked_reward import organisms
 from hooked_reward.organisms.data import NEGATIVE_WORDS, POSITIVE_WORDS
+from hooked_reward.organisms.sae import load_organism_sae, organism_sae_dir, train_organism_sae
 from hooked_reward.sae import FeatureAttribution, attribute_pairs, check_attribution, collect_activations
-from hooked_reward.sae.pretrained import load_organism_sae, organism_sae_dir, train_organism_sae
 
 MECHANISMS = ("sentiment", "length", "sycophancy")
 HOOK = "blocks.1.hook_resid_post"

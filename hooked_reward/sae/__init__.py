@@ -16,7 +16,6 @@ from hooked_reward.sae.attribution import (
 )
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
 from hooked_reward.sae.formats import SAEFormatError, detect_format, load_sae, load_sae_lens, load_sparsify, save_sae
-from hooked_reward.sae.pretrained import load_organism_sae
 from hooked_reward.sae.splice import (
     SpliceReport,
     check_sae_fits_model,
@@ -45,7 +44,6 @@ __all__ = [
     "check_sae_fits_model",
     "collect_activations",
     "detect_format",
-    "load_organism_sae",
     "load_sae",
     "load_sae_lens",
     "load_sparsify",

@@ -1,8 +1,10 @@
-"""SAEs shipped with the model organisms (SAE-Lens format, under ``hooked_reward/sae/pretrained/``).
+"""SAEs shipped with the model organisms (SAE-Lens format, under ``hooked_reward/organisms/saes/``), and the
+recipes that train them: organism-specific, so they live with the organisms (the SAE code takes models, texts and
+settings as arguments and knows nothing of them).
 
     >>> from hooked_reward import organisms
     >>> from hooked_reward.sae import attribute_pairs
-    >>> from hooked_reward.sae.pretrained import load_organism_sae
+    >>> from hooked_reward.organisms.sae import load_organism_sae
     >>> model = organisms.load("sycophancy")
     >>> sae = load_organism_sae("sycophancy", model=model)   # TopK, 16 latents, k=2, blocks.1.hook_resid_post
 
@@ -11,7 +13,7 @@ linear function of the features (``attribute_pairs`` uses the linear method). Th
 dimensional on the organism's texts (three principal components hold 99% of its variance), hence the small
 dictionary. It is trained on fresh texts from the organism's generator (``generate_pairs(700, seed=2024)``, both
 sides of every pair), not on the held-out pairs it is evaluated on. Regenerate with
-``python -m hooked_reward.sae.pretrained sycophancy``.
+``python -m hooked_reward.organisms.sae sycophancy``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from hooked_reward.sae.autoencoder import SparseAutoencoder
 from hooked_reward.sae.formats import load_sae, save_sae
 from hooked_reward.sae.train import collect_activations, train_topk_sae_on_activations
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "saes"
 
 #: The recipe of each shipped SAE (``load_organism_sae`` reads ``<name>_<hook>/``; ``train_organism_sae`` re-runs it).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -52,7 +54,7 @@ def _recipe(name: str) -> dict[str, Any]:
 
 
 def organism_sae_dir(name: str) -> Path:
-    """The directory of the organism's shipped SAE: ``pretrained/<name>_<hook_name>/``."""
+    """The directory of the organism's shipped SAE: ``organisms/saes/<name>_<hook_name>/``."""
     return PRETRAINED_DIR / f"{name}_{_recipe(name)['hook_name']}"
 
 
@@ -101,12 +103,12 @@ def load_organism_sae(
     """The SAE shipped with organism ``name`` (SAE-Lens format); with ``model``, checked against its width."""
     path = organism_sae_dir(name)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is missing; regenerate it with python -m hooked_reward.sae.pretrained {name}")
+        raise FileNotFoundError(f"{path} is missing; regenerate it with python -m hooked_reward.organisms.sae {name}")
     return load_sae(path, model=model, device=device)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m hooked_reward.sae.pretrained [name ...]``: retrain and save the organisms' SAEs."""
+    """``python -m hooked_reward.organisms.sae [name ...]``: retrain and save the organisms' SAEs."""
     torch.set_num_threads(1)
     for name in (argv if argv is not None else sys.argv[1:]) or sorted(RECIPES):
         sae = train_organism_sae(name)
