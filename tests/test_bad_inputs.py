@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import build_hf_model, save_checkpoint, word_tokenizer
@@ -288,3 +289,26 @@ def test_remote_code_in_a_checkpoint_never_runs(tmp_path: Path) -> None:
         assert torch.allclose(model(tokens), expected, atol=1e-5)
     assert not marker.exists(), "the checkpoint's code ran"
     assert snapshot(path) == files
+
+
+def test_analyses_apply_their_own_nan_policy_to_model_rewards() -> None:
+    """Analyses with a `nan_policy` run the model with nan_policy="propagate", so their own policy decides: a
+    model whose embedding of "bad" is NaN raises naming the pairs, or drops exactly the pairs that use "bad"."""
+    from hooked_reward.analysis.compare import compare_models
+    from hooked_reward.analysis.probes.suite import score_texts
+
+    hf = build_hf_model("llama")
+    bad_id = word_tokenizer().convert_tokens_to_ids("bad")
+    with torch.no_grad():
+        hf.model.embed_tokens.weight[bad_id] = float("nan")
+    broken = HookedRewardModel.from_hf_model(hf, tokenizer=word_tokenizer())
+    clean = HookedRewardModel.from_hf_model(build_hf_model("llama"), tokenizer=word_tokenizer())
+    responses = ["the cat is good", "the dog is bad", "a great answer", "bad bad cat"]
+    responses += ["yes thanks", "no please", "the dog was very good", "a cat is not awful"]
+    rewards, _ = score_texts(broken, ["question"] * 8, responses)
+    assert math.isnan(rewards[1]) and math.isnan(rewards[3]) and np.isfinite(np.delete(rewards, [1, 3])).all()
+    pairs = [("question", chosen, rejected) for chosen, rejected in zip(responses, responses[::-1], strict=True)]
+    with pytest.raises(NonFiniteError):
+        compare_models(broken, clean, pairs, n_boot=99, n_boot_geometry=10, progress=False)
+    result = compare_models(broken, clean, pairs, n_boot=99, n_boot_geometry=10, progress=False, nan_policy="omit")
+    assert any("4 pair(s) with non-finite values were dropped" in note for note in result.notes)

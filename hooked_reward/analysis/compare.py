@@ -166,7 +166,8 @@ def _collect_side(model, prompts, responses, render, batch_size, output, progres
     starts = range(0, len(prompts), batch_size)
     for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
         tokens, mask = render_and_tokenize(model, prompts[s : s + batch_size], responses[s : s + batch_size], render)
-        r, cache = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
+        # non-finite rows are kept here: compare applies its own nan_policy to aligned pairs of both models
+        r, cache = model.run_with_cache(tokens, attention_mask=mask, positions="reward", nan_policy="propagate")
         r = select_output(r, output, names=model.output_names)
         acc = cache.accumulated_resid()  # [L+1, batch, 1, d]: each block's resid_pre, then the final resid_post
         lens = _frozen_lens(cache, acc, output)  # [L+1, batch]

@@ -582,5 +582,7 @@ def _mechanism_sections(
 def _batched_rewards(
     model: HookedRewardModel, texts: Sequence[str], output: int | None, batch_size: int
 ) -> torch.Tensor:
-    rewards = torch.cat([model(list(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)])
+    # non-finite rewards are kept: analyze applies its own nan_policy to the pairs' margins
+    batches = range(0, len(texts), batch_size)
+    rewards = torch.cat([model(list(texts[i : i + batch_size]), nan_policy="propagate") for i in batches])
     return select_output(rewards, output, names=model.output_names, required=False)

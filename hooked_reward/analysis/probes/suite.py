@@ -87,7 +87,10 @@ def score_texts(
         p, r = prompts[s : s + batch_size], responses[s : s + batch_size]
         if _is_hooked(model):
             tokens, mask = render_and_tokenize(model, p, r, render)
-            rewards.append(_as_rewards(model(tokens, attention_mask=mask), output, model.output_names))
+            # non-finite rewards are kept: the suite applies its own nan_policy to the pairs
+            rewards.append(
+                _as_rewards(model(tokens, attention_mask=mask, nan_policy="propagate"), output, model.output_names)
+            )
             lengths.append(mask.sum(-1).cpu().numpy().astype(np.float64))
         else:
             texts = render_texts(model, p, r, render)
