@@ -10,6 +10,7 @@ from hooked_reward.errors import (
     HookNameError,
     InputError,
     NonFiniteError,
+    NoVocabularyError,
     UnsupportedArchitectureError,
 )
 from hooked_reward.model import HookedRewardModel
@@ -27,6 +28,7 @@ __all__ = [
     "HookNameError",
     "HookError",
     "NonFiniteError",
+    "NoVocabularyError",
     "UnsupportedArchitectureError",
 ]
 __version__ = "0.1.0"

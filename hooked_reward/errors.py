@@ -30,6 +30,11 @@ class NonFiniteError(HookedRewardError):
     """NaN or infinite rewards (or activations), named by row; pass `nan_policy="omit"` to drop those rows."""
 
 
+class NoVocabularyError(HookedRewardError):
+    """A call that needs a vocabulary output (next-token logits: loss, generation, token probabilities); a reward
+    model's output is one reward per text (or per objective), so it has none."""
+
+
 class HookNameError(KeyError):
     """A hook name that does not exist on the model."""
 

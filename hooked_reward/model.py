@@ -23,6 +23,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.model_bridge.exceptions import StopAtLayerException
 from transformer_lens.model_bridge.generalized_components import UnembeddingBridge
+from transformer_lens.utilities.slice import Slice
 
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
@@ -40,6 +41,14 @@ from hooked_reward.positions import (
     pad_rows,
     position_ids_from_mask,
     reward_positions,
+)
+from hooked_reward.tl_compat import (
+    UNSUPPORTED_BOOT_ARGS,
+    check_boot_args,
+    check_forward_kwargs,
+    check_return_type,
+    no_vocabulary_error,
+    vocabulary_caller,
 )
 
 TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
@@ -143,6 +152,53 @@ class HookedRewardModel(TransformerBridge):
 
         loaded = value_head_checkpoint(causal_lm, head, tokenizer, activation)
         return cls._from_loaded(loaded, model_name=type(causal_lm).__name__)
+
+    @classmethod
+    def boot_transformers(  # type: ignore[override]
+        cls,
+        model_name: str | Path,
+        hf_config_overrides: dict | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        tokenizer: Any = None,
+        load_weights: bool = True,
+        trust_remote_code: bool = False,
+        model_class: Any = None,
+        hf_model: nn.Module | None = None,
+        device_map: Any = None,
+        **kwargs: Any,
+    ) -> HookedRewardModel:
+        """TransformerLens 4's entry point, for a reward model: `from_pretrained(model_name, dtype=, device_map=,
+        tokenizer=)` (or `from_hf_model(hf_model)`), then moved to `device`. It never builds a language-model
+        bridge: a directory that holds no reward model raises `CheckpointError` / `UnsupportedArchitectureError`,
+        and arguments that change what HF builds (`hf_config_overrides`, `model_class`, `load_weights=False`,
+        `trust_remote_code=True`, revisions) raise `InputError`. `fold_ln=` / `center_writing_weights=` are
+        passed on, as to `from_pretrained`."""
+        fold_ln = kwargs.pop("fold_ln", False)
+        center_writing_weights = kwargs.pop("center_writing_weights", False)
+        extra = {k: kwargs.pop(k, None) for k in UNSUPPORTED_BOOT_ARGS if k in kwargs}
+        extra.update(hf_config_overrides=hf_config_overrides, model_class=model_class)
+        if kwargs:
+            raise TypeError(f"boot_transformers() got unexpected arguments: {sorted(kwargs)}")
+        check_boot_args(trust_remote_code, load_weights, extra)
+        if device is not None and device_map is not None:
+            raise InputError("Pass device or device_map, not both (as in TransformerLens).")
+        if hf_model is not None:
+            model = cls.from_hf_model(hf_model, tokenizer=tokenizer)
+            if fold_ln or center_writing_weights:
+                model.process_weights(fold_ln=fold_ln, center_writing_weights=center_writing_weights)
+        else:
+            model = cls.from_pretrained(
+                model_name,
+                dtype=dtype,
+                device_map=device_map,
+                tokenizer=tokenizer,
+                fold_ln=fold_ln,
+                center_writing_weights=center_writing_weights,
+            )
+        if device is not None:
+            model.to(device)
+        return model
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedCheckpoint, model_name: str = "reward-model") -> HookedRewardModel:
@@ -288,7 +344,12 @@ class HookedRewardModel(TransformerBridge):
 
     # ------------------------------------------------------------------ inputs
     def tokenize(
-        self, texts: str | Sequence[str], max_length: int | None = None
+        self,
+        texts: str | Sequence[str],
+        max_length: int | None = None,
+        *,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
         """Tokenize texts into padded `(tokens, attention_mask)`, with the tokenizer's special tokens once.
 
@@ -297,7 +358,17 @@ class HookedRewardModel(TransformerBridge):
         side): the last token, which the reward is read from, and a leading BOS are always kept. Raises
         `InputError` for empty texts, a tokenizer without a pad token, a `max_length` below 1, or sequences
         longer than the model's context (pass `max_length` to truncate explicitly).
+
+        TransformerLens's keywords: `prepend_bos=None` (default) tokenizes each text as the checkpoint does (its
+        BOS and EOS, as the reward model was trained), unless `cfg.default_prepend_bos` is False; `False` tokenizes
+        a fragment: no special tokens at either end (`add_special_tokens=False`; TransformerLens 4 gives the same
+        ids on these checkpoints, since it also strips an appended EOS); `True` also puts a BOS first when the
+        tokenizer adds none. `padding_side` ("left"/"right") overrides the tokenizer's.
         """
+        if padding_side not in (None, "left", "right"):
+            raise InputError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}.")
+        if prepend_bos is None and getattr(self.cfg, "default_prepend_bos", True) is False:
+            prepend_bos = False
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
             raise InputError(f"max_length must be a positive int or None, got {max_length!r}.")
         if max_length is not None and max_length < 1:
@@ -323,9 +394,14 @@ class HookedRewardModel(TransformerBridge):
         bos_text, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
         for text in texts:
             has_bos = bool(bos_text) and text.startswith(bos_text)
-            row = tok(text, add_special_tokens=not (has_bos or isinstance(text, ChatText)))["input_ids"]
+            special = prepend_bos is not False and not (has_bos or isinstance(text, ChatText))
+            row = tok(text, add_special_tokens=special)["input_ids"]
             if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
                 row = row[1:]
+            if prepend_bos and bos_id is not None and (not row or row[0] != bos_id):
+                row = [bos_id, *row]
+            if not row:
+                raise InputError(f"Text {text!r} gives no tokens (prepend_bos={prepend_bos}).")
             if max_length is not None and len(row) > max_length:
                 keep_bos = max_length > 1 and bos_id is not None and row[0] == bos_id
                 row = row[:1] + row[len(row) - max_length + 1 :] if keep_bos else row[len(row) - max_length :]
@@ -338,7 +414,7 @@ class HookedRewardModel(TransformerBridge):
                 "the attention mask, so the pad id does not affect rewards)."
             )
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        tokens, mask = pad_rows(ids, pad, left=tok.padding_side == "left")
+        tokens, mask = pad_rows(ids, pad, left=(padding_side or tok.padding_side) == "left")
         self._check_length(tokens)
         return tokens, mask
 
@@ -464,11 +540,75 @@ class HookedRewardModel(TransformerBridge):
             )
         return mask
 
-    def to_tokens(self, input: str | Sequence[str], *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
-        """Token ids exactly as `tokenize` makes them (the checkpoint's own special tokens, once), without the
-        mask. Prefer `tokenize`, which also returns the attention mask; passing these ids without a mask reads
-        padding from the tokenizer's pad id where that is unambiguous."""
-        return self.tokenize(input)[0]
+    def to_tokens(
+        self,
+        input: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        move_to_device: bool = True,
+        truncate: bool = True,
+    ) -> Int[Tensor, "batch pos"]:
+        """Token ids as `tokenize` makes them, without the mask (TransformerLens 4's signature).
+
+        `prepend_bos`, `padding_side` as in `tokenize` (None: the checkpoint's own special tokens, once; False: a
+        fragment, no special tokens, as `to_single_token` uses). `move_to_device` puts the ids on the model's
+        input device (else they stay on the CPU). `truncate=True` keeps at most `cfg.n_ctx` tokens per row by
+        cutting the prompt side (TransformerLens cuts the end, which for a reward model would cut the token the
+        reward is read from); `truncate=False` raises for longer texts. Prefer `tokenize`, which also returns the
+        attention mask; ids passed without a mask read padding from the tokenizer's pad id where that is
+        unambiguous.
+        """
+        n_ctx = getattr(self.cfg, "n_ctx", None)
+        max_length = n_ctx if truncate and n_ctx is not None and n_ctx > 0 else None
+        tokens = self.tokenize(input, max_length=max_length, prepend_bos=prepend_bos, padding_side=padding_side)[0]
+        if move_to_device:
+            tokens = tokens.to(self._input_device() or tokens.device)
+        return tokens
+
+    def _prepare_tl(
+        self,
+        input: ModelInputs,
+        attention_mask: Tensor | None,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+        """`prepare`, with TransformerLens's tokenization keywords applied to text input (ignored for token ids,
+        as in TransformerLens)."""
+        is_text = isinstance(input, str) or (
+            isinstance(input, Sequence) and not isinstance(input, tuple) and all(isinstance(t, str) for t in input)
+        )
+        if is_text and (prepend_bos is not None or padding_side is not None):
+            if attention_mask is not None:
+                raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
+            return self.prepare(self.tokenize(input, prepend_bos=prepend_bos, padding_side=padding_side))
+        return self.prepare(input, attention_mask=attention_mask)
+
+    def tokens_to_residual_directions(self, tokens: Any) -> Float[Tensor, "... d_model"]:
+        """TransformerLens's answer directions, for outputs: `W_U[:, k]` = `W_R` (row k) for output indices `k`.
+        Vocabulary tokens (strings, token ids) raise `NoVocabularyError`."""
+        ids = torch.as_tensor(tokens) if not isinstance(tokens, str) else None
+        if ids is None or ids.is_floating_point() or bool(((ids < 0) | (ids >= self.n_outputs)).any()):
+            raise no_vocabulary_error(
+                f"tokens_to_residual_directions({tokens!r}) (directions of vocabulary tokens; this model's "
+                f"{self.n_outputs} output direction(s) are model.W_R, = model.W_U[:, k] for output k)"
+            )
+        return super().tokens_to_residual_directions(tokens)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: a reward model has no vocabulary output (`NoVocabularyError`)."""
+        raise no_vocabulary_error("generate")
+
+    def generate_stream(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: a reward model has no vocabulary output (`NoVocabularyError`)."""
+        raise no_vocabulary_error("generate_stream")
+
+    def hf_generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: a reward model has no vocabulary output (`NoVocabularyError`)."""
+        raise no_vocabulary_error("hf_generate")
+
+    def loss_fn(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: a reward model has no vocabulary output (`NoVocabularyError`)."""
+        raise no_vocabulary_error("loss_fn")
 
     def reward_positions(self, attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch"]:
         """Each row's reward position: its last attended token (left or right padding)."""
@@ -477,51 +617,112 @@ class HookedRewardModel(TransformerBridge):
     # ------------------------------------------------------------------ forward
     def forward(
         self,
-        input: TextOrTokens,
+        input: TextOrTokens | Float[Tensor, "batch pos d_model"],
         attention_mask: Tensor | None = None,
         return_type: str | None = "reward",
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
         nan_policy: NanPolicy = "raise",
+        *,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        loss_per_token: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Rewards for texts or token ids: `[batch]` (one output) or `[batch, n_outputs]`.
 
-        `return_type`: "reward" (or TransformerLens's "logits", the same tensor, so TL code runs unchanged),
-        or None. `stop_at_layer=l` returns the residual entering block l (`[batch, pos, d_model]`; l = n_layers:
-        the residual after the last block, before ln_final), as in TransformerLens. `nan_policy`: a NaN or ±Inf
-        reward raises `NonFiniteError` naming the rows and where the values first appear ("raise"), or its row
-        is dropped with a warning ("omit"), or it is returned ("propagate"); see `hooked_reward.finite`.
+        TransformerLens 4's signature, with its meaning where a reward model has one:
+        - `return_type`: "reward" (or TransformerLens's "logits", the same tensor, so TL code runs unchanged),
+          or None. "loss", "both", "predictions" (and `loss_per_token`, `labels`, a KV cache) raise
+          `NoVocabularyError`: there is no vocabulary output.
+        - `prepend_bos`, `padding_side`: how text input is tokenized (see `tokenize`); ignored for token ids.
+        - `stop_at_layer=l` returns the residual entering block l (`[batch, pos, d_model]`; l = n_layers: the
+          residual after the last block, before ln_final).
+        - `start_at_layer=k` takes `input` as the residual entering block k (`[batch, pos, d_model]`, e.g.
+          `cache["blocks.k.hook_resid_pre"]`) and runs the rest of the model; `attention_mask` gives its padding
+          (default: every position attended), and so the reward positions. Hooks below block k see discarded
+          values, as in TransformerLens. Heads that read token ids (ArmoRM's gate) cannot run from a residual.
+        - `nan_policy`: a NaN or ±Inf reward raises `NonFiniteError` naming the rows and where the values first
+          appear ("raise"), or its row is dropped with a warning ("omit"), or it is returned ("propagate"); see
+          `hooked_reward.finite`.
+        The reward is read at each row's last attended token (from the mask), whatever the padding side.
         """
-        if start_at_layer is not None:
-            raise NotImplementedError(
-                "start_at_layer is not supported on HookedRewardModel; patch the residual with a hook instead."
-            )
+        caller = vocabulary_caller()
+        if caller is not None:
+            raise no_vocabulary_error(caller)
         kwargs.pop("output_attentions", None)
         kwargs.pop("return_cache_object", None)
-        if kwargs:
-            raise TypeError(f"forward() got unexpected arguments: {sorted(kwargs)}")
-        if return_type not in ("reward", "logits", None):
-            raise InputError(f"return_type must be 'reward', 'logits' (same) or None, got {return_type!r}.")
+        if "one_zero_attention_mask" in kwargs:  # TransformerLens's older name for the mask
+            one_zero = kwargs.pop("one_zero_attention_mask")
+            attention_mask = one_zero if attention_mask is None else attention_mask
+        check_forward_kwargs(kwargs, "forward")
+        check_return_type(return_type)
+        if loss_per_token:
+            raise no_vocabulary_error("loss_per_token=True")
         check_nan_policy(nan_policy)
-        tokens, mask = self.prepare(input, attention_mask=attention_mask)
+        if start_at_layer is not None:
+            tokens, residual, mask = None, *self._residual_input(input, attention_mask)
+        else:
+            residual = None
+            tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
         reward_pos = reward_positions(mask)
-        if stop_at_layer is not None:
-            return self._residual_before(stop_at_layer, tokens, mask)
-        final_resid = self._run_backbone(tokens, mask)
+        if start_at_layer is not None:
+            residual = self._setup_start_at_layer(residual, start_at_layer)
+        try:
+            if stop_at_layer is not None:
+                if start_at_layer is not None and self._layer_index(stop_at_layer) <= self._layer_index(start_at_layer):
+                    raise InputError(f"stop_at_layer={stop_at_layer} must come after start_at_layer={start_at_layer}.")
+                return self._residual_before(stop_at_layer, tokens, mask, residual)
+            final_resid = self._run_backbone(tokens, mask, residual)
+        finally:
+            if start_at_layer is not None:
+                self._teardown_start_at_layer()
         reward_resid = gather_at_positions(final_resid, reward_pos)[:, 0]
         reward_resid = self.hook_reward_resid(reward_resid)
-        rewards = self.head(reward_resid, HeadInputs(final_resid, tokens, mask, reward_pos))
+        try:
+            rewards = self.head(reward_resid, HeadInputs(final_resid, tokens, mask, reward_pos))  # type: ignore[arg-type]
+        except (TypeError, AttributeError) as err:
+            if tokens is not None:
+                raise
+            raise InputError(
+                f"{type(self.head).__name__} reads the token ids (not only the reward position), so it cannot run "
+                "from a residual (start_at_layer); patch the residual with a hook instead."
+            ) from err
         rewards = self.hook_reward(rewards)
-        kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy)
-        if kept is not None:
-            rewards = rewards[kept]
+        if tokens is not None:
+            kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy)
+            if kept is not None:
+                rewards = rewards[kept]
         return None if return_type is None else rewards
 
-    def _residual_before(self, layer: int, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"]:
+    def _layer_index(self, layer: int) -> int:
+        return self.cfg.n_layers + layer if layer < 0 else layer
+
+    def _residual_input(
+        self, residual: Any, attention_mask: Tensor | None
+    ) -> tuple[Float[Tensor, "batch pos d_model"], Int[Tensor, "batch pos"]]:
+        """A `start_at_layer` input: a float residual `[batch, pos, d_model]` (or `[pos, d_model]`) and its mask."""
+        d_model = self.cfg.d_model
+        if not (isinstance(residual, Tensor) and residual.is_floating_point()):
+            raise InputError(
+                "start_at_layer takes the residual entering that block, a float tensor [batch, pos, d_model] (e.g. "
+                f"cache['blocks.k.hook_resid_pre']), got {type(residual).__name__}"
+                + (f" of dtype {residual.dtype}." if isinstance(residual, Tensor) else ".")
+            )
+        residual = residual[None] if residual.ndim == 2 else residual
+        if residual.ndim != 3 or residual.shape[-1] != d_model:
+            raise InputError(f"start_at_layer needs a residual [batch, pos, {d_model}], got {tuple(residual.shape)}.")
+        shape_like = torch.empty(residual.shape[:2], dtype=torch.long)
+        mask = torch.ones_like(shape_like) if attention_mask is None else check_mask(attention_mask, shape_like)
+        device = self._input_device() or residual.device
+        return residual.to(device), mask.to(device)
+
+    def _residual_before(
+        self, layer: int, tokens: Tensor | None, mask: Tensor, residual: Tensor | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
         """The residual entering block `layer` (negative counts from the end; `n_layers`: before ln_final)."""
         n_layers = self.cfg.n_layers
-        layer = n_layers + layer if layer < 0 else layer
+        layer = self._layer_index(layer)
         if not 0 <= layer <= n_layers:
             raise InputError(f"stop_at_layer must lie in {-n_layers}..{n_layers}, got {layer}.")
         hook_point = self.ln_final.hook_in if layer == n_layers else self.blocks[layer].hook_in
@@ -531,20 +732,24 @@ class HookedRewardModel(TransformerBridge):
 
         handle = hook_point.add_hook(stop, level=getattr(self, "context_level", 0) + 1)
         try:
-            self._run_backbone(tokens, mask)
+            self._run_backbone(tokens, mask, residual)
         except StopAtLayerException as stopped:
             return stopped.layer_output
         finally:
             self._remove_temporary_hook(hook_point, "fwd", handle)
         raise RuntimeError(f"stop_at_layer={layer}: the hook at {hook_point.name} did not fire.")
 
-    def _run_backbone(self, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"]:
-        """The bridged HF backbone up to and including `ln_final`."""
+    def _run_backbone(
+        self, tokens: Tensor | None, mask: Tensor, residual: Tensor | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The bridged HF backbone up to and including `ln_final`, from token ids or (start_at_layer, armed by
+        `_setup_start_at_layer`) from a residual passed as `inputs_embeds`."""
         if hasattr(self, "pos_embed"):
-            self.pos_embed._current_batch_size = tokens.shape[0]
+            self.pos_embed._current_batch_size = mask.shape[0]
         padded = not bool(mask.all())
+        inputs = {"input_ids": tokens} if residual is None else {"inputs_embeds": residual}
         out = self._backbone(
-            input_ids=tokens,
+            **inputs,
             attention_mask=mask if padded else None,
             position_ids=position_ids_from_mask(mask) if padded else None,
             use_cache=False,
@@ -623,7 +828,7 @@ class HookedRewardModel(TransformerBridge):
 
     def run_with_cache(
         self,
-        input: TextOrTokens,
+        input: TextOrTokens | Float[Tensor, "batch pos d_model"],
         attention_mask: Tensor | None = None,
         names_filter: NamesFilter = None,
         positions: PositionsArg = None,
@@ -631,25 +836,59 @@ class HookedRewardModel(TransformerBridge):
         incl_bwd: bool = False,
         remove_batch_dim: bool = False,
         nan_policy: NanPolicy = "raise",
+        *,
+        return_cache_object: bool = True,
+        stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
+        pos_slice: Any = None,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        return_type: str | None = "reward",
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
         **kwargs: Any,
-    ) -> tuple[Tensor, RewardActivationCache]:
+    ) -> tuple[Any, RewardActivationCache | dict[str, Tensor]]:
         """Run and cache activations: `(rewards, RewardActivationCache)`.
 
         `names_filter` selects hooks (a name, a list, or a predicate; unknown names raise). `positions`:
         None caches every position; "reward" keeps only each row's reward position (memory ∝ batch,
         not batch × seq; attention patterns keep the reward query row); an int or a `[batch]` tensor keeps
         that position. The kept position sits at index 0 of the position axis. `incl_bwd` also caches
-        gradients of the summed reward (single-output heads) under "<name>_grad". Without `incl_bwd` the run
-        is under `torch.no_grad()`. `nan_policy` as in `forward`; "omit" drops the rows from the cache too.
+        gradients of the summed reward (single-output heads) under "<name>_grad"; it needs gradients on.
+        Grad mode is the caller's, as in TransformerLens: under `torch.no_grad()` nothing is recorded, otherwise
+        the returned rewards carry their graph (cached activations are detached). `nan_policy` as in `forward`;
+        "omit" drops the rows from the cache too.
+
+        TransformerLens 4's keywords, with its meaning: `return_cache_object=False` returns the dict;
+        `stop_at_layer` returns the residual entering that block and caches only the blocks before it;
+        `start_at_layer` runs from a residual (see `forward`) and caches only the blocks from it;
+        `pos_slice` slices every cached activation's position axis (TL's `Slice`; the reward views then need
+        `positions="reward"` instead); `reset_hooks_end=False` leaves the caching hooks attached;
+        `clear_contexts`; `return_type` ("reward"/"logits", or None); `prepend_bos`, `padding_side` for text.
         """
         check_nan_policy(nan_policy)
-        if kwargs.pop("return_cache_object", True) is False:
-            raise InputError("return_cache_object=False is not supported; use cache.cache_dict.")
-        if kwargs:
-            raise TypeError(f"run_with_cache() got unexpected arguments: {sorted(kwargs)}")
-        tokens, mask = self.prepare(input, attention_mask=attention_mask)
+        kwargs.pop("output_attentions", None)
+        check_forward_kwargs(kwargs, "run_with_cache")
+        check_return_type(return_type)
+        if incl_bwd and stop_at_layer is not None:
+            raise InputError("incl_bwd=True cannot be combined with stop_at_layer: no reward to differentiate.")
+        if incl_bwd and not torch.is_grad_enabled():
+            raise InputError(
+                "incl_bwd=True needs autograd, but gradient tracking is off (torch.no_grad(), "
+                "set_grad_enabled(False) or inference mode). Run the call under torch.enable_grad()."
+            )
+        if pos_slice is not None and positions is not None:
+            raise InputError("Pass positions= (ours, reward-aware) or pos_slice= (TransformerLens's), not both.")
+        tokens: Tensor | None = None
+        if start_at_layer is not None:
+            _, mask = self._residual_input(input, attention_mask)
+            model_input: Any = input
+        else:
+            tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
+            model_input = tokens
         keep_pos = self._cache_positions(positions, mask)
-        batch, seq = tokens.shape
+        slicer = None if pos_slice is None else Slice.unwrap(pos_slice)
+        batch, seq = mask.shape
         store: dict[str, Tensor] = {}
         # The same tensor often fires at several hook points (resid_post l, resid_pre l+1, ln1.hook_in; rotary
         # cos/sin at every layer): gather it once. Sources are held by weak reference, so a freed source whose
@@ -658,6 +897,8 @@ class HookedRewardModel(TransformerBridge):
 
         def reduce(name: str, source: Tensor, hook_point: HookPoint) -> Tensor:
             tensor = source.detach()
+            if slicer is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
+                tensor = slicer.apply(tensor, dim=self._pos_slice_dim(name, hook_point))
             if keep_pos is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
                 pos_dim = self._pos_slice_dim(name, hook_point) % tensor.ndim
                 if tensor.shape[0] in (1, batch) and pos_dim > 0 and tensor.shape[pos_dim] == seq:
@@ -689,34 +930,68 @@ class HookedRewardModel(TransformerBridge):
 
             return hook
 
-        selected = self._select_hooks(names_filter)
-        fwd = [(names[0], make_hook(names, "")) for _, names in selected.values()]
-        bwd = [(names[0], make_hook(names, "_grad")) for _, names in selected.values()] if incl_bwd else []
-        grad_context = torch.enable_grad() if incl_bwd else torch.no_grad()
-        with grad_context, self.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
-            rewards = self.forward(tokens, attention_mask=mask, nan_policy="propagate")
-            bad = non_finite_rows(rewards) if nan_policy != "propagate" else []
+        selected = [
+            names
+            for _, names in self._select_hooks(names_filter).values()
+            if self._runs_in_range(names[0], stop_at_layer, start_at_layer)
+        ]
+        fwd = [(names[0], make_hook(names, "")) for names in selected]
+        bwd = [(names[0], make_hook(names, "_grad")) for names in selected] if incl_bwd else []
+        bad: list[int] = []
+        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+            output = self.forward(
+                model_input,
+                attention_mask=mask,
+                nan_policy="propagate",
+                stop_at_layer=stop_at_layer,
+                start_at_layer=start_at_layer,
+            )
+            if stop_at_layer is None and tokens is not None:
+                bad = non_finite_rows(output) if nan_policy != "propagate" else []
             if incl_bwd:
-                if rewards.ndim != 1:
+                if output.ndim != 1:
                     raise InputError("incl_bwd needs a single-output head; select an output with run_with_hooks.")
                 if not (bad and nan_policy == "raise"):
-                    finite = torch.ones_like(rewards, dtype=torch.bool)
+                    finite = torch.ones_like(output, dtype=torch.bool)
                     finite[bad] = False
-                    rewards[finite].sum().backward()
-        kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy) if bad else None
+                    output[finite].sum().backward()
+        kept = apply_nan_policy(self, output, tokens, mask, nan_policy) if bad else None
         if kept is not None:  # nan_policy="omit": drop the rows from the rewards and from every cached tensor
             dropped: dict[int, Tensor] = {}  # aliases of one tensor stay one tensor
             for name, value in store.items():
                 if value.ndim and value.shape[0] == batch:
                     store[name] = dropped.setdefault(id(value), value.index_select(0, kept.to(value.device)))
-            rewards, mask, batch = rewards[kept], mask[kept], len(kept)
+            output, mask, batch = output[kept], mask[kept], len(kept)
             keep_pos = None if keep_pos is None else keep_pos[kept]
         cache = RewardActivationCache(
-            store, self, reward_pos=reward_positions(mask), cached_pos=keep_pos, attention_mask=mask
+            store,
+            self,
+            reward_pos=reward_positions(mask),
+            cached_pos=keep_pos,
+            attention_mask=mask,
+            pos_slice=slicer,
         )
         if remove_batch_dim:
             cache.remove_batch_dim(batch_size=batch)
-        return rewards.detach(), cache
+        output = None if return_type is None and stop_at_layer is None else output
+        return (output, cache) if return_cache_object else (output, cache.cache_dict)
+
+    def _runs_in_range(self, name: str, stop_at_layer: int | None, start_at_layer: int | None) -> bool:
+        """Whether hook `name` fires on real values in a run stopped before block `stop_at_layer` or started at
+        block `start_at_layer` (blocks outside the range and the embeddings before a start do not), as
+        TransformerLens decides what to cache."""
+        layer = None
+        if name.startswith("blocks."):
+            part = name.split(".")[1]
+            layer = int(part) if part.isdigit() else None
+        if stop_at_layer is not None:
+            if layer is not None and layer >= self._layer_index(stop_at_layer):
+                return False
+        if start_at_layer is not None:
+            start = self._layer_index(start_at_layer)
+            if self._is_embedding_stage_hook(name) or (layer is not None and layer < start):
+                return False
+        return True
 
     def __repr__(self) -> str:
         return (
