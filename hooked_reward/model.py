@@ -360,15 +360,14 @@ class HookedRewardModel(TransformerBridge):
         longer than the model's context (pass `max_length` to truncate explicitly).
 
         TransformerLens's keywords: `prepend_bos=None` (default) tokenizes each text as the checkpoint does (its
-        BOS and EOS, as the reward model was trained), unless `cfg.default_prepend_bos` is False; `False` tokenizes
+        BOS and EOS, as the reward model was trained; `cfg.default_prepend_bos`, which TransformerLens's adapters
+        set per architecture, is not consulted); `False` tokenizes
         a fragment: no special tokens at either end (`add_special_tokens=False`; TransformerLens 4 gives the same
         ids on these checkpoints, since it also strips an appended EOS); `True` also puts a BOS first when the
         tokenizer adds none. `padding_side` ("left"/"right") overrides the tokenizer's.
         """
         if padding_side not in (None, "left", "right"):
             raise InputError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}.")
-        if prepend_bos is None and getattr(self.cfg, "default_prepend_bos", True) is False:
-            prepend_bos = False
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
             raise InputError(f"max_length must be a positive int or None, got {max_length!r}.")
         if max_length is not None and max_length < 1:

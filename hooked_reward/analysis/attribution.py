@@ -376,9 +376,10 @@ def direct_reward_attribution(
     gates, transformed = [], []
     labels: list[str] = []
     for tokens, mask in iter_token_batches(model, inputs, attention_mask, batch_size, progress, f"DRA by {by}"):
-        r, cache = model.run_with_cache(
-            tokens, attention_mask=mask, names_filter=names, positions=None if by == "position" else "reward"
-        )
+        with torch.no_grad():
+            r, cache = model.run_with_cache(
+                tokens, attention_mask=mask, names_filter=names, positions=None if by == "position" else "reward"
+            )
         values, labels = attribution_from_cache(cache, by=by, layer=layer, output=column)
         if by == "position":
             chunks.append(_realign_positions(values, mask))

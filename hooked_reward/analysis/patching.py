@@ -374,7 +374,8 @@ def _cache_row(
     model: Any, row: Tensor, hooks: Sequence[str], output: int | str | None = None
 ) -> tuple[float, dict[str, Tensor]]:
     """`(reward, {hook: activation [pos, ...]})` of one unpadded row."""
-    rewards, cache = model.run_with_cache(row[None], names_filter=list(hooks))
+    with torch.no_grad():
+        rewards, cache = model.run_with_cache(row[None], names_filter=list(hooks))
     return float(select_output(rewards, output, names=model.output_names)[0]), {h: cache[h][0] for h in hooks}
 
 

@@ -369,7 +369,8 @@ def armorm_outputs(model: Any, input: Any, attention_mask: Tensor | None = None)
     """Run an ArmoRM model and return its score, per-objective rewards (raw and transformed) and gate."""
     head = _armorm_head(model)
     tokens, mask = model.prepare(input, attention_mask=attention_mask)
-    score, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=list(ARMORM_HOOKS))
+    with torch.no_grad():
+        score, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=list(ARMORM_HOOKS))
     return ArmoRMOutputs(
         score=score,
         rewards=cache["objectives.hook_rewards"],

@@ -64,7 +64,8 @@ def head_attention(model: HookedRewardModel, text: str, heads: Sequence[Componen
     n = int(mask[0].sum())
     start = int(torch.nonzero(mask[0])[0])
     names = sorted({act_name("pattern", h.layer) for h in heads})
-    _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
     rows = []
     for h in heads:
         pattern = cache[act_name("pattern", h.layer)][0, h.index].float()

@@ -24,6 +24,7 @@ from hooked_reward.organisms.armorm import train as T
 BATCH = 256
 
 
+@torch.no_grad()
 def _score_texts(model: Any, texts: list[str], hooks: list | None = None) -> dict[str, torch.Tensor]:
     from hooked_reward.heads.armorm import ARMORM_HOOKS
 
