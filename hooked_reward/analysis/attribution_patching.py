@@ -82,7 +82,8 @@ def gradients_and_deltas(
         r = select_output(rewards, output, names=model.output_names)[0]
         acts = [store[name] for name in names]
         grads = torch.autograd.grad(r, acts, allow_unused=True)
-    r_source_all, cache = model.run_with_cache(source[None], names_filter=names)
+    with torch.no_grad():
+        r_source_all, cache = model.run_with_cache(source[None], names_filter=names)
     r_source = float(select_output(r_source_all, output, names=model.output_names)[0])
     tgt_idx, src_idx = align.indices(None)
     grad_out, delta_out = {}, {}
