@@ -26,8 +26,8 @@ from hooked_reward.analysis.extensions import (
     score_patched_runs,
     whitened_cosine,
 )
-from hooked_reward.analysis.extensions._common import random_cosine_null
 from hooked_reward.analysis.extensions.divergence import GaussianDensity, ablation_hooks
+from hooked_reward.analysis.stats import random_cosine_null
 from hooked_reward.report import write_extensions_report
 
 VOCAB_IDS = {t: i for i, t in enumerate(SPECIALS + WORDS)}

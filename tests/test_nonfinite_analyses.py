@@ -109,3 +109,15 @@ def test_compare_refuses_non_finite_margins(llama):
     res = compare_runs(ra, rb, n_boot=99, n_boot_geometry=10, nan_policy="omit")
     assert res.margins[0].shape == (5,) and res.behaviour["agreement"][0] == 1.0
     assert any("1 pair(s) with non-finite values were dropped" in n for n in res.notes)
+
+
+def test_distortion_refuses_non_finite_margins():
+    from hooked_reward.analysis.extensions import distortion_from_margins
+
+    margins = {"a": [1.0, 1.0, math.nan, 1.0], "b": [1.0, -1.0, 1.0, -1.0]}
+    with pytest.raises(NonFiniteError, match=r"distortion dimension 'a'.*row\(s\) 2 of 4"):
+        distortion_from_margins(margins, n_boot=99)
+    res = distortion_from_margins(margins, n_boot=99, nan_policy="omit")
+    # hand-computed: a -> (+1, +1, +1): coverage 1, D = 0; b -> a coin: coverage 0, D = 1; equal weights: 0.5
+    assert res.meta["n_omitted"] == {"a": 1, "b": 0} and res.n_pairs.tolist() == [3, 4]
+    assert res.coverage.tolist() == [1.0, 0.0] and res.overall == pytest.approx(0.5)

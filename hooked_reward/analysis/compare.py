@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
-from scipy import stats
 from sklearn.covariance import LedoitWolf
 from tqdm.auto import tqdm
 
@@ -53,7 +52,9 @@ from hooked_reward.analysis.stats import (
     check_nan_policy,
     cka_matrix,
     finite_rows,
+    kendall,
     linear_cka,
+    pearson_along,
     spearman_along,
 )
 from hooked_reward.errors import InputError
@@ -212,17 +213,6 @@ def collect_run(
 
 
 # ----------------------------------------------------------------------------------------- statistics
-def _pearson(x, y, axis=-1):
-    xc = x - x.mean(axis=axis, keepdims=True)
-    yc = y - y.mean(axis=axis, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (xc * yc).sum(axis) / np.sqrt((xc**2).sum(axis) * (yc**2).sum(axis))
-
-
-def _kendall(x, y):
-    return stats.kendalltau(x, y).statistic
-
-
 def _estimate(value: float, ci: tuple[float, float]) -> Estimate:
     return (float(value), float(ci[0]), float(ci[1]))
 
@@ -233,9 +223,9 @@ def behaviour_stats(ma: np.ndarray, mb: np.ndarray, labelled: bool, n_boot: int,
     finite_rows(ma, mb, what="margins of the two models")
     out: dict[str, Estimate] = {}
     for key, fn, vec, nb in (
-        ("pearson", _pearson, True, n_boot),
+        ("pearson", pearson_along, True, n_boot),
         ("spearman", spearman_along, True, n_boot),
-        ("kendall", _kendall, False, min(n_boot, 1999)),
+        ("kendall", kendall, False, min(n_boot, 1999)),
     ):
         val = fn(ma, mb)
         out[key] = _estimate(val, bootstrap_ci((ma, mb), fn, vectorized=vec, n_resamples=nb, seed=seed))

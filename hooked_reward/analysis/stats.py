@@ -53,6 +53,9 @@ __all__ = [
     "spearman",
     "spearman_test",
     "spearman_along",
+    "pearson_along",
+    "kendall",
+    "random_cosine_null",
     "linear_cka",
     "cka_matrix",
     "accuracy",
@@ -183,6 +186,38 @@ def spearman_along(
     if np.shape(x)[axis] < MIN_PAIRS_SPEARMAN:
         rho = np.full_like(rho, np.nan)
     return rho if np.ndim(rho) else float(rho)
+
+
+def pearson_along(
+    x: Float[np.ndarray, "... n"], y: Float[np.ndarray, "... n"], axis: int = -1
+) -> Float[np.ndarray, "..."]:
+    """Pearson's r along `axis` for many rows at once (bootstrap resamples); NaN for a constant side."""
+    xc = x - x.mean(axis=axis, keepdims=True)
+    yc = y - y.mean(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc * yc).sum(axis) / np.sqrt((xc**2).sum(axis) * (yc**2).sum(axis))
+
+
+def kendall(x: Float[np.ndarray, "n"], y: Float[np.ndarray, "n"]) -> float:
+    """Kendall's τ-b (``scipy.stats.kendalltau``; NaN for a constant side)."""
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def random_cosine_null(d: int, observed: float | None = None, confidence: float = 0.95) -> dict[str, float]:
+    """The random-direction null for a cosine with a fixed vector in `d` dimensions.
+
+    For a Gaussian random direction u ~ N(0, I_d) and any fixed w, cos(u, w)² ~ Beta(1/2, (d−1)/2) exactly
+    (the null's sd is 1/√d). Returns the symmetric `confidence` band `(−q, q)` and, when `observed` is
+    given, the two-sided p-value P(|cos| ≥ |observed|) under that null. Exact, so no sampling.
+    """
+    if d < 2:
+        raise InputError(f"A cosine null needs d >= 2, got {d}.")
+    beta = stats.beta(0.5, (d - 1) / 2)
+    q = math.sqrt(float(beta.ppf(confidence)))
+    out = {"d": float(d), "null_sd": 1 / math.sqrt(d), "band_low": -q, "band_high": q}
+    if observed is not None:
+        out["p_value"] = float(beta.sf(min(1.0, float(observed) ** 2))) if math.isfinite(observed) else math.nan
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- CKA

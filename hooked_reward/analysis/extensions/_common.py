@@ -10,7 +10,6 @@ Everything here is in one of two bases, and the names say which:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy import stats
 from torch import Tensor
 
 from hooked_reward.errors import InputError
@@ -90,23 +88,6 @@ def cosine_matrix(rows: Float[Tensor, "k d"]) -> Float[Tensor, "k k"]:
     sim = unit @ unit.T
     sim.fill_diagonal_(1.0)
     return sim
-
-
-def random_cosine_null(d: int, observed: float | None = None, confidence: float = 0.95) -> dict[str, float]:
-    """The random-direction null for a cosine with a fixed vector in `d` dimensions.
-
-    For a Gaussian random direction u ~ N(0, I_d) and any fixed w, cos(u, w)² ~ Beta(1/2, (d−1)/2) exactly
-    (the null's sd is 1/√d). Returns the symmetric `confidence` band `(−q, q)` and, when `observed` is
-    given, the two-sided p-value P(|cos| ≥ |observed|) under that null. Exact, so no sampling.
-    """
-    if d < 2:
-        raise InputError(f"A cosine null needs d >= 2, got {d}.")
-    beta = stats.beta(0.5, (d - 1) / 2)
-    q = math.sqrt(float(beta.ppf(confidence)))
-    out = {"d": float(d), "null_sd": 1 / math.sqrt(d), "band_low": -q, "band_high": q}
-    if observed is not None:
-        out["p_value"] = float(beta.sf(min(1.0, float(observed) ** 2))) if math.isfinite(observed) else math.nan
-    return out
 
 
 def sign_score(margins: np.ndarray) -> np.ndarray:

@@ -40,12 +40,11 @@ from hooked_reward.analysis.extensions._common import (
     figure,
     frame,
     frozen_final_scale,
-    random_cosine_null,
     reward_direction_or_none,
     reward_position_acts,
 )
 from hooked_reward.analysis.results import LabeledTensor
-from hooked_reward.analysis.stats import bootstrap_ci
+from hooked_reward.analysis.stats import bootstrap_ci, random_cosine_null
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.names import FINAL_SCALE, final_resid_hook

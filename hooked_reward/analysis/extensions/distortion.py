@@ -34,12 +34,11 @@ from hooked_reward.analysis.extensions._common import (
     figure,
     final_normed,
     frame,
-    random_cosine_null,
     reward_direction_or_none,
     sign_score,
 )
 from hooked_reward.analysis.results import LabeledTensor
-from hooked_reward.analysis.stats import bootstrap_ci
+from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows, random_cosine_null
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.outputs import select_output
@@ -198,21 +197,27 @@ def distortion_from_margins(
     confidence: float = 0.95,
     n_boot: int = 9999,
     seed: int = 0,
+    nan_policy: str = "raise",
 ) -> DistortionResult:
     """The model-free distortion index from per-pair margins `{dimension: r(pref) − r(disp) per pair}`.
 
     Coverage CIs are BCa (scipy) over pairs; the overall index's CI resamples each dimension's pairs
     independently (percentile, `n_boot` draws). Example: margins (+1,+1,+1,+1) -> D = 0; (+1,−1,+1,−1) -> D = 1
-    (a coin); (−1,−1,−1,−1) -> D = 1 and inverted.
+    (a coin); (−1,−1,−1,−1) -> D = 1 and inverted. A non-finite margin raises `NonFiniteError` naming the
+    dimension and pairs; `nan_policy="omit"` drops it (`meta["n_omitted"]` per dimension).
     """
+    check_nan_policy(nan_policy, allowed=("raise", "omit"))
+    n_omitted: dict[str, int] = {}
     names = list(margins)
     if not names:
         raise InputError("No dimensions given.")
     signs = []
     for name in names:
         m = np.asarray(margins[name], dtype=np.float64).ravel()
-        if m.size == 0 or not np.isfinite(m).all():
-            raise InputError(f"Dimension {name!r} has no margins or non-finite margins.")
+        m = m[finite_rows(m, what=f"distortion dimension {name!r}: margins (pairs by index)", nan_policy=nan_policy)]
+        if m.size == 0:
+            raise InputError(f"Dimension {name!r} has no (finite) margins.")
+        n_omitted[name] = int(np.asarray(margins[name]).size - m.size)
         signs.append(sign_score(m))
     w = _weights(names, weights)
     cov = np.array([s.mean() for s in signs])
@@ -243,6 +248,7 @@ def distortion_from_margins(
         overall_high=float(np.quantile(boot_d, 1 - alpha)),
         mean_margin=np.array([float(np.mean(np.asarray(margins[n], dtype=np.float64))) for n in names]),
         confidence=confidence,
+        meta={"n_omitted": n_omitted},
     )
 
 
@@ -259,6 +265,7 @@ def distortion_index(
     n_boot: int = 9999,
     batch_size: int = 64,
     seed: int = 0,
+    nan_policy: str = "raise",
 ) -> DistortionResult:
     """The distortion index of `model` on probe pairs, `{dimension: [(preferred, dispreferred), ...]}` (or
     tagged pairs, see `dimensions_from_tagged`). Texts are scored once each, even when shared by dimensions.
@@ -283,7 +290,9 @@ def distortion_index(
         pref = torch.tensor([index[p] for p, _ in pairs])
         disp = torch.tensor([index[d] for _, d in pairs])
         margins[name] = (rewards[pref] - rewards[disp]).double().numpy()
-    result = distortion_from_margins(margins, weights, confidence=confidence, n_boot=n_boot, seed=seed)
+    result = distortion_from_margins(
+        margins, weights, confidence=confidence, n_boot=n_boot, seed=seed, nan_policy=nan_policy
+    )
     w_r = reward_direction_or_none(model, output) if mechanistic else None
     if w_r is not None:
         raw = final_norm_centre(model, raw)
