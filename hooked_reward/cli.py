@@ -131,7 +131,9 @@ def cmd_probe(args: argparse.Namespace) -> Path:
     kwargs: dict[str, Any] = {}
     if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
         kwargs = {"factors": organism_factors(), "render": organisms.render}
-    result = run_probe_suite(model, n_pairs=args.n_pairs, seed=args.seed, progress=not args.quiet, **kwargs)
+    result = run_probe_suite(
+        model, n_pairs=args.n_pairs, seed=args.seed, progress=not args.quiet, min_effect=args.min_effect, **kwargs
+    )
     return write_probe_report(result, args.out, provenance=_provenance(args, model))
 
 
@@ -204,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(probe, "hooked_reward_probe", pairs=False)
     probe.add_argument("--n-pairs", type=int, default=30)
     probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument(
+        "--min-effect",
+        type=float,
+        default=None,
+        help="smallest mean Δ (reward units) that matters: each factor says whether its CI excludes it",
+    )
     probe.set_defaults(func=cmd_probe)
     compare = sub.add_parser("compare", help="compare two reward models on the same pairs")
     common(compare, "hooked_reward_compare")

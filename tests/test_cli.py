@@ -217,3 +217,37 @@ def test_sae_probe_and_compare_errors_are_library_errors(
     assert main(["demo", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hooked-reward demo: error: ") and "k" in err and "\n" not in err
+
+
+def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
+    """`probe --min-effect δ` reaches run_probe_suite; the report's factor rows carry the CI-vs-δ verdicts."""
+    import numpy as np
+
+    import hooked_reward.analysis.probes as probes
+    import hooked_reward.cli as cli
+
+    def tiny_bias_rm(texts):  # +0.044 on texts with "!", nothing else: significant, but below δ = 0.1
+        return np.array([0.044 * ("!" in t) for t in texts])
+
+    real = probes.run_probe_suite
+    seen: dict[str, object] = {}
+
+    def run(model, **kwargs):
+        seen.update(kwargs)
+        return real(
+            tiny_bias_rm,
+            factors=["flattery"],
+            n_pairs=kwargs["n_pairs"],
+            n_boot=99,
+            progress=False,
+            min_effect=kwargs["min_effect"],
+        )
+
+    monkeypatch.setattr(cli, "_load_model", lambda name: (object(), None, False))
+    monkeypatch.setattr(cli, "_provenance", lambda args, model=None: {"model": "stand-in"})
+    monkeypatch.setattr(probes, "run_probe_suite", run)
+    out = tmp_path / "probe"
+    assert main(["probe", "--out", str(out), "--n-pairs", "8", "--min-effect", "0.1", "--quiet"]) == 0
+    assert seen["min_effect"] == 0.1
+    row = json.loads((out / "report.json").read_text())["results"]["probes"]["factors"][0]
+    assert row["significant"] and row["negligible"] is True and row["beyond_min_effect"] is False
