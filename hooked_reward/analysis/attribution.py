@@ -267,11 +267,11 @@ class AttributionResult(LabeledTensor):
         dims = tuple(range(1, 4 if self.by == "position" else 2))
         return self.values.nansum(dim=dims)
 
-    def top(self, k: int = 10, text: int = 0, output: int = 0) -> list[tuple[Any, float]]:
+    def top(self, k: int = 10, text: int = 0, output: int | str = 0) -> list[tuple[Any, float]]:
         """The `k` rows with the largest |attribution| for one text: `[(label, value), ...]`."""
         vals = self.values[text]
         if "output" in self.dims:
-            vals = vals[..., output]
+            vals = vals[..., output_index(output, self.axis_labels("output"))]
         flat = torch.nan_to_num(vals.flatten())
         order = flat.abs().argsort(descending=True)[:k]
         if self.by == "position":
@@ -283,13 +283,13 @@ class AttributionResult(LabeledTensor):
         labels = self.axis_labels("component")
         return [(labels[i], float(flat[i])) for i in order.tolist()]
 
-    def plot(self, ax: Any = None, text: int | None = None, output: int = 0, **kwargs: Any) -> Any:
+    def plot(self, ax: Any = None, text: int | None = None, output: int | str = 0, **kwargs: Any) -> Any:
         """Bars per component (the mean over texts with a ±1 s.d. whisker when `text` is None and there are
         several); for by="position", a heatmap of (layer, head) × source token for `text` (default 0)."""
         plt = require_pyplot()
         values = self.values.detach().to("cpu", torch.float32)
         if "output" in self.dims:
-            values = values[..., output]
+            values = values[..., output_index(output, self.axis_labels("output"))]
         if ax is None:
             _, ax = plt.subplots(figsize=(max(6, 0.25 * values.shape[-1]), 3.5))
         if self.by == "position":

@@ -175,7 +175,7 @@ class RewardLensResult(LabeledTensor):
         """The values of one variant ("frozen" or "recomputed"), without the variant axis."""
         return self.values[self.index_of("variant", name)]
 
-    def plot(self, ax: Any = None, text: int | None = None, output: int = 0, **kwargs: Any) -> Any:
+    def plot(self, ax: Any = None, text: int | None = None, output: int | str = 0, **kwargs: Any) -> Any:
         """Lens curves: reward against lens point, one line per text (solid frozen, dashed recomputed).
 
         Per-position results plot a heatmap instead: the first variant for `text` (default 0), point × token.
@@ -186,7 +186,7 @@ class RewardLensResult(LabeledTensor):
             _, ax = plt.subplots(figsize=(8, 3.5))
         values = self.values.detach().to("cpu", torch.float32)
         if "output" in self.dims:
-            values = values[..., output]
+            values = values[..., output_index(output, self.axis_labels("output"))]
         points = [str(p) for p in self.axis_labels("point")]
         if "pos" in self.dims:
             row = 0 if text is None else text

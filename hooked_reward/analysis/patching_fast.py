@@ -39,6 +39,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_reward.heads.base import HeadInputs
+from hooked_reward.outputs import select_output
 
 __all__ = ["FastSweep", "plan_fast_sweep", "fast_resid_rewards"]
 
@@ -152,11 +153,7 @@ class FastSweep:
         reward_pos = torch.full((n,), T - 1, dtype=torch.long, device=tokens.device)
         reward_resid = model.hook_reward_resid(final[:, T - 1])
         rewards = model.hook_reward(model.head(reward_resid, HeadInputs(final, tokens, mask, reward_pos)))
-        if rewards.ndim == 2:
-            if output is None:
-                raise ValueError("multi-output head: pass output=<index>")
-            rewards = rewards[:, output]
-        return rewards
+        return select_output(rewards, output, names=model.output_names)
 
 
 def _attn_modules(model: Any) -> list[Any] | None:
