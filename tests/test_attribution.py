@@ -178,9 +178,9 @@ def test_heads_positions_neurons_match_hf_hand_computation(checkpoints, arch: st
     ref = HFReference(path, arch)
     tokens, mask = padded(left=arch in ("mistral", "qwen3"))
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    heads = direct_reward_attribution(model, tokens, mask, by="head", batch_size=2, progress=False)
-    pos = direct_reward_attribution(model, tokens, mask, by="position", progress=False)
-    neurons = direct_reward_attribution(model, tokens, mask, by="neuron", layer=1, progress=False)
+    heads = direct_reward_attribution(model, tokens, attention_mask=mask, by="head", batch_size=2, progress=False)
+    pos = direct_reward_attribution(model, tokens, attention_mask=mask, by="position", progress=False)
+    neurons = direct_reward_attribution(model, tokens, attention_mask=mask, by="neuron", layer=1, progress=False)
     assert pos.dims == ("text", "layer", "head", "pos")
     ours_heads = head_block(heads, n_layers, n_heads)
     for t, row in enumerate(rows_alone(tokens, mask)):
@@ -196,7 +196,7 @@ def test_heads_positions_neurons_match_hf_hand_computation(checkpoints, arch: st
         assert (ours_neurons - ref.neurons(cap, 1)[:, 0]).abs().max() <= TOL
     # source positions sum to their head; neurons plus bias row sum to the MLP's direct reward
     assert (pos.values.nansum(3) - ours_heads).abs().max() <= TOL
-    comp = direct_reward_attribution(model, tokens, mask, progress=False)
+    comp = direct_reward_attribution(model, tokens, attention_mask=mask, progress=False)
     assert (neurons.values.sum(1) - comp.values[:, comp.index_of("component", "1_mlp_out")]).abs().max() <= TOL
 
 
@@ -206,8 +206,8 @@ def test_totals_equal_hf_reward_and_core_decomposition(checkpoints, arch: str) -
     model = HookedRewardModel.from_pretrained(path)
     tokens, mask = padded(left=True)
     hf_rewards = hf_reference_rewards(path, tokens, mask)
-    comp = direct_reward_attribution(model, tokens, mask, progress=False)
-    heads = direct_reward_attribution(model, tokens, mask, by="head", progress=False)
+    comp = direct_reward_attribution(model, tokens, attention_mask=mask, progress=False)
+    heads = direct_reward_attribution(model, tokens, attention_mask=mask, by="head", progress=False)
     for res in (comp, heads):
         assert (res.total() + model.b_R_eff - hf_rewards).abs().max() <= TOL
         assert (res.rewards - hf_rewards).abs().max() <= TOL
@@ -240,7 +240,9 @@ def test_pair_decomposes_reward_difference(checkpoints) -> None:
     assert (pair.total() - delta).abs().max() <= TOL  # b_R_eff cancels; each side has its own σ
     assert (pair.values - (pair.chosen.values - pair.rejected.values)).abs().max() == 0
     assert (pair.chosen.total() + model.b_R_eff - pair.chosen.rewards).abs().max() <= TOL
-    neuron_pair = pair_reward_attribution(model, tc, tr, mc, mr, by="neuron", layer=0, progress=False)
+    neuron_pair = pair_reward_attribution(
+        model, tc, tr, chosen_mask=mc, rejected_mask=mr, by="neuron", layer=0, progress=False
+    )
     assert neuron_pair.values.shape == (2, model.cfg.d_mlp + 1)
     with pytest.raises(InputError, match="position"):
         pair_reward_attribution(model, chosen, rejected, by="position", progress=False)
@@ -253,15 +255,15 @@ def test_multi_output(checkpoints) -> None:
     model = HookedRewardModel.from_pretrained(path)
     tokens, mask = padded()
     hf_rewards = hf_reference_rewards(path, tokens, mask)  # [row, 3]
-    heads = direct_reward_attribution(model, tokens, mask, by="head", progress=False)
+    heads = direct_reward_attribution(model, tokens, attention_mask=mask, by="head", progress=False)
     assert heads.dims == ("text", "component", "output")
     assert (heads.total() + model.b_R_eff - hf_rewards).abs().max() <= TOL
-    one = direct_reward_attribution(model, tokens, mask, by="head", output=2, progress=False)
+    one = direct_reward_attribution(model, tokens, attention_mask=mask, by="head", output=2, progress=False)
     assert one.dims == ("text", "component") and (one.values - heads.values[..., 2]).abs().max() <= TOL
     assert (one.rewards - hf_rewards[:, 2]).abs().max() <= TOL
     ref = HFReference(path, "qwen2")
     cap = ref.run(tokens[0][mask[0].bool()])
-    pos = direct_reward_attribution(model, tokens[:1], mask[:1], by="position", progress=False)
+    pos = direct_reward_attribution(model, tokens[:1], attention_mask=mask[:1], by="position", progress=False)
     n = int(mask[0].sum())
     assert (pos.values[0, 0, :, :n] - ref.positions(cap, 0)).abs().max() <= TOL
 
@@ -305,7 +307,7 @@ def test_armorm_dra_per_objective_and_gate_fixed_score(armorm) -> None:
     ref = reference(state, config, ROWS)
     score, cache = model.run_with_cache(tokens, attention_mask=mask)
     for by in ("component", "head"):
-        res = direct_reward_attribution(model, tokens, mask, by=by, progress=False)
+        res = direct_reward_attribution(model, tokens, attention_mask=mask, by=by, progress=False)
         assert res.labels["output"] == NAMES + ["score"] and res.bias.shape == (4, len(NAMES) + 1)
         totals = res.values.sum(1) + res.bias
         assert (totals[:, :-1] - cache["objectives.hook_rewards"]).abs().max() <= TOL
@@ -313,7 +315,7 @@ def test_armorm_dra_per_objective_and_gate_fixed_score(armorm) -> None:
         assert (totals[:, -1] - cache["hook_score"]).abs().max() <= TOL
         assert (totals[:, -1] - ref["score"]).abs().max() <= TOL
         assert (res.rewards[:, -1] - score).abs().max() <= TOL
-    comp = direct_reward_attribution(model, tokens, mask, output="score", progress=False)
+    comp = direct_reward_attribution(model, tokens, attention_mask=mask, output="score", progress=False)
     assert comp.dims == ("text", "component")
     for l_ in range(model.cfg.n_layers):
         for part in ("attn", "mlp"):
@@ -337,7 +339,9 @@ def test_armorm_pair_attribution_has_a_gate_row(armorm) -> None:
     s_r, cache_r = model.run_with_cache(rejected, attention_mask=r_mask, names_filter=names)
     split = score_difference(cache_c, cache_r)
     for by in ("component", "head"):
-        res = pair_reward_attribution(model, chosen, rejected, c_mask, r_mask, by=by, progress=False)
+        res = pair_reward_attribution(
+            model, chosen, rejected, chosen_mask=c_mask, rejected_mask=r_mask, by=by, progress=False
+        )
         assert res.labels["component"][-1] == "gate"
         assert (res.values.sum(1)[:, -1] - (s_c - s_r)).abs().max() <= TOL
         assert (
@@ -348,7 +352,9 @@ def test_armorm_pair_attribution_has_a_gate_row(armorm) -> None:
         assert float(gate[:, :-1].abs().max()) == 0.0
         assert (res.values[:, :-1, -1].sum(1) - split.objectives.sum(-1)).abs().max() <= TOL
         assert float(res.bias.abs().max()) == 0.0
-    score_only = pair_reward_attribution(model, chosen, rejected, c_mask, r_mask, output="score", progress=False)
+    score_only = pair_reward_attribution(
+        model, chosen, rejected, chosen_mask=c_mask, rejected_mask=r_mask, output="score", progress=False
+    )
     assert score_only.dims == ("text", "component") and (score_only.rewards - (s_c - s_r)).abs().max() <= TOL
 
 
@@ -361,14 +367,16 @@ def test_mlp_value_head_dra_is_the_linearisation() -> None:
     model, _, _ = mlp_value_model()
     tokens, mask = padded(lengths=(7, 5, 3))
     values, cache = model.run_with_cache(tokens, attention_mask=mask)
-    res = direct_reward_attribution(model, tokens, mask, by="head", progress=False)
+    res = direct_reward_attribution(model, tokens, attention_mask=mask, by="head", progress=False)
     assert res.bias.shape == (3,)
     assert (res.values.sum(1) + res.bias - values).abs().max() <= TOL
     lin = model.head.linearise_at(cache["hook_reward_resid"])
     _, beta = model.final_norm_gain_bias()
     assert (res.bias - lin.offset - lin.direction @ beta).abs().max() <= TOL
-    comp = direct_reward_attribution(model, tokens, mask, progress=False)
+    comp = direct_reward_attribution(model, tokens, attention_mask=mask, progress=False)
     expected = cache.reward_attrs(cache["blocks.1.hook_mlp_out"][None], output="reward")[0]
     assert (comp.sel(component="1_mlp_out").values - expected).abs().max() <= TOL
-    pair = pair_reward_attribution(model, tokens, tokens.flip(0), mask, mask.flip(0), progress=False)
+    pair = pair_reward_attribution(
+        model, tokens, tokens.flip(0), chosen_mask=mask, rejected_mask=mask.flip(0), progress=False
+    )
     assert (pair.values.sum(1) + pair.bias - (values - values.flip(0))).abs().max() <= TOL

@@ -86,13 +86,17 @@ def test_lens_matches_hf_every_position(checkpoints, arch: str) -> None:
     model = HookedRewardModel.from_pretrained(path)
     tokens, mask = padded(left=arch in ("llama", "gemma2"))
     rec_ref, frz_ref = hf_lens_reference(path, tokens, mask)  # [row, point, pos, 1]
-    res = reward_lens(model, tokens, mask, sublayers=False, per_position=True, batch_size=2, progress=False)
+    res = reward_lens(
+        model, tokens, attention_mask=mask, sublayers=False, per_position=True, batch_size=2, progress=False
+    )
     assert res.dims == ("variant", "text", "point", "pos")
     assert res.axis_labels("point") == [f"{l_}_pre" for l_ in range(model.cfg.n_layers)] + ["final_post"]
     assert close(res.variant("recomputed"), rec_ref[..., 0])
     assert close(res.variant("frozen"), frz_ref[..., 0])
 
-    at_reward = reward_lens(model, tokens, mask, progress=False)  # with sub-layers, at the reward token only
+    at_reward = reward_lens(
+        model, tokens, attention_mask=mask, progress=False
+    )  # with sub-layers, at the reward token only
     hf_rewards = hf_reference_rewards(path, tokens, mask)
     assert (at_reward.values[:, :, -1] - hf_rewards).abs().max() <= TOL  # both variants end at the reward
     assert (at_reward.rewards - hf_rewards).abs().max() <= TOL
@@ -108,7 +112,7 @@ def test_frozen_lens_steps_are_sublayer_direct_rewards(checkpoints, arch: str) -
     `reward_attrs` of `hook_attn_out` / `hook_mlp_out`); the recomputed lens is not (it renormalises)."""
     model = HookedRewardModel.from_pretrained(checkpoints[(arch, 1)])
     tokens, mask = padded()
-    res = reward_lens(model, tokens, mask, progress=False)
+    res = reward_lens(model, tokens, attention_mask=mask, progress=False)
     _, cache = model.run_with_cache(tokens, attention_mask=mask)
     frozen = res.variant("frozen")
     steps = frozen[:, 1:] - frozen[:, :-1]  # [text, step]
@@ -131,20 +135,20 @@ def test_multi_output_and_output_selection(checkpoints) -> None:
     path = checkpoints[("qwen2", 3)]
     model = HookedRewardModel.from_pretrained(path)
     tokens, mask = padded()
-    res = reward_lens(model, tokens, mask, progress=False)
+    res = reward_lens(model, tokens, attention_mask=mask, progress=False)
     assert res.dims == ("variant", "text", "point", "output") and res.values.shape[-1] == 3
     hf_rewards = hf_reference_rewards(path, tokens, mask)  # [row, 3]
     assert (res.values[:, :, -1] - hf_rewards).abs().max() <= TOL
-    one = reward_lens(model, tokens, mask, output=1, progress=False)
+    one = reward_lens(model, tokens, attention_mask=mask, output=1, progress=False)
     assert one.dims == ("variant", "text", "point")
     assert (one.values - res.values[..., 1]).abs().max() <= TOL
     rec_ref, frz_ref = hf_lens_reference(path, tokens, mask)
-    pp = reward_lens(model, tokens, mask, sublayers=False, per_position=True, progress=False)
+    pp = reward_lens(model, tokens, attention_mask=mask, sublayers=False, per_position=True, progress=False)
     assert close(pp.variant("frozen"), frz_ref) and close(pp.variant("recomputed"), rec_ref)
     # gpt2 with two labels: LayerNorm (b_R_eff != 0) and multiple outputs
     path = checkpoints[("gpt2", 2)]
     model = HookedRewardModel.from_pretrained(path)
-    res = reward_lens(model, tokens, mask, progress=False)
+    res = reward_lens(model, tokens, attention_mask=mask, progress=False)
     assert (res.values[:, :, -1] - hf_reference_rewards(path, tokens, mask)).abs().max() <= TOL
 
 
@@ -225,7 +229,7 @@ def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:
 
     model, state, config = armorm
     tokens, mask = pad(ROWS, "left")
-    res = reward_lens(model, tokens, mask, sublayers=False, progress=False)
+    res = reward_lens(model, tokens, attention_mask=mask, sublayers=False, progress=False)
     assert res.dims == ("variant", "text", "point", "output") and res.labels["output"] == NAMES + ["score"]
     rec_ref, frz_ref = armorm_lens_reference(state, config, ROWS)
     assert (res.variant("recomputed") - rec_ref).abs().max() <= TOL
@@ -234,7 +238,9 @@ def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:
     assert (res.values[:, :, -1, -1] - cache["hook_score"]).abs().max() <= TOL
     assert (res.values[:, :, -1, :-1] - cache["objectives.hook_rewards"]).abs().max() <= TOL
     assert (res.rewards[:, -1] - score).abs().max() <= TOL
-    full = reward_lens(model, tokens, mask, progress=False)  # with sub-layers: additive steps along the score
+    full = reward_lens(
+        model, tokens, attention_mask=mask, progress=False
+    )  # with sub-layers: additive steps along the score
     steps = full.variant("frozen")[..., -1].diff(dim=1)
     expected = torch.stack(
         [
@@ -246,16 +252,16 @@ def test_armorm_lens_per_objective_and_gate_fixed_score(armorm) -> None:
     )
     assert (steps - expected).abs().max() <= TOL
     assert (reward_lens_from_cache(cache).values - full.values).abs().max() <= TOL
-    one = reward_lens(model, tokens, mask, output="score", progress=False)
+    one = reward_lens(model, tokens, attention_mask=mask, output="score", progress=False)
     assert one.dims == ("variant", "text", "point") and (one.values - full.values[..., -1]).abs().max() <= TOL
     assert (
-        reward_lens(model, tokens, mask, output=NAMES[1], progress=False).values - full.values[..., 1]
+        reward_lens(model, tokens, attention_mask=mask, output=NAMES[1], progress=False).values - full.values[..., 1]
     ).abs().max() <= TOL
-    pp = reward_lens(model, tokens, mask, per_position=True, output="score", progress=False)
+    pp = reward_lens(model, tokens, attention_mask=mask, per_position=True, output="score", progress=False)
     last = mask.sum(-1) - 1
     assert (pp.values[:, torch.arange(4), -1, last] - score).abs().max() <= TOL
     with pytest.raises(InputError, match="Unknown output"):
-        reward_lens(model, tokens, mask, output="verbosity", progress=False)
+        reward_lens(model, tokens, attention_mask=mask, output="verbosity", progress=False)
 
 
 def mlp_value_model():
@@ -274,7 +280,7 @@ def test_mlp_value_head_lens_against_hf() -> None:
     at the run's point read through σ-frozen residuals; both end at the value."""
     model, lm, mlp = mlp_value_model()
     tokens, mask = padded(lengths=(7, 5, 3))
-    res = reward_lens(model, tokens, mask, sublayers=False, progress=False)
+    res = reward_lens(model, tokens, attention_mask=mask, sublayers=False, progress=False)
     ln_f = lm.transformer.ln_f
     captured: dict[str, torch.Tensor] = {}
     handle = ln_f.register_forward_pre_hook(lambda m, a: captured.__setitem__("in", a[0]))

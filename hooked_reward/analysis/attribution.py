@@ -345,8 +345,8 @@ def _realign_positions(values: Tensor, mask: Tensor) -> Tensor:
 def direct_reward_attribution(
     model: Any,
     inputs: Inputs,
-    attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
     by: Granularity = "component",
     layer: int | None = None,
     output: int | str | None = None,
@@ -375,7 +375,10 @@ def direct_reward_attribution(
     chunks, rewards, biases, tokens_str = [], [], [], []
     gates, transformed = [], []
     labels: list[str] = []
-    for tokens, mask in iter_token_batches(model, inputs, attention_mask, batch_size, progress, f"DRA by {by}"):
+    batches = iter_token_batches(
+        model, inputs, attention_mask=attention_mask, batch_size=batch_size, progress=progress, desc=f"DRA by {by}"
+    )
+    for tokens, mask in batches:
         with torch.no_grad():
             r, cache = model.run_with_cache(
                 tokens, attention_mask=mask, names_filter=names, positions=None if by == "position" else "reward"
@@ -462,9 +465,9 @@ def pair_reward_attribution(
     model: Any,
     chosen: str | Sequence[str] | Int[Tensor, "batch pos"],
     rejected: str | Sequence[str] | Int[Tensor, "batch pos"],
+    *,
     chosen_mask: Int[Tensor, "batch pos"] | None = None,
     rejected_mask: Int[Tensor, "batch pos"] | None = None,
-    *,
     by: Granularity = "component",
     layer: int | None = None,
     output: int | str | None = None,
@@ -492,8 +495,8 @@ def pair_reward_attribution(
     column = output_index(output, model.head.readout_names())
     gated = model.head.readout_kind == "gate_fixed"
     kw = dict(by=by, layer=layer, output=None if gated else column, batch_size=batch_size, progress=progress)
-    side_c = direct_reward_attribution(model, chosen, chosen_mask, **kw)
-    side_r = direct_reward_attribution(model, rejected, rejected_mask, **kw)
+    side_c = direct_reward_attribution(model, chosen, attention_mask=chosen_mask, **kw)
+    side_r = direct_reward_attribution(model, rejected, attention_mask=rejected_mask, **kw)
     if side_c.values.shape[0] != side_r.values.shape[0]:
         raise InputError(f"{side_c.values.shape[0]} chosen texts but {side_r.values.shape[0]} rejected ones.")
     common = dict(

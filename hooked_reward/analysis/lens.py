@@ -56,6 +56,7 @@ Inputs = str | Sequence[str] | Int[Tensor, "batch pos"]
 def iter_token_batches(
     model: Any,
     inputs: Inputs,
+    *,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     batch_size: int = 16,
     progress: bool = True,
@@ -278,8 +279,8 @@ def _batch_readout(model: HookedRewardModel, cache: RewardActivationCache, stack
 def reward_lens(
     model: Any,
     inputs: Inputs,
-    attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
     variants: str | Sequence[str] = VARIANTS,
     sublayers: bool = True,
     per_position: bool = False,
@@ -305,7 +306,10 @@ def reward_lens(
     variants = _check_variants(variants)
     points = lens_points(model, sublayers)
     values, rewards, tokens_str = [], [], []
-    for tokens, mask in iter_token_batches(model, inputs, attention_mask, batch_size, progress, "reward lens"):
+    batches = iter_token_batches(
+        model, inputs, attention_mask=attention_mask, batch_size=batch_size, progress=progress, desc="reward lens"
+    )
+    for tokens, mask in batches:
         v, r, t = _lens_batch(model, tokens, mask, variants, points, per_position)
         values.append(v)
         rewards.append(r)

@@ -365,7 +365,7 @@ def _armorm_head(model: Any) -> ArmoRMHead:
     return head
 
 
-def armorm_outputs(model: Any, input: Any, attention_mask: Tensor | None = None) -> ArmoRMOutputs:
+def armorm_outputs(model: Any, input: Any, *, attention_mask: Tensor | None = None) -> ArmoRMOutputs:
     """Run an ArmoRM model and return its score, per-objective rewards (raw and transformed) and gate."""
     head = _armorm_head(model)
     tokens, mask = model.prepare(input, attention_mask=attention_mask)

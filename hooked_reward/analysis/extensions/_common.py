@@ -30,7 +30,8 @@ def reward_position_acts(
     model: Any,
     texts_or_tokens: Any,
     hooks: Sequence[str],
-    mask: Tensor | None = None,
+    *,
+    attention_mask: Tensor | None = None,
     batch_size: int = 64,
     fwd_hooks: Sequence[tuple[str, Callable]] = (),
 ) -> tuple[Float[Tensor, "batch"], dict[str, Float[Tensor, "batch d"]]]:
@@ -38,7 +39,7 @@ def reward_position_acts(
 
     Runs in batches of `batch_size`; `fwd_hooks` (e.g. a patch) are active during the run.
     """
-    tokens, mask = model.prepare(texts_or_tokens, attention_mask=mask)
+    tokens, mask = model.prepare(texts_or_tokens, attention_mask=attention_mask)
     hooks = list(dict.fromkeys(hooks))
     rewards, acts = [], {h: [] for h in hooks}
     for start in range(0, tokens.shape[0], batch_size):
@@ -55,11 +56,13 @@ def reward_position_acts(
 
 @torch.no_grad()
 def final_normed(
-    model: Any, texts_or_tokens: Any, mask: Tensor | None = None, batch_size: int = 64
+    model: Any, texts_or_tokens: Any, *, attention_mask: Tensor | None = None, batch_size: int = 64
 ) -> tuple[Float[Tensor, "batch"], Float[Tensor, "batch d"], Float[Tensor, "batch d"], Float[Tensor, "batch"]]:
     """`(rewards, normed, raw, scale)` at the reward position: raw final residual, its normed form and σ."""
     hook = final_resid_hook(model)
-    rewards, acts = reward_position_acts(model, texts_or_tokens, [hook, FINAL_SCALE], mask, batch_size)
+    rewards, acts = reward_position_acts(
+        model, texts_or_tokens, [hook, FINAL_SCALE], attention_mask=attention_mask, batch_size=batch_size
+    )
     scale = acts[FINAL_SCALE].reshape(-1)
     return rewards, frozen_final_norm(model, acts[hook], scale.reshape(-1, 1)), acts[hook], scale
 

@@ -249,13 +249,15 @@ def score_patched_runs(
     index among its hook names; hooks before the blocks, e.g. `hook_embed`, give every layer).
     """
     tokens, mask = model.prepare(tokens, attention_mask=mask)
-    clean_r, _ = reward_position_acts(model, tokens, [density.hooks[0]], mask, batch_size)
+    clean_r, _ = reward_position_acts(model, tokens, [density.hooks[0]], attention_mask=mask, batch_size=batch_size)
     names = list(names) if names is not None else [f"patch_{i}" for i in range(len(fwd_hooks_list))]
     scores, changes, thresholds, layers = [], [], [], []
     for i, hooks in enumerate(fwd_hooks_list):
         layer = from_layers[i] if from_layers is not None else min((layer_of(h) for h, _ in hooks), default=-1)
         # the hooks are built for the whole batch (per-row sources), so a patched run is one forward pass
-        r, acts = reward_position_acts(model, tokens, density.hooks, mask, tokens.shape[0], fwd_hooks=hooks)
+        r, acts = reward_position_acts(
+            model, tokens, density.hooks, attention_mask=mask, batch_size=tokens.shape[0], fwd_hooks=hooks
+        )
         scores.append(density.score(acts, layer))
         changes.append((r - clean_r).double().numpy().reshape(r.shape[0], -1).mean(-1))
         thresholds.append(density.threshold(layer))
