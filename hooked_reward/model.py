@@ -39,6 +39,7 @@ from hooked_reward.positions import (
     gather_at_positions,
     interior_gaps,
     pad_rows,
+    position_choice,
     position_ids_from_mask,
     reward_positions,
 )
@@ -797,8 +798,8 @@ class HookedRewardModel(TransformerBridge):
             return None
         batch, seq = mask.shape
         if isinstance(positions, str):
-            if positions != "reward":
-                raise InputError(f"positions must be None, 'reward', an int or a [batch] tensor; got {positions!r}.")
+            if position_choice(positions) == "all":
+                return None
             return reward_positions(mask)
         if isinstance(positions, (list, tuple)):
             positions = torch.as_tensor(positions)

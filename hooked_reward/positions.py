@@ -119,3 +119,13 @@ def pad_rows(
         tokens[i, span] = torch.tensor(row, dtype=torch.long)
         mask[i, span] = 1
     return tokens, mask
+
+
+def position_choice(positions: str | None) -> str:
+    """The one meaning of a `positions=` keyword that picks token positions: "all" (also None: every attended
+    token) or "reward" (each row's reward position). Returns "all" or "reward"; `InputError` otherwise."""
+    if positions is None or positions == "all":
+        return "all"
+    if positions == "reward":
+        return "reward"
+    raise InputError(f"positions must be 'all' (or None) or 'reward', got {positions!r}.")

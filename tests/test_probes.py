@@ -206,7 +206,7 @@ def test_organism_known_answers():
         if not carriers:  # the card found no single carrier (a distributed mechanism): nothing to match
             continue
         loc = res.localisation[planted]
-        top = {c for heads in (False, True) for by in ("dra", "patch") for c in loc.top(2, heads=heads, by=by)}
+        top = {c for heads in (False, True) for m in ("dra", "patch") for c in loc.top(2, heads=heads, measure=m)}
         assert top & carriers, (planted, top, carriers)
         checked += 1
     assert checked >= 1, "the card lists carriers for no mechanism"

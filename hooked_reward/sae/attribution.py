@@ -46,10 +46,11 @@ from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, reward_direction
 from hooked_reward.outputs import select_output
+from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 from hooked_reward.sae.splice import _label_texts, _require_pandas, splice_sae
 
-Positions = Literal["all", "reward"]
+Positions = Literal["all", "reward"] | None
 Method = Literal["auto", "linear", "gradient"]
 
 
@@ -83,18 +84,20 @@ class FeatureAttribution(LabeledTensor):
         """Mean attribution over items, per feature."""
         return self.values.mean(0)
 
-    def ranking(self, k: int | None = None, by: Literal["abs", "signed", "negative"] = "abs") -> Int[Tensor, "k"]:
+    def ranking(self, k: int | None = None, sort: Literal["abs", "signed", "negative"] = "abs") -> Int[Tensor, "k"]:
         """Feature ids ranked by mean attribution: ``"abs"`` (largest magnitude), ``"signed"`` (most positive),
         ``"negative"`` (most negative)."""
         m = self.mean()
-        key = m.abs() if by == "abs" else (m if by == "signed" else -m)
+        if sort not in ("abs", "signed", "negative"):
+            raise InputError(f"sort must be 'abs', 'signed' or 'negative', got {sort!r}.")
+        key = m.abs() if sort == "abs" else (m if sort == "signed" else -m)
         order = torch.argsort(key, descending=True)
         return order[:k] if k is not None else order
 
-    def top(self, k: int = 10, by: Literal["abs", "signed", "negative"] = "abs") -> list[tuple[int, float]]:
+    def top(self, k: int = 10, sort: Literal["abs", "signed", "negative"] = "abs") -> list[tuple[int, float]]:
         """``[(feature, mean attribution)]`` for the top ``k`` features."""
         m = self.mean()
-        return [(int(f), float(m[f])) for f in self.ranking(k, by)]
+        return [(int(f), float(m[f])) for f in self.ranking(k, sort)]
 
     def to_frame(self, k: int | None = None) -> Any:
         """A pandas DataFrame, one row per feature ranked by mean |attribution| (top ``k`` if given)."""
@@ -342,6 +345,7 @@ def attribute_features(
     ``method="auto"`` uses the exact linear decomposition on the linear path (``positions`` is then moot:
     only the reward position reads into the reward) and attribution patching elsewhere.
     """
+    positions = position_choice(positions)
     tokens, mask = model.prepare(inputs, attention_mask=attention_mask)
     method = _resolve_method(model, sae, method, output)
     vals, acts_out, targets, rem = [], [], [], []
@@ -401,6 +405,7 @@ def attribute_pairs(
     Linear path: the exact difference of the two linear decompositions (each with its own frozen scale).
     Elsewhere: ``sum_pos 1/2 (g_c + g_r) * (a_c - a_r)`` over aligned positions (see the module docstring).
     """
+    positions = position_choice(positions)
     tc, mc = model.prepare(chosen, attention_mask=chosen_mask)
     tr, mr = model.prepare(rejected, attention_mask=rejected_mask)
     if tc.shape[0] != tr.shape[0]:
@@ -468,6 +473,7 @@ def ablate_features(
     The SAE's error term is kept, so only the feature's decoder contribution is removed. With
     ``freeze_norm_scale`` the final norm's scale is held at its clean value (the linear path's assumption).
     """
+    positions = position_choice(positions)
     clean = _run(model, sae, tokens, mask, grad=False, output=output)
     pm = _position_mask(mask, model.reward_positions(mask), positions)
     scale_full = _clean_scale(model, sae, tokens, mask, output) if freeze_norm_scale else None
@@ -514,6 +520,7 @@ def patch_features(
 
     effect = 1/2 [(r_c - r_c[f <- rejected]) + (r_r[f <- chosen] - r_r)], averaging the two directions.
     """
+    positions = position_choice(positions)
     _aligned(mask_chosen, mask_rejected, positions)
     rc = _run(model, sae, tokens_chosen, mask_chosen, grad=False, output=output)
     rr = _run(model, sae, tokens_rejected, mask_rejected, grad=False, output=output)

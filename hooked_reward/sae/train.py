@@ -29,6 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooked_reward.errors import InputError
+from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
 
 
@@ -53,7 +54,7 @@ def collect_activations(
     texts: Sequence[str],
     hook_name: str,
     *,
-    positions: Literal["all", "reward"] = "all",
+    positions: Literal["all", "reward"] | None = "all",
     batch_size: int = 8,
     progress: bool = False,
 ) -> Float[Tensor, "n d"]:
@@ -62,8 +63,7 @@ def collect_activations(
     ``positions="all"`` keeps every non-padding token (``n = total tokens``); ``"reward"`` keeps one row
     per text, at the model's reward position (``n = len(texts)``).
     """
-    if positions not in ("all", "reward"):
-        raise InputError(f"positions must be 'all' or 'reward', got {positions!r}.")
+    positions = position_choice(positions)
     rows: list[Tensor] = []
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="activations"):
         batch = list(texts[start : start + batch_size])
@@ -248,7 +248,7 @@ def train_topk_sae(
     d_sae: int | None = None,
     k: int = 8,
     steps: int = 2000,
-    positions: Literal["all", "reward"] = "all",
+    positions: Literal["all", "reward"] | None = "all",
     batch_size: int = 256,
     lr: float | None = None,
     auxk_alpha: float = 1 / 32,

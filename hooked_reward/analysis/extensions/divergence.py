@@ -37,6 +37,7 @@ from hooked_reward.analysis.extensions._common import (
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
 from hooked_reward.names import layer_of
+from hooked_reward.positions import position_choice
 
 __all__ = [
     "GaussianDensity",
@@ -291,8 +292,7 @@ def ablation_hooks(
     """
     if mode not in ("zero", "resample"):
         raise InputError(f"mode must be 'zero' or 'resample', got {mode!r}.")
-    if positions not in ("reward", "all"):
-        raise InputError(f"positions must be 'reward' or 'all', got {positions!r}.")
+    positions = position_choice(positions)
     rpos = model.reward_positions(mask)
     if mode == "zero":
         if positions == "all":

@@ -105,14 +105,14 @@ class FactorLocalisation(LabeledTensor):
         ]
         return pd.DataFrame(rows)
 
-    def top(self, k: int = 3, heads: bool = False, by: str = "dra") -> list[str]:
-        """The ``k`` components (or heads) with the largest |DRA| (``by="dra"``) or |patching| effect."""
-        if by not in ("dra", "patch"):
-            raise InputError(f"by must be 'dra' or 'patch', got {by!r}")
+    def top(self, k: int = 3, heads: bool = False, measure: str = "dra") -> list[str]:
+        """The ``k`` components (or heads) with the largest |DRA| (``measure="dra"``) or |patching| effect."""
+        if measure not in ("dra", "patch"):
+            raise InputError(f"measure must be 'dra' or 'patch', got {measure!r}")
         if heads:
-            labels, vals = self.head_labels, (self.head_dra if by == "dra" else self.head_patch)
+            labels, vals = self.head_labels, (self.head_dra if measure == "dra" else self.head_patch)
         else:
-            labels, vals = self.components, (self.dra if by == "dra" else self.patch)
+            labels, vals = self.components, (self.dra if measure == "dra" else self.patch)
         order = np.argsort(-np.nan_to_num(np.abs(vals), nan=-1.0))
         return [labels[i] for i in order[:k]]
 
