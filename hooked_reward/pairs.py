@@ -23,13 +23,19 @@ label (the mechanism or subset the pair tests) and free metadata — in either o
 
 A custom `render(prompt, response) -> str` (e.g. `organisms.render` for the bundled organisms) replaces all of
 this for text pairs.
+
+`read_pairs(source)` reads pairs from a `.jsonl`, `.json` or `.parquet` file, a `datasets.Dataset` or Python
+objects, in TRL's standard and conversational formats, RewardBench's rows and ours (`PreferencePair.from_record`);
+every bad value is an `InputError` naming the file, line (or row) and field.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hooked_reward.errors import InputError
 
@@ -127,6 +133,18 @@ class PreferencePair:
         tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
         return render_messages(chosen, tok), render_messages(rejected, tok)
 
+    def rendered(
+        self,
+        model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,
+        *,
+        render: Callable[[str, str], str] | None = None,
+    ) -> PreferencePair:
+        """This pair with its two texts rendered (`render`): a text pair without a prompt, holding the full texts the
+        model scores; the same label; metadata gains `"prompt"` (the original prompt) unless it has one."""
+        chosen, rejected = self.render(model_or_tokenizer, render=render)
+        metadata = {"prompt": self.prompt, **self.metadata}
+        return PreferencePair("", chosen, rejected, self.label, metadata)
+
     @classmethod
     def from_record(cls, record: Mapping, where: str = "record") -> PreferencePair:
         """A pair from one row of a preference data set, in any of these formats:
@@ -201,6 +219,113 @@ def as_pairs(
             pair = PreferencePair(pair.prompt, pair.chosen, pair.rejected, label, dict(pair.metadata))
         out.append(pair)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ readers
+def read_pairs(
+    source: str | Path | Iterable[Mapping | PreferencePair] | Any, *, split: str | None = None
+) -> list[PreferencePair]:
+    """Preference pairs from a file, a `datasets.Dataset`, or Python objects, in any format `from_record` reads.
+
+    - a path ending in `.jsonl` (one JSON object per line; blank lines skipped), `.json` (a JSON array of objects)
+      or `.parquet` (one row per pair; needs pyarrow);
+    - a `datasets.Dataset` (or a `DatasetDict` with `split=`), e.g. `load_dataset("allenai/reward-bench")`;
+    - an iterable of mappings, `PreferencePair`s or tuples (`as_pairs`).
+
+    Any bad value — invalid JSON, a line that is not an object, text that is not UTF-8, a missing field, a null,
+    a number or nested junk where a text or message list belongs — raises `InputError` naming the file, the line
+    (or row) and the field. An empty source is an error too.
+    """
+    if isinstance(source, str | Path):
+        return _read_file(Path(source))
+    if _is_dataset_dict(source):
+        if split is None:
+            raise InputError(
+                f"This is a DatasetDict with splits {sorted(source)}; pass split= (e.g. split={sorted(source)[0]!r})."
+            )
+        source = source[split]
+    elif split is not None:
+        raise InputError("split= applies to a datasets.DatasetDict only.")
+    where = "dataset row" if _is_dataset(source) else "pairs"
+    pairs = as_pairs(source, where=where)
+    if not pairs:
+        raise InputError("No preference pairs given (the source is empty).")
+    return pairs
+
+
+def _read_file(path: Path) -> list[PreferencePair]:
+    if not path.exists():
+        raise InputError(f"Pairs file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise InputError(f"Pairs file {str(path)!r} is a directory; pass a .jsonl, .json or .parquet file.")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        rows = _parquet_rows(path)
+        pairs = [PreferencePair.from_record(row, where=f"{path} row {i}") for i, row in enumerate(rows)]
+    elif suffix in (".jsonl", ".json"):
+        pairs = _json_pairs(path, lines=suffix == ".jsonl")
+    else:
+        raise InputError(
+            f"Pairs file {str(path)!r}: unknown format {suffix or '(no suffix)'!r}; use .jsonl (one object per line), "
+            ".json (an array of objects) or .parquet."
+        )
+    if not pairs:
+        raise InputError(f"Pairs file {str(path)!r} has no pairs.")
+    return pairs
+
+
+def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
+    data = path.read_bytes()
+    if not lines:
+        try:
+            records = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line = data[: err.start].count(b"\n") + 1
+            raise InputError(f"{path} line {line}: not UTF-8 text ({err.reason}); save the file as UTF-8.") from err
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path} line {err.lineno}: not valid JSON ({err.msg}, column {err.colno}).") from err
+        if not isinstance(records, list):
+            raise InputError(
+                f"{path}: a .json pairs file must hold an array of objects, got a JSON {type(records).__name__}. "
+                "(One object per line is the .jsonl format.)"
+            )
+        return [PreferencePair.from_record(r, where=f"{path} item {i}") for i, r in enumerate(records)]
+    pairs = []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path} line {n}: not UTF-8 text ({err.reason}); save the file as UTF-8.") from err
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path} line {n}: not valid JSON ({err.msg}, column {err.colno}).") from err
+        pairs.append(PreferencePair.from_record(record, where=f"{path} line {n}"))
+    return pairs
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise InputError(
+            f"Reading {str(path)!r} needs pyarrow: `pip install pyarrow` (or `pip install hooked_reward[data]`), "
+            "or convert the file to JSONL."
+        ) from err
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow's ArrowInvalid & co: a corrupt or non-parquet file
+        raise InputError(f"{path} is not a readable Parquet file ({type(err).__name__}: {err}).") from err
+
+
+def _is_dataset(obj: object) -> bool:
+    return type(obj).__name__ in ("Dataset", "IterableDataset") and type(obj).__module__.startswith("datasets")
+
+
+def _is_dataset_dict(obj: object) -> bool:
+    return type(obj).__name__ in ("DatasetDict", "IterableDatasetDict") and type(obj).__module__.startswith("datasets")
 
 
 def render_messages(messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase | None) -> str:

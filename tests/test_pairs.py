@@ -115,3 +115,102 @@ def test_template_error_is_input_error():
     tok.chat_template = "{{ raise_exception('roles must alternate') }}"
     with pytest.raises(InputError, match="roles must alternate"):
         PreferencePair.from_record(CONV).render(tok)
+
+
+# ------------------------------------------------------------------------------------------------ readers
+RECORDS = [
+    CONV,
+    {"chosen": CONV["prompt"] + CONV["chosen"], "rejected": CONV["prompt"] + CONV["rejected"]},
+    {"prompt": "is the cat good", "chosen": "yes", "rejected": "no"},
+    {"prompt": "is the cat good", "chosen": "yes", "rejected": "no", "subset": "math", "id": 7},
+    {"prompt": "is the cat good", "chosen": "yes", "rejected": "no", "mechanism": "length"},
+]
+
+
+def _write(path, records, fmt):
+    import json
+
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif fmt == "json":
+        path.write_text(json.dumps(records))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "dataset", "python"])
+def test_every_source_reads_the_same_pairs(tmp_path, fmt):
+    from hooked_reward.pairs import read_pairs
+
+    expected = [PreferencePair.from_record(r) for r in RECORDS]
+    if fmt == "dataset":
+        datasets = pytest.importorskip("datasets")
+        # One dataset holds one schema: each row shape is its own dataset (as on the hub).
+        got = [p for r in RECORDS for p in read_pairs(datasets.Dataset.from_list([r]))]
+        with pytest.raises(InputError, match="split="):
+            read_pairs(datasets.DatasetDict({"train": datasets.Dataset.from_list(RECORDS[2:])}))
+        assert read_pairs(datasets.DatasetDict({"t": datasets.Dataset.from_list(RECORDS[2:3])}), split="t")
+    elif fmt == "python":
+        got = read_pairs(RECORDS)
+    elif fmt == "parquet":
+        # A Parquet file has one set of columns: write each row shape to its own file.
+        got = [p for i, r in enumerate(RECORDS) for p in read_pairs(_write(tmp_path / f"{i}.parquet", [r], fmt))]
+    else:
+        got = read_pairs(_write(tmp_path / f"p.{fmt}", RECORDS, fmt))
+    assert got == expected
+    assert [p.label for p in got][-2:] == ["math", "length"]
+    tok = chat_tokenizer()
+    assert [p.render(tok) for p in got] == [p.render(tok) for p in expected]
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b'{"chosen": "a", "rejected": "b"}\n\n{"chosen": "a", "rejected": null}\n', r"line 3: field 'rejected'"),
+        (b'{"chosen": "a", "rejected": "b"}\n[1, 2]\n', r"line 2: expected an object"),
+        (b'{"chosen": "a", "rejected": "b"}\n{"chosen": 5, "rejected": "b"}\n', r"line 2: field 'chosen'"),
+        (b'{"chosen": {"x": [1]}, "rejected": "b"}\n', r"line 1: field 'chosen' must be a string or a list"),
+        (b'{"chosen": "a", "rejected": "b"}\n{"chosen": "a", "rej\n', r"line 2: not valid JSON"),
+        (b'{"chosen": "a", "rejected": "b"}\n{"chosen": "\xff\xfe", "rejected": "b"}\n', r"line 2: not UTF-8"),
+        (b'{"prompt": "p", "chosen": "a"}\n', r"line 1: lacks 'rejected'"),
+        (b"\n\n", r"has no pairs"),
+    ],
+)
+def test_bad_jsonl_names_file_line_and_field(tmp_path, content, pattern):
+    from hooked_reward.pairs import read_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=rf"pairs\.jsonl.*{pattern}"):
+        read_pairs(path)
+
+
+def test_bad_files(tmp_path):
+    from hooked_reward.pairs import read_pairs
+
+    with pytest.raises(InputError, match="does not exist"):
+        read_pairs(tmp_path / "absent.jsonl")
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(InputError, match="unknown format '.csv'"):
+        read_pairs(tmp_path / "x.csv")
+    (tmp_path / "x.json").write_text('{"chosen": "a", "rejected": "b"}')
+    with pytest.raises(InputError, match="array of objects"):
+        read_pairs(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text('[{"chosen": "a", "rejected": "b"}, {"chosen": "a", "rejected": [1]}]')
+    with pytest.raises(InputError, match=r"y\.json item 1: field 'rejected'"):
+        read_pairs(tmp_path / "y.json")
+    (tmp_path / "z.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match=r"z\.parquet is not a readable Parquet"):
+        read_pairs(tmp_path / "z.parquet")
+    with pytest.raises(InputError, match="empty"):
+        read_pairs([])
+
+
+def test_rendered_keeps_label_and_prompt():
+    pair = PreferencePair("is the cat good", "yes", "no", "length", {"id": 1}).rendered(chat_tokenizer())
+    assert pair.prompt == "" and pair.label == "length" and pair.metadata == {"prompt": "is the cat good", "id": 1}
+    assert isinstance(pair.chosen, ChatText) and pair.chosen.startswith("<s>user : is the cat good </s> assistant")
