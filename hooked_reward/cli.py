@@ -38,15 +38,27 @@ def _organism_name(model_dir: str | None) -> str | None:
     return None
 
 
-def _load_model(model_dir: str | None) -> tuple[Any, Callable[[str, str], str], list[dict] | None]:
-    """The model, how its texts are rendered, and its bundled pairs (organisms only)."""
+def _load_model(args: argparse.Namespace, which: str = "model") -> tuple[Any, Callable[[str, str], str] | None, Any]:
+    """The model named by `--model` (or `--model-b`), loaded with the model flags (`--dtype`, `--device`,
+    `--device-map`, `--revision`, `--max-length`); how its text pairs are rendered (None: the checkpoint's chat
+    template, see `PreferencePair.render`); and its bundled pairs (organisms only)."""
     from hooked_reward import HookedRewardModel, organisms
+    from hooked_reward.errors import InputError
 
+    model_dir = getattr(args, which, None)
+    device = getattr(args, "device", None)
+    device_map = getattr(args, "device_map", None)
+    if device is not None and device_map is not None:
+        raise InputError("Pass --device (one device) or --device-map auto (split over devices), not both.")
+    kwargs: dict[str, Any] = {"dtype": getattr(args, "dtype", "float32"), "device_map": device_map or device}
     name = _organism_name(model_dir)
     if name is not None:
-        return organisms.load(name), organisms.render, organisms.load_pairs(name)
-    model = HookedRewardModel.from_pretrained(model_dir)
-    return model, model.render_chat, None
+        model, render, bundled = organisms.load(name, **kwargs), organisms.render, organisms.load_pairs(name)
+    else:
+        model = HookedRewardModel.from_pretrained(model_dir, revision=getattr(args, "revision", None), **kwargs)
+        render, bundled = None, None
+    model.max_length = getattr(args, "max_length", None)
+    return model, render, bundled
 
 
 def _provenance(args: argparse.Namespace, model: Any = None) -> dict[str, Any]:
@@ -66,6 +78,16 @@ def _provenance(args: argparse.Namespace, model: Any = None) -> dict[str, Any]:
     if model is not None:
         cfg = model.cfg
         info["architecture"] = f"{cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}"
+        info["dtype, device"] = (
+            f"{cfg.dtype}, {getattr(args, 'device_map', None) or getattr(args, 'device', None) or 'cpu'}"
+        )
+        if model.n_outputs > 1:
+            from hooked_reward.outputs import output_index
+
+            index = output_index(_output(args), model.output_names) or 0
+            info["output analysed"] = f"{model.output_names[index]!r} (index {index} of {model.n_outputs})"
+        if getattr(args, "max_length", None):
+            info["max length"] = f"{args.max_length} tokens (prompt side cut)"
     if getattr(args, "pairs", None):
         info["pairs file"] = args.pairs
     info.update(
@@ -80,17 +102,27 @@ def _provenance(args: argparse.Namespace, model: Any = None) -> dict[str, Any]:
     return info
 
 
-def _pairs(args: argparse.Namespace, bundled: list[dict] | None, render: Callable[[str, str], str]) -> list:
+def _pairs(args: argparse.Namespace, bundled: list[dict] | None, model: Any, render: Callable | None) -> list:
+    """The pairs of `--pairs` (any format `pairs.read_pairs` reads) or the organism's own, rendered into the texts
+    the model scores (`PreferencePair.rendered`; unlabelled pairs are grouped as "unlabelled"), at most
+    `--max-pairs` of them spread evenly over the labels."""
     from hooked_reward.errors import InputError
-    from hooked_reward.report.analyze import read_pairs, render_pairs
+    from hooked_reward.pairs import PreferencePair, as_pairs, read_pairs
 
     if args.pairs:
-        records = read_pairs(args.pairs)
+        pairs = read_pairs(args.pairs)
     elif bundled is not None:
-        records = bundled
+        pairs = as_pairs(bundled, where="bundled pairs")
     else:
-        raise InputError("--pairs FILE.jsonl is needed for a model that is not a bundled organism.")
-    pairs = render_pairs(records, render)
+        raise InputError(
+            "--pairs FILE is needed for a model that is not a bundled organism (.jsonl, .json or .parquet; see "
+            "`hooked-reward --help` or docs/cli.md for the formats)."
+        )
+    rendered = []
+    for p in pairs:
+        r = p.rendered(model, render=render)
+        rendered.append(PreferencePair("", r.chosen, r.rejected, r.label or "unlabelled", r.metadata))
+    pairs = rendered
     if args.max_pairs:
         by_mech: dict[str, list] = {}
         for p in pairs:
@@ -104,8 +136,8 @@ def cmd_analyze(args: argparse.Namespace) -> Path:
     from hooked_reward import organisms
     from hooked_reward.report.analyze import analyze
 
-    model, render, bundled = _load_model(args.model)
-    pairs = _pairs(args, bundled, render)
+    model, render, bundled = _load_model(args)
+    pairs = _pairs(args, bundled, model, render)
     organism = _organism_name(args.model)
     planted = organisms.card(organism) if organism is not None and args.pairs is None else None
     what = f"the {organism} organism" if organism is not None else args.model
@@ -118,6 +150,8 @@ def cmd_analyze(args: argparse.Namespace) -> Path:
         provenance=_provenance(args, model),
         command=args.command,
         progress=not args.quiet,
+        batch_size=args.batch_size,
+        output=_output(args),
     )
 
 
@@ -127,12 +161,19 @@ def cmd_probe(args: argparse.Namespace) -> Path:
     from hooked_reward.organisms.factors import organism_factors
     from hooked_reward.report import write_probe_report
 
-    model, render, bundled = _load_model(args.model)
+    model, render, bundled = _load_model(args)
     kwargs: dict[str, Any] = {}
     if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
         kwargs = {"factors": organism_factors(), "render": organisms.render}
     result = run_probe_suite(
-        model, n_pairs=args.n_pairs, seed=args.seed, progress=not args.quiet, min_effect=args.min_effect, **kwargs
+        model,
+        n_pairs=args.n_pairs,
+        seed=args.seed,
+        progress=not args.quiet,
+        min_effect=args.min_effect,
+        batch_size=args.batch_size,
+        output=_output(args),
+        **kwargs,
     )
     return write_probe_report(result, args.out, provenance=_provenance(args, model))
 
@@ -141,11 +182,23 @@ def cmd_compare(args: argparse.Namespace) -> Path:
     from hooked_reward.analysis.compare import compare_models
     from hooked_reward.report import write_compare_report
 
-    model_a, render, bundled = _load_model(args.model)
-    model_b, _, _ = _load_model(args.model_b)
-    pairs = _pairs(args, bundled, render)
+    model_a, render, bundled = _load_model(args)
+    model_b, _, _ = _load_model(args, "model_b")
+    # Rendered once, with model A's chat template (or the organisms' render): both models read the same texts.
+    pairs = _pairs(args, bundled, model_a, render)
     records = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
-    result = compare_models(model_a, model_b, records, render_a=_identity, render_b=_identity, progress=not args.quiet)
+    output = _output(args)
+    result = compare_models(
+        model_a,
+        model_b,
+        records,
+        render_a=_identity,
+        render_b=_identity,
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+        output_a=output,
+        output_b=output,
+    )
     provenance = _provenance(args, model_a)
     provenance["model B"] = args.model_b
     return write_compare_report(result, args.out, provenance=provenance)
@@ -155,11 +208,17 @@ def _identity(prompt: str, response: str) -> str:
     return response
 
 
+def _output(args: argparse.Namespace) -> int | str | None:
+    """`--output`: an output's name, or its index when it is a number."""
+    value = getattr(args, "output", None)
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
 def cmd_faithfulness(args: argparse.Namespace) -> Path:
     from hooked_reward.report.faithfulness import write_faithfulness_report
 
-    model, render, bundled = _load_model(args.model)
-    pairs = _pairs(args, bundled, render)
+    model, render, bundled = _load_model(args)
+    pairs = _pairs(args, bundled, model, render)
     return write_faithfulness_report(
         model, pairs, args.out, provenance=_provenance(args, model), progress=not args.quiet
     )
@@ -169,7 +228,7 @@ def cmd_extensions(args: argparse.Namespace) -> Path:
     from hooked_reward import organisms
     from hooked_reward.report import write_extensions_report
 
-    model, render, bundled = _load_model(args.model)
+    model, render, bundled = _load_model(args)
     kwargs: dict[str, Any] = {}
     if bundled is not None:  # an organism: its own held-out pairs, grouped by mechanism
         dims: dict[str, list[tuple[str, str]]] = {}
@@ -188,13 +247,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, out: str, pairs: bool = True) -> None:
-        p.add_argument("--model", help="checkpoint directory (default: the bundled organism)")
+        p.add_argument(
+            "--model", help="checkpoint folder or Hugging Face Hub id `org/name` (default: the bundled organism)"
+        )
         if pairs:
-            p.add_argument("--pairs", help="JSONL of {prompt, chosen, rejected, mechanism} (default: bundled pairs)")
+            p.add_argument(
+                "--pairs",
+                help="preference pairs: .jsonl, .json or .parquet in TRL standard/conversational, RewardBench or our "
+                "format (default: the organism's bundled pairs); see docs/cli.md",
+            )
             p.add_argument("--max-pairs", type=int, default=0, help="use at most this many pairs (0: all)")
         p.add_argument("--out", default=out, help=f"report folder (default: {out}); replaced by the new report")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--quiet", action="store_true", help="no progress bars (ours, transformers' and the hub's)")
         p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+        g = p.add_argument_group("model loading")
+        g.add_argument("--revision", help="hub branch, tag or commit of --model (hub ids only)")
+        g.add_argument(
+            "--dtype",
+            choices=["auto", "float32", "bfloat16", "float16"],
+            default="float32",
+            help="weights' dtype (default float32; auto: the checkpoint's own)",
+        )
+        g.add_argument("--device", help="run on this device, e.g. cuda, cuda:1, cpu (default: cpu)")
+        g.add_argument(
+            "--device-map", choices=["auto"], help="split the model over the GPUs and CPU (accelerate's device_map)"
+        )
+        g.add_argument("--batch-size", type=_positive_int, default=32, help="texts per forward pass (default 32)")
+        g.add_argument(
+            "--max-length",
+            type=_positive_int,
+            help="truncate each text to this many tokens, cutting the prompt side (the reward token is kept)",
+        )
+        g.add_argument("--output", help="the output of a multi-output head to analyse: its name or index (default 0)")
 
     demo = sub.add_parser("demo", help="lens, attribution and patching on the bundled organism")
     common(demo, "hooked_reward_report")
@@ -227,6 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted)."""
     from hooked_reward.errors import HookedRewardError, HookNameError
@@ -239,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.max_pairs = args.max_pairs_default
     start = time.time()
     prefix = f"hooked-reward {args.command}"
+    if args.quiet:
+        from hooked_reward._hf_logging import disable_hf_progress_bars
+
+        disable_hf_progress_bars()
     try:
         check_output_dir(args.out)  # before loading anything: a bad --out fails in a second, not after the run
         out = args.func(args)

@@ -86,6 +86,8 @@ class HookedRewardModel(TransformerBridge):
     head: RewardHead
     hook_reward_resid: HookPoint
     hook_reward: HookPoint
+    max_length: int | None = None
+    """Default truncation of text inputs in tokens (`tokenize`: the prompt side is cut); None keeps whole texts."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -358,7 +360,9 @@ class HookedRewardModel(TransformerBridge):
         one. `max_length` keeps at most that many tokens per row by cutting the start of the text (the prompt
         side): the last token, which the reward is read from, and a leading BOS are always kept. Raises
         `InputError` for empty texts, a tokenizer without a pad token, a `max_length` below 1, or sequences
-        longer than the model's context (pass `max_length` to truncate explicitly).
+        longer than the model's context (pass `max_length` to truncate explicitly). Without `max_length`, the
+        model's `max_length` attribute applies (None by default; the CLI's `--max-length` sets it), so every
+        analysis that takes texts truncates them the same way.
 
         TransformerLens's keywords: `prepend_bos=None` (default) tokenizes each text as the checkpoint does (its
         BOS and EOS, as the reward model was trained; `cfg.default_prepend_bos`, which TransformerLens's adapters
@@ -369,6 +373,8 @@ class HookedRewardModel(TransformerBridge):
         """
         if padding_side not in (None, "left", "right"):
             raise InputError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}.")
+        if max_length is None:
+            max_length = self.max_length
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
             raise InputError(f"max_length must be a positive int or None, got {max_length!r}.")
         if max_length is not None and max_length < 1:

@@ -28,7 +28,7 @@ import torch
 
 from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
-from hooked_reward.outputs import select_output
+from hooked_reward.outputs import output_index, select_output
 from hooked_reward.pairs import PreferencePair, as_pairs
 from hooked_reward.report import plots
 from hooked_reward.report.agreement import Agreement, agreement, card_label, verdict
@@ -124,13 +124,15 @@ def analyze(
     batch_size: int = 32,
     progress: bool = True,
     nan_policy: str = "raise",
+    output: int | str | None = None,
 ) -> Path:
     """Analyse `pairs` (grouped by their `mechanism`) and write the report into `out_dir`; returns index.html.
 
     `planted`: a model card's ground truth (`organisms.card(name)`: `mechanisms[m]["components"]`, e.g.
     `blocks.0.attn.head.2`), which adds the "found vs planted" table. `n_top_heads`: heads shown in the attention
     views (the largest by mean patching effect). A pair with a non-finite margin raises `NonFiniteError` naming
-    it; `nan_policy="omit"` drops those pairs (`report.json` records `n_omitted`).
+    it; `nan_policy="omit"` drops those pairs (`report.json` records `n_omitted`). `output`: which output of a
+    multi-output head is analysed (index or name; default the first); ArmoRM's views follow its score.
     """
     from hooked_reward.analysis.attribution import pair_reward_attribution
     from hooked_reward.analysis.faithfulness import faithfulness_study
@@ -147,7 +149,10 @@ def analyze(
     rejected = [p.rejected for p in pairs]
     mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
     colour = plots.colours(mechanisms)
-    output = None if model.n_outputs == 1 else 0  # the model's output analysed (patching, behaviour)
+    # The model's output analysed (behaviour, lens, attribution, patching): `output` (index or name), else the first.
+    output = output_index(output, model.output_names) if output is not None else None
+    if output is None and model.n_outputs > 1:
+        output = 0
     gated = model.head.readout_kind == "gate_fixed"
     names = model.head.readout_names()
     # The lens/DRA column of that output: ArmoRM's columns are its objectives then the score.
@@ -217,7 +222,7 @@ def analyze(
         if bundle is not None:
             report.add_asset("circuitsvis.js", bundle, script=True)
         for mech, mechanism in found.items():
-            _mechanism_sections(report, model, mechanism, colour[mech], n_top_heads, bundle is not None)
+            _mechanism_sections(report, model, mechanism, colour[mech], n_top_heads, bundle is not None, output)
         if gated:
             from hooked_reward.report.objectives import objectives_section
 
@@ -447,7 +452,13 @@ def _agreement_table(report: Report, found: dict[str, _Mechanism]) -> None:
 
 
 def _mechanism_sections(
-    report: Report, model: HookedRewardModel, m: _Mechanism, colour: str, n_top_heads: int, interactive: bool
+    report: Report,
+    model: HookedRewardModel,
+    m: _Mechanism,
+    colour: str,
+    n_top_heads: int,
+    interactive: bool,
+    output: int | None = None,
 ) -> None:
     import matplotlib.pyplot as plt
 
@@ -541,7 +552,7 @@ def _mechanism_sections(
             level=3,
         )
 
-    result = patch_resid(model, pair.chosen, pair.rejected, layers=[0], align="reward", progress=False)
+    result = patch_resid(model, pair.chosen, pair.rejected, layers=[0], align="reward", progress=False, output=output)
     effects = result.values[0].double().numpy()
     rejected_tokens = view_tokens = views[1][1].tokens
     chosen_tokens = views[0][1].tokens
