@@ -232,6 +232,12 @@ class ArmoRMHead(RewardHead):
             direction, torch.zeros(direction.shape[:-1], device=g.device), self.readout_names(), "gate_fixed"
         )
 
+    def transform_objectives(self, per_objective: Float[Tensor, "n_obj ..."]) -> Float[Tensor, "n_obj ..."]:
+        """`Tᵀ x`: per-objective quantities (e.g. directions `[K, d_model]`) as the transformed objectives
+        `r T` read them (transformed objective k = Σ_j T_jk r_j), in `per_objective`'s dtype and device."""
+        t = as_float(self.transform).to(per_objective.device, per_objective.dtype)
+        return t.T @ per_objective
+
     def mean_gate_weights(
         self, gate_a: Float[Tensor, "batch n_obj"], gate_b: Float[Tensor, "batch n_obj"]
     ) -> Float[Tensor, "batch n_obj"]:

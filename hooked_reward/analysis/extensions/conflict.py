@@ -293,19 +293,19 @@ def conflict_analysis(
     """
     rng = np.random.default_rng(seed)
     head = model.head
-    gated = all(h in model.hook_dict for h in GATE_HOOKS) and hasattr(head, "objective_names")
+    gated = head.readout_kind == "gate_fixed" and all(h in model.hook_dict for h in GATE_HOOKS)
     if gated and directions is None:
-        names = list(head.objective_names)
+        names = head.readout_names()[:-1]  # the objectives (the last column is the gated score)
         w_eff = model.W_R_eff.detach().float().cpu().reshape(len(names), -1).double()
-        t = head.transform.detach().float().cpu().double()
-        rows = (t.T @ w_eff if use_transform else w_eff).numpy()
+        transformed = head.transform_objectives(w_eff)  # Tᵀ W_R_eff: what the transformed objectives read
+        rows = (transformed if use_transform else w_eff).numpy()
         score_hook = "objectives.hook_transformed" if use_transform else "objectives.hook_rewards"
         rewards, acts = _run(model, texts, list(GATE_HOOKS), batch_size)
         scores = acts[score_hook].double().numpy()
         g = acts["gating.hook_weights"].double().numpy()
         p = g / g.sum(1, keepdims=True)
         entropy = -(np.where(p > 0, p * np.log(p), 0.0)).sum(1)
-        eff = g @ (t.T @ w_eff).numpy()
+        eff = g @ transformed.numpy()
         result_gate = dict(
             gate_mean=g.mean(0),
             gate_var=g.var(0, ddof=1) if len(g) > 1 else np.zeros(len(names)),
