@@ -134,3 +134,26 @@ def test_one_pair_and_min_effect():
         paired_effect(np.array([1.0, math.inf, 2.0]))
     dropped = paired_effect(np.array([1.0, math.inf, 2.0]), nan_policy="omit", n_boot=999)
     assert dropped.n == 2 and dropped.n_omitted == 1 and dropped.mean == 1.5
+
+
+def test_bootstrap_percentile_draws_groups_in_order():
+    from hooked_reward.analysis.stats import bootstrap_percentile, percentile_interval
+
+    x, y = np.arange(10.0), np.arange(5.0) * 3
+    lo, hi = bootstrap_percentile(
+        lambda i, j: x[i].mean() - y[j].mean(), (10, 5), n_resamples=300, rng=np.random.default_rng(3)
+    )
+    rng = np.random.default_rng(3)
+    boots = []
+    for _ in range(300):
+        i = rng.integers(0, 10, 10)
+        boots.append(x[i].mean() - y[rng.integers(0, 5, 5)].mean())
+    assert (lo, hi) == (np.quantile(boots, 0.025000000000000022), np.quantile(boots, 1 - 0.025000000000000022))
+    assert lo < x.mean() - y.mean() < hi
+    # a matrix-valued statistic: an interval per entry; a constant entry's interval is the point
+    lo, hi = bootstrap_percentile(
+        lambda i: np.array([x[i].mean(), 7.0]), 10, n_resamples=50, rng=np.random.default_rng(0)
+    )
+    assert lo.shape == (2,) and lo[1] == hi[1] == 7.0
+    lo, hi = percentile_interval(np.array([[1.0, np.nan], [3.0, np.nan]]), 0.5, ignore_nan=True)
+    assert lo[0] == 1.5 and hi[0] == 2.5 and np.isnan(lo[1])

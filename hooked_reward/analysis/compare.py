@@ -30,7 +30,6 @@ Four views, each number with a bootstrap confidence interval over pairs:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +54,7 @@ from hooked_reward.analysis.stats import (
     kendall,
     linear_cka,
     pearson_along,
+    percentile_interval,
     spearman_along,
 )
 from hooked_reward.errors import InputError
@@ -629,8 +629,8 @@ def _compare_runs(
     boot_idx = rng.integers(0, n, size=(n_boot_geometry, n))
     pa_boot = np.stack([prof_a(i) for i in boot_idx])
     pb_boot = np.stack([prof_b(i) for i in boot_idx])
-    profile_a = (prof_a(all_i), *np.quantile(pa_boot, [0.025, 0.975], axis=0))
-    profile_b = (prof_b(all_i), *np.quantile(pb_boot, [0.025, 0.975], axis=0))
+    profile_a = (prof_a(all_i), *percentile_interval(pa_boot))
+    profile_b = (prof_b(all_i), *percentile_interval(pb_boot))
     mechanism = {
         "profile_similarity": _estimate(
             similarity(all_i), bootstrap_items_ci(n, similarity, n_resamples=n_boot_geometry, seed=seed)
@@ -642,9 +642,7 @@ def _compare_runs(
     xb = np.concatenate([rb.resid_chosen, rb.resid_rejected], axis=1)
     cka = cka_matrix(xa, xb)
     boots = np.stack([cka_matrix(xa, xb, np.concatenate([i, i + n])) for i in boot_idx])
-    with warnings.catch_warnings():  # a layer whose reward-position residual is constant (e.g. the embedding
-        warnings.simplefilter("ignore", RuntimeWarning)  # of a fixed <eos>) has no CKA: NaN, by design
-        cka_ci = (np.nanquantile(boots, 0.025, axis=0), np.nanquantile(boots, 0.975, axis=0))
+    cka_ci = percentile_interval(boots)  # never NaN: constant layers have a defined CKA (analysis.stats)
     geometry: dict[str, Estimate] = {}
     if model_a is not None and model_b is not None:
         shared, reason = shared_basis(model_a, model_b, shared_basis_)

@@ -63,6 +63,8 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_items_ci",
     "bootstrap_mean_ci",
+    "bootstrap_percentile",
+    "percentile_interval",
     "cohens_d",
     "effect_is_degenerate",
     "sign_flip_test",
@@ -411,6 +413,38 @@ def bootstrap_items_ci(
         vectorized=False,
         seed=seed,
     )
+
+
+def percentile_interval(
+    resamples: Float[np.ndarray, "n_resamples ..."], confidence: float = 0.95, *, ignore_nan: bool = False
+) -> tuple[Float[np.ndarray, "..."], Float[np.ndarray, "..."]]:
+    """The percentile interval of bootstrap resamples over their first axis, for every remaining entry
+    (``ignore_nan``: quantiles of the finite resamples only, for statistics undefined on some resamples)."""
+    alpha = (1 - confidence) / 2
+    q = np.nanquantile if ignore_nan else np.quantile
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN entry stays NaN
+        return q(resamples, alpha, axis=0), q(resamples, 1 - alpha, axis=0)
+
+
+def bootstrap_percentile(
+    statistic: Callable[..., np.ndarray | float],
+    sizes: int | Sequence[int],
+    *,
+    n_resamples: int,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> tuple[Float[np.ndarray, "..."], Float[np.ndarray, "..."]]:
+    """Percentile bootstrap interval of an array-valued statistic of whole rows (a matrix of correlations,
+    an AUC of two samples): each resample draws, for each group of size ``sizes[g]``, that many row indices
+    with replacement (``rng.integers``, group by group) and calls ``statistic(*indices)``. Used where scipy's
+    ``bootstrap`` (scalar statistics of 1-D samples) does not fit; the interval of every entry is returned."""
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+    boots = [
+        np.asarray(statistic(*[rng.integers(0, n, n) for n in sizes]), dtype=np.float64) for _ in range(n_resamples)
+    ]
+    lo, hi = percentile_interval(np.stack(boots), confidence)
+    return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)
 
 
 def bootstrap_mean_ci(

@@ -44,7 +44,7 @@ from hooked_reward.analysis.extensions._common import (
     reward_position_acts,
 )
 from hooked_reward.analysis.results import LabeledTensor
-from hooked_reward.analysis.stats import bootstrap_ci, random_cosine_null
+from hooked_reward.analysis.stats import bootstrap_ci, bootstrap_percentile, random_cosine_null
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
@@ -126,18 +126,6 @@ def _split(n: int, train_frac: float, rng: np.random.Generator) -> tuple[np.ndar
     return perm[:k], perm[k:]
 
 
-def _auc_ci(
-    pos: np.ndarray, neg: np.ndarray, n_boot: int, rng: np.random.Generator, confidence: float
-) -> tuple[float, float]:
-    boots = []
-    for _ in range(n_boot):
-        p = pos[rng.integers(0, len(pos), len(pos))]
-        q = neg[rng.integers(0, len(neg), len(neg))]
-        boots.append(_auc(p, q))
-    a = (1 - confidence) / 2
-    return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
-
-
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(pos > neg), ties ½ (Mann–Whitney)."""
     return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
@@ -190,7 +178,13 @@ def fit_concept(
         raise InputError("The two sides have identical activations at this hook: the concept direction is zero.")
     u = u / norm
     test_pos, test_neg = xp[hp] @ u, xn[hn] @ u
-    lo, hi = _auc_ci(test_pos, test_neg, n_boot, rng, confidence)
+    lo, hi = bootstrap_percentile(
+        lambda i, j: _auc(test_pos[i], test_neg[j]),
+        (len(test_pos), len(test_neg)),
+        n_resamples=n_boot,
+        rng=rng,
+        confidence=confidence,
+    )
     typical = float(np.median(np.linalg.norm(np.r_[xp[tp], xn[tn]], axis=1)))
     result = ConceptVector(
         name=name,

@@ -40,6 +40,7 @@ from hooked_reward.analysis.extensions._common import (
     reward_direction_or_none,
 )
 from hooked_reward.analysis.results import LabeledTensor
+from hooked_reward.analysis.stats import bootstrap_percentile
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
@@ -184,17 +185,6 @@ class ConflictResult(LabeledTensor):
         return fig
 
 
-def _boot_corr(x: np.ndarray, n_boot: int, rng: np.random.Generator, confidence: float) -> tuple[np.ndarray, ...]:
-    n = x.shape[0]
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        boots.append(_corr_from_cov(np.cov(x[idx], rowvar=False)))
-    boots = np.stack(boots)
-    a = (1 - confidence) / 2
-    return np.quantile(boots, a, axis=0), np.quantile(boots, 1 - a, axis=0)
-
-
 def _whitened_with_ci(
     rows: np.ndarray, x: np.ndarray, n_boot: int, rng: np.random.Generator, confidence: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -213,9 +203,8 @@ def _whitened_with_ci(
         return _corr_from_cov(c)
 
     point = compute(np.arange(n))
-    boots = np.stack([compute(rng.integers(0, n, n)) for _ in range(n_boot)])
-    a = (1 - confidence) / 2
-    return point, np.quantile(boots, a, axis=0), np.quantile(boots, 1 - a, axis=0), delta
+    lo, hi = bootstrap_percentile(compute, n, n_resamples=n_boot, rng=rng, confidence=confidence)
+    return point, lo, hi, delta
 
 
 def _conflicts(names: list[str], terms: np.ndarray, delta: np.ndarray, tol: float) -> list[dict[str, Any]]:
@@ -327,7 +316,13 @@ def conflict_analysis(
         result_gate = {}
     x = acts["normed"].double().numpy()
     corr = _corr_from_cov(np.cov(scores, rowvar=False))
-    corr_lo, corr_hi = _boot_corr(scores, n_boot, rng, confidence)
+    corr_lo, corr_hi = bootstrap_percentile(
+        lambda i: _corr_from_cov(np.cov(scores[i], rowvar=False)),
+        len(scores),
+        n_resamples=n_boot,
+        rng=rng,
+        confidence=confidence,
+    )
     wc, wc_lo, wc_hi, shrink = _whitened_with_ci(rows, x, n_boot, rng, confidence)
     result = ConflictResult(
         names=names,

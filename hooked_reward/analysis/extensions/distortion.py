@@ -38,7 +38,13 @@ from hooked_reward.analysis.extensions._common import (
     sign_score,
 )
 from hooked_reward.analysis.results import LabeledTensor
-from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows, random_cosine_null
+from hooked_reward.analysis.stats import (
+    bootstrap_ci,
+    check_nan_policy,
+    finite_rows,
+    percentile_interval,
+    random_cosine_null,
+)
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.outputs import select_output
@@ -230,7 +236,7 @@ def distortion_from_margins(
         c_b = s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(1)
         boot_d += w[k] * (1.0 - np.maximum(0.0, c_b))
     boot_d /= w.sum()
-    alpha = (1 - confidence) / 2
+    overall_ci = percentile_interval(boot_d, confidence)
     return DistortionResult(
         names=names,
         n_pairs=np.array([s.size for s in signs]),
@@ -244,8 +250,8 @@ def distortion_from_margins(
         inverted=hi < 0,
         weights=w,
         overall=float((w * dist).sum() / w.sum()),
-        overall_low=float(np.quantile(boot_d, alpha)),
-        overall_high=float(np.quantile(boot_d, 1 - alpha)),
+        overall_low=float(overall_ci[0]),
+        overall_high=float(overall_ci[1]),
         mean_margin=np.array([float(np.mean(np.asarray(margins[n], dtype=np.float64))) for n in names]),
         confidence=confidence,
         meta={"n_omitted": n_omitted},
