@@ -188,10 +188,14 @@ def cmd_compare(args: argparse.Namespace) -> Path:
     pairs = _pairs(args, bundled, model_a, render)
     records = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
     output = _output(args)
+    names = (_short_name(args.model), _short_name(args.model_b))
+    if names[0] == names[1]:
+        names = (f"{names[0]} (A)", f"{names[1]} (B)")
     result = compare_models(
         model_a,
         model_b,
         records,
+        names=names,
         render_a=_identity,
         render_b=_identity,
         progress=not args.quiet,
@@ -202,6 +206,12 @@ def cmd_compare(args: argparse.Namespace) -> Path:
     provenance = _provenance(args, model_a)
     provenance["model B"] = args.model_b
     return write_compare_report(result, args.out, provenance=provenance)
+
+
+def _short_name(model_dir: str | None) -> str:
+    """How a model is named in a report: the organism's name, or the checkpoint folder's name."""
+    organism = _organism_name(model_dir)
+    return organism if organism is not None else Path(str(model_dir)).resolve().name
 
 
 def _identity(prompt: str, response: str) -> str:

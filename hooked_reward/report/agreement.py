@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from jaxtyping import Float
 
-from hooked_reward.analysis.stats import bootstrap_items_ci, bootstrap_mean_ci, spearman
+from hooked_reward.analysis.stats import bootstrap_mean_ci, spearman, spearman_along
 from hooked_reward.names import Component
 
 if TYPE_CHECKING:
@@ -28,6 +28,27 @@ __all__ = ["Agreement", "agreement", "card_label", "verdict"]
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return spearman(x, y, nan_policy="omit", what="DRA vs patching")
+
+
+def _pooled_ci(
+    dra: Float[np.ndarray, "pair component"],
+    patching: Float[np.ndarray, "pair component"],
+    n_resamples: int = 1999,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval (pairs resampled) of the Spearman ρ between the mean-over-pairs DRA and
+    patching vectors, every resample at once (`stats.spearman_along`)."""
+    n = len(dra)
+    if n < 2:
+        return (math.nan, math.nan)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    rho = np.asarray(spearman_along(dra[idx].mean(1), patching[idx].mean(1)), dtype=float)
+    rho = rho[np.isfinite(rho)]
+    if rho.size < n_resamples // 2:  # mostly constant resamples: no interval
+        return (math.nan, math.nan)
+    alpha = (1 - confidence) / 2
+    return (float(np.quantile(rho, alpha)), float(np.quantile(rho, 1 - alpha)))
 
 
 @dataclass
@@ -70,11 +91,7 @@ class Agreement:
         else:
             self.rho_ci = (math.nan, math.nan)
         self.rho_pooled = _spearman(self.dra_mean, self.patch_mean)
-        self.rho_pooled_ci = bootstrap_items_ci(
-            len(self.dra),
-            lambda idx: _spearman(self.dra[idx].mean(0), self.patching[idx].mean(0)),
-            n_resamples=999,
-        )
+        self.rho_pooled_ci = _pooled_ci(self.dra, self.patching)
 
     def rank(self, label: str, by: str = "patching") -> int:
         """1-based rank of `label` by mean effect (largest first) under patching or DRA."""

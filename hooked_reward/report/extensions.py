@@ -92,19 +92,22 @@ def write_extensions_report(
 
     def section(name: str, heading: str, fn: Callable[[], tuple[Any, Any, str]]) -> None:
         say(f"[extensions] {name} ...")
+        start = len(report.sections)  # the heading goes before the tables the extension adds
         try:
             data, fig, text = fn()
         except (HookedRewardError, ValueError, RuntimeError, AttributeError) as err:
+            del report.sections[start:]
             report.add_text(heading, f"Not run on this model: {err}")
             report.add_data(name, {"skipped": str(err)})
             return
         report.add_figure(heading, fig, name, caption=text)
+        report.sections.insert(start, report.sections.pop())
         report.add_data(name, data)
 
     def distortion() -> tuple[Any, Any, str]:
         res = distortion_index(model, dimensions, n_boot=n_boot, seed=seed)
         report_rows = _frame_rows(res.to_frame())
-        report.add_table("Distortion index: per dimension", report_rows)
+        report.add_table("Distortion index: per dimension", report_rows, level=3)
         s = res.summary()
         text = (
             f"Overall distortion {s['overall']:.3f} [{s['overall_low']:.3f}, {s['overall_high']:.3f}] "
@@ -125,7 +128,7 @@ def write_extensions_report(
         comps = [f"blocks.{layer}.hook_{c}_out" for layer in range(model.cfg.n_layers) for c in ("attn", "mlp")]
         res = ablation_sweep(model, test, density, comps, reference=ref, seed=seed)
         rows = _frame_rows(res.to_frame())
-        report.add_table("Divergence-aware ablation: per component and mode", rows)
+        report.add_table("Divergence-aware ablation: per component and mode", rows, level=3)
         text = (
             f"Residual densities fitted on {len(ref)} texts, threshold = 99th percentile of {len(held)} "
             "held-out clean texts. A run is flagged when most rows exceed it."
@@ -135,12 +138,13 @@ def write_extensions_report(
     def cascade() -> tuple[Any, Any, str]:
         res = cascade_analysis(model, render=render, n_perm=n_perm, n_boot=n_boot, seed=seed)
         rows = _frame_rows(res.to_frame())
-        report.add_table("Misalignment cascade: per dimension", rows)
+        report.add_table("Misalignment cascade: per dimension", rows, level=3)
         text = (
             f"Cascade strength (top-eigenvalue share) {res.strength:.3f}, p = {res.p_value:.3g} against "
             f"unaligned profiles. Clusters at t = {res.threshold:.2f}: "
             f"{' | '.join(format_value(c) for c in res.clusters) or 'none'}. "
-            f"Most shared components: {format_value(list(res.shared_components[:3]))}."
+            "Most shared components (loading): "
+            f"{', '.join(f'{c} ({w:+.2f})' for c, w in res.shared_components[:3]) or 'none'}."
         )
         data = {
             "rows": rows,
@@ -170,7 +174,7 @@ def write_extensions_report(
             directions = torch.stack(rows)
         res = conflict_analysis(model, all_texts, pairs, directions=directions, names=names, n_boot=n_boot, seed=seed)
         rows = _frame_rows(res.to_frame())
-        report.add_table("Reward-term conflict: per pair of terms", rows)
+        report.add_table("Reward-term conflict: per pair of terms", rows, level=3)
         kind = "objectives (gated head)" if res.meta["gated"] else "dimension mean-difference directions"
         text = (
             f"Terms: {kind}. Δscore split exactly (max error {res.split_error:.2g}); "
@@ -200,7 +204,7 @@ def write_extensions_report(
                 slope_high=dr_free.slope_high,
             )
             rows.append(row)
-        report.add_table("Concept vectors: per dimension (positive = preferred side)", rows)
+        report.add_table("Concept vectors: per dimension (positive = preferred side)", rows, level=3)
         fig.tight_layout()
         return {"rows": rows}, fig, "Dose–response of each dimension's concept direction at the final residual."
 
