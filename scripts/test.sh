@@ -3,6 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh "[test]"
+# The browser tests open every report in headless Chromium: Debian's chromium and its driver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium/chromium-driver missing and not root: the browser tests will be skipped" >&2
+  fi
+fi
 ruff check hooked_reward tests benchmarks
 set +e
 python -m pytest tests "$@"
