@@ -134,3 +134,16 @@ def test_device_and_device_map_together_is_an_error(tmp_path, capsys):
     argv = ["demo", "--out", str(tmp_path / "o"), "--device", "cpu", "--device-map", "auto", "--quiet"]
     assert main(argv) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_cli_page_lists_every_command_and_flag():
+    import argparse
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert f"hooked-reward {name}" in page, name
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in page, (name, flag)

@@ -104,6 +104,43 @@ def test_sae_lens_load_matches_reference(tmp_path, arch, cfg_extra):
     torch.testing.assert_close(sae(x), x, atol=1e-5, rtol=1e-5)
 
 
+class _FakeSAELensConfig:
+    """The fields of an SAE-Lens 6 config object: `architecture()` is a method, the hook in `metadata`."""
+
+    def __init__(self, arch: str, **fields):
+        self._arch, self.fields = arch, fields
+
+    def architecture(self) -> str:
+        return self._arch
+
+    def to_dict(self) -> dict:
+        return dict(self.fields)
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu"])
+def test_in_memory_sae_lens_object(arch):
+    """An SAE-Lens SAE as a user holds it in memory (SAE-Lens cannot be installed beside transformer-lens 4):
+    the same encoder/decoder as the hand reference."""
+    from hooked_reward.sae import from_sae_lens
+
+    w = _weights()
+    params = {k: v for k, v in w.items() if k != "threshold" or arch == "jumprelu"}
+    module = torch.nn.Module()
+    for name, t in params.items():
+        module.register_parameter(name, torch.nn.Parameter(t.clone()))
+    fields = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "metadata": {"hook_name": "blocks.1.hook_resid_post"}}
+    module.cfg = _FakeSAELensConfig(arch, **fields, **({"k": 5} if arch == "topk" else {}))
+    sae = from_sae_lens(module)
+    assert sae.cfg.architecture == arch and sae.cfg.hook_name == "blocks.1.hook_resid_post"
+    x = torch.randn(7, D_IN, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sae.encode(x), _ref_encode(x, w, arch, k=5), atol=1e-5, rtol=1e-5)
+    module.register_parameter("W_extra", torch.nn.Parameter(torch.zeros(2)))
+    with pytest.raises(SAEFormatError, match="unexpected tensors"):
+        from_sae_lens(module)
+    with pytest.raises(SAEFormatError, match="Expected an SAE-Lens SAE"):
+        from_sae_lens(object())
+
+
 def test_sparsify_load_matches_reference(tmp_path):
     w = _weights()
     k = 4

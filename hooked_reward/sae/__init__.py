@@ -15,7 +15,15 @@ from hooked_reward.sae.attribution import (
     reward_axis_weights,
 )
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder
-from hooked_reward.sae.formats import SAEFormatError, detect_format, load_sae, load_sae_lens, load_sparsify, save_sae
+from hooked_reward.sae.formats import (
+    SAEFormatError,
+    detect_format,
+    from_sae_lens,
+    load_sae,
+    load_sae_lens,
+    load_sparsify,
+    save_sae,
+)
 from hooked_reward.sae.splice import (
     SpliceReport,
     check_sae_fits_model,
@@ -46,6 +54,7 @@ __all__ = [
     "detect_format",
     "load_sae",
     "load_sae_lens",
+    "from_sae_lens",
     "load_sparsify",
     "run_with_cache_with_sae",
     "run_with_sae",

@@ -26,7 +26,8 @@ Two on-disk formats are read (no third-party SAE library is needed or imported):
 Anything else (a missing file, an unknown architecture, a tensor of the wrong shape, unexpected tensors,
 a width that does not match the model at the hook) raises an error that names the problem.
 
-:func:`save_sae` writes the SAE-Lens format (what SAE-Lens ``SAE.load_from_disk`` reads).
+:func:`save_sae` writes the SAE-Lens format (what SAE-Lens ``SAE.load_from_disk`` reads). :func:`from_sae_lens`
+takes an in-memory SAE-Lens SAE (SAE-Lens itself pins transformer-lens < 4, so it cannot be installed beside us).
 """
 
 from __future__ import annotations
@@ -114,7 +115,71 @@ def load_sae_lens(
     if not wpath.is_file():
         raise FileNotFoundError(f"No {SAE_LENS_WEIGHTS} in {p}.")
     sd = load_file(str(wpath))
+    return _sae_lens(cfg, sd, p, wpath, hook_name, dtype, device, norm_scaling_factor)
 
+
+def from_sae_lens(
+    sae: Any,
+    *,
+    model: Any | None = None,
+    hook_name: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    norm_scaling_factor: float | None = None,
+) -> SparseAutoencoder:
+    """A `SparseAutoencoder` from an in-memory SAE-Lens SAE (or any object with the same fields), without importing
+    SAE-Lens (which pins transformer-lens < 4, so it cannot be installed beside hooked_reward: load it in another
+    environment, or build the object from its published weights).
+
+    Reads `sae.cfg` (a dataclass or an object with `to_dict()`; SAE-Lens 6's `cfg.architecture()` method and
+    `cfg.metadata.hook_name` are understood) and the tensors of `sae.state_dict()` (`W_enc [d_in, d_sae]`, `b_enc`,
+    `W_dec [d_sae, d_in]`, `b_dec`, `threshold` for jumprelu), with the same rules and errors as `load_sae_lens`.
+    `model`: check the hook and width against it and move the SAE to its device.
+    """
+    cfg_obj = getattr(sae, "cfg", None)
+    if cfg_obj is None or not hasattr(sae, "state_dict"):
+        raise SAEFormatError(
+            f"Expected an SAE-Lens SAE (an object with .cfg and .state_dict()), got {type(sae).__name__}."
+        )
+    cfg = _as_dict(cfg_obj)
+    arch = getattr(cfg_obj, "architecture", None)
+    if callable(arch):
+        cfg["architecture"] = arch()
+    if "metadata" in cfg:
+        cfg["metadata"] = _as_dict(cfg["metadata"])
+    sd = {k: v.detach().cpu() for k, v in sae.state_dict().items()}
+    where = Path(f"<in-memory {type(sae).__name__}>")
+    if device is None:
+        device = _model_device(model) if model is not None else "cpu"
+    out = _sae_lens(cfg, sd, where, where, hook_name, dtype, device, norm_scaling_factor)
+    if model is not None:
+        from hooked_reward.sae.splice import check_sae_fits_model
+
+        check_sae_fits_model(model, out)
+    return out
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return dict(obj)
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if hasattr(obj, "__dict__"):
+        return dict(vars(obj))
+    raise SAEFormatError(f"Cannot read an SAE config from a {type(obj).__name__}.")
+
+
+def _sae_lens(
+    cfg: dict[str, Any],
+    sd: dict[str, torch.Tensor],
+    p: Path,
+    wpath: Path,
+    hook_name: str | None,
+    dtype: str | torch.dtype | None,
+    device: str | torch.device,
+    norm_scaling_factor: float | None,
+) -> SparseAutoencoder:
+    """An SAE from an SAE-Lens config dict and state dict (`p`, `wpath`: where they came from, for errors)."""
     arch = cfg.get("architecture") or "standard"
     act_fn = cfg.get("activation_fn_str", cfg.get("activation_fn", "relu")) or "relu"
     kwargs = cfg.get("activation_fn_kwargs") or {}
