@@ -153,7 +153,8 @@ class RewardActivationCache(ActivationCache):
         length = self._cached_length(stack)
         shape = tuple(stack.shape)
         if pos_slice is not None:
-            kept = Slice.unwrap(pos_slice).apply(torch.arange(length), dim=0)
+            slicer = pos_slice if isinstance(pos_slice, Slice) else Slice(pos_slice)  # as decompose_resid reads it
+            kept = slicer.apply(torch.arange(length), dim=0)
             if kept.ndim == 0:
                 if stack.ndim < 2 or stack.shape[-2] != batch:
                     raise InputError(f"A stack sliced at one position is [..., batch={batch}, d]; got shape {shape}.")
