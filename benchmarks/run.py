@@ -253,9 +253,9 @@ def bench_forward(
     fns = {
         "hf": nograd(lambda: hf(input_ids=tokens, attention_mask=mask).logits),
         "ours": nograd(lambda: model(tokens, attention_mask=mask)),
-        "cache_all": lambda: model.run_with_cache(tokens, attention_mask=mask),
-        "cache_resid": lambda: model.run_with_cache(tokens, attention_mask=mask, names_filter=is_resid),
-        "cache_reward_pos": lambda: model.run_with_cache(tokens, attention_mask=mask, positions="reward"),
+        "cache_all": nograd(lambda: model.run_with_cache(tokens, attention_mask=mask)),
+        "cache_resid": nograd(lambda: model.run_with_cache(tokens, attention_mask=mask, names_filter=is_resid)),
+        "cache_reward_pos": nograd(lambda: model.run_with_cache(tokens, attention_mask=mask, positions="reward")),
         "hf_causal_lm": nograd(lambda: hf_causal(input_ids=tokens, attention_mask=mask).logits),
         "tl_bridge_causal_lm": nograd(lambda: tl_bridge(tokens, attention_mask=mask)),
     }
@@ -311,9 +311,10 @@ def bench_memory(
     }
     caches = {}
     for name, kwargs in runs.items():
-        peak, (_, cache) = peak_alloc_bytes(
-            lambda kw=kwargs: model.run_with_cache(tokens, attention_mask=mask, **kw), device
-        )
+        with torch.no_grad():  # grad mode is the caller's; these runs measure caching alone
+            peak, (_, cache) = peak_alloc_bytes(
+                lambda kw=kwargs: model.run_with_cache(tokens, attention_mask=mask, **kw), device
+            )
         counted = cache_bytes(cache)
         tokens_cached = batch * (1 if name == "reward_pos" else seq)
         out[f"cache_{name}"] = {
