@@ -189,6 +189,16 @@ def test_hook_outputs_checked(tiny, name: str, hook_fn, named: list[str]) -> Non
         model.run_with_cache(tokens, positions="reward")
 
 
+def test_backward_hook_outputs_checked(tiny) -> None:
+    """A backward hook's returned gradient must fit the gradient it replaces."""
+    model, path = tiny
+    tokens = torch.randint(4, 96, (3, 5))
+    with raises(model, path, HookError, "blocks.1.hook_resid_pre", "(3, 5)", "(3, 5, 32)"):
+        model.run_with_hooks(
+            tokens, bwd_hooks=[("blocks.1.hook_resid_pre", lambda grad, hook: grad.sum(-1))]
+        ).sum().backward()
+
+
 def test_hooks_that_fit_still_run(tiny) -> None:
     """Checked hooks change nothing for hooks that return None, the activation, or a tensor like it."""
     model, _ = tiny
@@ -237,6 +247,9 @@ def test_non_finite_origin_is_the_first_hook_point(tiny) -> None:
 
     with raises(model, path, NonFiniteError, "row(s) [2]", "blocks.1.hook_resid_mid"):
         model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_mid", poison)])
+    with pytest.warns(NonFiniteRewardWarning, match="Dropped 1 of 3"):
+        kept = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_mid", poison)], nan_policy="omit")
+    assert torch.allclose(kept, model(tokens)[:2])
 
 
 def test_nan_policy_omit_and_propagate(corrupt) -> None:
