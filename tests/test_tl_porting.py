@@ -475,6 +475,75 @@ def test_exploratory_compatibility_mode_arguments(hf_model) -> None:
     assert torch.allclose(fresh.W_R, fresh.W_R_eff)  # folded: one direction
 
 
+def test_exploratory_direct_path_patching_runs(model: HookedRewardModel, ioi) -> None:
+    """The demo's direct-path patch (head A's output change, read by head B's value through B's frozen ln1 scale)
+    runs unchanged; it is exact for the folded basis the demo loads (`fold_ln=True`)."""
+    tokens, original_logits, cache = ioi
+    corrupted_tokens = tokens[[1, 0, 3, 2, 5, 4, 7, 6]]
+    corrupted_logits, corrupted_cache = model.run_with_cache(corrupted_tokens)
+    clean_diff, corrupted_diff = signed_reward(original_logits), signed_reward(corrupted_logits)
+
+    def patch_direct_path_A_output_to_B_attn_act(
+        corrupted_attn_act,
+        hook,
+        attn_act_type,
+        A_layer,
+        A_head_index,
+        B_layer,
+        B_head_index,
+        clean_cache,
+        corrupted_cache,
+    ):
+        A_output_act_name = utils.get_act_name("result", A_layer, "attn")
+        clean_A_output = clean_cache[A_output_act_name][:, :, A_head_index, :]
+        corrupted_A_output = corrupted_cache[A_output_act_name][:, :, A_head_index, :]
+        corrupted_B_act = corrupted_attn_act[:, :, B_head_index, :]
+        W_B = model.blocks[B_layer].attn.W_V[B_head_index]
+        corrupted_ln1_scale = corrupted_cache[utils.get_act_name("scale", B_layer, "ln1")]
+        patched_B_act = corrupted_B_act + (clean_A_output - corrupted_A_output) @ W_B / corrupted_ln1_scale
+        patched_attn_act = corrupted_attn_act.clone()
+        patched_attn_act[:, :, B_head_index, :] = patched_B_act
+        return patched_attn_act
+
+    diffs = torch.zeros(model.cfg.n_heads, model.cfg.n_heads)
+    for A in range(model.cfg.n_heads):
+        for B in range(model.cfg.n_heads):
+            hook = partial(
+                patch_direct_path_A_output_to_B_attn_act,
+                attn_act_type="v",
+                A_layer=0,
+                A_head_index=A,
+                B_layer=1,
+                B_head_index=B,
+                clean_cache=cache,
+                corrupted_cache=corrupted_cache,
+            )
+            patched = model.run_with_hooks(
+                corrupted_tokens, fwd_hooks=[(utils.get_act_name("v", 1, "attn"), hook)], return_type="logits"
+            )
+            diffs[A, B] = (signed_reward(patched) - corrupted_diff) / (clean_diff - corrupted_diff)
+    assert diffs.isfinite().all() and diffs.abs().max() > 0
+
+
+def test_run_with_hooks_and_logit_attrs_tl_keywords(model: HookedRewardModel) -> None:
+    tokens = model.to_tokens(PROMPTS[:2])
+    rewards, cache = model.run_with_cache(tokens)
+    shapes = []
+    model.run_with_hooks(
+        tokens[:1],
+        remove_batch_dim=True,
+        fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: shapes.append(x.shape))],
+    )
+    assert shapes == [(tokens.shape[1], model.cfg.d_model)]
+    resumed = model.run_with_hooks(cache["blocks.1.hook_resid_pre"], start_at_layer=1, fwd_hooks=[])
+    assert torch.allclose(resumed, rewards, atol=ATOL)
+    text = "i think cats are good ."
+    assert torch.allclose(model.run_with_hooks(text, prepend_bos=False), model(text, prepend_bos=False))
+    stack = cache.decompose_resid(pos_slice=-1)
+    # TL's logit_attrs with the output index as the "token": TL-normalised, projected on W_U[:, 0] = W_R
+    assert torch.allclose(cache.logit_attrs(stack, tokens=0, pos_slice=-1), cache.reward_attrs(stack), atol=1e-5)
+
+
 # ================================================================== Activation_Patching_in_TL_Demo
 def test_activation_patching_demo_sweeps_match_ours(model: HookedRewardModel) -> None:
     clean_tokens = model.to_tokens(PROMPTS[:2])
@@ -549,6 +618,33 @@ def test_attribution_patching_demo_backward_hooks(model: HookedRewardModel) -> N
 
     filter_not_qkv_input = lambda name: "_input" not in name  # noqa: E731
 
+    def _fix_cache_device_and_pos_embed(cache, device):  # the demo's workaround, unchanged (a no-op here)
+        for key in list(cache.cache_dict.keys()):
+            val = cache.cache_dict[key]
+            if isinstance(val, torch.Tensor):
+                cache.cache_dict[key] = val.to(device)
+        if "hook_pos_embed" in cache.cache_dict:
+            pe = cache.cache_dict["hook_pos_embed"]
+            if pe.shape[0] == 1:
+                for k, v in cache.cache_dict.items():
+                    if k != "hook_pos_embed" and isinstance(v, torch.Tensor) and v.ndim >= 2 and v.shape[0] > 1:
+                        cache.cache_dict["hook_pos_embed"] = pe.expand(v.shape[0], -1, -1)
+                        break
+
+    def _fix_head_result_cache(cache, model, is_grad=False):  # the demo's workaround, unchanged (a no-op here)
+        n_heads = model.cfg.n_heads
+        for layer in range(model.cfg.n_layers):
+            key = f"blocks.{layer}.attn.hook_result"
+            if key not in cache.cache_dict:
+                continue
+            val = cache.cache_dict[key]
+            if not isinstance(val, torch.Tensor) or val.ndim != 3:
+                continue
+            if is_grad:
+                cache.cache_dict[key] = val.unsqueeze(-2).expand(*val.shape[:-1], n_heads, val.shape[-1])
+            else:
+                del cache.cache_dict[key]
+
     def get_cache_fwd_and_bwd(model, tokens, metric):
         model.reset_hooks()
         grad_cache = {}
@@ -558,13 +654,18 @@ def test_attribution_patching_demo_backward_hooks(model: HookedRewardModel) -> N
 
         model.add_hook(filter_not_qkv_input, backward_cache_hook, "bwd")
         output, fwd_cache = model.run_with_cache(tokens, names_filter=filter_not_qkv_input)
+        _fix_cache_device_and_pos_embed(fwd_cache, model.cfg.device)
         value = metric(output)
         value.backward()
         model.reset_hooks()
         for key, hp in model.hook_dict.items():
             if hp.name != key and filter_not_qkv_input(key) and hp.name in grad_cache and key not in grad_cache:
                 grad_cache[key] = grad_cache[hp.name]
-        return value.item(), fwd_cache, ActivationCache(grad_cache, model)
+        grad_act_cache = ActivationCache(grad_cache, model)
+        _fix_cache_device_and_pos_embed(grad_act_cache, model.cfg.device)
+        _fix_head_result_cache(fwd_cache, model, is_grad=False)
+        _fix_head_result_cache(grad_act_cache, model, is_grad=True)
+        return value.item(), fwd_cache, grad_act_cache
 
     with torch.enable_grad():  # the demo leaves gradients on (TransformerLens's default)
         clean_value, clean_cache, clean_grad_cache = get_cache_fwd_and_bwd(model, clean_tokens, ioi_metric)
