@@ -17,8 +17,7 @@ per-objective margins, per-objective lens curves and a component × objective at
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,7 @@ import torch
 from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import output_index, select_output
-from hooked_reward.pairs import PreferencePair, as_pairs
+from hooked_reward.pairs import PreferencePair
 from hooked_reward.report import plots
 from hooked_reward.report.agreement import Agreement, agreement, card_label, verdict
 from hooked_reward.report.attention import (
@@ -44,46 +43,12 @@ from hooked_reward.report.html import Report, safe_name
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["Pair", "analyze", "read_pairs", "render_pairs"]
+__all__ = ["Pair", "analyze"]
 
 
 #: A rendered preference pair: `PreferencePair("", chosen_text, rejected_text, label=mechanism,
-#: metadata={"prompt": prompt, ...})`, as `render_pairs` makes it.
+#: metadata={"prompt": prompt, ...})`, as `PreferencePair.rendered` makes it.
 Pair = PreferencePair
-
-
-def read_pairs(path: str | Path) -> list[dict]:
-    """Read a JSONL of pairs (`prompt`, `chosen`, `rejected`, optional `mechanism`), with clear errors."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"Pairs file {str(path)!r} does not exist.")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{n} is not valid JSON: {err}") from err
-        missing = [k for k in ("chosen", "rejected") if k not in record]
-        if missing:
-            raise InputError(f"{path}:{n} lacks {missing}; each line needs 'prompt', 'chosen' and 'rejected'.")
-        records.append(record)
-    if not records:
-        raise InputError(f"Pairs file {str(path)!r} has no pairs.")
-    return records
-
-
-def render_pairs(records: Sequence[dict | PreferencePair], render: Callable[[str, str], str]) -> list[Pair]:
-    """Each record as a rendered `PreferencePair` (full texts, `label` the mechanism or "unlabelled", the prompt
-    in `metadata["prompt"]`): `render(prompt, response)`, unless the record already has full texts
-    (`chosen_text`/`rejected_text`)."""
-    pairs = []
-    for pair in as_pairs(records, where="pairs file"):
-        chosen, rejected = pair.render(render=render)
-        metadata = {**pair.metadata, "prompt": pair.metadata.get("prompt", pair.prompt)}
-        pairs.append(PreferencePair("", chosen, rejected, pair.label or "unlabelled", metadata))
-    return pairs
 
 
 def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
