@@ -67,7 +67,7 @@ def collect_activations(
     rows: list[Tensor] = []
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="activations"):
         batch = list(texts[start : start + batch_size])
-        tokens, mask = model.tokenize(batch)
+        tokens, mask = model.prepare(batch)
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[hook_name])
         act = cache[hook_name]
