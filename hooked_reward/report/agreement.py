@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from jaxtyping import Float
 
-from hooked_reward.analysis.stats import bootstrap_mean_ci, spearman, spearman_along
+from hooked_reward.analysis.stats import bootstrap_mean_ci, percentile_interval, spearman, spearman_along
 from hooked_reward.names import Component
 
 if TYPE_CHECKING:
@@ -44,11 +44,10 @@ def _pooled_ci(
         return (math.nan, math.nan)
     idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
     rho = np.asarray(spearman_along(dra[idx].mean(1), patching[idx].mean(1)), dtype=float)
-    rho = rho[np.isfinite(rho)]
-    if rho.size < n_resamples // 2:  # mostly constant resamples: no interval
+    if np.isfinite(rho).sum() < n_resamples // 2:  # mostly constant resamples: no interval
         return (math.nan, math.nan)
-    alpha = (1 - confidence) / 2
-    return (float(np.quantile(rho, alpha)), float(np.quantile(rho, 1 - alpha)))
+    low, high = percentile_interval(rho, confidence, ignore_nan=True)
+    return (float(low), float(high))
 
 
 @dataclass
