@@ -393,7 +393,12 @@ class HookedRewardModel(TransformerBridge):
             raise InputError("No texts given: pass at least one string.")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise InputError(f"Text {i} is a {type(text).__name__}, not a str.")
+                hint = (
+                    " Token ids go in as an integer tensor: `model(torch.tensor(ids), attention_mask=mask)`."
+                    if isinstance(text, (int, list, tuple))
+                    else ""
+                )
+                raise InputError(f"Text {i} is a {type(text).__name__} ({text!r:.60}), not a str.{hint}")
             if not text.strip():
                 raise InputError(f"Text {i} is empty: an empty text has no token to read a reward from.")
         ids: list[list[int]] = []

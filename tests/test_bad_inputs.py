@@ -119,6 +119,8 @@ def test_bad_token_ids(tiny) -> None:
         model(ids)
     with raises(model, path, InputError, "65", "64", "max_length"):
         model(torch.ones(1, 65, dtype=torch.long))
+    with raises(model, path, InputError, "Text 0 is a list", "[2, 7, 8]", "torch.tensor(ids)"):
+        model([[2, 7, 8], [2, 9]])
     with raises(model, path, InputError, "got float"):
         model(3.0)  # type: ignore[arg-type]
 
