@@ -13,6 +13,7 @@ from hooked_reward.errors import (
     NoVocabularyError,
     UnsupportedArchitectureError,
 )
+from hooked_reward.finite import NonFiniteRewardWarning
 from hooked_reward.model import HookedRewardModel
 from hooked_reward.pairs import PreferencePair
 
@@ -28,6 +29,7 @@ __all__ = [
     "HookNameError",
     "HookError",
     "NonFiniteError",
+    "NonFiniteRewardWarning",
     "NoVocabularyError",
     "UnsupportedArchitectureError",
 ]

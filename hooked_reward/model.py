@@ -479,7 +479,8 @@ class HookedRewardModel(TransformerBridge):
                 )
             if attention_mask is not None and inputs.get("attention_mask") is not None:
                 raise InputError("attention_mask is given twice: in the input mapping and as a keyword.")
-            attention_mask = inputs.get("attention_mask", attention_mask)
+            if inputs.get("attention_mask") is not None:
+                attention_mask = inputs["attention_mask"]
             inputs = inputs["input_ids"]
         elif isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[0], Tensor):
             if attention_mask is not None:

@@ -415,6 +415,8 @@ def test_prepare_input_forms(make_checkpoint) -> None:
     for pair in ((tokens, mask), model.tokenizer(texts, padding=True, return_tensors="pt")):
         t, m = model.prepare(pair)
         assert torch.equal(t, tokens) and torch.equal(m, mask)
+    t, m = model.prepare({"input_ids": tokens, "attention_mask": None}, attention_mask=mask)
+    assert torch.equal(m, mask)
     one, one_mask = model.prepare(tokens[0])
     assert one.shape == (1, 7) and torch.equal(one_mask, mask[:1])
 
