@@ -686,6 +686,7 @@ def test_attribution_patching_demo_backward_hooks(model: HookedRewardModel) -> N
         "component batch pos d_model -> component pos",
         "sum",
     )
+    resid_pre_rows = [residual_labels.index(f"{layer}_pre") for layer in range(2)]
     clean_layer_out, labels = clean_cache.decompose_resid(-1, return_labels=True)
     layer_out_attr = einops.reduce(
         corrupted_grad_cache.decompose_resid(-1) * (clean_layer_out - corrupted_cache.decompose_resid(-1)),
@@ -709,12 +710,36 @@ def test_attribution_patching_demo_backward_hooks(model: HookedRewardModel) -> N
         for i in range(2)
     ]
     scale = SIGNS[:2] / 2 / (CLEAN_BASELINE - CORRUPTED_BASELINE)  # d metric / d reward of each row
-    resid_pre_rows = [residual_labels.index(f"{layer}_pre") for layer in range(2)]
     expected_resid = sum(float(scale[i]) * ours[i].sweep("resid_pre").values for i in range(2))
     assert torch.allclose(residual_attr[resid_pre_rows].detach(), expected_resid, atol=1e-4)
     expected_z = sum(float(scale[i]) * ours[i].sweep("z").values.sum(-1) for i in range(2))
     assert torch.allclose(stacked["z"].detach(), expected_z, atol=1e-4)
     assert layer_out_attr.shape[0] == len(labels)
+    # get_head_vector_grad_input_from_grad_cache and the attribution cache, unchanged
+    for act, W in (("q", model.blocks[1].attn.W_Q), ("k", model.blocks[1].attn.W_K), ("v", model.blocks[1].attn.W_V)):
+        grad_input = einops.einsum(
+            corrupted_grad_cache[act, 1],
+            corrupted_grad_cache["scale", 1, "ln1"].squeeze(-1),
+            W,
+            "batch pos head_index d_head, batch pos, head_index d_model d_head -> batch pos head_index d_model",
+        )
+        assert grad_input.shape == (2, clean_tokens.shape[1], model.cfg.n_heads, model.cfg.d_model)
+    shared_keys = set(corrupted_grad_cache.cache_dict) & set(clean_cache.cache_dict) & set(corrupted_cache.cache_dict)
+    attr_cache = ActivationCache(
+        {
+            key: corrupted_grad_cache.cache_dict[key] * (clean_cache.cache_dict[key] - corrupted_cache.cache_dict[key])
+            for key in shared_keys
+        },
+        model,
+    )
+    resid_pre_attr = einops.reduce(
+        attr_cache.stack_activation("resid_pre"), "layer batch pos d_model -> layer pos", "sum"
+    )
+    assert torch.allclose(resid_pre_attr, residual_attr[resid_pre_rows].detach(), atol=1e-6)
+    z_attr = einops.reduce(
+        attr_cache.stack_activation("z"), "layer batch pos head_index d_head -> layer head_index", "sum"
+    )
+    assert torch.allclose(z_attr, stacked["z"].detach(), atol=1e-6)
     # the exact sweep the demo compares with
     every_block_act_patch_result = patching.get_act_patch_block_every(model, corrupted_tokens, clean_cache, ioi_metric)
     assert every_block_act_patch_result.shape == (3, 2, clean_tokens.shape[1])
