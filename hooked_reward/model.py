@@ -44,6 +44,7 @@ from hooked_reward.positions import (
     reward_positions,
 )
 from hooked_reward.tl_compat import (
+    PASSED_BOOT_ARGS,
     UNSUPPORTED_BOOT_ARGS,
     check_boot_args,
     check_forward_kwargs,
@@ -172,13 +173,14 @@ class HookedRewardModel(TransformerBridge):
         **kwargs: Any,
     ) -> HookedRewardModel:
         """TransformerLens 4's entry point, for a reward model: `from_pretrained(model_name, dtype=, device_map=,
-        tokenizer=)` (or `from_hf_model(hf_model)`), then moved to `device`. It never builds a language-model
-        bridge: a directory that holds no reward model raises `CheckpointError` / `UnsupportedArchitectureError`,
-        and arguments that change what HF builds (`hf_config_overrides`, `model_class`, `load_weights=False`,
-        `trust_remote_code=True`, revisions) raise `InputError`. `fold_ln=` / `center_writing_weights=` are
-        passed on, as to `from_pretrained`."""
+        tokenizer=, revision=, max_memory=, offload_folder=, fold_ln=, center_writing_weights=)` (or
+        `from_hf_model(hf_model)`), then moved to `device`. It never builds a language-model bridge: a checkpoint
+        that holds no reward model raises `CheckpointError` / `UnsupportedArchitectureError`, and arguments that
+        change what HF builds (`hf_config_overrides`, `model_class`, `load_weights=False`,
+        `trust_remote_code=True`, `n_ctx`, checkpoint indices) raise `InputError`."""
         fold_ln = kwargs.pop("fold_ln", False)
         center_writing_weights = kwargs.pop("center_writing_weights", False)
+        passed = {k: kwargs.pop(k) for k in PASSED_BOOT_ARGS if k in kwargs}
         extra = {k: kwargs.pop(k, None) for k in UNSUPPORTED_BOOT_ARGS if k in kwargs}
         extra.update(hf_config_overrides=hf_config_overrides, model_class=model_class)
         if kwargs:
@@ -187,6 +189,8 @@ class HookedRewardModel(TransformerBridge):
         if device is not None and device_map is not None:
             raise InputError("Pass device or device_map, not both (as in TransformerLens).")
         if hf_model is not None:
+            if passed:
+                raise InputError(f"{sorted(passed)} apply to loading a checkpoint, not to hf_model=.")
             model = cls.from_hf_model(hf_model, tokenizer=tokenizer)
             if fold_ln or center_writing_weights:
                 model.process_weights(fold_ln=fold_ln, center_writing_weights=center_writing_weights)
@@ -198,6 +202,7 @@ class HookedRewardModel(TransformerBridge):
                 tokenizer=tokenizer,
                 fold_ln=fold_ln,
                 center_writing_weights=center_writing_weights,
+                **passed,
             )
         if device is not None:
             model.to(device)

@@ -78,14 +78,13 @@ UNSUPPORTED_BOOT_ARGS = (
     "hf_config_overrides",
     "model_class",
     "n_ctx",
-    "revision",
     "code_revision",
     "checkpoint_index",
     "checkpoint_value",
     "n_devices",
-    "max_memory",
-    "offload_folder",
 )
+#: boot_transformers arguments passed on to `from_pretrained` as they are.
+PASSED_BOOT_ARGS = ("revision", "max_memory", "offload_folder", "cache_dir", "local_files_only", "token")
 
 
 def check_boot_args(trust_remote_code: bool, load_weights: bool, extra: Mapping[str, Any]) -> None:
