@@ -8,6 +8,7 @@ logits. Everything else keeps TransformerLens's meaning (see docs/migration.md).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from types import CodeType
@@ -53,6 +54,7 @@ def check_forward_kwargs(kwargs: Mapping[str, Any], method: str) -> None:
         raise TypeError(f"{method}() got unexpected arguments: {sorted(kwargs)}")
 
 
+@functools.cache
 def _vocabulary_functions() -> dict[CodeType, str]:
     from transformer_lens.utilities.exploratory_utils import test_prompt
 
