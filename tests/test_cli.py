@@ -251,3 +251,4 @@ def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
     assert seen["min_effect"] == 0.1
     row = json.loads((out / "report.json").read_text())["results"]["probes"]["factors"][0]
     assert row["significant"] and row["negligible"] is True and row["beyond_min_effect"] is False
+    assert "smaller (negligible)" in (out / "index.html").read_text()

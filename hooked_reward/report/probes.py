@@ -53,6 +53,16 @@ def write_probe_report(
             row = {label: d.get(key) for key, label in _COLUMNS.items()}
             if s.degenerate:
                 row["Cohen's d"] = f"{format_value(s.d)} (every pair moved by the same amount)"
+            if s.min_effect == s.min_effect:  # a minimum effect of interest was given (not NaN)
+                row[f"size vs ±{format_value(s.min_effect)}"] = (
+                    "at least that large"
+                    if s.beyond_min_effect
+                    else "smaller (negligible)"
+                    if s.negligible
+                    else "undecided"
+                    if s.beyond_min_effect is False
+                    else "no interval"
+                )
             rows.append(row)
         report.add_table(
             "Factors",
@@ -62,7 +72,8 @@ def write_probe_report(
                 f"({format_value(result.reward_sd)}). "
                 "Cohen's d: of Δ over pairs. CI: BCa bootstrap 95% interval of mean Δ. p: sign-flip test; "
                 f"q: Benjamini–Hochberg over the factors; a factor is significant at q ≤ {result.alpha}. "
-                "Length difference: biased minus neutral length in tokens.",
+                "Length difference: biased minus neutral length in tokens. Size vs ±δ (with a minimum effect "
+                "of interest δ): whether the CI lies beyond ±δ, inside it, or straddles it.",
                 *result.notes,
             ],
         )
