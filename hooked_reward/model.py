@@ -30,6 +30,7 @@ from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
 from hooked_reward.final_norm import norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
+from hooked_reward.fused_attention import install_fused_attention, set_fused_attention
 from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
 from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
@@ -220,7 +221,14 @@ class HookedRewardModel(TransformerBridge):
         )
         bridge._set_reward_tokenizer(loaded.tokenizer)
         bridge._attach_reward_head(loaded.make_head(bridge))
+        install_fused_attention(bridge)
         return bridge
+
+    def set_fused_attention(self, enabled: bool = True) -> None:
+        """Run attention through SDPA in layers whose `hook_attn_scores`/`hook_pattern` have no hook (on by
+        default; `hooked_reward.fused_attention`), or, with False, TransformerLens's explicit pattern everywhere.
+        Values at every other hook point are the same either way."""
+        set_fused_attention(self, enabled)
 
     def _scan_existing_hooks(self, module: nn.Module, prefix: str = "") -> None:
         """TransformerLens's hook-point scan, done faster with the same result (`bridge_build.scan_hook_points`).

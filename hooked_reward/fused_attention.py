@@ -1,0 +1,277 @@
+"""Fused attention for layers whose pattern nobody reads.
+
+TransformerLens's attention bridges compute every layer's pattern explicitly,
+
+    scores = q k^T * scale ─▶ mask ─▶ hook_attn_scores ─▶ softmax ─▶ hook_pattern ─▶ pattern v,
+
+so that `hook_attn_scores` and `hook_pattern` can fire: `batch x heads x seq²` floats per layer and a cost
+quadratic in length, where HF calls `torch.nn.functional.scaled_dot_product_attention` (SDPA). Here a layer
+takes the fused path when, at the moment it runs, neither of those two hook points has a hook (no
+`run_with_hooks`/`add_hook` on it, no `run_with_cache` filter that includes it, no patch of it):
+
+* q, k and v, the q/k norms, the rotary cos/sin and rotation, the output projection are computed exactly as
+  TransformerLens's bridge computes them, through the same sub-bridges, so `hook_in`, `hook_q/k/v`,
+  `hook_q_normed/k_normed`, `hook_cos/sin`, `hook_rot_q/k`, `hook_z`, `hook_out` (and the residual hooks around
+  the layer) fire with the same values, and a hook on any of them changes the output as it does on the explicit
+  path;
+* the attention itself is HF's own `sdpa_attention_forward` on HF's own mask (the kernel HF's "sdpa"
+  implementation uses: causal flag or mask, sliding window through the mask, GQA, scaling).
+
+A hook on `hook_attn_scores` or `hook_pattern` of a layer sends that layer, and only that layer, back to
+TransformerLens's explicit path. So do features SDPA does not have or that this module does not reproduce:
+soft-capping (Gemma-2), attention sinks, split-qkv / attn-result modes, a KV cache, dropout in training mode,
+TransformerLens's compatibility mode, and the rarer adapter options (`fused_attention_blocker` lists them).
+`model.set_fused_attention(False)` turns it off for every layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import JointQKVAttentionBridge
+from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+    PositionEmbeddingsAttentionBridge,
+)
+from transformer_lens.utilities.hf_utils import get_rotary_pct_from_config
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+FUSED, EXPLICIT = "fused", "explicit"
+PATTERN_HOOKS = ("hook_attn_scores", "hook_pattern")
+
+# Config flags (TransformerLens's or the HF attention's) under which only the explicit path is reproduced.
+_CONFIG_FLAGS = (
+    "use_split_qkv_input",
+    "use_attn_in",
+    "use_attn_result",
+    "gated_q_proj",
+    "rotary_interleaved_cos_sin",
+    "rotary_adjacent_pairs",
+    "qk_norm_after_rope",
+)
+_HF_ATTRIBUTES = ("key_multiplier", "sinks", "attn_logit_softcapping")
+
+
+def _has_hooks(module: torch.nn.Module) -> bool:
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
+def _global_module_hooks() -> bool:
+    """True when a process-wide `nn.Module` hook is registered: it would fire at the pattern's hook points too."""
+    from torch.nn.modules import module as torch_module
+
+    return any(
+        getattr(torch_module, table, None)
+        for table in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+
+
+def fused_attention_blocker(attn: FusedAttentionMixin, kwargs: dict[str, Any]) -> str | None:
+    """Why this call of `attn` must take the explicit path, or None when it can run fused.
+
+    Checked on every call (hooks come and go between forwards); each check is an attribute read."""
+    if not attn._fused_attention_enabled:
+        return "fused attention is turned off (model.set_fused_attention(False))"
+    for name in PATTERN_HOOKS:
+        if _has_hooks(getattr(attn, name)):
+            return f"{name} has a hook"
+    if _global_module_hooks():
+        return "a global nn.Module hook is registered"
+    if attn.compatibility_mode:
+        return "TransformerLens compatibility mode (-inf masks, NaN scrubbing) is on"
+    hf_attn = attn.original_component
+    if attn.training and float(getattr(hf_attn, "attention_dropout", 0.0) or 0.0) > 0.0:
+        return "attention dropout in training mode"
+    if kwargs.get("output_attentions"):
+        return "output_attentions asks for the pattern"
+    if kwargs.get("past_key_values") is not None or kwargs.get("layer_past") is not None:
+        return "a KV cache is passed"
+    for flag in _CONFIG_FLAGS:
+        if getattr(attn.config, flag, False):
+            return f"config.{flag} is set"
+    for name in _HF_ATTRIBUTES:
+        if getattr(hf_attn, name, None) is not None:
+            return f"the HF attention has {name}"
+    hf_config = getattr(hf_attn, "config", None)
+    if getattr(hf_config, "clip_qkv", None) is not None:
+        return "config.clip_qkv is set"
+    rope = getattr(hf_config, "rope_parameters", None)
+    if isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None:
+        return "llama-4 query scaling"
+    return None
+
+
+class FusedAttentionMixin:
+    """Shared state of the fused attention bridges: whether fusing is on, and which path the last call took."""
+
+    _fused_attention_enabled: bool = True
+    _last_attention_path: str | None = None
+
+    @property
+    def last_attention_path(self) -> str | None:
+        """The path ("fused" or "explicit") this layer's last forward took (None before the first)."""
+        return self._last_attention_path
+
+    def _record_path(self, path: str) -> None:
+        self._last_attention_path = path
+
+
+class FusedPositionEmbeddingsAttention(FusedAttentionMixin, PositionEmbeddingsAttentionBridge):
+    """TransformerLens's rotary attention bridge (Llama, Mistral, Qwen, Gemma, ...) with a fused path."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        blocker = fused_attention_blocker(self, kwargs)
+        has_rope = kwargs.get("position_embeddings") is not None
+        if blocker is None and not has_rope and getattr(self.config, "positional_embedding_type", None) == "rotary":
+            blocker = "no position_embeddings on a rotary architecture"  # TransformerLens warns on this path
+        if blocker is not None or self.original_component is None:
+            self._record_path(EXPLICIT)
+            return super().forward(*args, **kwargs)
+        self._record_path(FUSED)
+        if "hidden_states" in kwargs:
+            hidden_states = kwargs.pop("hidden_states")
+        else:
+            hidden_states, args = args[0], args[1:]
+        return self._fused_forward(hidden_states, kwargs.get("position_embeddings"), kwargs.get("attention_mask"))
+
+    def _fused_forward(
+        self,
+        hidden_states: Float[Tensor, "batch pos d_model"],
+        position_embeddings: tuple[Tensor, Tensor] | None,
+        attention_mask: Tensor | None,
+    ) -> tuple[Float[Tensor, "batch pos d_model"], None]:
+        """`PositionEmbeddingsAttentionBridge.forward`'s default path (same sub-bridges and hooks, in the same
+        order), with SDPA in place of the explicit scores, softmax and pattern."""
+        hf_attn: Any = self.original_component
+        hidden_states = self.hook_in(hidden_states)
+        input_shape = hidden_states.shape[:-1]
+        head_dim = hf_attn.head_dim
+        hidden_shape = (*input_shape, -1, head_dim)
+
+        query = self.q(hidden_states)
+        key = self.k(hidden_states)
+        value = self.v(hidden_states)
+        has_q_norm, has_k_norm = "q_norm" in self.submodules, "k_norm" in self.submodules
+        if has_q_norm and self._qk_norm_phase == "pre_reshape":  # OLMo-2: RMS over all heads
+            query = self._apply_pre_reshape_qk_norm(query, self.q_norm, self.hook_q_normed, head_dim)
+            if has_k_norm:
+                key = self._apply_pre_reshape_qk_norm(key, self.k_norm, self.hook_k_normed, head_dim)
+        query = query.view(hidden_shape).transpose(1, 2)  # [batch, head, pos, d_head]
+        key = key.view(hidden_shape).transpose(1, 2)
+        value = value.view(hidden_shape).transpose(1, 2)
+        if has_q_norm and self._qk_norm_phase == "post_reshape":  # Qwen3, Gemma-3: per head
+            if self._qk_norm_per_head:
+                query = self.hook_q_normed(self.q_norm(query.transpose(1, 2)).transpose(1, 2))
+                if has_k_norm:
+                    key = self.hook_k_normed(self.k_norm(key.transpose(1, 2)).transpose(1, 2))
+            else:
+                query = self.hook_q_normed(self.q_norm(query))
+                if has_k_norm:
+                    key = self.hook_k_normed(self.k_norm(key))
+
+        if position_embeddings is not None:
+            cos, sin = self._apply_position_embedding_hooks(position_embeddings)
+            rotary_dim = cos.shape[-1]
+            if rotary_dim * 2 == head_dim and get_rotary_pct_from_config(self.config) == 1.0:
+                cos, sin = torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)
+                query, key = apply_rotary_pos_emb(query, key, cos, sin)
+            elif rotary_dim < head_dim:  # partial rotary: rotate the first rotary_dim dims only
+                q_rot, k_rot = apply_rotary_pos_emb(query[..., :rotary_dim], key[..., :rotary_dim], cos, sin)
+                query = torch.cat([q_rot, query[..., rotary_dim:]], dim=-1)
+                key = torch.cat([k_rot, key[..., rotary_dim:]], dim=-1)
+            else:
+                query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        if hasattr(self, "hook_rot_q"):
+            query = self.hook_rot_q(query)
+        if hasattr(self, "hook_rot_k"):
+            key = self.hook_rot_k(key)
+
+        scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
+        attn_output, _ = sdpa_attention_forward(hf_attn, query, key, value, attention_mask, scaling=scaling)
+        attn_output = attn_output.reshape(*input_shape, -1)  # [batch, pos, head * d_head]
+        attn_output = self._pre_output_projection(attn_output)
+        o_weight = getattr(getattr(getattr(self, "o", None), "original_component", None), "weight", None)
+        if (
+            isinstance(o_weight, Tensor)
+            and o_weight.dtype.is_floating_point
+            and attn_output.is_floating_point()
+            and attn_output.dtype != o_weight.dtype
+        ):
+            attn_output = attn_output.to(dtype=o_weight.dtype)
+        attn_output = self.hook_out(self.o(attn_output))  # self.o fires hook_z (o.hook_in)
+        return attn_output, None
+
+
+class FusedJointQKVAttention(FusedAttentionMixin, JointQKVAttentionBridge):
+    """TransformerLens's joint-qkv attention bridge (GPT-2 style `c_attn`) with a fused path."""
+
+    def _reconstruct_attention(self, q: Tensor, k: Tensor, v: Tensor, **kwargs: Any) -> tuple:
+        blocker = fused_attention_blocker(self, kwargs)
+        num_heads = self.config.n_heads
+        num_kv_heads = getattr(self.config, "n_key_value_heads", None) or num_heads
+        if blocker is None and num_kv_heads != num_heads:
+            blocker = "grouped key/value heads on a joint-qkv bridge"
+        if blocker is None and getattr(self, "_reorder_and_upcast_attn", False):
+            blocker = "reorder_and_upcast_attn (float32 scores)"
+        if blocker is not None:
+            self._record_path(EXPLICIT)
+            return super()._reconstruct_attention(q, k, v, **kwargs)
+        self._record_path(FUSED)
+        self._pattern = None  # no pattern was computed by this call
+        q, k, v, batch_size, seq_len, head_dim = self._reshape_qkv_to_heads(q, k, v, num_heads, num_kv_heads)
+        scale = head_dim ** (-0.5)
+        if getattr(self.config, "scale_attn_by_inverse_layer_idx", False) and self._layer_idx is not None:
+            scale /= float(self._layer_idx + 1)
+        attn_output, _ = sdpa_attention_forward(
+            self.original_component, q, k, v, kwargs.get("attention_mask"), scaling=scale
+        )
+        attn_output = attn_output.reshape(batch_size, seq_len, num_heads * head_dim)
+        return self._apply_output_projection(attn_output), None
+
+
+_FUSED_CLASSES: dict[type, type] = {
+    PositionEmbeddingsAttentionBridge: FusedPositionEmbeddingsAttention,
+    JointQKVAttentionBridge: FusedJointQKVAttention,
+}
+
+
+def install_fused_attention(model: TransformerBridge) -> int:
+    """Give each attention bridge of `model` whose class is exactly one TransformerLens bridge reproduced here
+    its fused subclass (the same object, only its class changes: weights, hooks and registry are untouched).
+    Other attention bridges (subclasses with their own forward) keep the explicit path. Returns how many
+    layers can run fused."""
+    count = 0
+    for block in getattr(model, "blocks", []):
+        attn = getattr(block, "attn", None)
+        fused_class = _FUSED_CLASSES.get(type(attn))
+        if fused_class is not None:
+            attn.__class__ = fused_class
+            count += 1
+    return count
+
+
+def set_fused_attention(model: TransformerBridge, enabled: bool) -> None:
+    """Turn the fused path on or off for every attention layer of `model` (on by default)."""
+    for block in getattr(model, "blocks", []):
+        attn = getattr(block, "attn", None)
+        if isinstance(attn, FusedAttentionMixin):
+            attn._fused_attention_enabled = bool(enabled)
+
+
+def attention_paths(model: TransformerBridge) -> list[str | None]:
+    """The path ("fused" or "explicit") each layer's attention took in the last forward (None: never ran, or
+    an attention bridge this module does not fuse)."""
+    return [getattr(getattr(block, "attn", None), "last_attention_path", None) for block in model.blocks]
