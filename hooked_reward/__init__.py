@@ -1,8 +1,12 @@
-"""hooked_reward: TransformerLens-style interpretability for reward models, with `W_R` as the axis."""
+"""hooked_reward: TransformerLens-style interpretability for reward models, with `W_R` as the axis.
 
-from hooked_reward import _hf_logging  # noqa: F401  (first: keeps the user's transformers log level)
-from hooked_reward.cache import RewardActivationCache
-from hooked_reward.cpu_memory import release_freed_cpu_memory, retain_freed_cpu_memory
+Names load on first use (`hooked_reward._lazy`): `import hooked_reward` does not import TransformerLens,
+plotting, statistics or SAE code; `hooked_reward.HookedRewardModel` imports the model and TransformerLens's bridge.
+"""
+
+from typing import TYPE_CHECKING
+
+from hooked_reward._lazy import lazy_exports
 from hooked_reward.errors import (
     CheckpointError,
     HookedRewardError,
@@ -13,9 +17,24 @@ from hooked_reward.errors import (
     NoVocabularyError,
     UnsupportedArchitectureError,
 )
-from hooked_reward.finite import NonFiniteRewardWarning
-from hooked_reward.model import HookedRewardModel
-from hooked_reward.pairs import PreferencePair
+
+if TYPE_CHECKING:
+    from hooked_reward.cache import RewardActivationCache
+    from hooked_reward.cpu_memory import release_freed_cpu_memory, retain_freed_cpu_memory
+    from hooked_reward.finite import NonFiniteRewardWarning
+    from hooked_reward.model import HookedRewardModel
+    from hooked_reward.pairs import PreferencePair
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "hooked_reward.model": ["HookedRewardModel"],
+        "hooked_reward.cache": ["RewardActivationCache"],
+        "hooked_reward.pairs": ["PreferencePair"],
+        "hooked_reward.cpu_memory": ["retain_freed_cpu_memory", "release_freed_cpu_memory"],
+        "hooked_reward.finite": ["NonFiniteRewardWarning"],
+    },
+)
 
 __all__ = [
     "HookedRewardModel",

@@ -1,4 +1,7 @@
-"""HF's logging as the user set it, and a switch for HF's progress bars. Imported first by the package.
+"""HF's logging as the user set it, and a switch for HF's progress bars.
+
+Imported before TransformerLens's bridge by each module that imports it (`model`, `bridge_build`,
+`fused_attention`), so that it runs first however the package is entered (`import hooked_reward` loads neither).
 
 Importing TransformerLens sets the "transformers" logger to ERROR, which would hide HF's own warnings (its load
 report among them) from every user of this package. This module imports it once, up front, and restores the

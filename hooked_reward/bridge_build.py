@@ -17,6 +17,9 @@ subclass's scan is the one `__init__` runs.
 
 from __future__ import annotations
 
+import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
+
+# isort: split
 import functools
 import inspect
 import types

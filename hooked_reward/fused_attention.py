@@ -26,6 +26,9 @@ TransformerLens's compatibility mode, and the rarer adapter options (`fused_atte
 
 from __future__ import annotations
 
+import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
+
+# isort: split
 from typing import TYPE_CHECKING, Any
 
 import torch

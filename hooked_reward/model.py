@@ -10,6 +10,9 @@ HF own attention, rotary, soft-capping and norms). What this module adds is what
 
 from __future__ import annotations
 
+import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
+
+# isort: split
 import numbers
 import weakref
 from collections.abc import Callable, Mapping, Sequence

@@ -3,10 +3,32 @@
 Analyses return data; only this package (and the CLI) writes files, always atomically (`Report`).
 """
 
-from hooked_reward.report.compare import write_compare_report
-from hooked_reward.report.extensions import default_dimensions, write_extensions_report
-from hooked_reward.report.html import SCHEMA, Report, check_output_dir, format_value, safe_name, to_jsonable
-from hooked_reward.report.probes import write_probe_report
+from typing import TYPE_CHECKING
+
+from hooked_reward._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from hooked_reward.report.compare import write_compare_report
+    from hooked_reward.report.extensions import default_dimensions, write_extensions_report
+    from hooked_reward.report.html import SCHEMA, Report, check_output_dir, format_value, safe_name, to_jsonable
+    from hooked_reward.report.probes import write_probe_report
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "hooked_reward.report.compare": ["write_compare_report"],
+        "hooked_reward.report.extensions": ["default_dimensions", "write_extensions_report"],
+        "hooked_reward.report.html": [
+            "SCHEMA",
+            "Report",
+            "check_output_dir",
+            "format_value",
+            "safe_name",
+            "to_jsonable",
+        ],
+        "hooked_reward.report.probes": ["write_probe_report"],
+    },
+)
 
 __all__ = [
     "SCHEMA",
