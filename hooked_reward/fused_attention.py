@@ -15,11 +15,12 @@ takes the fused path when, at the moment it runs, neither of those two hook poin
   the layer) fire with the same values, and a hook on any of them changes the output as it does on the explicit
   path;
 * the attention itself is HF's own `sdpa_attention_forward` on HF's own mask (the kernel HF's "sdpa"
-  implementation uses: causal flag or mask, sliding window through the mask, GQA, scaling).
+  implementation uses: causal flag or mask, sliding window through the mask, GQA, scaling); a KV cache
+  (`past_key_values`, as the fast patching sweep passes) extends k and v as on the explicit path.
 
 A hook on `hook_attn_scores` or `hook_pattern` of a layer sends that layer, and only that layer, back to
 TransformerLens's explicit path. So do features SDPA does not have or that this module does not reproduce:
-soft-capping (Gemma-2), attention sinks, split-qkv / attn-result modes, a KV cache, dropout in training mode,
+soft-capping (Gemma-2), attention sinks, split-qkv / attn-result modes, dropout in training mode,
 TransformerLens's compatibility mode, and the rarer adapter options (`fused_attention_blocker` lists them).
 `model.set_fused_attention(False)` turns it off for every layer.
 """
@@ -100,8 +101,6 @@ def fused_attention_blocker(attn: FusedAttentionMixin, kwargs: dict[str, Any]) -
         return "attention dropout in training mode"
     if kwargs.get("output_attentions"):
         return "output_attentions asks for the pattern"
-    if kwargs.get("past_key_values") is not None or kwargs.get("layer_past") is not None:
-        return "a KV cache is passed"
     for flag in _CONFIG_FLAGS:
         if getattr(attn.config, flag, False):
             return f"config.{flag} is set"
@@ -115,6 +114,24 @@ def fused_attention_blocker(attn: FusedAttentionMixin, kwargs: dict[str, Any]) -
     if isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None:
         return "llama-4 query scaling"
     return None
+
+
+def hf_sdpa(
+    hf_attn: torch.nn.Module,
+    query: Float[Tensor, "batch head q_pos d_head"],
+    key: Float[Tensor, "batch kv_head k_pos d_head"],
+    value: Float[Tensor, "batch kv_head k_pos d_head"],
+    attention_mask: Tensor | None,
+    scaling: float,
+) -> Float[Tensor, "batch q_pos head d_head"]:
+    """HF's `sdpa_attention_forward` on HF's mask. Queries that are the last `q_pos` of `k_pos` positions (a KV
+    cache of earlier positions) with no mask get the causal mask aligned to the end, as TransformerLens's
+    explicit path builds it (SDPA's `is_causal` would align it to the start)."""
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    if attention_mask is None and 1 < q_len != k_len and getattr(hf_attn, "is_causal", True):
+        causal = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+        attention_mask = causal[None, None]  # [1, 1, q_pos, k_pos]; one query sees every key without a mask
+    return sdpa_attention_forward(hf_attn, query, key, value, attention_mask, scaling=scaling)[0]
 
 
 class FusedAttentionMixin:
@@ -148,13 +165,13 @@ class FusedPositionEmbeddingsAttention(FusedAttentionMixin, PositionEmbeddingsAt
             hidden_states = kwargs.pop("hidden_states")
         else:
             hidden_states, args = args[0], args[1:]
-        return self._fused_forward(hidden_states, kwargs.get("position_embeddings"), kwargs.get("attention_mask"))
+        return self._fused_forward(hidden_states, kwargs.pop("position_embeddings", None), kwargs)
 
     def _fused_forward(
         self,
         hidden_states: Float[Tensor, "batch pos d_model"],
         position_embeddings: tuple[Tensor, Tensor] | None,
-        attention_mask: Tensor | None,
+        kwargs: dict[str, Any],
     ) -> tuple[Float[Tensor, "batch pos d_model"], None]:
         """`PositionEmbeddingsAttentionBridge.forward`'s default path (same sub-bridges and hooks, in the same
         order), with SDPA in place of the explicit scores, softmax and pattern."""
@@ -202,8 +219,9 @@ class FusedPositionEmbeddingsAttention(FusedAttentionMixin, PositionEmbeddingsAt
         if hasattr(self, "hook_rot_k"):
             key = self.hook_rot_k(key)
 
+        key, value = self._update_kv_cache(key, value, **kwargs)  # a KV cache (e.g. the fast patching sweep)
         scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
-        attn_output, _ = sdpa_attention_forward(hf_attn, query, key, value, attention_mask, scaling=scaling)
+        attn_output = hf_sdpa(hf_attn, query, key, value, kwargs.get("attention_mask"), scaling)
         attn_output = attn_output.reshape(*input_shape, -1)  # [batch, pos, head * d_head]
         attn_output = self._pre_output_projection(attn_output)
         o_weight = getattr(getattr(getattr(self, "o", None), "original_component", None), "weight", None)
@@ -235,12 +253,11 @@ class FusedJointQKVAttention(FusedAttentionMixin, JointQKVAttentionBridge):
         self._record_path(FUSED)
         self._pattern = None  # no pattern was computed by this call
         q, k, v, batch_size, seq_len, head_dim = self._reshape_qkv_to_heads(q, k, v, num_heads, num_kv_heads)
+        k, v = self._update_kv_cache(k, v, **kwargs)
         scale = head_dim ** (-0.5)
         if getattr(self.config, "scale_attn_by_inverse_layer_idx", False) and self._layer_idx is not None:
             scale /= float(self._layer_idx + 1)
-        attn_output, _ = sdpa_attention_forward(
-            self.original_component, q, k, v, kwargs.get("attention_mask"), scaling=scale
-        )
+        attn_output = hf_sdpa(self.original_component, q, k, v, kwargs.get("attention_mask"), scale)
         attn_output = attn_output.reshape(batch_size, seq_len, num_heads * head_dim)
         return self._apply_output_projection(attn_output), None
 

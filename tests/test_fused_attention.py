@@ -162,3 +162,20 @@ def test_explicit_only_features_fall_back(make_checkpoint) -> None:
     with torch.no_grad():
         model(tokens, attention_mask=mask)
     assert attention_paths(model) == [FUSED, FUSED]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_kv_cache_of_the_fast_sweep_runs_fused(make_checkpoint, arch: str) -> None:
+    """The fast residual sweep hands the attention a cache of the earlier positions' keys/values: the fused path
+    extends k/v and aligns the causal mask to the end as the explicit path does."""
+    from hooked_reward.analysis.patching import patch_resid
+
+    model = HookedRewardModel.from_pretrained(make_checkpoint(arch))
+    clean, corrupt = torch.tensor([2, 10, 11, 12, 13, 14, 15, 16]), torch.tensor([2, 10, 20, 12, 21, 14, 22, 16])
+    fused = patch_resid(model, clean, corrupt, progress=False, fast=True)
+    assert fused.meta["fast"] and attention_paths(model) == [FUSED] * model.cfg.n_layers
+    model.set_fused_attention(False)
+    explicit = patch_resid(model, clean, corrupt, progress=False, fast=True)
+    plain = patch_resid(model, clean, corrupt, progress=False, fast=False)
+    assert (fused.rewards - explicit.rewards).abs().max() <= 1e-5
+    assert (fused.rewards - plain.rewards).abs().max() <= 1e-4
