@@ -2,16 +2,22 @@
 
     python benchmarks/sweep_speed.py                 # Llama d_model 512, 8 layers, seq 128, one pair
     python benchmarks/sweep_speed.py --quick         # a small shape, seconds
+    python benchmarks/sweep_speed.py --crossover     # fast vs plain sweep over widths, depths and lengths
 
 `measure_sweep(model, clean, corrupt)` is the function to call from other benchmarks: it returns the wall time
 of the naive loop, of `patch_resid(..., fast=True)` (interleaved around the naive loop, median of its runs)
 and of `fast=False`, the ratio fast / naive and the largest absolute difference from the naive loop.
 Timings are wall-clock on whatever the machine is doing: compare ratios from one run only.
+
+`measure_crossover` times the fast sweep against the plain batched sweep (`fast=True` vs `fast=False`, this
+process's CPU seconds, median of interleaved repeats) on a grid of widths, depths and lengths, next to what
+`patching_fast.fast_sweep_pays` decides there: the measurements behind `FAST_SWEEP_MIN_WORK`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -142,14 +148,72 @@ def measure_sweep(model: Any, clean: Tensor, corrupt: Tensor, plain: bool = True
     return out
 
 
+def sweep_rewards(model: Any, clean: Tensor, corrupt: Tensor, fast: bool | None = None) -> Tensor:
+    """The denoising `resid_pre` sweep's rewards, fast, plain or (None) as `patch_resid` chooses."""
+    from hooked_reward.analysis.patching import patch_resid
+
+    return patch_resid(model, clean, corrupt, mode="denoise", progress=False, fast=fast).rewards
+
+
+# (d_model, n_layers, lengths): around the crossover of each shape
+CROSSOVER_GRID: list[tuple[int, int, list[int]]] = [
+    (64, 2, [64, 128, 192, 256]),
+    (128, 4, [16, 32, 64, 96]),
+    (256, 4, [24, 32, 48, 64]),
+    (512, 2, [8, 16, 32, 48]),
+    (512, 8, [4, 8, 16, 32]),
+]
+
+
+def measure_crossover(grid: list[tuple[int, int, list[int]]] = CROSSOVER_GRID, repeats: int = 3) -> list[dict]:
+    """Fast vs plain sweep (CPU seconds, medians) at each grid point, with the default rule's choice and whether
+    that choice was the faster path (or within 10% of it)."""
+    from hooked_reward.analysis.patching_fast import fast_sweep_pays
+
+    rows = []
+    for d_model, n_layers, lengths in grid:
+        shape = dict(d_model=d_model, n_layers=n_layers, n_heads=max(4, d_model // 64), d_mlp=d_model * 43 // 16)
+        model = make_model({**shape, "vocab": 512, "seq": max(lengths)})
+        for seq in lengths:
+            clean, corrupt = make_pair(512, seq)
+            cpu: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(repeats):
+                for fast in (True, False):
+                    _, used, _ = _timed(functools.partial(sweep_rewards, model, clean, corrupt, fast=fast))
+                    cpu[fast].append(used)
+            t_fast, t_plain = statistics.median(cpu[True]), statistics.median(cpu[False])
+            picks_fast = fast_sweep_pays(seq, n_layers, d_model)
+            chosen, best = (t_fast if picks_fast else t_plain), min(t_fast, t_plain)
+            rows.append(
+                dict(
+                    d_model=d_model,
+                    n_layers=n_layers,
+                    seq=seq,
+                    work=n_layers * seq * d_model,
+                    fast_cpu_seconds=t_fast,
+                    plain_cpu_seconds=t_plain,
+                    fast_over_plain=t_fast / t_plain,
+                    rule_picks="fast" if picks_fast else "plain",
+                    rule_over_best=chosen / best,
+                    rule_never_slower_than_plain=chosen <= t_plain * 1.1,
+                )
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small shape (seconds)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain batched sweep")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--crossover", action="store_true", help="fast vs plain sweep over a grid of shapes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.crossover:
+        measure_crossover()
+        return
     shape = SHAPES["quick" if args.quick else "full"]
     model = make_model(shape)
     clean, corrupt = make_pair(shape["vocab"], shape["seq"])

@@ -195,13 +195,13 @@ LONG_CLEAN, LONG_CORRUPT = "the cat is very good please thanks", "the dog is not
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "qwen2", "gpt2", "qwen3"])
 def test_fast_resid_sweep_equals_one_forward_per_patch(arch):
     m = HookedRewardModel.from_hf_model(build_hf_model(arch), tokenizer=word_tokenizer())
-    fast = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, progress=False)
+    fast = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, progress=False, fast=True)
     assert fast.meta["fast"], fast.meta["fast_reason"]
     naive = naive_resid_sweep(m, LONG_CORRUPT, LONG_CLEAN)
     assert (fast.rewards - naive).abs().max() < ATOL
     assert naive.std() > 0.05  # the grid is not trivially constant
     # noising on resid_post (enters the next block; the last layer's enters ln_final), against the plain sweep
-    a = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, hook="resid_post", mode="noise", max_rows=3, progress=False)
+    a = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, hook="resid_post", mode="noise", max_rows=3, progress=False, fast=True)
     b = patch_resid(m, LONG_CLEAN, LONG_CORRUPT, hook="resid_post", mode="noise", progress=False, fast=False)
     assert a.meta["fast"] and not b.meta["fast"]
     assert (a.rewards - b.rewards).abs().max() < ATOL
@@ -220,12 +220,12 @@ def test_fast_sweep_modes_alignment_and_fallbacks(model, monkeypatch):
     for kw in cases:
         kw = dict(kw)
         corrupt = kw.pop("corrupt")
-        a = patch_resid(model, CLEAN, corrupt, progress=False, **kw)
+        a = patch_resid(model, CLEAN, corrupt, progress=False, fast=True, **kw)
         b = patch_resid(model, CLEAN, corrupt, progress=False, fast=False, **kw)
         assert a.meta["fast"], kw
         assert torch.equal(a.rewards.isnan(), b.rewards.isnan())
         assert (a.rewards - b.rewards).nan_to_num().abs().max() < ATOL, kw
-    res = patch_resid(model, CLEAN, CORRUPT, hook="resid_mid", progress=False)
+    res = patch_resid(model, CLEAN, CORRUPT, hook="resid_mid", progress=False, fast=True)
     assert not res.meta["fast"] and "inside a block" in res.meta["fast_reason"]
     # a fast path that does not reproduce the unpatched run is caught by its self-check: plain sweep, warning
     from hooked_reward.analysis import patching_fast
@@ -238,14 +238,14 @@ def test_fast_sweep_modes_alignment_and_fallbacks(model, monkeypatch):
 
     monkeypatch.setattr(patching_fast._PrefixKV, "update", forgetful)
     with pytest.warns(UserWarning, match="self-check failed"):
-        res = patch_resid(model, CLEAN, CORRUPT, progress=False)
+        res = patch_resid(model, CLEAN, CORRUPT, progress=False, fast=True)
     assert not res.meta["fast"]
     assert torch.allclose(res.rewards, patch_resid(model, CLEAN, CORRUPT, progress=False, fast=False).rewards)
 
 
 def test_fast_sweep_multi_output_head():
     m = HookedRewardModel.from_hf_model(build_hf_model("qwen2", num_labels=3), tokenizer=word_tokenizer())
-    a = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False)
+    a = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False, fast=True)
     b = patch_resid(m, CLEAN, CORRUPT, output=2, progress=False, fast=False)
     assert a.meta["fast"] and (a.rewards - b.rewards).abs().max() < ATOL
 
@@ -259,3 +259,22 @@ def test_out_of_range_layers_and_outputs_are_refused(make_checkpoint) -> None:
     multi = HookedRewardModel.from_pretrained(make_checkpoint("qwen2", num_labels=3))
     with pytest.raises(InputError, match="out of range"):
         patch_resid(multi, clean, corrupt, output=5, progress=False)
+
+
+def test_sweep_picks_the_faster_path(model, monkeypatch):
+    """`fast=None` (the default) uses the fast sweep only from the measured size on (n_layers x positions x
+    d_model >= FAST_SWEEP_MIN_WORK); both paths give the same numbers."""
+    from hooked_reward.analysis import patching_fast
+
+    threshold = patching_fast.FAST_SWEEP_MIN_WORK
+    assert not patching_fast.fast_sweep_pays(36, 4, 128)  # below the crossover measured on CPU
+    assert patching_fast.fast_sweep_pays(128, 8, 512)  # the benchmark's sweep
+    assert patching_fast.fast_sweep_pays(threshold, 1, 1) and not patching_fast.fast_sweep_pays(threshold - 1, 1, 1)
+    n_pos, n_layers, d_model = len(as_row(model, CLEAN)), model.cfg.n_layers, model.cfg.d_model
+    assert n_pos * n_layers * d_model < threshold  # the tiny test model: the plain sweep is faster
+    auto = patch_resid(model, CLEAN, CORRUPT, progress=False)
+    assert not auto.meta["fast"] and "plain sweep is faster" in auto.meta["fast_reason"]
+    monkeypatch.setattr(patching_fast, "FAST_SWEEP_MIN_WORK", n_pos * n_layers * d_model)
+    auto_fast = patch_resid(model, CLEAN, CORRUPT, progress=False)
+    assert auto_fast.meta["fast"], auto_fast.meta["fast_reason"]
+    assert (auto_fast.rewards - auto.rewards).abs().max() < ATOL

@@ -19,9 +19,9 @@ which reads as the *recovered fraction* for denoising (0: nothing recovered, 1: 
 how far the ablated clean run sits on the same scale; without a corrupted input it is NaN.
 
 Sweeps stack copies of the run along the batch axis, each row with its own patch, `max_rows` rows per forward
-(the memory bound). The residual sweep (`patch_resid`) by default runs each patch only from the patched block
-and position on (`hooked_reward.analysis.patching_fast`), about a quarter of the compute. Pairs of different
-lengths are refused unless an alignment is named (see `Alignment`).
+(the memory bound). The residual sweep (`patch_resid`) runs each patch only from the patched block and position
+on (`hooked_reward.analysis.patching_fast`, about a quarter of the compute) wherever that is the faster path.
+Pairs of different lengths are refused unless an alignment is named (see `Alignment`).
 """
 
 from __future__ import annotations
@@ -564,20 +564,23 @@ def patch_resid(
     output: int | str | None = None,
     max_rows: int = 64,
     progress: bool = True,
-    fast: bool = True,
+    fast: bool | None = None,
 ) -> PatchingResult:
     """Residual-stream sweep over layer × position: `values [n_layers, target_len]`.
 
     `hook` is ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"`` (`blocks.{l}.hook_{hook}`). Each site
     patches one position of one layer. Positions with no aligned counterpart are NaN.
 
-    `fast=True` (the default; every mode, `resid_pre` and `resid_post`) runs each patched run only from the
-    patched block on and only over positions from the patched one on, attending to the unpatched run's
-    keys/values before it (see `hooked_reward.analysis.patching_fast`): about a quarter of the plain sweep's
-    compute, equal to it to float tolerance. Where it does not apply (`resid_mid`, non-causal attention, a
-    block argument it cannot slice, a failed self-check) the plain sweep runs; `result.meta["fast"]` says
-    which ran and `meta["fast_reason"]` why not. User hooks active around the call fire on the suffix only
-    in the fast path: use `fast=False` to combine the sweep with other hooks.
+    The fast sweep (every mode, `resid_pre` and `resid_post`) runs each patched run only from the patched block
+    on and only over positions from the patched one on, attending to the unpatched run's keys/values before it
+    (see `hooked_reward.analysis.patching_fast`): about a quarter of the plain sweep's compute, equal to it to
+    float tolerance, but with a Python call per block and position. `fast=None` (the default) uses it where it
+    is the faster of the two (`patching_fast.fast_sweep_pays`: n_layers x positions x d_model of at least
+    `FAST_SWEEP_MIN_WORK`, measured), `fast=True` wherever it applies, `fast=False` never. Where it does not
+    apply (`resid_mid`, non-causal attention, a block argument it cannot slice, a failed self-check) the plain
+    sweep runs; `result.meta["fast"]` says which ran and `meta["fast_reason"]` why not. User hooks active
+    around the call fire on the suffix only in the fast path: use `fast=False` to combine the sweep with other
+    hooks.
     """
     if hook not in ("resid_pre", "resid_mid", "resid_post"):
         raise InputError(f"hook must be 'resid_pre', 'resid_mid' or 'resid_post', got {hook!r}.")
@@ -591,6 +594,8 @@ def patch_resid(
             aligned = all(a.has(p) for a in setup.aligns)
             sites.append([Patch(name, (p,))] if aligned else None)
     rewards, reason = None, "fast=False"
+    if fast is None:
+        fast, reason = _fast_pays(model, n_pos)
     if fast:
         rewards, reason = _fast_resid(model, setup, hook, layer_list, sites, output, max_rows, progress, mode)
     if rewards is None:
@@ -607,6 +612,20 @@ def patch_resid(
     )
     result.meta.update(fast=reason == "", fast_reason=reason)
     return result
+
+
+def _fast_pays(model: Any, n_pos: int) -> tuple[bool, str]:
+    """`(True, "")` when the fast sweep is the faster one for this model and length, else `(False, why)`."""
+    from hooked_reward.analysis import patching_fast as pf
+
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    if pf.fast_sweep_pays(n_pos, n_layers, d_model):
+        return True, ""
+    work = n_layers * n_pos * d_model
+    return False, (
+        f"the plain sweep is faster at this size (n_layers x positions x d_model = {n_layers} x {n_pos} x "
+        f"{d_model} = {work:,} < {pf.FAST_SWEEP_MIN_WORK:,}); pass fast=True to use the fast sweep anyway"
+    )
 
 
 def _fast_resid(

@@ -41,9 +41,16 @@ from torch import Tensor
 from hooked_reward.heads.base import HeadInputs
 from hooked_reward.outputs import select_output
 
-__all__ = ["FastSweep", "plan_fast_sweep", "fast_resid_rewards"]
+__all__ = ["FastSweep", "plan_fast_sweep", "fast_resid_rewards", "fast_sweep_pays", "FAST_SWEEP_MIN_WORK"]
 
 FAST_HOOKS = ("resid_pre", "resid_post")
+
+#: The fast sweep is used (by default) from `n_layers x seq_len x d_model` of this size on. Its per-block Python
+#: overhead (one call per block per position, on a few rows) is paid back by the ~3/4 of the compute it skips once
+#: the model is deep, long or wide enough. Measured crossover on CPU, one thread, `python benchmarks/sweep_speed.py
+#: --crossover` (docs/performance.md): between 25,000 and 41,000 for d_model 64-512, 2-8 layers; 48,000 keeps the
+#: fast sweep out of the band where it is not clearly faster.
+FAST_SWEEP_MIN_WORK = 48_000
 _SLICED_KWARGS = ("attention_mask", "position_embeddings", "position_ids", "cache_position")
 
 
@@ -154,6 +161,12 @@ class FastSweep:
         reward_resid = model.hook_reward_resid(final[:, T - 1])
         rewards = model.hook_reward(model.head(reward_resid, HeadInputs(final, tokens, mask, reward_pos)))
         return select_output(rewards, output, names=model.output_names)
+
+
+def fast_sweep_pays(seq_len: int, n_layers: int, d_model: int) -> bool:
+    """Whether the fast sweep is faster than the plain batched sweep for a model of `n_layers` x `d_model` on a
+    sequence of `seq_len` tokens: `n_layers * seq_len * d_model >= FAST_SWEEP_MIN_WORK`."""
+    return n_layers * seq_len * d_model >= FAST_SWEEP_MIN_WORK
 
 
 def _attn_modules(model: Any) -> list[Any] | None:
