@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -45,7 +46,7 @@ from typing import Any
 
 import torch
 
-SHAPES: dict[str, dict[str, int]] = {
+SHAPES: dict[str, dict[str, Any]] = {
     "full": dict(
         d_model=512,
         n_layers=8,
@@ -57,9 +58,24 @@ SHAPES: dict[str, dict[str, int]] = {
         sweep_seq=128,
         repeats=9,
         load_repeats=5,
+        lengths=(128, 512, 2048),
+        length_repeats=3,
+        sweep_sample_positions=4,
     ),
     "quick": dict(
-        d_model=64, n_layers=2, n_heads=4, d_mlp=128, vocab=512, batch=2, seq=24, sweep_seq=8, repeats=3, load_repeats=1
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        d_mlp=128,
+        vocab=512,
+        batch=2,
+        seq=24,
+        sweep_seq=8,
+        repeats=3,
+        load_repeats=1,
+        lengths=(16, 48),
+        length_repeats=1,
+        sweep_sample_positions=2,
     ),
 }
 
@@ -75,10 +91,17 @@ TARGETS: dict[str, tuple[str, float]] = {
     "attribution_patching.forward_equivalents": ("le", 4.5),
     "loading.time_ratio_vs_hf": ("le", 1.3),
     "loading.peak_rss_ratio_vs_hf": ("le", 1.2),
+    "loading.bridge_ms_per_layer": ("le", 10.0),
+    "lengths.max_forward_ratio_vs_hf": ("le", 1.05),
+    "lengths.longest.cache_resid_ratio_vs_hf": ("le", 1.10),
+    "lengths.longest.cache_reward_pos_ratio_vs_hf": ("le", 1.10),
+    "lengths.longest.pattern_hook_cost_vs_explicit_layer": ("le", 1.0),
+    "lengths.max_sweep_chosen_over_plain": ("le", 1.0),
+    "lengths.max_sweep_abs_diff_fast_vs_plain": ("le", 1e-4),
 }
 
 RESID_HOOKS = ("hook_resid_pre", "hook_resid_post")
-SECTIONS = ("forward", "memory", "patching", "loading")
+SECTIONS = ("forward", "memory", "patching", "lengths", "loading")
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -93,7 +116,7 @@ def llama_config(shape: dict[str, int]) -> Any:
         num_hidden_layers=shape["n_layers"],
         num_attention_heads=shape["n_heads"],
         num_key_value_heads=shape["n_heads"],
-        max_position_embeddings=max(2 * shape["seq"], 256),
+        max_position_embeddings=max(2 * shape["seq"], 256, *shape["lengths"]),
         num_labels=1,
         pad_token_id=0,
     )
@@ -370,9 +393,8 @@ def bench_patching(
     except ImportError:
         fast = False
 
-    def ours() -> torch.Tensor:
-        kwargs = {"fast": True} if fast else {}
-        return hp.patch_resid(model, clean, corrupt, mode="denoise", progress=False, **kwargs).rewards
+    def ours() -> torch.Tensor:  # the path patch_resid picks (the fast sweep at this size)
+        return hp.patch_resid(model, clean, corrupt, mode="denoise", progress=False).rewards
 
     subset = list(range(0, seq, stride))  # positions the (slow) baselines patch; ours patches every one
 
@@ -477,6 +499,141 @@ def bench_patching(
     }
 
 
+def bench_lengths(
+    model: Any, hf: Any, shape: dict[str, Any], device: torch.device = torch.device("cpu")
+) -> dict[str, Any]:
+    """The length axis (batch 1, unpadded): forward, residual-filtered and reward-position caches against HF,
+    the cost of a pattern hook on one layer against the explicit path on every layer, and the residual sweep.
+
+    The sweep cannot run over the full layer x position grid at 2048 tokens (16k patches), so it is timed on
+    `sweep_sample_positions` evenly spaced positions x every layer, by both paths (`fast_resid_rewards`, after
+    the fast sweep's one-off plan and self-check, and `run_patched`), and scaled to the full grid."""
+    n_layers, repeats = model.cfg.n_layers, shape["length_repeats"]
+    pattern_layer = n_layers // 2
+    pattern_hook = f"blocks.{pattern_layer}.attn.hook_pattern"
+    out: dict[str, Any] = {"pattern_hook": pattern_hook, "by_length": {}}
+
+    for seq in shape["lengths"]:
+        log(f"lengths: {seq}")
+        g = torch.Generator().manual_seed(seq)
+        tokens = torch.randint(1, shape["vocab"], (1, seq), generator=g).to(device)
+        row = length_timings(model, hf, tokens, pattern_hook, repeats, device)
+        row["sweep"] = sampled_sweep(model, shape, seq, device)
+        out["by_length"][str(seq)] = row
+    rows = out["by_length"].values()
+    out["longest"] = out["by_length"][str(max(shape["lengths"]))]
+    out["max_forward_ratio_vs_hf"] = max(r["ratio_vs_hf"] for r in rows)
+    out["max_sweep_chosen_over_plain"] = max(r["sweep"]["chosen_over_plain"] for r in rows)
+    out["max_sweep_abs_diff_fast_vs_plain"] = max(r["sweep"]["max_abs_diff_fast_vs_plain"] for r in rows)
+    return out
+
+
+def length_timings(
+    model: Any, hf: Any, tokens: torch.Tensor, pattern_hook: str, repeats: int, device: torch.device
+) -> dict[str, Any]:
+    """Interleaved timings on one `[1, seq]` input: HF, ours (fused attention), residual-filtered and
+    reward-position caches, a pattern hook on one layer, and the explicit path on every layer."""
+
+    def nograd(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                return fn()
+
+        return run
+
+    def explicit_every_layer() -> Any:
+        model.set_fused_attention(False)
+        try:
+            return model(tokens)
+        finally:
+            model.set_fused_attention(True)
+
+    fns = {
+        "hf": nograd(lambda: hf(input_ids=tokens).logits),
+        "ours": nograd(lambda: model(tokens)),
+        "cache_resid": lambda: model.run_with_cache(tokens, names_filter=is_resid),
+        "cache_reward_pos": lambda: model.run_with_cache(tokens, positions="reward"),
+        "pattern_hook_one_layer": nograd(
+            lambda: model.run_with_hooks(tokens, fwd_hooks=[(pattern_hook, lambda t, hook: None)])
+        ),
+        "explicit_every_layer": nograd(explicit_every_layer),
+    }
+    t = time_interleaved(fns, repeats, device=device)
+    explicit_layer = (t["explicit_every_layer"] - t["ours"]) / model.cfg.n_layers
+    return {
+        "seconds": t,
+        "ratio_vs_hf": t["ours"] / t["hf"],
+        "cache_resid_ratio_vs_hf": t["cache_resid"] / t["hf"],
+        "cache_reward_pos_ratio_vs_hf": t["cache_reward_pos"] / t["hf"],
+        "explicit_every_layer_ratio_vs_hf": t["explicit_every_layer"] / t["hf"],
+        "explicit_layer_seconds": explicit_layer,
+        "pattern_hook_extra_seconds": t["pattern_hook_one_layer"] - t["ours"],
+        # NaN when the explicit path was not measurably slower (tiny shapes): the ratio then means nothing
+        "pattern_hook_cost_vs_explicit_layer": (t["pattern_hook_one_layer"] - t["ours"]) / explicit_layer
+        if explicit_layer > 0
+        else math.nan,
+    }
+
+
+def sampled_sweep(model: Any, shape: dict[str, Any], seq: int, device: torch.device) -> dict[str, Any]:
+    """Both paths of the denoising `resid_pre` sweep on sampled positions x every layer, scaled to the full grid."""
+    from hooked_reward.analysis import patching_fast as pf
+    from hooked_reward.analysis.patching import Patch, align_pair, run_patched
+
+    g = torch.Generator().manual_seed(seq + 1)
+    clean = torch.randint(1, shape["vocab"], (seq,), generator=g).to(device)
+    corrupt = clean.clone()
+    flip = torch.randperm(seq, generator=g)[: max(1, seq // 4)].to(device)
+    corrupt[flip] = torch.randint(1, shape["vocab"], (len(flip),), generator=g).to(device)
+    n_layers = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+    positions = torch.linspace(0, seq - 1, shape["sweep_sample_positions"]).round().long().tolist()
+    _, cache = model.run_with_cache(clean[None], names_filter=names)
+    sources = {name: cache[name][0] for name in names}
+    max_rows = max(1, 8192 // seq)  # the same memory bound for both paths
+    sync = synchronizer(device)
+
+    def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+        sync()
+        t0 = time.perf_counter()
+        result = fn()
+        sync()
+        return time.perf_counter() - t0, result
+
+    def plan() -> Any:
+        with torch.no_grad():
+            found, reason = pf.plan_fast_sweep(model, corrupt)
+            assert found is not None and not pf.self_check(found, None), reason
+        return found
+
+    t_plan, fast_plan = timed(plan)
+    sites = [(layer, p, sources[names[layer]][p]) for layer in range(n_layers) for p in positions]
+    t_fast, fast = timed(lambda: pf.fast_resid_rewards(fast_plan, sites, max_rows=max_rows, progress=False))
+    patch_sets = [[Patch(names[layer], (p,))] for layer in range(n_layers) for p in positions]
+    t_plain, plain = timed(
+        lambda: run_patched(
+            model, corrupt, sources, patch_sets, align_pair(seq, seq), max_rows=max_rows, progress=False
+        )
+    )
+    scale = n_layers * seq / len(sites)
+    fast_full, plain_full = t_plan + t_fast * scale, t_plain * scale
+    picks_fast = pf.fast_sweep_pays(seq, n_layers, model.cfg.d_model)
+    return {
+        "sampled_patches": len(sites),
+        "full_grid_patches": n_layers * seq,
+        "max_rows": max_rows,
+        "fast_plan_and_check_seconds": t_plan,
+        "fast_sampled_seconds": t_fast,
+        "plain_sampled_seconds": t_plain,
+        "fast_full_grid_seconds_est": fast_full,
+        "plain_full_grid_seconds_est": plain_full,
+        "fast_over_plain": fast_full / plain_full,
+        "rule_picks": "fast" if picks_fast else "plain",
+        "chosen_over_plain": (fast_full if picks_fast else plain_full) / plain_full,
+        "max_abs_diff_fast_vs_plain": float((fast - plain).abs().max()),
+    }
+
+
 def make_causal_checkpoint(shape: dict[str, int], out: Path) -> Path:
     """A `LlamaForCausalLM` of the same shape (default init: only its loading is timed), saved to `out`."""
     from transformers import LlamaForCausalLM
@@ -551,7 +708,7 @@ def start_load_server(threads: int) -> subprocess.Popen:
 
 
 def bench_loading(
-    server: subprocess.Popen, path: Path, causal_path: Path, repeats: int, last: bool = True
+    server: subprocess.Popen, path: Path, causal_path: Path, repeats: int, last: bool = True, n_layers: int = 1
 ) -> dict[str, Any]:
     """Load time and peak RSS above the post-import baseline, medians over interleaved repeats: ours vs HF's
     `AutoModelForSequenceClassification`, and, for comparison, TransformerLens's own bridge over a
@@ -582,6 +739,8 @@ def bench_loading(
         "time_ratio_vs_hf": med["ours"]["seconds"] / med["hf"]["seconds"],
         "peak_rss_ratio_vs_hf": med["ours"]["peak_rss_delta_bytes"] / med["hf"]["peak_rss_delta_bytes"],
         "bridge_seconds_over_hf": med["ours"]["seconds"] - med["hf"]["seconds"],
+        # an upper bound of the per-layer cost (fixed costs included); load_scaling.py fits the slope
+        "bridge_ms_per_layer": 1000 * (med["ours"]["seconds"] - med["hf"]["seconds"]) / n_layers,
         "tl_bridge_time_ratio_vs_hf_causal_lm": med["tl_bridge_causal_lm"]["seconds"] / med["hf_causal_lm"]["seconds"],
         "tl_bridge_seconds_over_hf_causal_lm": med["tl_bridge_causal_lm"]["seconds"] - med["hf_causal_lm"]["seconds"],
         "checkpoint_bytes": sum(f.stat().st_size for f in path.iterdir()),
@@ -630,7 +789,9 @@ def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         section, *path = key.split(".")
         if section not in results or (kind == "le_const" and "memory" not in results):
             continue  # a section left out with --only
-        value = functools.reduce(lambda node, part: node[part], path, results[section])
+        value = functools.reduce(lambda node, part: node.get(part, {}), path, results[section])
+        if not isinstance(value, (int, float)):
+            continue  # not measured in this run
         if kind == "le_const":
             bound = results["memory"]["reward_cache_constant_bytes"]
         out[key] = {"value": value, "bound": bound, "met": bool(value <= bound)}
@@ -651,6 +812,8 @@ def format_table(results: dict[str, Any]) -> str:
         rows += memory_rows(results["memory"], mark)
     if "patching" in results:
         rows += patching_rows(results["patching"], results["attribution_patching"], mark)
+    if "lengths" in results:
+        rows += length_rows(results["lengths"], mark)
     if "loading" in results:
         rows += loading_rows(results["loading"], mark)
     w0 = max(len(r[0]) for r in rows)
@@ -733,6 +896,60 @@ def patching_rows(p: dict[str, Any], a: dict[str, Any], mark: Callable[[str], st
     ]
 
 
+def length_rows(lg: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    rows: Rows = []
+    for seq, r in lg["by_length"].items():
+        sw = r["sweep"]
+        rows += [
+            (f"[{seq} tokens] forward ours / HF", f"{r['ratio_vs_hf']:.3f}x", ""),
+            (
+                f"[{seq} tokens]   explicit attention every layer / HF",
+                f"{r['explicit_every_layer_ratio_vs_hf']:.3f}x",
+                "",
+            ),
+            (f"[{seq} tokens]   resid cache / HF", f"{r['cache_resid_ratio_vs_hf']:.3f}x", ""),
+            (f"[{seq} tokens]   reward-position cache / HF", f"{r['cache_reward_pos_ratio_vs_hf']:.3f}x", ""),
+            (
+                f"[{seq} tokens]   pattern hook on one layer / explicit layer",
+                f"{r['pattern_hook_cost_vs_explicit_layer']:.2f}",
+                "",
+            ),
+            (
+                f"[{seq} tokens]   sweep fast / plain (est.), rule picks",
+                f"{sw['fast_over_plain']:.3f} {sw['rule_picks']}",
+                "",
+            ),
+        ]
+    rows += [
+        (
+            "max forward ratio over lengths",
+            f"{lg['max_forward_ratio_vs_hf']:.3f}x",
+            mark("lengths.max_forward_ratio_vs_hf"),
+        ),
+        (
+            "longest: resid cache / HF",
+            f"{lg['longest']['cache_resid_ratio_vs_hf']:.3f}x",
+            mark("lengths.longest.cache_resid_ratio_vs_hf"),
+        ),
+        (
+            "longest: reward-position cache / HF",
+            f"{lg['longest']['cache_reward_pos_ratio_vs_hf']:.3f}x",
+            mark("lengths.longest.cache_reward_pos_ratio_vs_hf"),
+        ),
+        (
+            "longest: pattern hook cost / explicit layer",
+            f"{lg['longest']['pattern_hook_cost_vs_explicit_layer']:.2f}",
+            mark("lengths.longest.pattern_hook_cost_vs_explicit_layer"),
+        ),
+        (
+            "sweep: chosen path / plain (max)",
+            f"{lg['max_sweep_chosen_over_plain']:.3f}",
+            mark("lengths.max_sweep_chosen_over_plain"),
+        ),
+    ]
+    return rows
+
+
 def loading_rows(ld: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return [
         ("load time ours / HF", f"{ld['time_ratio_vs_hf']:.3f}x", mark("loading.time_ratio_vs_hf")),
@@ -743,6 +960,7 @@ def loading_rows(ld: dict[str, Any], mark: Callable[[str], str]) -> Rows:
             "",
         ),
         ("load peak RSS ours / HF", f"{ld['peak_rss_ratio_vs_hf']:.3f}x", mark("loading.peak_rss_ratio_vs_hf")),
+        ("bridge ms per layer (upper bound)", f"{ld['bridge_ms_per_layer']:.1f}", mark("loading.bridge_ms_per_layer")),
     ]
 
 
@@ -824,6 +1042,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "patching" in only:
                 results.update(bench_patching(model, shape, repeats, args.sweep_stride, device))
                 sections["patching"], t0 = time.perf_counter() - t0, time.perf_counter()
+            if "lengths" in only:
+                results["lengths"] = bench_lengths(model, hf, shape, device)
+                sections["lengths"], t0 = time.perf_counter() - t0, time.perf_counter()
             if "forward" in only:  # last: it changes how this process's allocator returns memory, for good
                 log("forward, retain_freed_cpu_memory()")
                 results["forward"].update(measure_retained())
@@ -833,7 +1054,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 server = server or start_load_server(args.threads)
                 log("loading")
                 results["loading"] = bench_loading(
-                    server, path, make_causal_checkpoint(shape, Path(tmp) / "lm"), shape["load_repeats"]
+                    server,
+                    path,
+                    make_causal_checkpoint(shape, Path(tmp) / "lm"),
+                    shape["load_repeats"],
+                    n_layers=shape["n_layers"],
                 )
                 sections["loading"] = time.perf_counter() - t0
     finally:
