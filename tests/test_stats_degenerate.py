@@ -157,3 +157,16 @@ def test_bootstrap_percentile_draws_groups_in_order():
     assert lo.shape == (2,) and lo[1] == hi[1] == 7.0
     lo, hi = percentile_interval(np.array([[1.0, np.nan], [3.0, np.nan]]), 0.5, ignore_nan=True)
     assert lo[0] == 1.5 and hi[0] == 2.5 and np.isnan(lo[1])
+
+
+def test_resampling_p_value_hand_computed():
+    from hooked_reward.analysis.stats import resampling_p_value
+
+    null = np.array([0.1, 0.5, 0.5, 0.9])
+    assert resampling_p_value(null, 0.5) == pytest.approx(4 / 5)  # (1 + three draws ≥ 0.5) / (1 + 4)
+    assert resampling_p_value(null, 0.95) == pytest.approx(1 / 5)  # never 0
+    assert resampling_p_value(null, 0.5, alternative="less") == pytest.approx(4 / 5)
+    with pytest.raises(NonFiniteError):
+        resampling_p_value(null, math.inf)
+    with pytest.raises(NonFiniteError):
+        resampling_p_value(np.array([0.1, math.nan]), 0.2)

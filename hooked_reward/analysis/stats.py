@@ -69,6 +69,7 @@ __all__ = [
     "effect_is_degenerate",
     "sign_flip_test",
     "wilcoxon_test",
+    "resampling_p_value",
     "benjamini_hochberg",
     "PairedEffect",
     "paired_effect",
@@ -546,6 +547,30 @@ def wilcoxon_test(x: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> fl
     if v.size < 2 or not np.any(v != 0) or (bad and nan_policy == "propagate"):
         return math.nan
     return float(stats.wilcoxon(v).pvalue)
+
+
+def resampling_p_value(
+    null: Float[np.ndarray, "n_resamples"],
+    observed: float,
+    *,
+    alternative: Literal["greater", "less"] = "greater",
+    atol: float = 1e-12,
+) -> float:
+    """Monte Carlo p-value of `observed` against `n` draws of a null distribution, with the +1 correction
+    (``scipy.stats.permutation_test``'s convention, for nulls built by hand, e.g. permuted profiles):
+    ``(1 + #{null ≥ observed − atol}) / (1 + n)`` for "greater" (``≤ observed + atol`` for "less"); never 0,
+    ties within `atol` count as extreme. A non-finite observed value or null draw raises `NonFiniteError`."""
+    draws = _as_numpy(null).ravel()
+    finite_rows(draws, what="null distribution draws")
+    if not math.isfinite(observed):
+        raise NonFiniteError(f"observed statistic {observed!r} is not finite; no p-value is computed from it.")
+    if alternative == "greater":
+        hits = int((draws >= observed - atol).sum())
+    elif alternative == "less":
+        hits = int((draws <= observed + atol).sum())
+    else:
+        raise InputError(f"alternative={alternative!r}: choose 'greater' or 'less'.")
+    return float((1 + hits) / (1 + draws.size))
 
 
 def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import cosine_matrix, figure, frame
 from hooked_reward.analysis.results import LabeledTensor
-from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows
+from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows, resampling_p_value
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import Component, as_components, head_components
@@ -384,7 +384,7 @@ def cascade_from_items(
         perm = np.stack([v[rng.permutation(v.size)] for v in vecs])
         s = cosine_matrix(torch.from_numpy(perm)).numpy()
         null_s[b], null_max[b] = _strength(s), _offdiag_max(s)
-    p_value = float((1 + (null_s >= strength - 1e-12).sum()) / (1 + n_perm))
+    p_value = resampling_p_value(null_s, strength, alternative="greater")
     threshold = float(np.quantile(null_max, 0.95))
     adj = sim > threshold
     n_clusters, labels = connected_components(adj, directed=False)
@@ -418,7 +418,7 @@ def cascade_from_items(
         for b in range(n_perm):
             parts = np.split(pooled[rng.permutation(len(pooled))], cuts)
             null_items[b] = _strength(cosine_matrix(torch.from_numpy(np.stack([p.mean(0) for p in parts]))).numpy())
-        p_distinct = float((1 + (null_items <= strength + 1e-12).sum()) / (1 + n_perm))
+        p_distinct = resampling_p_value(null_items, strength, alternative="less")
     fail, flo, fhi, sd, slo, shi = [], [], [], [], [], []
     for n in names:
         d = deltas[n]
