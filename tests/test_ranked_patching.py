@@ -58,3 +58,41 @@ def test_top_k_larger_than_sites_patches_all(model):
 def test_forward_equivalents_at_real_shapes():
     qwen3 = forward_equivalents(28, 16, 12, ("component", "head"))
     assert qwen3 == {"ranked": 6 + 12 + 6 + 12, "exact_every_site": 2 + 56 + 2 + 448}
+
+
+def test_causal_plan_by_budget(model):
+    from types import SimpleNamespace
+
+    from hooked_reward.report.analyze import causal_plan
+
+    qwen3 = causal_plan(SimpleNamespace(cfg=SimpleNamespace(n_layers=28, n_heads=16)))
+    assert qwen3["method"] == "ranked" and qwen3["forward_equivalents_per_pair"] <= 30 and qwen3["top_k"] >= 1
+    assert qwen3["exact_would_cost"] == 12 + 58 + 450
+    llama = causal_plan(SimpleNamespace(cfg=SimpleNamespace(n_layers=16, n_heads=32)))
+    assert llama["method"] == "ranked" and llama["forward_equivalents_per_pair"] <= 30
+    tiny = causal_plan(SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=2)))
+    assert tiny["method"] == "exact"
+    assert causal_plan(model, "exact")["method"] == "exact"
+    with pytest.raises(InputError, match="causal"):
+        causal_plan(model, "fast")
+
+
+def test_analyze_ranked_reports_estimate_and_exact_side_by_side(model, tmp_path):
+    import json
+
+    from hooked_reward.pairs import PreferencePair
+    from hooked_reward.report.analyze import analyze
+
+    pairs = [
+        PreferencePair("", CHOSEN, REJECTED, "m"),
+        PreferencePair("", "the cat is good yes", "the cat is bad no", "m"),
+        PreferencePair("", "yes very good answer", "no very bad answer", "m"),
+    ]
+    analyze(model, pairs, tmp_path / "r", causal="ranked", budget=30, progress=False)
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    causal = data["results"]["causal"]
+    assert causal["method"] == "ranked" and causal["top_k"] == 3
+    rows = causal["side_by_side"]["m"]["head"][0]
+    assert len(rows) == 3 and {"site", "estimate", "exact", "same_sign"} <= set(rows[0])
+    exact = ranked_patching(model, CHOSEN, REJECTED, by="head", top_k=3)
+    assert [r["exact"] for r in rows] == pytest.approx([float(exact.values[i]) for i in exact.ranked], abs=1e-5)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from hooked_reward.analysis.attribution import pair_reward_attribution
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
+from hooked_reward.analysis.ranked_patching import ranked_patching
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman, wilcoxon_test
 from hooked_reward.errors import InputError
@@ -132,8 +133,16 @@ def faithfulness_study(
     max_rows: int = 64,
     progress: bool = True,
     seed: int = 0,
+    method: str = "exact",
+    top_k: int = 8,
 ) -> FaithfulnessResult:
     """Spearman ρ between ΔDRA and denoising-patching effects per pair, summarised over `pairs`.
+
+    `method="exact"` patches every site exactly (one forward per site and pair). `method="ranked"` (for large
+    models) uses `ranked_patching`: attribution-patching estimates at every site, exact patching of the `top_k`
+    it ranks; `patching` then holds the exact effect at those sites and the estimate elsewhere, `meta["exact"]`
+    marks which entries are exact (`[pair, component]` bool) and `meta["side_by_side"]` lists estimate and exact
+    for the patched sites of each pair.
 
     `pairs` are `PreferencePair`s (clean = chosen, corrupted = rejected, rendered by `PreferencePair.render`) or
     `(clean, corrupted)` inputs (text or token rows). `by="component"`
@@ -150,22 +159,34 @@ def faithfulness_study(
     dra_output: int | str | None = output
     if (output is None or isinstance(output, int)) and model.output_names[output or 0] in model.head.readout_names():
         dra_output = model.output_names[output or 0]
+    if method not in ("exact", "ranked"):
+        raise InputError(f"method must be 'exact' or 'ranked', got {method!r}.")
     attr_rows, patch_rows, rhos, gaps = [], [], [], []
+    exact_rows: list[Tensor] = []
+    side_by_side: list[list[dict]] = []
     for clean, corrupt in tqdm(_input_pairs(model, pairs), desc=f"faithfulness ({by})", disable=not progress):
         c_row, x_row = as_row(model, clean), as_row(model, corrupt)
         dra = pair_reward_attribution(model, c_row[None], x_row[None], by=by, output=dra_output, progress=False)
         idx = [dra.labels["component"].index(lab) for lab in labels]
         attr = dra.values[0, idx].float()
         kw = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
-        if by == "component":
-            res = patch_block_outputs(model, c_row, x_row, **kw)
+        if method == "ranked":
+            ranked = ranked_patching(model, c_row, x_row, by=by, top_k=top_k, **kw)
+            exact_rows.append(~torch.isnan(ranked.values))
+            eff = torch.where(exact_rows[-1], ranked.values, ranked.estimate).float()
+            side_by_side.append(ranked.side_by_side())
+            r_clean, r_corrupt = ranked.r_clean, ranked.r_corrupt
         else:
-            res = patch_heads(model, c_row, x_row, act="z", **kw)
-        eff = res.values.reshape(-1).float()
+            if by == "component":
+                res = patch_block_outputs(model, c_row, x_row, **kw)
+            else:
+                res = patch_heads(model, c_row, x_row, act="z", **kw)
+            eff = res.values.reshape(-1).float()
+            r_clean, r_corrupt = res.r_clean, res.r_corrupt
         attr_rows.append(attr)
         patch_rows.append(eff)
         rhos.append(_spearman(attr.numpy(), eff.numpy()))
-        gaps.append(res.r_clean - res.r_corrupt)
+        gaps.append(r_clean - r_corrupt)
     rho = torch.tensor(rhos, dtype=torch.float32)
     finite = rho[torch.isfinite(rho)].double().numpy()
     n = int(finite.size)
@@ -186,7 +207,8 @@ def faithfulness_study(
         p_wilcoxon=p_wil,
         n=n,
         confidence=confidence,
-        meta={"reward_gap": gaps, "n_dropped": len(rhos) - n},
+        meta={"reward_gap": gaps, "n_dropped": len(rhos) - n, "method": method}
+        | ({"top_k": top_k, "exact": torch.stack(exact_rows), "side_by_side": side_by_side} if exact_rows else {}),
     )
 
 

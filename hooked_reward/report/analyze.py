@@ -90,6 +90,8 @@ def analyze(
     progress: bool = True,
     nan_policy: str = "raise",
     output: int | str | None = None,
+    causal: str = "auto",
+    budget: int = 30,
 ) -> Path:
     """Analyse `pairs` (grouped by their `mechanism`) and write the report into `out_dir`; returns index.html.
 
@@ -98,6 +100,13 @@ def analyze(
     views (the largest by mean patching effect). A pair with a non-finite margin raises `NonFiniteError` naming
     it; `nan_policy="omit"` drops those pairs (`report.json` records `n_omitted`). `output`: which output of a
     multi-output head is analysed (index or name; default the first); ArmoRM's views follow its score.
+
+    `causal` picks how patching effects are computed, by `budget` (forward-equivalents per pair, a backward counted
+    as two): "exact" patches every component and head of every pair; "ranked" uses attribution patching over
+    every site and exact patching of the top-k sites it ranks (`ranked_patching`; k is what the budget leaves,
+    at least 1), and the token-importance view uses attribution patching; "auto" (default) is "exact" when it
+    fits the budget, else "ranked". `report.json`'s "causal" entry holds the method, k, the cost per pair and,
+    for "ranked", each pair's estimate and exact effect side by side.
     """
     from hooked_reward.analysis.attribution import pair_reward_attribution
     from hooked_reward.analysis.faithfulness import faithfulness_study
@@ -145,18 +154,31 @@ def analyze(
         )
         for by in ("component", "head")
     }
+    plan = causal_plan(model, causal, budget)
+    causal_data: dict[str, Any] = dict(plan)
     found: dict[str, _Mechanism] = {}
     for mech in mechanisms:
         group = [p for p in pairs if p.label == mech]
         texts = [(p.chosen, p.rejected) for p in group]
-        by = {
-            granularity: agreement(
-                faithfulness_study(
-                    model, texts, by=granularity, align="reward", output=output, n_resamples=999, progress=progress
-                )
+        studies = {
+            granularity: faithfulness_study(
+                model,
+                texts,
+                by=granularity,
+                align="reward",
+                output=output,
+                n_resamples=999,
+                progress=progress,
+                method=plan["method"],
+                top_k=plan["top_k"],
             )
             for granularity in ("component", "head")
         }
+        by = {granularity: agreement(study) for granularity, study in studies.items()}
+        if plan["method"] == "ranked":
+            causal_data.setdefault("side_by_side", {})[mech] = {
+                g: study.meta["side_by_side"] for g, study in studies.items()
+            }
         m = margins[by_mech[mech]]
         found[mech] = _Mechanism(mech, group, _mean_ci(m), accuracy(m), by)
 
@@ -175,6 +197,7 @@ def analyze(
             _summary(found),
         )
         report.sections[-1].css_class = "summary"
+        report.add_data("causal", causal_data)
         if planted is not None:
             _found_vs_planted(report, found, planted)
         _behaviour(report, found, margins)
@@ -187,7 +210,9 @@ def analyze(
         if bundle is not None:
             report.add_asset("circuitsvis.js", bundle, script=True)
         for mech, mechanism in found.items():
-            _mechanism_sections(report, model, mechanism, colour[mech], n_top_heads, bundle is not None, output)
+            _mechanism_sections(
+                report, model, mechanism, colour[mech], n_top_heads, bundle is not None, output, plan["method"]
+            )
         if gated:
             from hooked_reward.report.objectives import objectives_section
 
@@ -424,6 +449,7 @@ def _mechanism_sections(
     n_top_heads: int,
     interactive: bool,
     output: int | None = None,
+    method: str = "exact",
 ) -> None:
     import matplotlib.pyplot as plt
 
@@ -517,7 +543,17 @@ def _mechanism_sections(
             level=3,
         )
 
-    result = patch_resid(model, pair.chosen, pair.rejected, layers=[0], align="reward", progress=False, output=output)
+    if method == "ranked":  # one forward/backward instead of one forward per position
+        from hooked_reward.analysis.attribution_patching import attribution_patch
+
+        estimate = attribution_patch(
+            model, pair.chosen, pair.rejected, sites=("resid_pre",), align="reward", output=output
+        ).sweep("resid_pre")
+        result = estimate  # [layer, pos]: row 0 is the estimate of patching blocks.0.hook_resid_pre per position
+    else:
+        result = patch_resid(
+            model, pair.chosen, pair.rejected, layers=[0], align="reward", progress=False, output=output
+        )
     effects = result.values[0].double().numpy()
     rejected_tokens = view_tokens = views[1][1].tokens
     chosen_tokens = views[0][1].tokens
@@ -539,7 +575,8 @@ def _mechanism_sections(
         f"{mech}: the tokens that matter",
         markup,
         f"The first {mech} pair, each token coloured by the reward change when the rejected text's token at that "
-        f"position is replaced by the chosen text's (the reward gap is {result.r_clean - result.r_corrupt:.2f}).",
+        f"position is replaced by the chosen text's (the reward gap is {result.r_clean - result.r_corrupt:.2f})"
+        + ("; first-order estimates (attribution patching), as the budget allows." if method == "ranked" else "."),
         level=3,
     )
     report.add_data(
@@ -553,6 +590,31 @@ def _mechanism_sections(
             "token_effects": {"tokens": rejected_tokens, "delta_reward": effects},
         },
     )
+
+
+def causal_plan(model: HookedRewardModel, causal: str = "auto", budget: int = 30) -> dict[str, Any]:
+    """How `analyze` computes patching effects within `budget` forward-equivalents per pair (see `analyze`).
+
+    Per pair, besides patching: 2 forwards for the rewards, 2 for the lens, and 2 per granularity each for the
+    batched and the per-pair DRA (8): 12 in all. Exact patching adds `2 + sites` per granularity; ranked patching
+    `6 + k` (a forward and a backward of the corrupted run, a forward of the clean one, 2 cached forwards, k
+    patched ones). Returns `{"method", "top_k", "budget", "forward_equivalents_per_pair", "exact_would_cost"}`.
+    """
+    if causal not in ("auto", "exact", "ranked"):
+        raise InputError(f"causal must be 'auto', 'exact' or 'ranked', got {causal!r}.")
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    fixed = 12
+    exact = fixed + (2 + 2 * n_layers) + (2 + n_layers * n_heads)
+    method = causal if causal != "auto" else ("exact" if exact <= budget else "ranked")
+    top_k = max(1, (budget - fixed - 12) // 2)
+    cost = exact if method == "exact" else fixed + 2 * (6 + top_k)
+    return {
+        "method": method,
+        "top_k": top_k if method == "ranked" else None,
+        "budget": budget,
+        "forward_equivalents_per_pair": cost,
+        "exact_would_cost": exact,
+    }
 
 
 def _batched_rewards(
