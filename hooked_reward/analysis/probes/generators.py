@@ -73,6 +73,9 @@ class ProbePair:
     Usually both sides share ``prompt``.  When the factor lives in the prompt/response relation (e.g. the
     same response agreeing or not with the user's stated opinion), ``neutral_prompt`` is the neutral
     side's prompt.
+
+    A contrast, not a preference: neither side is "chosen" (both answer equally well), so it is not a
+    `pairs.PreferencePair`; its sides are named for what the probe measures, `Δ = r(biased) − r(neutral)`.
     """
 
     factor: str
