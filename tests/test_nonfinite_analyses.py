@@ -121,3 +121,28 @@ def test_distortion_refuses_non_finite_margins():
     # hand-computed: a -> (+1, +1, +1): coverage 1, D = 0; b -> a coin: coverage 0, D = 1; equal weights: 0.5
     assert res.meta["n_omitted"] == {"a": 1, "b": 0} and res.n_pairs.tolist() == [3, 4]
     assert res.coverage.tolist() == [1.0, 0.0] and res.overall == pytest.approx(0.5)
+
+
+def test_analyze_refuses_nan_margins_before_writing(llama, tmp_path, monkeypatch):
+    import torch
+
+    import hooked_reward.report.analyze as report_analyze
+    from hooked_reward.pairs import PreferencePair
+
+    real = report_analyze._batched_rewards
+    calls = []
+
+    def nan_on_second_chosen(model, texts, output, batch_size):
+        r = real(model, texts, output, batch_size)
+        calls.append(len(texts))
+        if len(calls) == 1:  # the chosen side: pair 1's reward is NaN (as a broken model would give)
+            r = r.clone()
+            r[1] = torch.nan
+        return r
+
+    monkeypatch.setattr(report_analyze, "_batched_rewards", nan_on_second_chosen)
+    pairs = [PreferencePair("", c, r, label="m") for c, r in [("a good cat", "a bad cat")] * 4]
+    out = tmp_path / "report"
+    with pytest.raises(NonFiniteError, match=r"margins.*row\(s\) 1 of 4.*nan"):
+        report_analyze.analyze(llama, pairs, out, progress=False)
+    assert not out.exists()  # nothing written: accuracy is never computed from a NaN margin
