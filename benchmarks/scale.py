@@ -244,6 +244,37 @@ def measure(name: str, dtype: str, tokens: int, top_k: int, timeout: float) -> d
     }
 
 
+def markdown(results: list[dict]) -> str:
+    """The recorded runs as the table in docs/performance.md. Forward-equivalents per pair are `analyze`'s at its
+    defaults (`report.analyze.causal_plan`: budget 30), from the counted cost of ranked patching (`6 + k` per
+    granularity, checked by the block counter at the run's `top_k`) plus the fixed forwards of the other views."""
+    from types import SimpleNamespace
+
+    from hooked_reward.report.analyze import causal_plan
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        "| config | dtype | tokens | forward-equivalents / pair (target <= 30) | peak RSS ours / HF (target <= 1.3) "
+        "| load ours / HF (target <= 1.3) | max reward diff vs HF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ours, hf = r["ours"], r["hf"]
+        plan = causal_plan(SimpleNamespace(cfg=SimpleNamespace(n_layers=ours["n_layers"], n_heads=ours["n_heads"])))
+        fe, rss, load = plan["forward_equivalents_per_pair"], r["peak_rss_ratio"], r["load_ratio"]
+        counted = f"ranked top-{r['top_k']} counted {ours['forward_equivalents_measured']:.0f}"
+        lines.append(
+            f"| {r['config']} | {r['dtype']} | {r['tokens']} | {fe} ({plan['method']}, k={plan['top_k']}; {counted}; "
+            f"exact every site: {plan['exact_would_cost']}) {met(fe <= 30)} "
+            f"| {rss:.2f}x ({ours['peak_rss_mb']:.0f} / {hf['peak_rss_mb']:.0f} MB) {met(rss <= 1.3)} "
+            f"| {load:.2f}x ({ours['load_s']:.1f} / {hf['load_s']:.1f} s) {met(load <= 1.3)} "
+            f"| {r['reward_max_abs_diff']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs="+")
@@ -253,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out", default=str(Path(__file__).parent / "recorded" / "scale.json"))
+    parser.add_argument("--table", help="print the markdown table of a recorded JSON and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())["runs"]))
+        return 0
     if args.child:
         role, *rest = args.child
         if role == "make":

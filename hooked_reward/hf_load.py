@@ -184,11 +184,12 @@ def load_hf_model(
             str(path), output_loading_info=True, ignore_mismatched_sizes=True, trust_remote_code=False, **kwargs
         )
     except (OSError, SafetensorError, RuntimeError, ValueError, KeyError, EOFError) as err:
-        if isinstance(err, CheckpointError):
+        if isinstance(err, (CheckpointError, torch.OutOfMemoryError)):
             raise
         raise CheckpointError(
-            f"Could not read the weights in {str(path)!r} ({type(err).__name__}: {err}). The weight files are "
-            "corrupt or do not fit config.json: download or save the checkpoint again."
+            f"Could not load the weights in {str(path)!r} ({type(err).__name__}: {err}). If this is about the files, "
+            "they are corrupt or do not fit config.json: download or save the checkpoint again; if it is about "
+            "device_map / max_memory / dtype, fix those arguments."
         ) from err
     mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
     if mismatched:
