@@ -51,6 +51,17 @@ def norm_gain_bias(
     return gain, bias
 
 
+def frozen_norm(
+    x: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"], *, centres: bool
+) -> Float[Tensor, "... d_model"]:
+    """`P x / σ` for any norm with its scale `σ` frozen (broadcast against `x`): `P` centres over `d_model` for a
+    LayerNorm (`centres=True`), is the identity for RMSNorm. Float32. The final norm's case is
+    `frozen_final_norm`; a block's post-sublayer norm (Gemma's `ln1_post`) uses this with its own scale."""
+    x = x.to(torch.float32)
+    x = x - x.mean(-1, keepdim=True) if centres else x
+    return x / scale.to(x.device, torch.float32)
+
+
 def final_norm_centre(model: HookedRewardModel, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
     """`P x`: `x` centred over `d_model` when the final norm is a LayerNorm, unchanged for RMSNorm (same dtype)."""
     return x - x.mean(-1, keepdim=True) if model.final_norm_is_layernorm else x
@@ -61,7 +72,7 @@ def frozen_final_norm(
 ) -> Float[Tensor, "... d_model"]:
     """`P resid / σ`: a residual read through the final norm with its scale `σ` frozen (broadcast against
     `resid`, e.g. `[batch, 1]` from `cache.final_scale_at_reward()`), before the gain. Float32."""
-    return final_norm_centre(model, resid.to(torch.float32)) / scale.to(resid.device, torch.float32)
+    return frozen_norm(resid, scale, centres=model.final_norm_is_layernorm)
 
 
 def fold_final_norm(model: HookedRewardModel, readout: Readout) -> Readout:

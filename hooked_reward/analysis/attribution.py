@@ -46,7 +46,7 @@ from torch import Tensor
 from hooked_reward.analysis.lens import Inputs, iter_token_batches, token_strings
 from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
-from hooked_reward.final_norm import final_norm_centre, fold_final_norm, norm_gain_bias, norm_is_layernorm
+from hooked_reward.final_norm import fold_final_norm, frozen_final_norm, frozen_norm, norm_gain_bias, norm_is_layernorm
 from hooked_reward.heads.base import as_float
 from hooked_reward.names import Component, head_components
 from hooked_reward.outputs import output_index
@@ -58,10 +58,6 @@ BIAS_CHECK_ATOL = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------- readout maps
-def _centre(w: Tensor) -> Tensor:
-    return w - w.mean(-1, keepdim=True)
-
-
 def reward_readout(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs d_model"]:
     """`u = P (direction ⊙ g) / σ` for each row: the vector whose dot product with a residual-stream part at the
     reward position is that part's direct reward (σ = the row's frozen final-norm scale; direction = the head's
@@ -69,8 +65,7 @@ def reward_readout(model: Any, cache: Any, output: int | str | None = None) -> F
     linearisation)."""
     readout = model.head.readout(cache).select(output_index(output, model.head.readout_names()))
     scale = cache.final_scale_at_reward().to(torch.float32)  # [b, 1]
-    w_eff = final_norm_centre(model, fold_final_norm(model, readout).direction.to(scale.device))
-    return w_eff / scale[:, :, None]
+    return frozen_final_norm(model, fold_final_norm(model, readout).direction.to(scale.device), scale[:, :, None])
 
 
 def readout_bias(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs"]:
@@ -95,9 +90,8 @@ def _post_norm_readout(
     scale = cache[name]
     scale = scale[..., None] if scale.ndim == 2 else scale
     scale = cache.at_reward(scale).to(u.device, torch.float32)  # [b, 1]
-    inner = gain.to(u.device) * u
-    inner = _centre(inner) if centres else inner
-    return inner / scale[:, :, None], einsum(bias.to(u.device), u, "d, b o d -> b o")
+    inner = frozen_norm(gain.to(u.device) * u, scale[:, :, None], centres=centres)
+    return inner, einsum(bias.to(u.device), u, "d, b o d -> b o")
 
 
 def _weight_or_none(model: Any, name: str, layer: int) -> Tensor | None:
