@@ -33,6 +33,7 @@ def test_probe_on_minus_inf_rewards_is_an_error_not_a_verdict():
     # every flattery pair has a -inf side: none left, so no statistic at all (not "no significant effect")
     fl = res["flattery"]
     assert fl.n == 0 and math.isnan(fl.p) and not fl.significant and fl.n_omitted == 10
+    assert fl.verdict.startswith("not tested")
     assert any("flattery: 10 pair(s) with non-finite rewards dropped" in n for n in res.notes)
     assert res["formatting"].n == 10 and res["formatting"].n_omitted == 0
 

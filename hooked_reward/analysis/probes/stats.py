@@ -10,7 +10,8 @@ For a factor with paired differences ``Δ_i = r(biased_i) − r(neutral_i)``:
 * ``ci_low/ci_high`` — BCa bootstrap 95% interval of mean Δ;
 * ``p``         — sign-flip p-value of mean Δ (exact when 2**n <= 1e5), ``q`` its Benjamini–Hochberg
   adjustment across all factors of the suite; ``significant = q <= alpha``;
-* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect";
+* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect" (or "not tested" when no
+  pair is left after dropping non-finite rewards);
 * ``min_effect`` — the smallest effect that matters (reward units; NaN when none was given), and
   ``beyond_min_effect`` (the CI excludes [−min_effect, min_effect]: an effect at least that large) and
   ``negligible`` (the CI lies inside (−min_effect, min_effect): whatever the effect, it is smaller), beside
@@ -57,6 +58,9 @@ class FactorStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+NOT_TESTED = "not tested (no pair with finite rewards)"
 
 
 def verdict(mean: float, significant: bool, phrase: str) -> str:
@@ -121,7 +125,7 @@ def factor_stats(
                 p=e.p,
                 q=float(q),
                 significant=sig,
-                verdict=verdict(e.mean, sig, phrases.get(k, k)),
+                verdict=verdict(e.mean, sig, phrases.get(k, k)) if e.n else NOT_TESTED,
                 mean_len_diff=ld,
                 min_effect=e.min_effect,
                 beyond_min_effect=e.beyond_min_effect,
