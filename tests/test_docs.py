@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
     importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings_handlers") is None,
     reason="mkdocs and mkdocstrings[python] are not installed (pip install -e .[docs])",
 )
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     command = [
         sys.executable,
@@ -32,8 +33,26 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    site = tmp_path / "site"
     for page in ("index.html", "concepts/index.html", "hooks/index.html", "migration/index.html", "api/index.html"):
-        assert (tmp_path / "site" / page).exists(), page
+        assert (site / page).exists(), page
+    assert (site / "cli" / "index.html").exists()
+    # Every asset is served from the site itself: no script, stylesheet or font from a CDN.
+    external = re.compile(r"<(?:script|link|img)\b[^>]*?(?:src|href)=[\"']((?:https?:)?//[^\"']+)", re.I)
+    for page in site.rglob("*.html"):
+        found = [u for u in external.findall(page.read_text(errors="replace")) if not u.endswith(("/", ".html"))]
+        assert not found, f"{page.relative_to(site)} loads {found[:3]}"
+    # The notebooks are rendered executed (outputs and plots), without widget or IProgress warnings.
+    for name in (
+        "01_main_demo",
+        "02_exploratory_analysis",
+        "03_activation_patching",
+        "04_porting_from_transformerlens",
+    ):
+        html = (site / "notebooks" / name / "index.html").read_text()
+        assert "jp-OutputArea-output" in html and "data:image/png;base64" in html, name
+        assert "IProgress" not in html and "widget-view+json" not in html, name
+    assert "CircuitsVis.render" in (site / "notebooks" / "02_exploratory_analysis" / "index.html").read_text()
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     for name in (
         "HookedRewardModel",

@@ -45,6 +45,7 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
             assert not cell.outputs and cell.execution_count is None, f"{path.name} cell {i} has stored outputs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path) -> None:
     if not _organism_available():
@@ -66,4 +67,9 @@ def test_notebook_runs(path: Path) -> None:
         if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})
     ]
     assert images, f"{path.name} rendered no plot"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if "IProgress" in str(o.get("text", ""))], "tqdm's IProgress warning"
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], (
+        "widget outputs (they need JavaScript from a CDN in the rendered docs)"
+    )
     assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s"

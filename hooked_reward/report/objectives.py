@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hooked_reward.report import plots
+
 if TYPE_CHECKING:
     from hooked_reward.analysis.attribution import PairAttributionResult
     from hooked_reward.analysis.lens import RewardLensResult
@@ -30,6 +32,7 @@ def objectives_section(
     frozen-lens margin curves, and a component × objective attribution heatmap per mechanism."""
     import matplotlib.pyplot as plt
 
+    colour = plots.colours(list(mechanisms))
     objectives = list(model.head.objective_names)
     k = len(objectives)
     split = attr.meta["score_difference"]
@@ -58,9 +61,10 @@ def objectives_section(
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * (k + 1) * max(1, len(mechanisms)) / 2), 3.5))
     width = 0.8 / len(mechanisms)
     for mi, mech in enumerate(mechanisms):
-        ax.bar(np.arange(k + 1) + mi * width, terms[mech], width=width, label=mech)
+        ax.bar(np.arange(k + 1) + mi * width, terms[mech], width=width, label=mech, color=colour[mech])
     ax.set_xticks(np.arange(k + 1) + 0.4 - width / 2, objectives + ["gate"], rotation=30, fontsize=8)
     ax.set_ylabel("mean contribution to Δscore")
+    ax.set_title("Δscore split into objective terms and the gate, per mechanism", fontsize=10)
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.legend(fontsize=7)
     report.add_figure(
@@ -79,12 +83,13 @@ def objectives_section(
         ax = axes[0, j]
         for mech in mechanisms:
             curve = lens_margin[by_mech[mech], :, j].mean(0)
-            ax.plot(range(len(points)), curve, marker=".", label=mech)
+            ax.plot(range(len(points)), curve, marker=".", label=mech, color=colour[mech])
             curves[f"{name}/{mech}"] = curve
         ax.set_title(name, fontsize=9)
-        ax.set_xticks(range(len(points)), points, rotation=70, fontsize=6)
+        ax.set_xticks(range(len(points)), plots.lens_point_names(points), rotation=60, ha="right", fontsize=6)
         ax.axhline(0, color="grey", linewidth=0.5)
     axes[0, 0].set_ylabel("objective margin (frozen lens)")
+    fig.supxlabel("residual stream after each sublayer", fontsize=8)
     axes[0, -1].legend(fontsize=6)
     report.add_figure(
         "Objectives and gate: reward lens per objective",
