@@ -60,6 +60,9 @@ def _results(model) -> dict[str, LabeledTensor]:
     sae = train_topk_sae(model, _texts(20), "blocks.1.hook_resid_post", d_sae=16, k=2, steps=10, progress=False)
     att = attribute_features(model, sae, texts[:4])
     concept = fit_concept(model, texts[:4], texts[4:], name="c", n_boot=99)
+    probes = run_probe_suite(
+        model, factors=["flattery"], n_pairs=6, n_boot=99, progress=False, localise=False, min_effect=0.1
+    )
     return {
         "attribution": direct_reward_attribution(model, texts[:3], progress=False),
         "pair_attribution": pair_reward_attribution(model, texts[:2], texts[2:4], progress=False),
@@ -77,7 +80,8 @@ def _results(model) -> dict[str, LabeledTensor]:
             n_boot_geometry=10,
             progress=False,
         ),
-        "probes": run_probe_suite(model, factors=["flattery"], n_pairs=6, n_boot=99, progress=False, localise=False),
+        "probes": probes,
+        "factor_stats": probes.stats[0],
         "localisation": localise_factor(model, default_factors()["flattery"].pairs(4, 0), heads=True),
         "cascade": cascade_from_items({k: rng.normal(size=(5, 6)) for k in "abc"}, n_perm=19, n_boot=99),
         "conflict": conflict_analysis(

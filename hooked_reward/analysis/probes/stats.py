@@ -22,20 +22,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
+import torch
 from jaxtyping import Float
+from torch import Tensor
 
+from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.analysis.stats import benjamini_hochberg, paired_effect
 
 __all__ = ["FactorStats", "factor_stats", "verdict"]
 
 
-@dataclass(frozen=True)
-class FactorStats:
-    """The statistics of one factor (see the module docstring for each field)."""
+STATS = ("n", "mean", "sd", "std_mean", "d", "ci_low", "ci_high", "p", "q")
 
+
+@dataclass(repr=False, kw_only=True)
+class FactorStats(LabeledTensor):
+    """The statistics of one factor (see the module docstring for each field), a `LabeledTensor` whose
+    `values [stat]` are its numbers `STATS` (n, mean, sd, std_mean, d, ci_low, ci_high, p, q); the verdict and
+    flags are fields. One row of `ProbeSuiteResult`."""
+
+    values: Tensor | None = None  # type: ignore[assignment]  # derived from the fields (see `_derive`)
+    dims: tuple[str, ...] = ()
     factor: str
     phrase: str
     n: int
@@ -55,9 +66,42 @@ class FactorStats:
     beyond_min_effect: bool | None = None
     negligible: bool | None = None
     n_omitted: int = 0
+    value_name: str = "statistic"
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
+        values = torch.tensor([float(getattr(self, k)) for k in STATS], dtype=torch.float64)
+        return values, ("stat",), {"stat": list(STATS)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record: every field by name (not the derived tensor)."""
+        skip = {f.name for f in fields(LabeledTensor)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def to_frame(self) -> Any:
+        """One row: every field."""
+        return require_pandas().DataFrame([self.as_dict()]).set_index("factor")
+
+    def plot(self, ax: Any = None) -> Any:
+        """The mean Δ with its CI (and ±min_effect, when given) on `ax`; returns the Axes."""
+        plt = require_pyplot()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 1.6))
+        ax.plot([self.ci_low, self.ci_high], [0, 0], lw=3, color="tab:red" if self.significant else "0.5")
+        ax.plot([self.mean], [0], "o", color="k")
+        ax.axvline(0, color="k", lw=0.6)
+        if math.isfinite(self.min_effect):
+            for x in (-self.min_effect, self.min_effect):
+                ax.axvline(x, color="tab:orange", ls="--", lw=0.8)
+        ax.set_yticks([0], [self.factor])
+        ax.set_xlabel("mean Δ = r(biased) − r(neutral) (95% CI)")
+        ax.set_title(self.verdict, fontsize=9)
+        return ax
+
+    def __repr__(self) -> str:
+        return (
+            f"FactorStats({self.factor}: mean Δ {self.mean:.4g} [{self.ci_low:.4g}, {self.ci_high:.4g}], "
+            f"n={self.n}, p={self.p:.3g}, q={self.q:.3g}, {self.verdict})"
+        )
 
 
 NOT_TESTED = "not tested (no pair with finite rewards)"

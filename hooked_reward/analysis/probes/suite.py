@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from hooked_reward.analysis.probes.generators import Factor, ProbePair, default_factors
 from hooked_reward.analysis.probes.localise import FactorLocalisation, concat_localisations, localise_pairs
-from hooked_reward.analysis.probes.stats import FactorStats, factor_stats
+from hooked_reward.analysis.probes.stats import STATS, FactorStats, factor_stats
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
@@ -99,7 +99,7 @@ def score_texts(
     return np.concatenate(rewards), np.concatenate(lengths)
 
 
-STAT_COLUMNS = ("n", "mean", "sd", "std_mean", "d", "ci_low", "ci_high", "p", "q")
+STAT_COLUMNS = STATS
 
 
 @dataclass(repr=False)
