@@ -80,7 +80,7 @@ def fold_final_norm(model: HookedRewardModel, readout: Readout) -> Readout:
     `frozen_final_norm(h, σ) · direction + offset` is the head's reading of `ln_final(h)` with `σ` frozen."""
     gain, beta = model.final_norm_gain_bias()
     direction = readout.direction.to(torch.float32)
-    offset = (direction * beta.to(direction.device)).sum(-1) + readout.offset.to(direction.device, torch.float32)
+    offset = direction @ beta.to(direction.device) + readout.offset.to(direction.device, torch.float32)
     return Readout(direction * gain.to(direction.device), offset, readout.names, readout.kind)
 
 

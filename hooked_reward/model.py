@@ -31,10 +31,10 @@ from transformer_lens.utilities.slice import Slice
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
-from hooked_reward.final_norm import norm_gain_bias
+from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
 from hooked_reward.fused_attention import install_fused_attention, set_fused_attention
-from hooked_reward.heads.base import HeadInputs, RewardHead, as_float
+from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
 from hooked_reward.pairs import ChatText
@@ -335,14 +335,18 @@ class HookedRewardModel(TransformerBridge):
         "Normalised" is the residual (centred for LayerNorm) divided by the final norm's scale
         (`ln_final.hook_scale`). This is the direction to compare residual-stream directions against.
         """
-        gain, _ = self.final_norm_gain_bias()
-        return as_float(self.W_R) * gain
+        return self._squeeze_outputs(fold_final_norm(self, self._affine_readout()).direction[0])
 
     @property
     def b_R_eff(self) -> Float[Tensor, "..."]:
         """`b_R` plus the final norm's bias read through `W_R` (equal to `b_R` for RMSNorm models)."""
-        _, bias = self.final_norm_gain_bias()
-        return as_float(self.b_R) + as_float(self.W_R) @ bias
+        return self._squeeze_outputs(fold_final_norm(self, self._affine_readout()).offset[0])
+
+    def _affine_readout(self) -> Readout:
+        """The head's affine map (`W_R`, `b_R`) as a `Readout`, for heads that have one (ArmoRM: the objectives)."""
+        weight, bias = self._head_linear_map()
+        names = self.head.readout_names()[: weight.shape[0]]
+        return Readout(as_float(weight)[None], as_float(bias)[None], names, "affine")
 
     def process_weights(self, fold_ln: bool = True, center_writing_weights: bool = True, **kwargs: Any) -> None:
         """TransformerLens's weight processing, with the unembed never centred.
