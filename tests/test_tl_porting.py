@@ -29,6 +29,7 @@ from jaxtyping import Float
 from transformer_lens import ActivationCache
 from transformer_lens import utilities as utils
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge import TransformerBridge
 
 from hooked_reward import HookedRewardModel, InputError, NoVocabularyError, organisms
 from hooked_reward.analysis.attribution import direct_reward_attribution
@@ -818,6 +819,17 @@ def test_run_with_cache_tl_keywords(model: HookedRewardModel) -> None:
     finally:
         model.reset_hooks()
     assert seen == [1]  # the caching hook stayed and recorded the next run, as in TransformerLens
+
+
+def test_tokenization_matches_transformer_lens_on_the_same_checkpoint(model: HookedRewardModel) -> None:
+    """TransformerLens 4's own `to_tokens`, run on this checkpoint's tokenizer and config, against ours (one text
+    at a time: on a padded batch TransformerLens strips an appended EOS only when every row ends with it)."""
+    for text in ("i think cats are good .", " cats", PROMPTS[0]):
+        theirs = TransformerBridge.to_tokens(model, text, prepend_bos=False)
+        assert torch.equal(model.to_tokens(text, prepend_bos=False), theirs)
+        # TransformerLens strips the EOS this tokenizer appends; the reward is read there, so we keep it
+        theirs, ours = TransformerBridge.to_tokens(model, text), model.to_tokens(text)
+        assert torch.equal(ours[:, :-1], theirs) and int(ours[0, -1]) == model.tokenizer.eos_token_id
 
 
 def test_to_tokens_truncates_the_prompt_side(model: HookedRewardModel) -> None:
