@@ -310,7 +310,10 @@ class HookedRewardModel(TransformerBridge):
     def W_R(self) -> Float[Tensor, "... d_model"]:
         """The reward direction(s): `[d_model]` for one output, `[n_outputs, d_model]` otherwise.
 
-        Reads `ln_final(h)`, not the raw residual: use `W_R_eff` for directions in the residual basis.
+        Reads `ln_final(h)`, not the raw residual: use `W_R_eff` for directions in the residual basis. It is
+        `W_U[:, k]`, and the direction for every stack TransformerLens normalises (`apply_ln_to_stack`,
+        `accumulated_resid(apply_ln=True)`), folded or not; raw stacks go to `cache.reward_attrs` (the rule in
+        docs/migration.md).
         """
         return self._squeeze_outputs(self._head_linear_map()[0])
 
@@ -333,7 +336,9 @@ class HookedRewardModel(TransformerBridge):
         """`W_R` with the final norm's gain folded in: reward = (normalised resid) · W_R_eff + b_R_eff.
 
         "Normalised" is the residual (centred for LayerNorm) divided by the final norm's scale
-        (`ln_final.hook_scale`). This is the direction to compare residual-stream directions against.
+        (`ln_final.hook_scale`). This is the direction to compare residual-stream directions against; it pairs
+        with `cache.apply_final_ln_at_reward`, not with TransformerLens's `apply_ln_to_stack` (which here applies
+        the gain, so pairs with `W_R`). On a `fold_ln=True` load `W_R_eff == W_R`.
         """
         return self._squeeze_outputs(fold_final_norm(self, self._affine_readout()).direction[0])
 
