@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hooked_reward.report import plots
 from hooked_reward.report.agreement import agreement, verdict
-from hooked_reward.report.html import Report
+from hooked_reward.report.html import Report, format_value
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
@@ -65,7 +65,7 @@ def write_faithfulness_report(
                     "p (sign-flip)": summary["p_sign_flip"],
                     "p (Wilcoxon)": summary["p_wilcoxon"],
                     "pooled ρ": a.rho_pooled,
-                    "pooled CI": list(a.rho_pooled_ci),
+                    "pooled CI": "[" + format_value(list(a.rho_pooled_ci)) + "]",
                     "verdict": verdict(result.mean, result.ci),
                 }
             )
