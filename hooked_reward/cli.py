@@ -102,6 +102,67 @@ def _provenance(args: argparse.Namespace, model: Any = None) -> dict[str, Any]:
     return info
 
 
+def _model_source(model_dir: str | None) -> str:
+    """Where the model's weights are (a bundled organism's checkpoint folder, a local folder, or a hub id): hashed
+    into the results store's key and recorded in the provenance."""
+    from hooked_reward import organisms
+
+    name = _organism_name(model_dir)
+    return str(organisms.checkpoint_dir(name)) if name is not None else str(model_dir)
+
+
+def _dist(args: argparse.Namespace) -> Any:
+    """This process's place in a `torchrun` launch (one process without it); closed by `main`."""
+    if getattr(args, "dist", None) is None:
+        from hooked_reward.distributed import init_distributed
+
+        args.dist = init_distributed(getattr(args, "device", None))
+    return args.dist
+
+
+def _load_on_device(args: argparse.Namespace, which: str = "model") -> tuple[Any, Any, Any]:
+    """`_load_model`; under torchrun without --device/--device-map, each rank loads onto its own device
+    (`cuda:LOCAL_RANK` when CUDA is available, else the CPU)."""
+    dist = _dist(args)
+    if dist.enabled and getattr(args, "device", None) is None and getattr(args, "device_map", None) is None:
+        args.device = str(dist.device)
+    return _load_model(args) if which == "model" else _load_model(args, which)
+
+
+def _open_study(
+    args: argparse.Namespace, model: Any, settings: dict[str, Any], n_pairs: int | None, others: list | None = None
+) -> Any:
+    """The results store of this command (`OUT.store/`, beside the report), resumed unless --no-resume."""
+    from hooked_reward.report.study_units import open_study
+
+    settings = {**settings, "output": _output(args), "max_length": getattr(args, "max_length", None)}
+    return open_study(
+        args.out,
+        "analyze" if args.command == "demo" else args.command,
+        model,
+        _model_source(args.model),
+        revision=getattr(args, "revision", None),
+        others=others or (),
+        settings=settings,
+        seed=getattr(args, "seed", 0),
+        n_pairs=n_pairs,
+        resume=args.resume,
+        dist=_dist(args),
+    )
+
+
+def _study_provenance(args: argparse.Namespace, model: Any, study: Any) -> dict[str, Any]:
+    """The report's provenance: the command line, versions and time, plus the study's model fingerprint, dtype,
+    device, settings, seed, pair count, processes and store; prints the store's counts on stderr."""
+    from hooked_reward.report.provenance import merge_provenance
+
+    print(
+        f"{study.command}: {study.computed} units computed here, {study.reused} from the store {study.store.dir}",
+        file=sys.stderr,
+    )
+    return merge_provenance(_provenance(args, model), study.provenance)
+
+
 def _pairs(args: argparse.Namespace, bundled: list[dict] | None, model: Any, render: Callable | None) -> list:
     """The pairs of `--pairs` (any format `pairs.read_pairs` reads) or the organism's own, rendered into the texts
     the model scores (`PreferencePair.rendered`; unlabelled pairs are grouped as "unlabelled"), at most
@@ -132,12 +193,21 @@ def _pairs(args: argparse.Namespace, bundled: list[dict] | None, model: Any, ren
     return pairs
 
 
-def cmd_analyze(args: argparse.Namespace) -> Path:
+def cmd_analyze(args: argparse.Namespace) -> Path | None:
     from hooked_reward import organisms
-    from hooked_reward.report.analyze import analyze
+    from hooked_reward.report.analyze import analyze, causal_plan
+    from hooked_reward.report.study_units import analysis_results
 
-    model, render, bundled = _load_model(args)
+    model, render, bundled = _load_on_device(args)
     pairs = _pairs(args, bundled, model, render)
+    plan = causal_plan(model)  # analyze's default: exact patching when it fits the budget, else ranked
+    settings = {"align": "reward", "units": "pair", "method": plan["method"], "top_k": plan["top_k"]}
+    study = _open_study(args, model, settings, len(pairs))
+    data = analysis_results(
+        study, model, pairs, output=_output(args), method=plan["method"], top_k=plan["top_k"], progress=not args.quiet
+    )
+    if data is None:  # a rank other than 0 of a torchrun launch: its share is in the store
+        return None
     organism = _organism_name(args.model)
     planted = organisms.card(organism) if organism is not None and args.pairs is None else None
     what = f"the {organism} organism" if organism is not None else args.model
@@ -147,25 +217,32 @@ def cmd_analyze(args: argparse.Namespace) -> Path:
         args.out,
         title=f"How {what} rewards its pairs",
         planted=planted,
-        provenance=_provenance(args, model),
+        provenance=_study_provenance(args, model, study),
         command=args.command,
         progress=not args.quiet,
-        batch_size=args.batch_size,
         output=_output(args),
+        data=data,
     )
 
 
-def cmd_probe(args: argparse.Namespace) -> Path:
+def cmd_probe(args: argparse.Namespace) -> Path | None:
     from hooked_reward import organisms
-    from hooked_reward.analysis.probes import run_probe_suite
     from hooked_reward.organisms.factors import organism_factors
     from hooked_reward.report import write_probe_report
+    from hooked_reward.report.study_units import probe_results
 
-    model, render, bundled = _load_model(args)
+    model, render, bundled = _load_on_device(args)
     kwargs: dict[str, Any] = {}
     if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
         kwargs = {"factors": organism_factors(), "render": organisms.render}
-    result = run_probe_suite(
+    settings = {
+        "n_pairs": args.n_pairs,
+        "factors": "organism" if kwargs else "default",
+        "batch_size": args.batch_size,  # a factor's pairs are scored in batches of this size
+    }
+    study = _open_study(args, model, settings, None)
+    result = probe_results(
+        study,
         model,
         n_pairs=args.n_pairs,
         seed=args.seed,
@@ -175,35 +252,30 @@ def cmd_probe(args: argparse.Namespace) -> Path:
         output=_output(args),
         **kwargs,
     )
-    return write_probe_report(result, args.out, provenance=_provenance(args, model))
+    if result is None:  # a rank other than 0 of a torchrun launch: its share is in the store
+        return None
+    return write_probe_report(result, args.out, provenance=_study_provenance(args, model, study))
 
 
-def cmd_compare(args: argparse.Namespace) -> Path:
-    from hooked_reward.analysis.compare import compare_models
+def cmd_compare(args: argparse.Namespace) -> Path | None:
     from hooked_reward.report import write_compare_report
+    from hooked_reward.report.study_units import compare_results
 
-    model_a, render, bundled = _load_model(args)
-    model_b, _, _ = _load_model(args, "model_b")
+    model_a, render, bundled = _load_on_device(args)
+    model_b, _, _ = _load_on_device(args, "model_b")
     # Rendered once, with model A's chat template (or the organisms' render): both models read the same texts.
     pairs = _pairs(args, bundled, model_a, render)
-    records = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
     output = _output(args)
     names = (_short_name(args.model), _short_name(args.model_b))
     if names[0] == names[1]:
         names = (f"{names[0]} (A)", f"{names[1]} (B)")
-    result = compare_models(
-        model_a,
-        model_b,
-        records,
-        names=names,
-        render_a=_identity,
-        render_b=_identity,
-        progress=not args.quiet,
-        batch_size=args.batch_size,
-        output_a=output,
-        output_b=output,
+    study = _open_study(args, model_a, {"units": "model x pair"}, len(pairs), [(_model_source(args.model_b), None)])
+    result = compare_results(
+        study, model_a, model_b, pairs, names=names, progress=not args.quiet, output_a=output, output_b=output
     )
-    provenance = _provenance(args, model_a)
+    if result is None:  # a rank other than 0 of a torchrun launch: its share is in the store
+        return None
+    provenance = _study_provenance(args, model_a, study)
     provenance["model B"] = args.model_b
     return write_compare_report(result, args.out, provenance=provenance)
 
@@ -214,31 +286,39 @@ def _short_name(model_dir: str | None) -> str:
     return organism if organism is not None else Path(str(model_dir)).resolve().name
 
 
-def _identity(prompt: str, response: str) -> str:
-    return response
-
-
 def _output(args: argparse.Namespace) -> int | str | None:
     """`--output`: an output's name, or its index when it is a number."""
     value = getattr(args, "output", None)
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
 
 
-def cmd_faithfulness(args: argparse.Namespace) -> Path:
+def cmd_faithfulness(args: argparse.Namespace) -> Path | None:
     from hooked_reward.report.faithfulness import write_faithfulness_report
+    from hooked_reward.report.study_units import faithfulness_results
 
-    model, render, bundled = _load_model(args)
+    model, render, bundled = _load_on_device(args)
     pairs = _pairs(args, bundled, model, render)
+    output = _output(args)
+    study = _open_study(args, model, {"align": "reward", "max_rows": 64}, len(pairs))
+    results = faithfulness_results(study, model, pairs, align="reward", output=output, progress=not args.quiet)
+    if results is None:  # a rank other than 0 of a torchrun launch: its share is in the store
+        return None
     return write_faithfulness_report(
-        model, pairs, args.out, provenance=_provenance(args, model), progress=not args.quiet
+        model,
+        pairs,
+        args.out,
+        provenance=_study_provenance(args, model, study),
+        progress=not args.quiet,
+        results=results,
     )
 
 
-def cmd_extensions(args: argparse.Namespace) -> Path:
+def cmd_extensions(args: argparse.Namespace) -> Path | None:
     from hooked_reward import organisms
     from hooked_reward.report import write_extensions_report
+    from hooked_reward.report.study_units import extension_results
 
-    model, render, bundled = _load_model(args)
+    model, render, bundled = _load_on_device(args)
     kwargs: dict[str, Any] = {}
     if bundled is not None:  # an organism: its own held-out pairs, grouped by mechanism
         dims: dict[str, list[tuple[str, str]]] = {}
@@ -247,8 +327,13 @@ def cmd_extensions(args: argparse.Namespace) -> Path:
             if len(group) < 40:
                 group.append((organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"])))
         kwargs = {"dimensions": dims, "render": organisms.render}
+    settings = {"n_boot": 999, "n_perm": 499, "dimensions": "organism pairs" if kwargs else "templates"}
+    study = _open_study(args, model, settings, None)
+    outputs = extension_results(study, model, progress=not args.quiet, **kwargs)
+    if outputs is None:  # a rank other than 0 of a torchrun launch: its share is in the store
+        return None
     return write_extensions_report(
-        model, args.out, progress=not args.quiet, provenance=_provenance(args, model), **kwargs
+        model, args.out, progress=not args.quiet, provenance=_study_provenance(args, model, study), outputs=outputs
     )
 
 
@@ -270,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=out, help=f"report folder (default: {out}); replaced by the new report")
         p.add_argument("--quiet", action="store_true", help="no progress bars (ours, transformers' and the hub's)")
         p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+        p.add_argument(
+            "--resume",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="reuse the results already in the store OUT.store/ for the same model, settings and library "
+            "version (the default); --no-resume recomputes everything (the old store is moved aside)",
+        )
         g = p.add_argument_group("model loading")
         g.add_argument("--revision", help="hub branch, tag or commit of --model (hub ids only)")
         g.add_argument(
@@ -343,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.max_pairs = args.max_pairs_default
     start = time.time()
     prefix = f"hooked-reward {args.command}"
+    args.dist = None  # set by commands that run through the results store (torchrun-aware)
     if args.quiet:
         from hooked_reward._hf_logging import disable_hf_progress_bars
 
@@ -354,7 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted; no report written (a previous one is untouched).", file=sys.stderr)
+        print(
+            f"{prefix}: interrupted; no report written (a previous one is untouched). Finished units are kept in "
+            "the results store beside the report folder: run the same command again to resume.",
+            file=sys.stderr,
+        )
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: a short message, not a wall
         if args.debug:
@@ -365,7 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"Report written to {out} ({time.time() - start:.1f} s)")
+    finally:
+        if args.dist is not None:
+            args.dist.close()
+    if out is not None:  # None: a rank other than 0 of a torchrun launch (rank 0 writes the report)
+        print(f"Report written to {out} ({time.time() - start:.1f} s)")
     return 0
 
 

@@ -225,6 +225,7 @@ def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
 
     import hooked_reward.analysis.probes as probes
     import hooked_reward.cli as cli
+    import hooked_reward.report.study_units as study_units
 
     def tiny_bias_rm(texts):  # +0.044 on texts with "!", nothing else: significant, but below δ = 0.1
         return np.array([0.044 * ("!" in t) for t in texts])
@@ -232,7 +233,7 @@ def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
     real = probes.run_probe_suite
     seen: dict[str, object] = {}
 
-    def run(model, **kwargs):
+    def run(study, model, **kwargs):  # the CLI runs the suite through the results store (study_units)
         seen.update(kwargs)
         return real(
             tiny_bias_rm,
@@ -243,9 +244,10 @@ def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
             min_effect=kwargs["min_effect"],
         )
 
-    monkeypatch.setattr(cli, "_load_model", lambda name: (object(), None, False))
-    monkeypatch.setattr(cli, "_provenance", lambda args, model=None: {"model": "stand-in"})
-    monkeypatch.setattr(probes, "run_probe_suite", run)
+    monkeypatch.setattr(cli, "_load_model", lambda name, which="model": (object(), None, False))
+    monkeypatch.setattr(cli, "_open_study", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cli, "_study_provenance", lambda args, model, study: {"model": "stand-in"})
+    monkeypatch.setattr(study_units, "probe_results", run)
     out = tmp_path / "probe"
     assert main(["probe", "--out", str(out), "--n-pairs", "8", "--min-effect", "0.1", "--quiet"]) == 0
     assert seen["min_effect"] == 0.1

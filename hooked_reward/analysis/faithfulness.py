@@ -39,7 +39,15 @@ from hooked_reward.final_norm import reward_direction
 from hooked_reward.names import Component, block_components, head_components
 from hooked_reward.pairs import PreferencePair
 
-__all__ = ["FaithfulnessResult", "faithfulness_study", "RecoveryControl", "recovery_control", "plant_head"]
+__all__ = [
+    "FaithfulnessResult",
+    "faithfulness_pair",
+    "faithfulness_study",
+    "summarise_faithfulness",
+    "RecoveryControl",
+    "recovery_control",
+    "plant_head",
+]
 
 
 @dataclass(repr=False)
@@ -120,6 +128,118 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return spearman(x, y, what="DRA vs patching effects of one pair")
 
 
+def _dra_output(model: Any, output: int | str | None) -> int | str | None:
+    """DRA reads the same output as patching: on a multi-objective head (objective columns, then the score) that
+    is the column named like the model's output, not the output's index."""
+    if (output is None or isinstance(output, int)) and model.output_names[output or 0] in model.head.readout_names():
+        return model.output_names[output or 0]
+    return output
+
+
+def faithfulness_pair(
+    model: Any,
+    clean: Input,
+    corrupt: Input,
+    *,
+    by: str = "component",
+    align: str | None = None,
+    prompt_len: int | None = None,
+    output: int | str | None = None,
+    max_rows: int = 64,
+    method: str = "exact",
+    top_k: int = 8,
+) -> dict[str, Any]:
+    """One pair's unit of a faithfulness study, computed on its own (nothing depends on other pairs, so a study
+    split over processes or resumed from a results store gives the same numbers).
+
+    Returns `attribution [component]` (ΔDRA, float32) and `patching [component]` (denoising effects, float32) over
+    `_dra_labels(model, by)`, `rho` (Spearman; NaN if either vector is constant) and `reward_gap`
+    (r(clean) − r(corrupted)); with `method="ranked"` also `exact [component]` (which effects are exact) and
+    `side_by_side` (estimate and exact effect of the patched sites).
+    """
+    if by not in ("component", "head"):
+        raise InputError(f"by must be 'component' or 'head', got {by!r}.")
+    if method not in ("exact", "ranked"):
+        raise InputError(f"method must be 'exact' or 'ranked', got {method!r}.")
+    labels = _dra_labels(model, by)
+    c_row, x_row = as_row(model, clean), as_row(model, corrupt)
+    dra = pair_reward_attribution(
+        model, c_row[None], x_row[None], by=by, output=_dra_output(model, output), progress=False
+    )
+    idx = [dra.labels["component"].index(lab) for lab in labels]
+    attr = dra.values[0, idx].float().cpu()
+    kw = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
+    extra: dict[str, Any] = {}
+    if method == "ranked":
+        ranked = ranked_patching(model, c_row, x_row, by=by, top_k=top_k, **kw)
+        exact = ~torch.isnan(ranked.values)
+        eff = torch.where(exact, ranked.values, ranked.estimate).float().cpu()
+        extra = {"exact": exact.cpu(), "side_by_side": ranked.side_by_side()}
+        r_clean, r_corrupt = ranked.r_clean, ranked.r_corrupt
+    else:
+        if by == "component":
+            res = patch_block_outputs(model, c_row, x_row, **kw)
+        else:
+            res = patch_heads(model, c_row, x_row, act="z", **kw)
+        eff = res.values.reshape(-1).float().cpu()
+        r_clean, r_corrupt = res.r_clean, res.r_corrupt
+    return {
+        "attribution": attr,
+        "patching": eff,
+        "rho": _spearman(attr.numpy(), eff.numpy()),
+        "reward_gap": float(r_clean - r_corrupt),
+        **extra,
+    }
+
+
+def summarise_faithfulness(
+    rows: Sequence[dict[str, Any]],
+    labels: list[Component],
+    *,
+    by: str,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    method: str = "exact",
+    top_k: int = 8,
+) -> FaithfulnessResult:
+    """The study's result from its per-pair rows (`faithfulness_pair`'s dicts, in pair order): mean ρ over the
+    finite ρs, BCa bootstrap interval, sign-flip and Wilcoxon p-values."""
+    if len(rows) == 0:
+        raise InputError("No pairs given.")
+    rho = torch.tensor([float(r["rho"]) for r in rows], dtype=torch.float32)
+    finite = rho[torch.isfinite(rho)].double().numpy()
+    n = int(finite.size)
+    mean = float(finite.mean()) if n else math.nan
+    ci = bootstrap_ci(finite, confidence=confidence, n_resamples=n_resamples, seed=seed) if n >= 2 else (math.nan,) * 2
+    p_flip = sign_flip_test(finite, seed=seed) if n else math.nan
+    p_wil = wilcoxon_test(finite)
+    return FaithfulnessResult(
+        values=rho,
+        dims=("pair",),
+        attribution=torch.stack([r["attribution"] for r in rows]),
+        patching=torch.stack([r["patching"] for r in rows]),
+        components=list(labels),
+        by=by,
+        mean=mean,
+        ci=(float(ci[0]), float(ci[1])),
+        p_sign_flip=p_flip,
+        p_wilcoxon=p_wil,
+        n=n,
+        confidence=confidence,
+        meta={"reward_gap": [float(r["reward_gap"]) for r in rows], "n_dropped": len(rows) - n, "method": method}
+        | (
+            {
+                "top_k": top_k,
+                "exact": torch.stack([r["exact"] for r in rows]),
+                "side_by_side": [r["side_by_side"] for r in rows],
+            }
+            if method == "ranked"
+            else {}
+        ),
+    )
+
+
 def faithfulness_study(
     model: Any,
     pairs: Sequence[PreferencePair | tuple[Input, Input]],
@@ -145,70 +265,31 @@ def faithfulness_study(
     for the patched sites of each pair.
 
     `pairs` are `PreferencePair`s (clean = chosen, corrupted = rejected, rendered by `PreferencePair.render`) or
-    `(clean, corrupted)` inputs (text or token rows). `by="component"`
-    compares attention layers and MLPs (`hook_attn_out`, `hook_mlp_out`, all positions); `by="head"`
-    compares heads (`hook_z`). Different-length pairs need `align` (and `prompt_len`), as in `patching`.
+    `(clean, corrupted)` inputs (text or token rows). `by="component"` compares attention layers and MLPs
+    (`hook_attn_out`, `hook_mlp_out`, all positions); `by="head"` compares heads (`hook_z`). Different-length
+    pairs need `align` (and `prompt_len`), as in `patching`. Each pair is computed on its own
+    (`faithfulness_pair`), then summarised (`summarise_faithfulness`).
     """
     if by not in ("component", "head"):
         raise InputError(f"by must be 'component' or 'head', got {by!r}.")
     if len(pairs) == 0:
         raise InputError("No pairs given.")
-    labels = _dra_labels(model, by)
-    # DRA reads the same output as patching: on a multi-objective head (objective columns, then the score) that is
-    # the column named like the model's output, not the output's index.
-    dra_output: int | str | None = output
-    if (output is None or isinstance(output, int)) and model.output_names[output or 0] in model.head.readout_names():
-        dra_output = model.output_names[output or 0]
     if method not in ("exact", "ranked"):
         raise InputError(f"method must be 'exact' or 'ranked', got {method!r}.")
-    attr_rows, patch_rows, rhos, gaps = [], [], [], []
-    exact_rows: list[Tensor] = []
-    side_by_side: list[list[dict]] = []
-    for clean, corrupt in tqdm(_input_pairs(model, pairs), desc=f"faithfulness ({by})", disable=not progress):
-        c_row, x_row = as_row(model, clean), as_row(model, corrupt)
-        dra = pair_reward_attribution(model, c_row[None], x_row[None], by=by, output=dra_output, progress=False)
-        idx = [dra.labels["component"].index(lab) for lab in labels]
-        attr = dra.values[0, idx].float()
-        kw = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
-        if method == "ranked":
-            ranked = ranked_patching(model, c_row, x_row, by=by, top_k=top_k, **kw)
-            exact_rows.append(~torch.isnan(ranked.values))
-            eff = torch.where(exact_rows[-1], ranked.values, ranked.estimate).float()
-            side_by_side.append(ranked.side_by_side())
-            r_clean, r_corrupt = ranked.r_clean, ranked.r_corrupt
-        else:
-            if by == "component":
-                res = patch_block_outputs(model, c_row, x_row, **kw)
-            else:
-                res = patch_heads(model, c_row, x_row, act="z", **kw)
-            eff = res.values.reshape(-1).float()
-            r_clean, r_corrupt = res.r_clean, res.r_corrupt
-        attr_rows.append(attr)
-        patch_rows.append(eff)
-        rhos.append(_spearman(attr.numpy(), eff.numpy()))
-        gaps.append(r_clean - r_corrupt)
-    rho = torch.tensor(rhos, dtype=torch.float32)
-    finite = rho[torch.isfinite(rho)].double().numpy()
-    n = int(finite.size)
-    mean = float(finite.mean()) if n else math.nan
-    ci = bootstrap_ci(finite, confidence=confidence, n_resamples=n_resamples, seed=seed) if n >= 2 else (math.nan,) * 2
-    p_flip = sign_flip_test(finite, seed=seed) if n else math.nan
-    p_wil = wilcoxon_test(finite)
-    return FaithfulnessResult(
-        values=rho,
-        dims=("pair",),
-        attribution=torch.stack(attr_rows),
-        patching=torch.stack(patch_rows),
-        components=labels,
+    kw = dict(by=by, align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, method=method, top_k=top_k)
+    rows = [
+        faithfulness_pair(model, clean, corrupt, **kw)
+        for clean, corrupt in tqdm(_input_pairs(model, pairs), desc=f"faithfulness ({by})", disable=not progress)
+    ]
+    return summarise_faithfulness(
+        rows,
+        _dra_labels(model, by),
         by=by,
-        mean=mean,
-        ci=(float(ci[0]), float(ci[1])),
-        p_sign_flip=p_flip,
-        p_wilcoxon=p_wil,
-        n=n,
         confidence=confidence,
-        meta={"reward_gap": gaps, "n_dropped": len(rhos) - n, "method": method}
-        | ({"top_k": top_k, "exact": torch.stack(exact_rows), "side_by_side": side_by_side} if exact_rows else {}),
+        n_resamples=n_resamples,
+        seed=seed,
+        method=method,
+        top_k=top_k,
     )
 
 

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
-from hooked_reward.outputs import output_index, select_output
+from hooked_reward.outputs import output_index
 from hooked_reward.pairs import PreferencePair
 from hooked_reward.report import plots
 from hooked_reward.report.agreement import Agreement, agreement, card_label, verdict
@@ -42,6 +41,7 @@ from hooked_reward.report.html import Report, safe_name
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
+    from hooked_reward.report.study_units import AnalysisData
 
 __all__ = ["Pair", "analyze"]
 
@@ -86,12 +86,12 @@ def analyze(
     provenance: dict[str, Any] | None = None,
     command: str = "analyze",
     n_top_heads: int = 3,
-    batch_size: int = 32,
     progress: bool = True,
     nan_policy: str = "raise",
     output: int | str | None = None,
     causal: str = "auto",
     budget: int = 30,
+    data: AnalysisData | None = None,
 ) -> Path:
     """Analyse `pairs` (grouped by their `mechanism`) and write the report into `out_dir`; returns index.html.
 
@@ -107,10 +107,12 @@ def analyze(
     at least 1), and the token-importance view uses attribution patching; "auto" (default) is "exact" when it
     fits the budget, else "ranked". `report.json`'s "causal" entry holds the method, k, the cost per pair and,
     for "ranked", each pair's estimate and exact effect side by side.
+
+    `data`: the per-pair numbers already computed (`study_units.analysis_results` with this plan, read back from
+    the results store); without it they are computed here, one pair at a time (the same units, so the same
+    numbers).
     """
-    from hooked_reward.analysis.attribution import pair_reward_attribution
-    from hooked_reward.analysis.faithfulness import faithfulness_study
-    from hooked_reward.analysis.lens import reward_lens
+    from hooked_reward.analysis.faithfulness import _dra_labels, summarise_faithfulness
 
     if not pairs:
         raise InputError("No pairs to analyse.")
@@ -119,8 +121,6 @@ def analyze(
 
     matplotlib.use("Agg", force=False)
 
-    chosen = [p.chosen for p in pairs]
-    rejected = [p.rejected for p in pairs]
     mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
     colour = plots.colours(mechanisms)
     # The model's output analysed (behaviour, lens, attribution, patching): `output` (index or name), else the first.
@@ -133,42 +133,42 @@ def analyze(
     column = names.index("score") if gated else output
     by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
 
-    # ---- compute -----------------------------------------------------------------------------------------
-    with torch.no_grad():
-        r_chosen = _batched_rewards(model, chosen, output, batch_size)
-        r_rejected = _batched_rewards(model, rejected, output, batch_size)
-    margins = (r_chosen - r_rejected).double().numpy()
+    # ---- compute (or read back from the results store) ---------------------------------------------------
+    plan = causal_plan(model, causal, budget)
+    causal_data: dict[str, Any] = dict(plan)
+    if data is None:
+        from hooked_reward.report.study import Study
+        from hooked_reward.report.study_units import analysis_results
+
+        data = analysis_results(
+            Study.in_memory(command),
+            model,
+            pairs,
+            output=output,
+            method=plan["method"],
+            top_k=plan["top_k"],
+            progress=progress,
+        )
+    margins = (data.r_chosen - data.r_rejected).double().numpy()
     ok = finite_rows(margins, what="analyze: margins r(chosen) − r(rejected) (pairs by index)", nan_policy=nan_policy)
     n_omitted = int((~ok).sum())
     if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
         pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
-        chosen, rejected, margins = [p.chosen for p in pairs], [p.rejected for p in pairs], margins[ok]
+        data, margins = data.select(ok), margins[ok]
         mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
         by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
-    lens_kw = {"batch_size": batch_size, "progress": progress, "output": None if gated else output}
-    lens_c = reward_lens(model, chosen, **lens_kw)
-    lens_r = reward_lens(model, rejected, **lens_kw)
-    attributions = {
-        by: pair_reward_attribution(
-            model, chosen, rejected, by=by, batch_size=batch_size, progress=progress, output=None if gated else output
-        )
-        for by in ("component", "head")
-    }
-    plan = causal_plan(model, causal, budget)
-    causal_data: dict[str, Any] = dict(plan)
+    lens_c, lens_r = data.lens_chosen, data.lens_rejected
+    attributions = data.attributions
     found: dict[str, _Mechanism] = {}
     for mech in mechanisms:
         group = [p for p in pairs if p.label == mech]
-        texts = [(p.chosen, p.rejected) for p in group]
+        idx = np.flatnonzero(by_mech[mech])
         studies = {
-            granularity: faithfulness_study(
-                model,
-                texts,
+            granularity: summarise_faithfulness(
+                [data.faithfulness[granularity][i] for i in idx],
+                _dra_labels(model, granularity),
                 by=granularity,
-                align="reward",
-                output=output,
                 n_resamples=999,
-                progress=progress,
                 method=plan["method"],
                 top_k=plan["top_k"],
             )
@@ -615,12 +615,3 @@ def causal_plan(model: HookedRewardModel, causal: str = "auto", budget: int = 30
         "forward_equivalents_per_pair": cost,
         "exact_would_cost": exact,
     }
-
-
-def _batched_rewards(
-    model: HookedRewardModel, texts: Sequence[str], output: int | None, batch_size: int
-) -> torch.Tensor:
-    # non-finite rewards are kept: analyze applies its own nan_policy to the pairs' margins
-    batches = range(0, len(texts), batch_size)
-    rewards = torch.cat([model(list(texts[i : i + batch_size]), nan_policy="propagate") for i in batches])
-    return select_output(rewards, output, names=model.output_names, required=False)

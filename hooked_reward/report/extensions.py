@@ -22,12 +22,12 @@ from hooked_reward.analysis.extensions.conflict import GATE_HOOKS, conflict_anal
 from hooked_reward.analysis.extensions.distortion import distortion_index
 from hooked_reward.analysis.extensions.divergence import ablation_sweep, fit_residual_density
 from hooked_reward.errors import HookedRewardError, InputError
-from hooked_reward.report.html import Report, format_value
+from hooked_reward.report.html import Report, format_value, to_jsonable
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["write_extensions_report", "default_dimensions"]
+__all__ = ["SECTIONS", "default_dimensions", "extension_sections", "write_extensions_report"]
 
 Pair = tuple[str, str]
 
@@ -63,13 +63,24 @@ def write_extensions_report(
     progress: bool = True,
     seed: int = 0,
     provenance: dict[str, Any] | None = None,
+    outputs: Mapping[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Run the five extensions on `model` and write `out_dir/index.html` with one section per extension (a table
     and a PNG each) and `report.json` (`results[name]` per extension; `{"skipped": reason}` when one cannot run).
 
     `dimensions`: `{name: [(preferred, dispreferred)]}` (default: see `default_dimensions`); `texts`: reference
-    texts for divergence and conflict (default: every text of the dimensions). Returns the HTML path.
+    texts for divergence and conflict (default: every text of the dimensions). `outputs`: each section's output
+    already computed (`extension_sections`, e.g. read back from the results store). Returns the HTML path.
     """
+    if outputs is None:
+        sections = extension_sections(
+            model, dimensions=dimensions, render=render, texts=texts, n_boot=n_boot, n_perm=n_perm, seed=seed
+        )
+        outputs = {}
+        for name, (_, compute) in sections.items():
+            if progress:
+                print(f"[extensions] {name} ...")
+            outputs[name] = compute()
     report = Report(
         out_dir,
         "The five extensions",
@@ -78,6 +89,61 @@ def write_extensions_report(
         intro="Distortion index, divergence-aware patching, misalignment cascade, reward-term conflict and concept "
         "vectors, each on the model's preference pairs grouped into dimensions (see the docs' Extensions pages).",
     )
+    with report:
+        for name, heading in SECTIONS.items():
+            out = outputs[name]
+            if "skipped" in out:
+                report.add_text(heading, f"Not run on this model: {out['skipped']}")
+                report.add_data(name, {"skipped": out["skipped"]})
+                continue
+            report.add_image(heading, out["png"], name, caption=out["text"])  # the heading, then its tables
+            for table in out["tables"]:
+                report.add_table(table["heading"], table["rows"], table["caption"], level=table["level"])
+            report.add_data(name, out["data"])
+        return report.write()
+
+
+#: The sections, in report order: name -> heading.
+SECTIONS = {
+    "distortion": "1. Distortion index",
+    "divergence": "2. Divergence-aware patching",
+    "cascade": "3. Misalignment cascade",
+    "conflict": "4. Reward-term conflict",
+    "concepts": "5. Concept vectors",
+}
+
+
+class _Tables:
+    """Collects the tables a section makes (heading, rows, caption), so that its output is plain data."""
+
+    def __init__(self) -> None:
+        self.tables: list[dict[str, Any]] = []
+
+    def add_table(self, heading: str, rows: list[dict[str, Any]], caption: str = "", *, level: int = 2) -> None:
+        self.tables.append({"heading": heading, "rows": to_jsonable(rows), "caption": caption, "level": level})
+
+
+def extension_sections(
+    model: HookedRewardModel,
+    *,
+    dimensions: Mapping[str, Sequence[Pair]] | None = None,
+    render: Callable[[str, str], str] | None = None,
+    texts: Sequence[str] | None = None,
+    n_boot: int = 999,
+    n_perm: int = 499,
+    seed: int = 0,
+) -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
+    """The five sections as units of work: `{name: (heading, compute)}`, where `compute()` runs that extension and
+    returns its output as data — `{"tables": [{heading, rows, caption}], "png": bytes of the figure, "text":
+    caption, "data": numbers for report.json}`, or `{"skipped": reason}` when it cannot run on this model."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    report = _Tables()
     if dimensions is None:
         dimensions, render = default_dimensions(model, render)
     else:
@@ -88,21 +154,6 @@ def write_extensions_report(
         if texts is not None
         else list(dict.fromkeys(t for pairs in dimensions.values() for pair in pairs for t in pair))
     )
-    say = print if progress else (lambda *a, **k: None)
-
-    def section(name: str, heading: str, fn: Callable[[], tuple[Any, Any, str]]) -> None:
-        say(f"[extensions] {name} ...")
-        start = len(report.sections)  # the heading goes before the tables the extension adds
-        try:
-            data, fig, text = fn()
-        except (HookedRewardError, ValueError, RuntimeError, AttributeError) as err:
-            del report.sections[start:]
-            report.add_text(heading, f"Not run on this model: {err}")
-            report.add_data(name, {"skipped": str(err)})
-            return
-        report.add_figure(heading, fig, name, caption=text)
-        report.sections.insert(start, report.sections.pop())
-        report.add_data(name, data)
 
     def distortion() -> tuple[Any, Any, str]:
         res = distortion_index(model, dimensions, n_boot=n_boot, seed=seed)
@@ -208,10 +259,25 @@ def write_extensions_report(
         fig.tight_layout()
         return {"rows": rows}, fig, "Dose–response of each dimension's concept direction at the final residual."
 
-    with report:
-        section("distortion", "1. Distortion index", distortion)
-        section("divergence", "2. Divergence-aware patching", divergence)
-        section("cascade", "3. Misalignment cascade", cascade)
-        section("conflict", "4. Reward-term conflict", conflict)
-        section("concepts", "5. Concept vectors", concepts)
-        return report.write()
+    def run(fn: Callable[[], tuple[Any, Any, str]]) -> Callable[[], dict[str, Any]]:
+        def compute() -> dict[str, Any]:
+            report.tables = []
+            try:
+                data, fig, text = fn()
+            except (HookedRewardError, ValueError, RuntimeError, AttributeError) as err:
+                return {"skipped": str(err)}
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            return {"tables": list(report.tables), "png": buf.getvalue(), "text": text, "data": to_jsonable(data)}
+
+        return compute
+
+    fns = {
+        "distortion": distortion,
+        "divergence": divergence,
+        "cascade": cascade,
+        "conflict": conflict,
+        "concepts": concepts,
+    }
+    return {name: (heading, run(fns[name])) for name, heading in SECTIONS.items()}

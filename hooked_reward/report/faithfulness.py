@@ -12,6 +12,7 @@ from hooked_reward.report.agreement import agreement, verdict
 from hooked_reward.report.html import Report, format_value
 
 if TYPE_CHECKING:
+    from hooked_reward.analysis.faithfulness import FaithfulnessResult
     from hooked_reward.model import HookedRewardModel
     from hooked_reward.report.analyze import Pair
 
@@ -25,9 +26,13 @@ def write_faithfulness_report(
     *,
     provenance: dict[str, Any] | None = None,
     progress: bool = True,
+    results: dict[str, FaithfulnessResult] | None = None,
 ) -> Path:
     """Run `faithfulness_study` by component and by head on `pairs` (chosen as clean, rejected as corrupted,
-    aligned at the reward token) and write `index.html`, PNGs and `report.json`; returns the HTML path."""
+    aligned at the reward token) and write `index.html`, PNGs and `report.json`; returns the HTML path.
+
+    `results`: `{"component": ..., "head": ...}` already computed (`study_units.faithfulness_results`, read back
+    from the results store); without it they are computed here."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -43,12 +48,13 @@ def write_faithfulness_report(
         "mean effects."
     )
     output = None if model.n_outputs == 1 else 0
-    results = {
-        by: faithfulness_study(
-            model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward", output=output, progress=progress
-        )
-        for by in ("component", "head")
-    }
+    if results is None:
+        results = {
+            by: faithfulness_study(
+                model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward", output=output, progress=progress
+            )
+            for by in ("component", "head")
+        }
     title = "Attribution vs patching"
     with Report(out_dir, title, command="faithfulness", provenance=provenance, intro=intro) as report:
         rows = []

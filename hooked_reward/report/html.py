@@ -215,6 +215,13 @@ class Report:
         self._section(heading, level, caption, image=filename)
         return filename
 
+    def add_image(self, heading: str, png: bytes, name: str, caption: str = "", *, level: int = 2) -> str:
+        """A PNG already rendered (e.g. a figure kept in the results store) as `<safe name>.png` under `heading`."""
+        filename = safe_name(name, self._names) + ".png"
+        (self.tmp_dir / filename).write_bytes(png)
+        self._section(heading, level, caption, image=filename)
+        return filename
+
     def add_table(
         self,
         heading: str,

@@ -30,7 +30,16 @@ from hooked_reward.analysis.stats import check_nan_policy, finite_rows
 from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
 
-__all__ = ["ProbeSuiteResult", "run_probe_suite", "render_texts", "render_and_tokenize", "score_texts"]
+__all__ = [
+    "ProbeSuiteResult",
+    "run_probe_suite",
+    "render_texts",
+    "render_and_tokenize",
+    "score_texts",
+    "probe_pairs",
+    "score_factor",
+    "summarise_probe_scores",
+]
 
 Render = Callable[[str, str], str]
 
@@ -238,6 +247,48 @@ def run_probe_suite(
     Returns:
         :class:`ProbeSuiteResult` (``.to_frame()``, ``.plot()``, ``.significant``, ``.localisation``).
     """
+    all_pairs, phrase_of = probe_pairs(factors, n_pairs, seed, pairs=pairs, phrases=phrases)
+    scores = {
+        name: score_factor(model, ps, render=render, batch_size=batch_size, output=output)
+        for name, ps in tqdm(all_pairs.items(), desc="probe factors", disable=not progress)
+    }
+    result = summarise_probe_scores(
+        model,
+        all_pairs,
+        phrase_of,
+        scores,
+        alpha=alpha,
+        n_boot=n_boot,
+        seed=seed,
+        min_effect=min_effect,
+        nan_policy=nan_policy,
+    )
+    if localise and _is_hooked(model):
+        for name in tqdm(result.significant, desc="localise", disable=not progress):
+            result.localisation[name] = localise_factor(
+                model,
+                result.pairs[name],
+                render=render,
+                batch_size=batch_size,
+                heads=heads,
+                patching=patching,
+                output=output,
+            )
+    elif localise and result.significant:
+        result.notes.append("model is a plain reward function: no localisation")
+    return result
+
+
+def probe_pairs(
+    factors: Iterable[str | Factor] | Mapping[str, Factor] | None = None,
+    n_pairs: int = 30,
+    seed: int = 0,
+    *,
+    pairs: Mapping[str, Sequence[ProbePair]] | None = None,
+    phrases: Mapping[str, str] | None = None,
+) -> tuple[dict[str, list[ProbePair]], dict[str, str]]:
+    """Every factor's pairs (generated: `n_pairs` with `seed`; or given in `pairs`) and what its biased side
+    adds, in run order."""
     all_pairs: dict[str, list[ProbePair]] = {}
     phrase_of: dict[str, str] = {}
     for f in _resolve_factors(factors):
@@ -248,22 +299,50 @@ def run_probe_suite(
         phrase_of[name] = (phrases or {}).get(name, name.replace("_", " "))
     if not all_pairs:
         raise InputError("no factors and no pairs to probe")
+    return all_pairs, phrase_of
 
-    rewards: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    len_diffs: dict[str, np.ndarray] = {}
-    for name in tqdm(all_pairs, desc="probe factors", disable=not progress):
-        ps = all_pairs[name]
-        prompts = [p.prompt for p in ps]
-        neutral_prompts = [p.prompt_neutral for p in ps]
-        rb, lb = score_texts(
-            model, prompts, [p.biased for p in ps], render=render, batch_size=batch_size, output=output
-        )
-        rn, ln = score_texts(
-            model, neutral_prompts, [p.neutral for p in ps], render=render, batch_size=batch_size, output=output
-        )
-        rewards[name] = (rb, rn)
-        len_diffs[name] = lb - ln
 
+def score_factor(
+    model,
+    ps: Sequence[ProbePair],
+    *,
+    render: Render | None = None,
+    batch_size: int = 32,
+    output: int | None = None,
+) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
+    """One factor's unit: rewards of the biased and neutral sides, and their length difference (biased −
+    neutral, tokens or words), in batches of this factor's pairs only."""
+    rb, lb = score_texts(
+        model, [p.prompt for p in ps], [p.biased for p in ps], render=render, batch_size=batch_size, output=output
+    )
+    rn, ln = score_texts(
+        model,
+        [p.prompt_neutral for p in ps],
+        [p.neutral for p in ps],
+        render=render,
+        batch_size=batch_size,
+        output=output,
+    )
+    return rb, rn, lb - ln
+
+
+def summarise_probe_scores(
+    model,
+    all_pairs: Mapping[str, Sequence[ProbePair]],
+    phrase_of: Mapping[str, str],
+    scores: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 9999,
+    seed: int = 0,
+    min_effect: float | None = None,
+    nan_policy: str = "raise",
+) -> ProbeSuiteResult:
+    """Per-factor statistics (Benjamini–Hochberg across factors) from every factor's `score_factor`, without
+    localisation (`run_probe_suite` adds it for the significant factors)."""
+    all_pairs = {k: list(v) for k, v in all_pairs.items()}
+    rewards = {name: (rb, rn) for name, (rb, rn, _) in scores.items()}
+    len_diffs = {name: d for name, (_, _, d) in scores.items()}
     check_nan_policy(nan_policy, allowed=("raise", "omit"))
     notes: list[str] = []
     raw_deltas = {k: b - n for k, (b, n) in rewards.items()}  # factor_stats drops and counts non-finite ones
@@ -295,19 +374,6 @@ def run_probe_suite(
                 f"{s.factor}: the biased side is on average {s.mean_len_diff:+.1f} {unit} longer; on a model "
                 "with a length bias part of this factor's effect is length."
             )
-    if localise and _is_hooked(model):
-        for s in tqdm([s for s in st if s.significant], desc="localise", disable=not progress):
-            result.localisation[s.factor] = localise_factor(
-                model,
-                all_pairs[s.factor],
-                render=render,
-                batch_size=batch_size,
-                heads=heads,
-                patching=patching,
-                output=output,
-            )
-    elif localise and st and any(s.significant for s in st):
-        result.notes.append("model is a plain reward function: no localisation")
     return result
 
 
