@@ -128,20 +128,21 @@ def test_analyze_refuses_nan_margins_before_writing(llama, tmp_path, monkeypatch
     import torch
 
     import hooked_reward.report.analyze as report_analyze
+    import hooked_reward.report.study_units as study_units
     from hooked_reward.pairs import PreferencePair
 
-    real = report_analyze._batched_rewards
+    real = study_units.analysis_pair  # analyze computes each pair on its own (one unit of the results store)
     calls = []
 
-    def nan_on_second_chosen(model, texts, output, batch_size):
-        r = real(model, texts, output, batch_size)
-        calls.append(len(texts))
-        if len(calls) == 1:  # the chosen side: pair 1's reward is NaN (as a broken model would give)
-            r = r.clone()
-            r[1] = torch.nan
-        return r
+    def nan_on_second_chosen(model, chosen, rejected, **kwargs):
+        out = real(model, chosen, rejected, **kwargs)
+        calls.append(chosen)
+        if len(calls) == 2:  # pair 1's chosen reward is NaN (as a broken model would give)
+            out["r_chosen"] = out["r_chosen"].clone()
+            out["r_chosen"][0] = torch.nan
+        return out
 
-    monkeypatch.setattr(report_analyze, "_batched_rewards", nan_on_second_chosen)
+    monkeypatch.setattr(study_units, "analysis_pair", nan_on_second_chosen)
     pairs = [PreferencePair("", c, r, label="m") for c, r in [("a good cat", "a bad cat")] * 4]
     out = tmp_path / "report"
     with pytest.raises(NonFiniteError, match=r"margins.*row\(s\) 1 of 4.*nan"):
