@@ -170,21 +170,22 @@ class LabeledTensor:
         data[self.value_name] = values.flatten().numpy()
         return pd.DataFrame(data)
 
-    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
-        """A default picture: bars for one axis, one line per row for two, an image for more; returns `ax`."""
+    def plot(self, ax: Any = None) -> Any:
+        """A default picture: bars for one axis, one line per row for two, an image for more, on `ax` (a new
+        figure's when None); returns the Axes. Subclasses add keyword options after `ax`."""
         plt = require_pyplot()
         if ax is None:
             _, ax = plt.subplots(figsize=(8, 3.5))
         values = self.values.detach().to("cpu", torch.float32)
         if values.ndim == 1:
             labels = [str(x) for x in self.axis_labels(self.dims[0])]
-            ax.bar(range(len(labels)), values.numpy(), **kwargs)
+            ax.bar(range(len(labels)), values.numpy())
             ax.set_xticks(range(len(labels)), labels, rotation=90)
             ax.set_xlabel(self.dims[0])
         elif values.ndim == 2:
             x_labels = [str(x) for x in self.axis_labels(self.dims[1])]
             for row, label in zip(values, self.axis_labels(self.dims[0]), strict=True):
-                ax.plot(range(len(x_labels)), row.numpy(), marker=".", label=str(label), **kwargs)
+                ax.plot(range(len(x_labels)), row.numpy(), marker=".", label=str(label))
             ax.set_xticks(range(len(x_labels)), x_labels, rotation=90)
             ax.set_xlabel(self.dims[1])
             if values.shape[0] <= 12:

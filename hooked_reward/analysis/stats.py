@@ -37,7 +37,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -176,7 +176,7 @@ def spearman(
 
 def spearman_along(
     x: Float[np.ndarray, "... n"], y: Float[np.ndarray, "... n"], axis: int = -1
-) -> Float[np.ndarray, "..."]:
+) -> Float[np.ndarray, "..."] | float:
     """Spearman's ρ along `axis` for many rows at once (bootstrap resamples): Pearson's r of average ranks,
     which is scipy's definition, with the same degenerate rules as :func:`spearman` (finite inputs only)."""
     rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
@@ -319,7 +319,7 @@ def effect_is_degenerate(delta: Float[np.ndarray, "n"]) -> bool:
 
 def bootstrap_ci(
     data: Float[np.ndarray, "n"] | Sequence[Float[np.ndarray, "n"]],
-    statistic: Callable[..., np.ndarray] | None = None,
+    statistic: Callable[..., np.ndarray | float] | None = None,
     *,
     confidence: float = 0.95,
     n_resamples: int = 9999,
@@ -435,11 +435,12 @@ def bootstrap_percentile(
     n_resamples: int,
     rng: np.random.Generator,
     confidence: float = 0.95,
-) -> tuple[Float[np.ndarray, "..."], Float[np.ndarray, "..."]]:
+) -> tuple[Any, Any]:
     """Percentile bootstrap interval of an array-valued statistic of whole rows (a matrix of correlations,
     an AUC of two samples): each resample draws, for each group of size ``sizes[g]``, that many row indices
     with replacement (``rng.integers``, group by group) and calls ``statistic(*indices)``. Used where scipy's
-    ``bootstrap`` (scalar statistics of 1-D samples) does not fit; the interval of every entry is returned."""
+    ``bootstrap`` (scalar statistics of 1-D samples) does not fit. Returns floats for a scalar statistic, else
+    arrays of the statistic's shape."""
     sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     boots = [
         np.asarray(statistic(*[rng.integers(0, n, n) for n in sizes]), dtype=np.float64) for _ in range(n_resamples)
