@@ -33,7 +33,7 @@ def objectives_section(
     import matplotlib.pyplot as plt
 
     colour = plots.colours(list(mechanisms))
-    objectives = list(model.head.objective_names)
+    objectives = [name for name in model.head.readout_names() if name != "score"]
     k = len(objectives)
     split = attr.meta["score_difference"]
     obj_term = split["objectives"].numpy()  # [pair, K]: ḡ_k Δt_k
