@@ -111,12 +111,15 @@ def store_overhead(n_records: int) -> dict[str, Any]:
     """Encode + append + fsync per record, for real units of this study, against the unit's compute time."""
     from hooked_reward import organisms
     from hooked_reward.analysis.faithfulness import faithfulness_pair
-    from hooked_reward.report.analyze import render_pairs
+    from hooked_reward.pairs import PreferencePair
     from hooked_reward.report.store import RecordWriter, encode
     from hooked_reward.report.study_units import analysis_pair
 
     model = organisms.load("sycophancy")
-    pairs = render_pairs(organisms.load_pairs("sycophancy")[:n_records], organisms.render)
+    pairs = [
+        PreferencePair("", organisms.render(r["prompt"], r["chosen"]), organisms.render(r["prompt"], r["rejected"]))
+        for r in organisms.load_pairs("sycophancy")[:n_records]
+    ]
     kinds: dict[str, Any] = {
         "faithfulness_component": lambda p: faithfulness_pair(
             model, p.chosen, p.rejected, by="component", align="reward"
