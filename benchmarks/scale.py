@@ -128,6 +128,7 @@ def child_hf(name: str, dtype: str, path: str, tokens: int) -> dict:
     import transformers
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _import_model_class(name)
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
@@ -148,6 +149,14 @@ def child_hf(name: str, dtype: str, path: str, tokens: int) -> dict:
     }
 
 
+def _import_model_class(name: str) -> None:
+    """Import the architecture's modeling module before any clock starts (transformers imports it lazily, on the
+    first `from_pretrained`; hooked_reward's import of TransformerLens imports it up front)."""
+    import transformers
+
+    getattr(transformers, CONFIGS[name][0].replace("Config", "ForSequenceClassification"))
+
+
 def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dict:
     import torch
 
@@ -155,6 +164,7 @@ def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dic
     from hooked_reward.analysis.ranked_patching import forward_equivalents, ranked_patching
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _import_model_class(name)
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     model = HookedRewardModel.from_pretrained(path, dtype=getattr(torch, dtype))
@@ -177,13 +187,13 @@ def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dic
     handles = [block.register_forward_pre_hook(count) for block in model.blocks]
     out = {}
     t0 = time.perf_counter()
-    for by in ("component", "head"):
+    for by in ("component", "head") if top_k > 0 else ():  # --top-k 0: loading and the forward only
         res = ranked_patching(model, c, r, by=by, top_k=top_k)
         out[by] = res.side_by_side()
     causal = time.perf_counter() - t0
     for h in handles:
         h.remove()
-    measured = counted["rows"] / n_layers + 2 * 2  # + one backward (2 forward-equivalents) per granularity
+    measured = counted["rows"] / n_layers + 2 * len(out)  # + one backward (2 forward-equivalents) per granularity
     expected = forward_equivalents(n_layers, model.cfg.n_heads, top_k, ("component", "head"))
     return {
         "load_s": load,
@@ -264,7 +274,11 @@ def markdown(results: list[dict]) -> str:
         ours, hf = r["ours"], r["hf"]
         plan = causal_plan(SimpleNamespace(cfg=SimpleNamespace(n_layers=ours["n_layers"], n_heads=ours["n_heads"])))
         fe, rss, load = plan["forward_equivalents_per_pair"], r["peak_rss_ratio"], r["load_ratio"]
-        counted = f"ranked top-{r['top_k']} counted {ours['forward_equivalents_measured']:.0f}"
+        counted = (
+            f"ranked top-{r['top_k']} counted {ours['forward_equivalents_measured']:.0f}"
+            if r["top_k"]
+            else "causal step not run: load and forward only"
+        )
         lines.append(
             f"| {r['config']} | {r['dtype']} | {r['tokens']} | {fe} ({plan['method']}, k={plan['top_k']}; {counted}; "
             f"exact every site: {plan['exact_would_cost']}) {met(fe <= 30)} "
@@ -281,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--tokens", type=int, default=512)
-    parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--top-k", type=int, default=3, help="exact sites per granularity (0: load and forward only)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out", default=str(Path(__file__).parent / "recorded" / "scale.json"))
     parser.add_argument("--table", help="print the markdown table of a recorded JSON and exit")

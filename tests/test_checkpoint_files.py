@@ -176,3 +176,13 @@ def test_dtype_auto_and_names(base, tmp_path):
     assert HookedRewardModel.from_pretrained(path, dtype="float16").W_R.dtype == torch.float16
     with pytest.raises(CheckpointError, match="not a floating-point torch dtype"):
         HookedRewardModel.from_pretrained(path, dtype="int8")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_non_finite_half_precision_weight(tmp_path, dtype):
+    model = build_hf_model("llama").to(dtype)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[3, 5] = float("inf")
+    path = save_checkpoint(model, tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match=r"model\.layers\.1\.mlp\.down_proj\.weight.*1 non-finite"):
+        HookedRewardModel.from_pretrained(path, dtype=dtype)
