@@ -81,7 +81,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
             tie_word_embeddings=True,
             bos_token_id=128000,
             eos_token_id=128009,
-            pad_token_id=128009,
+            pad_token_id=128004,  # <|finetune_right_pad_id|>: not the end-of-turn id that ends every row
         ),
     ),
 }
@@ -106,6 +106,10 @@ def chat_pair(config: dict, tokens: int, seed: int = 0) -> tuple[list[int], list
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child inherits from its parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -227,7 +231,9 @@ def measure(name: str, dtype: str, tokens: int, top_k: int, timeout: float) -> d
     try:
         made = run_child("make", name, dtype, str(tmp), timeout=timeout)
         for file in tmp.glob("*.safetensors"):  # both loads read from the page cache, not the first from disk
-            file.read_bytes()
+            with open(file, "rb") as f:
+                while f.read(1 << 26):
+                    pass
         hf = run_child("hf", name, dtype, str(tmp), str(tokens), timeout=timeout)
         ours = run_child("ours", name, dtype, str(tmp), str(tokens), str(top_k), timeout=timeout)
     finally:
