@@ -89,7 +89,13 @@ def test_two_processes_equal_one(tmp_path, command, pairs):
     ranks = {r["provenance"]["rank"] for r in _rank_records(two)}
     assert ranks == {0, 1}  # both processes did work
     prov = json.loads((two / "report.json").read_text())["provenance"]
-    assert prov["world_size"] == 2 and prov["weights_sha256"] and prov["n_pairs"] == pairs
+    assert prov["world_size"] == 2 and prov["n_pairs"] == pairs and prov["seed"] == 0
+    assert prov["dtype"] == "float32" and prov["device"] == "cpu" and prov["settings"]["align"] == "reward"
+    assert prov["versions"]["torch"] and prov["versions"]["hooked_reward"] and prov["created"]
+    record = _rank_records(two)[0]["provenance"]
+    assert record["weights_sha256"] == prov["weights_sha256"] and len(prov["weights_sha256"]) == 64
+    page = (two / "index.html").read_text()
+    assert prov["weights_sha256"] in page and "world_size" in page  # the HTML shows the provenance
 
 
 def _children(pid: int) -> list[int]:
