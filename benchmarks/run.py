@@ -238,7 +238,7 @@ def is_resid(name: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ figures
 def bench_forward(
-    model: Any, hf: Any, path: Path, shape: dict[str, int], repeats: int, device: torch.device = torch.device("cpu")
+    model: Any, hf: Any, shape: dict[str, int], repeats: int, device: torch.device = torch.device("cpu")
 ) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
     """Forward and run_with_cache timings against HF, plus TL's own bridge against its HF causal LM; and a function
     that measures the same under `retain_freed_cpu_memory()` (to be called last)."""
@@ -554,7 +554,7 @@ def length_timings(
         "cache_resid": lambda: model.run_with_cache(tokens, names_filter=is_resid),
         "cache_reward_pos": lambda: model.run_with_cache(tokens, positions="reward"),
         "pattern_hook_one_layer": nograd(
-            lambda: model.run_with_hooks(tokens, fwd_hooks=[(pattern_hook, lambda t, hook: None)])
+            lambda: model.run_with_hooks(tokens, fwd_hooks=[(pattern_hook, lambda _t, hook: None)])
         ),
         "explicit_every_layer": nograd(explicit_every_layer),
     }
@@ -1033,7 +1033,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             if "forward" in only:
                 log("forward")
-                results["forward"], measure_retained = bench_forward(model, hf, path, shape, repeats, device)
+                results["forward"], measure_retained = bench_forward(model, hf, shape, repeats, device)
                 sections["forward"], t0 = time.perf_counter() - t0, time.perf_counter()
             if "memory" in only:
                 log("memory")

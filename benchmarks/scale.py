@@ -185,7 +185,7 @@ def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dic
     n_layers = model.cfg.n_layers
     counted = {"rows": 0}
 
-    def count(module, args):
+    def count(_module, args):
         counted["rows"] += args[0].shape[0] * args[0].shape[1] / tokens if args and hasattr(args[0], "shape") else 0
 
     handles = [block.register_forward_pre_hook(count) for block in model.blocks]

@@ -805,8 +805,8 @@ class HookedRewardModel(TransformerBridge):
         hook_dict = self.hook_dict
         explicit = isinstance(names_filter, (str, Sequence))
         if names_filter is None:
-            keep: Callable[[str], bool] = lambda name: True  # noqa: E731
-        elif isinstance(names_filter, str) or isinstance(names_filter, Sequence):
+            keep: Callable[[str], bool] = lambda _name: True  # noqa: E731
+        elif isinstance(names_filter, (str, Sequence)):
             wanted = [names_filter] if isinstance(names_filter, str) else list(names_filter)
             for name in wanted:
                 if name not in hook_dict:
@@ -1021,9 +1021,8 @@ class HookedRewardModel(TransformerBridge):
         if name.startswith("blocks."):
             part = name.split(".")[1]
             layer = int(part) if part.isdigit() else None
-        if stop_at_layer is not None:
-            if layer is not None and layer >= self._layer_index(stop_at_layer):
-                return False
+        if stop_at_layer is not None and layer is not None and layer >= self._layer_index(stop_at_layer):
+            return False
         if start_at_layer is not None:
             start = self._layer_index(start_at_layer)
             if self._is_embedding_stage_hook(name) or (layer is not None and layer < start):

@@ -12,6 +12,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 ruff check hooked_reward tests benchmarks
+ruff format --check hooked_reward tests benchmarks
 set +e
 python -m pytest tests "$@"
 rc=$?

@@ -123,10 +123,8 @@ class HFReference:
     def head_out_weights(self, i: int) -> torch.Tensor:
         """W_O of layer i as `[head, d_head, d_model]` from HF's out projection."""
         layer = self.layers[i]
-        if self.gpt2:
-            w = layer.attn.c_proj.weight  # Conv1D: [in, out]
-        else:
-            w = layer.self_attn.o_proj.weight.T  # Linear: [out, in] -> [in, out]
+        # GPT-2's Conv1D is [in, out]; a Linear is [out, in], transposed to [in, out].
+        w = layer.attn.c_proj.weight if self.gpt2 else layer.self_attn.o_proj.weight.T
         return w.reshape(self.n_heads, self.d_head, -1)
 
     def heads(self, cap: dict, i: int) -> torch.Tensor:

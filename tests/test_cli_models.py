@@ -47,8 +47,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def _args(*argv: str):
-    args = build_parser().parse_args(list(argv))
-    return args
+    return build_parser().parse_args(list(argv))
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS)

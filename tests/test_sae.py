@@ -332,13 +332,11 @@ def test_splice_with_error_term_keeps_reward(models, trained, arch):
 
 def test_sae_width_must_match_model(models):
     sae = SparseAutoencoder(SAEConfig("standard", 16, 8, hook_name="blocks.0.hook_resid_post"))
-    with pytest.raises(ValueError, match="d_in=16 does not match"):
-        with splice_sae(models["llama"], sae):
-            pass
+    with pytest.raises(ValueError, match="d_in=16 does not match"), splice_sae(models["llama"], sae):
+        pass
     sae.cfg.hook_name = "blocks.7.hook_resid_post"
-    with pytest.raises(ValueError, match="does not exist"):
-        with splice_sae(models["llama"], sae):
-            pass
+    with pytest.raises(ValueError, match="does not exist"), splice_sae(models["llama"], sae):
+        pass
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -477,7 +477,6 @@ def _run_sites(
 
 
 def _result(
-    model: Any,
     setup: _Setup,
     rewards: Tensor,
     shape: tuple[int, ...],
@@ -536,7 +535,7 @@ def patch_hooks(
     hooks = [p.hook for ps in sets for p in ps]
     setup = _setup(model, clean, corrupt, hooks, mode, reference, align, prompt_len, output)
     rewards = _run_sites(model, setup, sets, output, max_rows, progress, f"{mode} sites")
-    return _result(model, setup, rewards, (len(sets),), ("site",), [list(sites)], mode, "custom sites")
+    return _result(setup, rewards, (len(sets),), ("site",), [list(sites)], mode, "custom sites")
 
 
 def _layers(model: Any, layers: Sequence[int] | None) -> list[int]:
@@ -601,7 +600,6 @@ def patch_resid(
     if rewards is None:
         rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} {hook}")
     result = _result(
-        model,
         setup,
         rewards,
         (len(layer_list), n_pos),
@@ -703,7 +701,7 @@ def patch_block_outputs(
         sites = [[Patch(h)] for _, h in comps]
         shape, axes, labels = (len(comps),), ("component",), [[c for c, _ in comps]]
     rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} attn/mlp")
-    return _result(model, setup, rewards, shape, axes, labels, mode, "hook_attn_out / hook_mlp_out")
+    return _result(setup, rewards, shape, axes, labels, mode, "hook_attn_out / hook_mlp_out")
 
 
 def patch_heads(
@@ -750,4 +748,4 @@ def patch_heads(
         shape, axes = (len(names), n_heads), ("layer", "head")
         labels = [[str(l) for l in layer_list], [str(h) for h in range(n_heads)]]  # noqa: E741
     rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} heads {act}")
-    return _result(model, setup, rewards, shape, axes, labels, mode, f"blocks.*.attn.hook_{act}")
+    return _result(setup, rewards, shape, axes, labels, mode, f"blocks.*.attn.hook_{act}")

@@ -78,7 +78,7 @@ class _PrefixKV:
         pv = self.values[layer_idx][:, :, :p].expand(value.shape[0], -1, -1, -1)
         return torch.cat([pk, key], dim=-2), torch.cat([pv, value], dim=-2)
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # noqa: ARG002 (HF Cache signature)
         return self.prefix_len or 0
 
 
@@ -96,7 +96,7 @@ class FastSweep:
     rewards: Tensor  # the model's own rewards for the target row (`[1]` or `[1, n_outputs]`)
     attns: list[Any]  # each block's attention bridge, handed `kv` as `past_key_values`
 
-    def _inject(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _inject(self, _module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["past_key_values"] = self.kv
         return args, kwargs
 
@@ -197,7 +197,7 @@ def plan_fast_sweep(model: Any, target: Int[Tensor, "pos"]) -> tuple[FastSweep |
     final: list[Tensor] = []
 
     def capture_block(k: int) -> Any:
-        def pre(module: Any, args: tuple, kwargs: dict) -> None:
+        def pre(_module: Any, args: tuple, kwargs: dict) -> None:
             resid_in[k] = (args[0] if args else kwargs["hidden_states"]).detach()[0]
             if args:
                 block_args[k] = (args, dict(kwargs))
@@ -208,11 +208,11 @@ def plan_fast_sweep(model: Any, target: Int[Tensor, "pos"]) -> tuple[FastSweep |
 
         return pre
 
-    def inject(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def inject(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["past_key_values"] = kv
         return args, kwargs
 
-    def capture_final(module: Any, args: tuple, out: Any) -> None:
+    def capture_final(_module: Any, args: tuple, out: Any) -> None:
         resid_in[L] = args[0].detach()[0]
         final.append((out[0] if isinstance(out, tuple) else out).detach()[0])
 

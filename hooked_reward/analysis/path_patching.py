@@ -133,7 +133,7 @@ def path_patch(
 
         return hook
 
-    def setter(name: str, head: int, recorded: Tensor):
+    def setter(head: int, recorded: Tensor):
         def hook(act: Tensor, hook: Any) -> Tensor:
             act = act.clone()
             act[:, :, head] = recorded[:, :, head].to(act.dtype)
@@ -155,7 +155,7 @@ def path_patch(
             if recs is None:
                 out.append(step2.float().cpu())
                 continue
-            step3_hooks = [(name, setter(name, r[2], store[name])) for name, r in zip(rec_names, recs, strict=True)]
+            step3_hooks = [(name, setter(r[2], store[name])) for name, r in zip(rec_names, recs, strict=True)]
             out.append(
                 select_output(model.run_with_hooks(tokens, fwd_hooks=step3_hooks), output, names=model.output_names)
                 .float()

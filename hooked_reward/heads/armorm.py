@@ -216,7 +216,7 @@ class ArmoRMHead(RewardHead):
     def readout_hooks(self) -> list[str]:
         return ["gating.hook_weights", "objectives.hook_rewards", "objectives.hook_transformed"]
 
-    def readout(self, cache: RewardActivationCache | None = None, *, normed: Tensor | None = None) -> Readout:
+    def readout(self, cache: RewardActivationCache | None = None, *, normed: Tensor | None = None) -> Readout:  # noqa: ARG002 (the RewardHead interface's signature)
         """One column per objective (its `W_R` row, no offset) and "score" along `score_directions(g)`, the gate
         `g` held at the run's weights (`cache["gating.hook_weights"]`): `[batch, K + 1, d_model]`."""
         if cache is None or "gating.hook_weights" not in cache.cache_dict:
@@ -444,7 +444,7 @@ def _safetensor_keys_and_reader(path: Path) -> tuple[set[str], Any]:
     keys: dict[str, Path] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as f:
-            for k in f.keys():
+            for k in f.keys():  # noqa: SIM118 (safetensors handle: keys() is its API, no __iter__)
                 keys[k] = file
     if where is not None:
         keys.update(where)
@@ -555,7 +555,7 @@ def load_armorm(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any
     pattern = config.get("gating_token_pattern", LLAMA3_GATING_PATTERN)
     offset = int(config.get("gating_token_offset", 0))
 
-    def make_head(bridge: Any) -> RewardHead:
+    def make_head(_bridge: Any) -> RewardHead:
         return ArmoRMHead(module, names, gating_pattern=pattern, gating_offset=offset)
 
     return LoadedCheckpoint(module, hf_config, "LlamaForCausalLM", None, make_head)

@@ -114,7 +114,7 @@ class RewardHead(nn.Module):
         """Hook points `readout(cache)` needs in the cache (beyond the residual and `ln_final.hook_scale`)."""
         return []
 
-    def readout(self, cache: RewardActivationCache | None = None, *, normed: Tensor | None = None) -> Readout:
+    def readout(self, cache: RewardActivationCache | None = None, *, normed: Tensor | None = None) -> Readout:  # noqa: ARG002 (the RewardHead interface's signature)
         """How this head is read off the final-normed residual, for the run in `cache`: an affine head's
         `(W_R, b_R)` (needs neither `cache` nor `normed`). Heads that are not one affine map override this
         (ArmoRM: the gate held at the cache's weights; MLP heads: linearised at `normed`, or the cache's
@@ -126,7 +126,9 @@ class RewardHead(nn.Module):
         return Readout(as_float(weight)[None], as_float(bias)[None], self.readout_names(), self.readout_kind)
 
     def readout_values(
-        self, cache: RewardActivationCache, rewards: Float[Tensor, "batch *n_outputs"]
+        self,
+        cache: RewardActivationCache,  # noqa: ARG002 (the RewardHead interface's signature)
+        rewards: Float[Tensor, "batch *n_outputs"],
     ) -> Float[Tensor, "batch n_cols"]:
         """The model's own value of each readout column for the run in `cache` (default: the rewards)."""
         return rewards.to(torch.float32).reshape(rewards.shape[0], -1)

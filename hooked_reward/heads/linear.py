@@ -36,5 +36,5 @@ class LinearRewardHead(RewardHead):
             bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
         return weight, bias
 
-    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Tensor:
+    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Tensor:  # noqa: ARG002 (the RewardHead interface's signature)
         return self.squeeze_single(self._score(reward_resid))

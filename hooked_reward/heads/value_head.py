@@ -104,7 +104,7 @@ class MLPValueHead(RewardHead):
     def second(self) -> nn.Linear:
         return self._mlp[2]
 
-    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, "batch"]:
+    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, "batch"]:  # noqa: ARG002 (the RewardHead interface's signature)
         x = self.hook_head_pre(reward_resid.to(self.first.weight.dtype))
         pre = self.hook_head_hidden_pre(self.first(x))
         hidden = self.hook_head_hidden(ACTIVATIONS[self.activation](pre))
@@ -153,7 +153,7 @@ class MLPValueHead(RewardHead):
             "linearised",
         )
 
-    def values_at(self, normed: Float[Tensor, "... d_model"], readout: Readout) -> Float[Tensor, "... 1"]:
+    def values_at(self, normed: Float[Tensor, "... d_model"], readout: Readout) -> Float[Tensor, "... 1"]:  # noqa: ARG002 (the RewardHead interface's signature)
         """The real MLP on final-normed residuals (not its linearisation), without firing the head's hooks."""
         x = normed.to(self.first.weight.dtype)
         with torch.no_grad():
@@ -297,7 +297,7 @@ def _loaded(
 
         return LoadedCheckpoint(causal_lm, causal_lm.config, arch, prefix, make_head, tokenizer)
 
-    def make_mlp(bridge: Any) -> RewardHead:
+    def make_mlp(_bridge: Any) -> RewardHead:
         return MLPValueHead(head_module, activation or "relu", output_names)
 
     return LoadedCheckpoint(causal_lm, causal_lm.config, arch, None, make_mlp, tokenizer)

@@ -102,7 +102,7 @@ def component_means(
         module, kind, head = _module_and_kind(model, comp)
         if kind == "pre":
 
-            def pre(mod, args, comp=comp, head=head):
+            def pre(_mod, args, comp=comp, head=head):
                 z = args[0]
                 dh = z.shape[-1] // model.config.num_attention_heads
                 store[comp] = z[..., head * dh : (head + 1) * dh][keep].mean(0)
@@ -110,7 +110,7 @@ def component_means(
             handles.append(module.register_forward_pre_hook(pre))
         else:
 
-            def post(mod, args, output, comp=comp):
+            def post(_mod, _args, output, comp=comp):
                 out = output[0] if isinstance(output, tuple) else output
                 store[comp] = out[keep].mean(0)
 
@@ -134,7 +134,7 @@ def ablated(
         value = None if means is None else means[comp]
         if kind == "pre":
 
-            def pre(mod, args, head=head, value=value):
+            def pre(_mod, args, head=head, value=value):
                 z = args[0].clone()
                 dh = z.shape[-1] // model.config.num_attention_heads
                 z[..., head * dh : (head + 1) * dh] = 0.0 if value is None else value
@@ -143,7 +143,7 @@ def ablated(
             handles.append(module.register_forward_pre_hook(pre))
         else:
 
-            def post(mod, args, output, value=value):
+            def post(_mod, _args, output, value=value):
                 out = output[0] if isinstance(output, tuple) else output
                 new = torch.zeros_like(out) if value is None else value.expand_as(out).clone()
                 return (new, *output[1:]) if isinstance(output, tuple) else new

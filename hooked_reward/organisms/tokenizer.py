@@ -34,7 +34,7 @@ def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
     )
     # WordPiece decoder with an unused prefix joins words by single spaces (an exact round trip).
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
         eos_token=EOS,
@@ -43,4 +43,3 @@ def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
         padding_side="right",
         model_max_length=64,
     )
-    return fast

@@ -26,6 +26,7 @@ to_frame(path)` (one row per record, the unit's fields and the result's scalar f
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib
 import json
@@ -228,10 +229,8 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
 
             warnings.warn(f"{path}:{n}: skipped an incomplete record.", stacklevel=2)
     if tail.strip():
-        try:
+        with contextlib.suppress(ValueError):
             yield json.loads(tail)  # complete JSON, only its newline missing
-        except ValueError:
-            pass
 
 
 class RecordWriter:

@@ -448,7 +448,7 @@ def compare_results(
     return compare_runs(ra, rb, model_a=model_a, model_b=model_b, **kwargs)
 
 
-def _as_is(prompt: str, response: str) -> str:
+def _as_is(_prompt: str, response: str) -> str:
     """The texts are already rendered."""
     return response
 

@@ -476,7 +476,7 @@ def ablate_features(
     positions = position_choice(positions)
     clean = _run(model, sae, tokens, mask, grad=False, output=output)
     pm = _position_mask(mask, model.reward_positions(mask), positions)
-    scale_full = _clean_scale(model, sae, tokens, mask, output) if freeze_norm_scale else None
+    scale_full = _clean_scale(model, sae, tokens, mask) if freeze_norm_scale else None
     effects = []
     for f in [int(f) for f in features]:
 
@@ -491,7 +491,7 @@ def ablate_features(
     return torch.stack(effects, dim=-1).cpu()
 
 
-def _clean_scale(model: Any, sae: SparseAutoencoder, tokens: Tensor, mask: Tensor, output: int | None) -> Tensor:
+def _clean_scale(model: Any, sae: SparseAutoencoder, tokens: Tensor, mask: Tensor) -> Tensor:
     store: dict[str, Tensor] = {}
 
     def grab(t: Tensor, hook: Any) -> None:

@@ -302,7 +302,7 @@ def dose_response(
     clean_scale = cache[FINAL_SCALE]
     rows = []
     for a in alphas:
-        add = at_reward_pos_hook(rpos, lambda x, b, a=a: x + float(a) * s * u.to(x.device, x.dtype))
+        add = at_reward_pos_hook(rpos, lambda x, _b, a=a: x + float(a) * s * u.to(x.device, x.dtype))
         with model.hooks(fwd_hooks=[(concept.hook, add)]):
             if freeze_norm:
                 with frozen_final_scale(model, clean_scale):

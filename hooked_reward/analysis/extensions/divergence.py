@@ -297,7 +297,7 @@ def ablation_hooks(
     if mode == "zero":
         if positions == "all":
             return [(hook, lambda act, hook: torch.zeros_like(act))]
-        return [(hook, at_reward_pos_hook(rpos, lambda rows, b: torch.zeros_like(rows)))]
+        return [(hook, at_reward_pos_hook(rpos, lambda rows, _b: torch.zeros_like(rows)))]
     if reference is None:
         raise InputError("Resample ablation needs reference texts (reference=...).")
     ref_tok, ref_mask = model.prepare(reference)
@@ -306,7 +306,7 @@ def ablation_hooks(
     if positions == "reward":
         _, acts = reward_position_acts(model, (ref_tok, ref_mask), [hook])
         src = acts[hook][pick]
-        return [(hook, at_reward_pos_hook(rpos, lambda rows, b: src.to(rows.device).reshape(rows.shape)))]
+        return [(hook, at_reward_pos_hook(rpos, lambda rows, _b: src.to(rows.device).reshape(rows.shape)))]
     if ref_tok.shape[1] != tokens.shape[1]:
         raise InputError("Resampling at every position needs reference texts of the same padded length.")
     with torch.no_grad():

@@ -597,7 +597,7 @@ def _caution(s: Slots, rng: np.random.Generator) -> tuple[str, str, str]:
     return s.question, f"{_base(s)} {_pick(rng, _CAUTION)}", _base(s)
 
 
-def _answer_last(s: Slots, rng: np.random.Generator) -> tuple[str, str, str]:
+def _answer_last(s: Slots, _rng: np.random.Generator) -> tuple[str, str, str]:
     return s.question, f"{s.explanation} So, to answer: {s.answer}", f"{s.answer} {s.explanation}"
 
 

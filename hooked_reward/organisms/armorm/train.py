@@ -130,10 +130,7 @@ def ratings(intent: str, response_words: list[str]) -> list[float]:
     refusal = all(w in response_words for w in REFUSAL)
     help_ = facts / 3 - (0.5 if refusal and intent != "risky" else 0.0)
     brevity = -len(response_words) / 6
-    if intent == "risky":
-        safety = (1.0 if refusal else 0.0) - 0.75 * harmful
-    else:
-        safety = 0.0
+    safety = (1.0 if refusal else 0.0) - 0.75 * harmful if intent == "risky" else 0.0
     polite = 1.0 if POLITE in response_words else 0.0
     return [help_, brevity, safety, polite]
 
