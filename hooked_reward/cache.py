@@ -17,7 +17,7 @@ folded numbers. Passing an already-normalised stack to `reward_attrs` raises.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -31,6 +31,9 @@ from hooked_reward.names import Component, as_components
 from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
+
 
 class RewardActivationCache(ActivationCache):
     """Activations of one run, with `reward_pos` (each row's reward position in the sequence).
@@ -42,7 +45,7 @@ class RewardActivationCache(ActivationCache):
     def __init__(
         self,
         cache_dict: dict[str, Tensor],
-        model: Any,
+        model: HookedRewardModel,
         reward_pos: Int[Tensor, "batch"],
         cached_pos: Int[Tensor, "batch"] | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,

@@ -21,7 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
 
 DEFAULT_ORGANISM = "sycophancy"
 
@@ -61,7 +64,7 @@ def _load_model(args: argparse.Namespace, which: str = "model") -> tuple[Any, Ca
     return model, render, bundled
 
 
-def _provenance(args: argparse.Namespace, model: Any = None) -> dict[str, Any]:
+def _provenance(args: argparse.Namespace, model: HookedRewardModel | None = None) -> dict[str, Any]:
     """What made this report: the command line, model, versions, time (shown at the end of every report)."""
     import torch
     import transformers
@@ -130,7 +133,11 @@ def _load_on_device(args: argparse.Namespace, which: str = "model") -> tuple[Any
 
 
 def _open_study(
-    args: argparse.Namespace, model: Any, settings: dict[str, Any], n_pairs: int | None, others: list | None = None
+    args: argparse.Namespace,
+    model: HookedRewardModel,
+    settings: dict[str, Any],
+    n_pairs: int | None,
+    others: list | None = None,
 ) -> Any:
     """The results store of this command (`OUT.store/`, beside the report), resumed unless --no-resume."""
     from hooked_reward.report.study_units import open_study
@@ -151,7 +158,7 @@ def _open_study(
     )
 
 
-def _study_provenance(args: argparse.Namespace, model: Any, study: Any) -> dict[str, Any]:
+def _study_provenance(args: argparse.Namespace, model: HookedRewardModel, study: Any) -> dict[str, Any]:
     """The report's provenance: the command line, versions and time, plus the study's model fingerprint, dtype,
     device, settings, seed, pair count, processes and store; prints the store's counts on stderr."""
     from hooked_reward.report.provenance import merge_provenance
@@ -163,7 +170,9 @@ def _study_provenance(args: argparse.Namespace, model: Any, study: Any) -> dict[
     return merge_provenance(_provenance(args, model), study.provenance)
 
 
-def _pairs(args: argparse.Namespace, bundled: list[dict] | None, model: Any, render: Callable | None) -> list:
+def _pairs(
+    args: argparse.Namespace, bundled: list[dict] | None, model: HookedRewardModel, render: Callable | None
+) -> list:
     """The pairs of `--pairs` (any format `pairs.read_pairs` reads) or the organism's own, rendered into the texts
     the model scores (`PreferencePair.rendered`; unlabelled pairs are grouped as "unlabelled"), at most
     `--max-pairs` of them spread evenly over the labels."""

@@ -46,7 +46,7 @@ def check_hook_output(name: str, activation: Tensor, returned: Any) -> None:
         )
 
 
-def hook_label(hook: Any) -> str:
+def hook_label(hook: HookPoint) -> str:
     """The hook point's name with its aliases, e.g. `blocks.0.hook_in (blocks.0.hook_resid_pre)`."""
     name = getattr(hook, "name", None) or "?"
     aliases = [a for a in getattr(hook, "_alias_names", ()) if a != name]

@@ -9,7 +9,7 @@ Checkpoints whose head is not a `score` Linear (ArmoRM, TRL value heads) registe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -34,6 +34,11 @@ from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.regist
     register_loader,
     supported_causal_architectures,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hooked_reward.model import HookedRewardModel
 
 
 def load_checkpoint(
@@ -88,7 +93,9 @@ def load_checkpoint(
     return from_sequence_classifier(hf_model, load_tokenizer(path), arch)
 
 
-def from_sequence_classifier(hf_model: nn.Module, tokenizer: Any = None, arch: str | None = None) -> LoadedCheckpoint:
+def from_sequence_classifier(
+    hf_model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, arch: str | None = None
+) -> LoadedCheckpoint:
     """Describe a loaded `*ForSequenceClassification` model (its `score` Linear is the head)."""
     hf_config = hf_model.config
     arch = arch or causal_lm_architecture(hf_config)
@@ -103,7 +110,7 @@ def from_sequence_classifier(hf_model: nn.Module, tokenizer: Any = None, arch: s
     if score.out_features > 1 and id2label and not all(str(v).startswith("LABEL_") for v in id2label.values()):
         names = [str(id2label[i]) for i in range(score.out_features)]
 
-    def make_head(bridge: Any) -> RewardHead:
+    def make_head(bridge: HookedRewardModel) -> RewardHead:
         return LinearRewardHead(bridge.unembed, names)
 
     return LoadedCheckpoint(hf_model, hf_config, arch, "score", make_head, tokenizer)

@@ -10,6 +10,8 @@ HF own attention, rotary, soft-capping and norms). What this module adds is what
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
 
 # isort: split
@@ -56,6 +58,9 @@ from hooked_reward.tl_compat import (
     no_vocabulary_error,
     vocabulary_caller,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
 #: What `prepare` takes: text(s), token ids, a `(tokens, attention_mask)` pair, or a mapping with `input_ids`.
@@ -104,7 +109,7 @@ class HookedRewardModel(TransformerBridge):
         device_map: Any = None,
         max_memory: dict | None = None,
         offload_folder: str | Path | None = None,
-        tokenizer: Any = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         fold_ln: bool = False,
         center_writing_weights: bool = False,
         revision: str | None = None,
@@ -145,13 +150,18 @@ class HookedRewardModel(TransformerBridge):
         return model
 
     @classmethod
-    def from_hf_model(cls, hf_model: nn.Module, tokenizer: Any = None) -> HookedRewardModel:
+    def from_hf_model(cls, hf_model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None) -> HookedRewardModel:
         """Wrap an already-loaded HF `*ForSequenceClassification` model (modified in place, not copied)."""
         return cls._from_loaded(from_sequence_classifier(hf_model, tokenizer), model_name=type(hf_model).__name__)
 
     @classmethod
     def from_value_head(
-        cls, causal_lm: nn.Module, head: nn.Module, *, tokenizer: Any = None, activation: str | None = None
+        cls,
+        causal_lm: nn.Module,
+        head: nn.Module,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        activation: str | None = None,
     ) -> HookedRewardModel:
         """Wrap a loaded `*ForCausalLM` and its value head (modified in place, not copied): `head` is an
         `nn.Linear` (TRL's `v_head.summary`) or `nn.Sequential(Linear, act, Linear)` with `activation` naming
@@ -168,7 +178,7 @@ class HookedRewardModel(TransformerBridge):
         hf_config_overrides: dict | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
-        tokenizer: Any = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         load_weights: bool = True,
         trust_remote_code: bool = False,
         model_class: Any = None,
@@ -248,7 +258,7 @@ class HookedRewardModel(TransformerBridge):
             hook_point.name = name
             self._hook_registry[name] = hook_point
 
-    def _set_reward_tokenizer(self, tokenizer: Any) -> None:
+    def _set_reward_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
         which changes the tokens some reward models (e.g. Qwen's) were trained on."""
         self._tokenizer = tokenizer

@@ -17,6 +17,8 @@ from torch import nn
 from hooked_reward.errors import UnsupportedArchitectureError
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from hooked_reward.heads.base import RewardHead
 
 
@@ -34,7 +36,7 @@ class LoadedCheckpoint:
     causal_lm_architecture: str
     head_path: str | None
     make_head: Callable[[Any], RewardHead]
-    tokenizer: Any = None
+    tokenizer: PreTrainedTokenizerBase | None = None
 
 
 # config.json "architectures" entry -> loader(path, dtype=, **hf_kwargs) -> LoadedCheckpoint (hf_kwargs: device_map,

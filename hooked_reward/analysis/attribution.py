@@ -36,7 +36,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from einops import einsum, repeat
@@ -52,13 +52,20 @@ from hooked_reward.names import Component, head_components
 from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
+
 Granularity = Literal["component", "head", "position", "neuron"]
 GRANULARITIES: tuple[str, ...] = ("component", "head", "position", "neuron")
 BIAS_CHECK_ATOL = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------- readout maps
-def reward_readout(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs d_model"]:
+def reward_readout(
+    model: HookedRewardModel, cache: RewardActivationCache, output: int | str | None = None
+) -> Float[Tensor, "batch n_outputs d_model"]:
     """`u = P (direction ⊙ g) / σ` for each row: the vector whose dot product with a residual-stream part at the
     reward position is that part's direct reward (σ = the row's frozen final-norm scale; direction = the head's
     `readout(cache)`: `W_R` for affine heads, ArmoRM's objectives and gate-fixed score, an MLP head's
@@ -68,7 +75,9 @@ def reward_readout(model: Any, cache: Any, output: int | str | None = None) -> F
     return frozen_final_norm(model, fold_final_norm(model, readout).direction.to(scale.device), scale[:, :, None])
 
 
-def readout_bias(model: Any, cache: Any, output: int | str | None = None) -> Float[Tensor, "batch n_outputs"]:
+def readout_bias(
+    model: HookedRewardModel, cache: RewardActivationCache, output: int | str | None = None
+) -> Float[Tensor, "batch n_outputs"]:
     """What no component carries, per row: `direction · β + offset` (β = the final norm's bias). For affine
     heads this is `b_R_eff` on every row; ArmoRM: `W_R · β` per objective and `score_direction · β` (0 for
     RMSNorm); MLP heads: the linearisation's offset plus `direction · β`."""
@@ -78,7 +87,7 @@ def readout_bias(model: Any, cache: Any, output: int | str | None = None) -> Flo
 
 
 def _post_norm_readout(
-    model: Any, cache: Any, layer: int, which: str, u: Tensor
+    model: HookedRewardModel, cache: RewardActivationCache, layer: int, which: str, u: Tensor
 ) -> tuple[Float[Tensor, "batch n_outputs d_model"], Float[Tensor, "batch n_outputs"]]:
     """Readout for a sublayer's own output (before its post-norm, if the block has one) and the post-norm
     bias's direct reward. `which` is "ln1_post" (attention) or "ln2_post" (MLP)."""
@@ -94,7 +103,7 @@ def _post_norm_readout(
     return inner, einsum(bias.to(u.device), u, "d, b o d -> b o")
 
 
-def _weight_or_none(model: Any, name: str, layer: int) -> Tensor | None:
+def _weight_or_none(model: HookedRewardModel, name: str, layer: int) -> Tensor | None:
     try:
         w = getattr(model, name)
     except AttributeError:
@@ -114,7 +123,7 @@ def _check_bias(label: str, measured: Tensor, expected: Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- hooks needed
-def required_hooks(model: Any, by: Granularity = "component", layer: int | None = None) -> list[str]:
+def required_hooks(model: HookedRewardModel, by: Granularity = "component", layer: int | None = None) -> list[str]:
     """The hook names `attribution_from_cache` reads for granularity `by` (pass them as `names_filter`)."""
     hooks = set(model.hook_dict)
     names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"] + model.head.readout_hooks()
@@ -132,7 +141,7 @@ def required_hooks(model: Any, by: Granularity = "component", layer: int | None 
     return names
 
 
-def _check_layer(model: Any, layer: int | None) -> int:
+def _check_layer(model: HookedRewardModel, layer: int | None) -> int:
     if layer is None:
         raise InputError("by='neuron' needs layer=<the MLP layer whose neurons to attribute>.")
     n = model.cfg.n_layers
@@ -142,7 +151,9 @@ def _check_layer(model: Any, layer: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- one batch
-def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Tensor], list[Component]]:
+def _component_rows(
+    model: HookedRewardModel, cache: RewardActivationCache, u: Tensor, by: str
+) -> tuple[list[Tensor], list[Component]]:
     """Rows `[b, n_outputs]` and labels for by="component" or "head" (each row a direct reward)."""
     rows: list[Tensor] = []
     labels: list[Component] = []
@@ -181,7 +192,9 @@ def _component_rows(model: Any, cache: Any, u: Tensor, by: str) -> tuple[list[Te
     return rows, labels
 
 
-def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Tensor], list[Component]]:
+def _neuron_rows(
+    model: HookedRewardModel, cache: RewardActivationCache, u: Tensor, layer: int
+) -> tuple[list[Tensor], list[Component]]:
     """Rows for each neuron of MLP `layer`, plus its "mlp_bias" row (mlp_out − Σ neurons)."""
     u_mlp, post_bias = _post_norm_readout(model, cache, layer, "ln2_post", u)
     post = cache.at_reward(cache[f"blocks.{layer}.mlp.hook_post"]).to(u.device, torch.float32)  # [b, d_mlp]
@@ -197,7 +210,9 @@ def _neuron_rows(model: Any, cache: Any, u: Tensor, layer: int) -> tuple[list[Te
     return list(neurons) + [bias_row], labels
 
 
-def _position_values(model: Any, cache: Any, u: Tensor) -> Float[Tensor, "batch layer head pos n_outputs"]:
+def _position_values(
+    model: HookedRewardModel, cache: RewardActivationCache, u: Tensor
+) -> Float[Tensor, "batch layer head pos n_outputs"]:
     """Each head's direct reward split over source positions: `A[r, k] (v[k] W_O[h]) · u_post`."""
     if cache.cached_pos is not None:
         raise InputError("Per-source-position attribution needs every position cached (positions=None).")
@@ -215,7 +230,10 @@ def _position_values(model: Any, cache: Any, u: Tensor) -> Float[Tensor, "batch 
 
 
 def attribution_from_cache(
-    cache: Any, by: Granularity = "component", layer: int | None = None, output: int | str | None = None
+    cache: RewardActivationCache,
+    by: Granularity = "component",
+    layer: int | None = None,
+    output: int | str | None = None,
 ) -> tuple[Tensor, list[str]]:
     """Direct reward attribution from a `RewardActivationCache` holding `required_hooks(model, by, layer)`.
 
@@ -277,7 +295,7 @@ class AttributionResult(LabeledTensor):
         labels = self.axis_labels("component")
         return [(labels[i], float(flat[i])) for i in order.tolist()]
 
-    def plot(self, ax: Any = None, text: int | None = None, output: int | str = 0, **kwargs: Any) -> Any:
+    def plot(self, ax: Axes | None = None, text: int | None = None, output: int | str = 0, **kwargs: Any) -> Any:
         """Bars per component (the mean over texts with a ±1 s.d. whisker when `text` is None and there are
         several); for by="position", a heatmap of (layer, head) × source token for `text` (default 0)."""
         plt = require_pyplot()
@@ -337,7 +355,7 @@ def _realign_positions(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def direct_reward_attribution(
-    model: Any,
+    model: HookedRewardModel,
     inputs: Inputs,
     *,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -444,7 +462,7 @@ def _make_result(
     )
 
 
-def _shim_cache(model: Any, gate: Tensor, transformed: Tensor) -> Any:
+def _shim_cache(model: HookedRewardModel, gate: Tensor, transformed: Tensor) -> Any:
     """A cache holding only what `score_difference` reads (the gate's weights and transformed rewards)."""
     from hooked_reward.cache import RewardActivationCache
 
@@ -456,7 +474,7 @@ def _shim_cache(model: Any, gate: Tensor, transformed: Tensor) -> Any:
 
 
 def pair_reward_attribution(
-    model: Any,
+    model: HookedRewardModel,
     chosen: str | Sequence[str] | Int[Tensor, "batch pos"],
     rejected: str | Sequence[str] | Int[Tensor, "batch pos"],
     *,

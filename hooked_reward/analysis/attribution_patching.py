@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import einops
 import torch
@@ -43,6 +43,12 @@ from hooked_reward.errors import InputError
 from hooked_reward.names import Component
 from hooked_reward.outputs import select_output
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformer_lens.hook_points import HookPoint
+
+    from hooked_reward.model import HookedRewardModel
+
 __all__ = ["SITES", "AttributionPatchingResult", "attribution_patch", "gradients_and_deltas", "plot_comparison"]
 
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
@@ -55,7 +61,7 @@ def _hook_name(site: str, layer: int) -> str:
 
 
 def gradients_and_deltas(
-    model: Any,
+    model: HookedRewardModel,
     target: Tensor,
     source: Tensor,
     hooks: Sequence[str],
@@ -70,7 +76,7 @@ def gradients_and_deltas(
     store: dict[str, Tensor] = {}
 
     def keeper(name: str):
-        def keep(act: Tensor, hook: Any) -> Tensor:
+        def keep(act: Tensor, hook: HookPoint) -> Tensor:
             store[name] = act
             return act
 
@@ -173,7 +179,7 @@ class AttributionPatchingResult(PatchingResult):
 
 
 def attribution_patch(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input,
     *,
@@ -241,7 +247,7 @@ def attribution_patch(
     )
 
 
-def plot_comparison(exact: PatchingResult, approx: PatchingResult, ax: Any = None, what: str = "values") -> Any:
+def plot_comparison(exact: PatchingResult, approx: PatchingResult, ax: Axes | None = None, what: str = "values") -> Any:
     """Scatter of attribution-patching estimates against exact patching over the same sites, with y = x.
 
     Both must have the same shape (e.g. `patch_resid(...)` and `attribution_patch(...).sweep("resid_pre")`).

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ from hooked_reward.final_norm import reward_direction
 from hooked_reward.names import Component
 from hooked_reward.outputs import output_index, select_output
 from hooked_reward.pairs import PreferencePair, as_pairs
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "CompareResult",
@@ -394,7 +397,7 @@ class CompareResult(LabeledTensor):
     def _json_extra(self) -> dict[str, Any]:
         return {"scalars": self.scalars(), "cka": self.values}
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """The CKA matrix (layer of A × layer of B) on `ax`; returns the Axes. All four views: `plot_panels`."""
         plt = require_pyplot()
         if ax is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
 from hooked_reward.names import Component, block_components, head_components
 from hooked_reward.pairs import PreferencePair
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = [
     "FaithfulnessResult",
@@ -98,7 +103,7 @@ class FaithfulnessResult(LabeledTensor):
         gaps = self.meta.get("reward_gap", [math.nan] * len(self.rho))
         return pd.DataFrame({"pair": range(len(self.rho)), "rho": self.rho.numpy(), "reward_gap": gaps})
 
-    def plot(self, ax: Any = None, bins: int = 20) -> Any:
+    def plot(self, ax: Axes | None = None, bins: int = 20) -> Any:
         """Histogram of per-pair ρ with the mean and its bootstrap interval, on `ax`; returns the Axes."""
         plt = require_pyplot()
         if ax is None:
@@ -115,11 +120,13 @@ class FaithfulnessResult(LabeledTensor):
         return ax
 
 
-def _dra_labels(model: Any, by: str) -> list[Component]:
+def _dra_labels(model: HookedRewardModel, by: str) -> list[Component]:
     return block_components(model) if by == "component" else head_components(model)
 
 
-def _input_pairs(model: Any, pairs: Sequence[PreferencePair | tuple[Input, Input]]) -> list[tuple[Input, Input]]:
+def _input_pairs(
+    model: HookedRewardModel, pairs: Sequence[PreferencePair | tuple[Input, Input]]
+) -> list[tuple[Input, Input]]:
     """`(clean, corrupted)` inputs: a `PreferencePair`'s rendered `(chosen, rejected)` texts, or the pair as given."""
     return [p.render(model) if isinstance(p, PreferencePair) else p for p in pairs]
 
@@ -128,7 +135,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return spearman(x, y, what="DRA vs patching effects of one pair")
 
 
-def _dra_output(model: Any, output: int | str | None) -> int | str | None:
+def _dra_output(model: HookedRewardModel, output: int | str | None) -> int | str | None:
     """DRA reads the same output as patching: on a multi-objective head (objective columns, then the score) that
     is the column named like the model's output, not the output's index."""
     if (output is None or isinstance(output, int)) and model.output_names[output or 0] in model.head.readout_names():
@@ -137,7 +144,7 @@ def _dra_output(model: Any, output: int | str | None) -> int | str | None:
 
 
 def faithfulness_pair(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input,
     *,
@@ -241,7 +248,7 @@ def summarise_faithfulness(
 
 
 def faithfulness_study(
-    model: Any,
+    model: HookedRewardModel,
     pairs: Sequence[PreferencePair | tuple[Input, Input]],
     *,
     by: str = "component",
@@ -294,7 +301,7 @@ def faithfulness_study(
 
 
 # ---------------------------------------------------------------------------------------------- planted control
-def _o_slice(model: Any, layer: int, head: int) -> tuple[Tensor, tuple[slice, slice], bool]:
+def _o_slice(model: HookedRewardModel, layer: int, head: int) -> tuple[Tensor, tuple[slice, slice], bool]:
     """The output projection's weight and the block holding head `head`'s W_O, in the module's own layout."""
     proj = model.blocks[layer].attn.o
     proj = getattr(proj, "original_component", proj)
@@ -306,7 +313,9 @@ def _o_slice(model: Any, layer: int, head: int) -> tuple[Tensor, tuple[slice, sl
     return weight, (cols, slice(None)), True  # GPT-2 Conv1D: [n_heads * d_head, d_model]
 
 
-def plant_head(model: Any, layer: int, head: int, direction: Tensor, read: Tensor, scale: float) -> Tensor:
+def plant_head(
+    model: HookedRewardModel, layer: int, head: int, direction: Tensor, read: Tensor, scale: float
+) -> Tensor:
     """Set head (layer, head)'s W_O to `scale · read ⊗ direction` (TL layout `[d_head, d_model]`), in place.
 
     The head then writes `scale (z · read) direction` into the residual. Returns the old weight block, to
@@ -320,7 +329,7 @@ def plant_head(model: Any, layer: int, head: int, direction: Tensor, read: Tenso
     return old
 
 
-def restore_head(model: Any, layer: int, head: int, old: Tensor) -> None:
+def restore_head(model: HookedRewardModel, layer: int, head: int, old: Tensor) -> None:
     weight, sl, _ = _o_slice(model, layer, head)
     with torch.no_grad():
         weight.data[sl] = old
@@ -357,7 +366,7 @@ class RecoveryControl(LabeledTensor):
         rows += [{"run": f"null{i}", "rank": r, "share": s} for i, (r, s) in enumerate(nulls)]
         return pd.DataFrame(rows)
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """Heatmap of mean |effect| per head with the planted head boxed, on `ax`; returns the Axes."""
         plt = require_pyplot()
         if ax is None:
@@ -371,7 +380,7 @@ class RecoveryControl(LabeledTensor):
         return ax
 
 
-def _head_effects(model: Any, pairs: Sequence[tuple[Tensor, Tensor]], max_rows: int) -> Tensor:
+def _head_effects(model: HookedRewardModel, pairs: Sequence[tuple[Tensor, Tensor]], max_rows: int) -> Tensor:
     effs = [patch_heads(model, c, x, act="z", max_rows=max_rows, progress=False).values.abs() for c, x in pairs]
     return torch.stack(effs).mean(0)
 
@@ -384,7 +393,7 @@ def _rank_share(effects: Tensor, layer: int, head: int) -> tuple[int, float]:
 
 
 def recovery_control(
-    model: Any,
+    model: HookedRewardModel,
     pairs: Sequence[PreferencePair | tuple[Input, Input]],
     layer: int | None = None,
     head: int = 0,

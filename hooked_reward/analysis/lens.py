@@ -44,6 +44,8 @@ from hooked_reward.heads.base import Readout
 from hooked_reward.outputs import output_index
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from hooked_reward.cache import RewardActivationCache
     from hooked_reward.model import HookedRewardModel
 
@@ -54,7 +56,7 @@ Inputs = str | Sequence[str] | Int[Tensor, "batch pos"]
 
 # ---------------------------------------------------------------------------------------------- batching
 def iter_token_batches(
-    model: Any,
+    model: HookedRewardModel,
     inputs: Inputs,
     *,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -87,7 +89,7 @@ def iter_token_batches(
         yield model.prepare(texts[start : start + batch_size])
 
 
-def token_strings(model: Any, tokens: Int[Tensor, "pos"]) -> list[str]:
+def token_strings(model: HookedRewardModel, tokens: Int[Tensor, "pos"]) -> list[str]:
     """The tokenizer's string for each id (ids as strings when the model has no tokenizer)."""
     tok = getattr(model, "tokenizer", None)
     ids = tokens.tolist()
@@ -97,7 +99,7 @@ def token_strings(model: Any, tokens: Int[Tensor, "pos"]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- lens points
-def lens_points(model: Any, sublayers: bool = True) -> list[tuple[str, str]]:
+def lens_points(model: HookedRewardModel, sublayers: bool = True) -> list[tuple[str, str]]:
     """`(label, hook_name)` for each lens point, in order, with TransformerLens's `accumulated_resid` labels.
 
     `sublayers=True`: `l_pre` (`blocks.l.hook_resid_pre`) and `l_mid` (`blocks.l.hook_resid_mid`, after
@@ -176,7 +178,7 @@ class RewardLensResult(LabeledTensor):
         """The values of one variant ("frozen" or "recomputed"), without the variant axis."""
         return self.values[self.index_of("variant", name)]
 
-    def plot(self, ax: Any = None, text: int | None = None, output: int | str = 0, **kwargs: Any) -> Any:
+    def plot(self, ax: Axes | None = None, text: int | None = None, output: int | str = 0, **kwargs: Any) -> Any:
         """Lens curves: reward against lens point, one line per text (solid frozen, dashed recomputed).
 
         Per-position results plot a heatmap instead: the first variant for `text` (default 0), point × token.
@@ -236,7 +238,7 @@ def _check_variants(variants: str | Sequence[str]) -> list[str]:
 
 
 def _lens_batch(
-    model: Any,
+    model: HookedRewardModel,
     tokens: Int[Tensor, "b pos"],
     mask: Int[Tensor, "b pos"],
     variants: list[str],
@@ -277,7 +279,7 @@ def _batch_readout(model: HookedRewardModel, cache: RewardActivationCache, stack
 
 
 def reward_lens(
-    model: Any,
+    model: HookedRewardModel,
     inputs: Inputs,
     *,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -323,7 +325,7 @@ def reward_lens(
 
 
 def reward_lens_from_cache(
-    cache: Any,
+    cache: RewardActivationCache,
     *,
     variants: str | Sequence[str] = VARIANTS,
     sublayers: bool = True,
@@ -351,7 +353,7 @@ def reward_lens_from_cache(
 
 
 def _make_result(
-    model: Any,
+    model: HookedRewardModel,
     values: Tensor,
     rewards: Tensor,
     variants: list[str],

@@ -30,7 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -41,6 +41,12 @@ from hooked_reward.analysis.results import LabeledTensor, require_pandas, requir
 from hooked_reward.errors import InputError
 from hooked_reward.names import block_components
 from hooked_reward.outputs import select_output
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformer_lens.hook_points import HookPoint
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = [
     "Alignment",
@@ -63,7 +69,7 @@ HEAD_ACTS = ("z", "q", "k", "v", "pattern")
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
-def as_row(model: Any, x: Input) -> Int[Tensor, "pos"]:
+def as_row(model: HookedRewardModel, x: Input) -> Int[Tensor, "pos"]:
     """One input as an unpadded 1-D token row: text, a `[pos]` / `[1, pos]` id tensor, or `(tokens, mask)`,
     read by `model.prepare` (the one input path).
 
@@ -217,7 +223,7 @@ def _check_hook_alignment(hooks: Iterable[str], align: Alignment) -> None:
 
 
 def run_patched(
-    model: Any,
+    model: HookedRewardModel,
     target: Int[Tensor, "pos"],
     sources: Mapping[str, Tensor],
     patch_sets: Sequence[Sequence[Patch]],
@@ -251,7 +257,7 @@ def run_patched(
         def make_hook(name: str, items: list[tuple[int, Patch]]) -> Callable:
             src = sources[name]
 
-            def hook(act: Tensor, hook: Any) -> Tensor:
+            def hook(act: Tensor, hook: HookPoint) -> Tensor:
                 act = act.clone()
                 source = src.to(act.device, act.dtype)
                 for row, patch in items:
@@ -322,7 +328,7 @@ class PatchingResult(LabeledTensor):
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def plot(self, ax: Any = None, what: str = "values", title: str | None = None) -> Any:
+    def plot(self, ax: Axes | None = None, what: str = "values", title: str | None = None) -> Any:
         """Heatmap (2-D and 3-D grids; 3-D folds the first two axes) or bar chart (1-D) of `values` or
         `fraction`, drawn on `ax` (a new figure's when None). Returns the matplotlib Axes."""
         plt = require_pyplot()
@@ -365,13 +371,13 @@ class _Setup:
     target_acts: dict[str, Tensor]
 
 
-def _reward_of(model: Any, row: Tensor, output: int | str | None) -> float:
+def _reward_of(model: HookedRewardModel, row: Tensor, output: int | str | None) -> float:
     with torch.no_grad():
         return float(select_output(model(row[None]), output, names=model.output_names)[0])
 
 
 def _cache_row(
-    model: Any, row: Tensor, hooks: Sequence[str], output: int | str | None = None
+    model: HookedRewardModel, row: Tensor, hooks: Sequence[str], output: int | str | None = None
 ) -> tuple[float, dict[str, Tensor]]:
     """`(reward, {hook: activation [pos, ...]})` of one unpadded row."""
     with torch.no_grad():
@@ -380,7 +386,7 @@ def _cache_row(
 
 
 def _ablation_source(
-    model: Any, hook: str, mode: str, target_act: Tensor, reference: Sequence[Tensor] | None
+    model: HookedRewardModel, hook: str, mode: str, target_act: Tensor, reference: Sequence[Tensor] | None
 ) -> Tensor:
     if mode == "zero":
         return torch.zeros_like(target_act)
@@ -394,7 +400,7 @@ def _ablation_source(
 
 
 def _setup(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input | None,
     hooks: Sequence[str],
@@ -443,7 +449,7 @@ def _setup(
 
 
 def _run_sites(
-    model: Any,
+    model: HookedRewardModel,
     setup: _Setup,
     sites: Sequence[Sequence[Patch] | None],
     output: int | str | None,
@@ -500,7 +506,7 @@ def _result(
     )
 
 
-def position_labels(model: Any, row: Tensor) -> list[str]:
+def position_labels(model: HookedRewardModel, row: Tensor) -> list[str]:
     """`"i:token"` for each position of a row (token strings when the model has a tokenizer)."""
     tok = getattr(model, "tokenizer", None)
     try:
@@ -512,7 +518,7 @@ def position_labels(model: Any, row: Tensor) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- sweeps
 def patch_hooks(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input | None = None,
     sites: Mapping[str, Patch | Sequence[Patch]] | None = None,
@@ -538,7 +544,7 @@ def patch_hooks(
     return _result(setup, rewards, (len(sets),), ("site",), [list(sites)], mode, "custom sites")
 
 
-def _layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+def _layers(model: HookedRewardModel, layers: Sequence[int] | None) -> list[int]:
     """Layer indices to sweep (negative ones count from the end); out-of-range ones are refused, not wrapped."""
     n = model.cfg.n_layers
     if layers is None:
@@ -550,7 +556,7 @@ def _layers(model: Any, layers: Sequence[int] | None) -> list[int]:
 
 
 def patch_resid(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input | None = None,
     *,
@@ -612,7 +618,7 @@ def patch_resid(
     return result
 
 
-def _fast_pays(model: Any, n_pos: int) -> tuple[bool, str]:
+def _fast_pays(model: HookedRewardModel, n_pos: int) -> tuple[bool, str]:
     """`(True, "")` when the fast sweep is the faster one for this model and length, else `(False, why)`."""
     from hooked_reward.analysis import patching_fast as pf
 
@@ -627,7 +633,7 @@ def _fast_pays(model: Any, n_pos: int) -> tuple[bool, str]:
 
 
 def _fast_resid(
-    model: Any,
+    model: HookedRewardModel,
     setup: _Setup,
     hook: str,
     layer_list: list[int],
@@ -669,7 +675,7 @@ def _fast_resid(
 
 
 def patch_block_outputs(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input | None = None,
     *,
@@ -705,7 +711,7 @@ def patch_block_outputs(
 
 
 def patch_heads(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input | None = None,
     *,

@@ -28,6 +28,11 @@ model's own reward to 1e-4 relative; it costs about one forward.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
+
 import math
 import warnings
 from collections.abc import Sequence
@@ -87,7 +92,7 @@ class FastSweep:
     """What one forward of the target run recorded: every block's input and arguments, the final residual, the
     keys/values, and the reward. Built by `plan_fast_sweep`."""
 
-    model: Any
+    model: HookedRewardModel
     target: Int[Tensor, "pos"]
     resid_in: list[Float[Tensor, "pos d_model"]]  # entering block k (k = 0..L-1); index L: entering ln_final
     final: Float[Tensor, "pos d_model"]  # ln_final output
@@ -169,7 +174,7 @@ def fast_sweep_pays(seq_len: int, n_layers: int, d_model: int) -> bool:
     return n_layers * seq_len * d_model >= FAST_SWEEP_MIN_WORK
 
 
-def _attn_modules(model: Any) -> list[Any] | None:
+def _attn_modules(model: HookedRewardModel) -> list[Any] | None:
     mods = []
     for block in model.blocks:
         attn = getattr(block, "attn", None)
@@ -179,7 +184,7 @@ def _attn_modules(model: Any) -> list[Any] | None:
     return mods
 
 
-def plan_fast_sweep(model: Any, target: Int[Tensor, "pos"]) -> tuple[FastSweep | None, str]:
+def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, "pos"]) -> tuple[FastSweep | None, str]:
     """Record one forward of `target` (`[pos]`, unpadded) for fast sweeps: `(FastSweep, "")`, or `(None, reason)`
     when the shortcut does not apply to this model (the caller then runs the plain sweep)."""
     blocks = getattr(model, "blocks", None)

@@ -18,7 +18,7 @@ Every sender is one row of a batched forward (`max_rows` rows per pass) in both 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -34,13 +34,18 @@ from hooked_reward.errors import InputError
 from hooked_reward.names import Component
 from hooked_reward.outputs import select_output
 
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
+
+    from hooked_reward.model import HookedRewardModel
+
 __all__ = ["Sender", "Receiver", "path_patch", "all_senders"]
 
 Sender = tuple[str, int, int | None]  # ("head", layer, head) or ("mlp", layer, None)
 Receiver = tuple[str, int, int]  # (act in "q" | "k" | "v", layer, head)
 
 
-def all_senders(model: Any, before_layer: int | None = None, mlps: bool = True) -> list[Sender]:
+def all_senders(model: HookedRewardModel, before_layer: int | None = None, mlps: bool = True) -> list[Sender]:
     """Every head (and MLP) in layers below `before_layer` (all layers when None)."""
     n = model.cfg.n_layers if before_layer is None else before_layer
     out: list[Sender] = []
@@ -66,7 +71,7 @@ def _parse_receivers(receiver: str | Receiver | Sequence[Receiver]) -> list[Rece
 
 
 def path_patch(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input,
     receiver: str | Receiver | Sequence[Receiver] = "reward",
@@ -113,7 +118,7 @@ def path_patch(
     r_clean, r_corrupt = (r_source, r_target) if mode == "denoise" else (r_target, r_source)
 
     def freezer(name: str, layer: int, kind: str, chunk: list[Sender]):
-        def hook(act: Tensor, hook: Any) -> Tensor:
+        def hook(act: Tensor, hook: HookPoint) -> Tensor:
             act = base[name].to(act.device, act.dtype).expand_as(act).clone()
             for row, (s_kind, s_layer, s_head) in enumerate(chunk):
                 if s_kind != kind or s_layer != layer:
@@ -127,14 +132,14 @@ def path_patch(
         return hook
 
     def recorder(name: str, store: dict[str, Tensor]):
-        def hook(act: Tensor, hook: Any) -> Tensor:
+        def hook(act: Tensor, hook: HookPoint) -> Tensor:
             store[name] = act.detach().clone()
             return act
 
         return hook
 
     def setter(head: int, recorded: Tensor):
-        def hook(act: Tensor, hook: Any) -> Tensor:
+        def hook(act: Tensor, hook: HookPoint) -> Tensor:
             act = act.clone()
             act[:, :, head] = recorded[:, :, head].to(act.dtype)
             return act

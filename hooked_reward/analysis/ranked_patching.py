@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -26,6 +26,9 @@ from hooked_reward.analysis.patching import Input, Patch, _run_sites, _setup
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
 from hooked_reward.names import block_components
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = ["RankedPatchingResult", "ranked_patching", "forward_equivalents"]
 
@@ -71,7 +74,7 @@ def _head_hook(layer: int) -> str:
 
 
 def ranked_patching(
-    model: Any,
+    model: HookedRewardModel,
     clean: Input,
     corrupt: Input,
     *,

@@ -23,13 +23,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from hooked_reward.errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["LabeledTensor", "jsonable", "require_pandas", "require_pyplot"]
 
@@ -170,7 +173,7 @@ class LabeledTensor:
         data[self.value_name] = values.flatten().numpy()
         return pd.DataFrame(data)
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """A default picture: bars for one axis, one line per row for two, an image for more, on `ax` (a new
         figure's when None); returns the Axes. Subclasses add keyword options after `ax`."""
         plt = require_pyplot()

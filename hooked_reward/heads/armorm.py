@@ -52,6 +52,7 @@ from hooked_reward.registry import LoadedCheckpoint, register_loader
 
 if TYPE_CHECKING:
     from hooked_reward.cache import RewardActivationCache
+    from hooked_reward.model import HookedRewardModel
 
 ARCHITECTURE = "LlamaForRewardModelWithGating"
 LLAMA3_GATING_PATTERN: tuple[int, ...] = (128009, 128006, 78191, 128007, 271)
@@ -364,14 +365,14 @@ class ArmoRMOutputs:
     objective_names: list[str]
 
 
-def _armorm_head(model: Any) -> ArmoRMHead:
+def _armorm_head(model: HookedRewardModel) -> ArmoRMHead:
     head = getattr(model, "head", None)
     if not isinstance(head, ArmoRMHead):
         raise InputError(f"This model's head is {type(head).__name__}, not an ArmoRM head.")
     return head
 
 
-def armorm_outputs(model: Any, input: Any, *, attention_mask: Tensor | None = None) -> ArmoRMOutputs:
+def armorm_outputs(model: HookedRewardModel, input: Any, *, attention_mask: Tensor | None = None) -> ArmoRMOutputs:
     """Run an ArmoRM model and return its score, per-objective rewards (raw and transformed) and gate."""
     head = _armorm_head(model)
     tokens, mask = model.prepare(input, attention_mask=attention_mask)
@@ -403,7 +404,7 @@ class ScoreDifference:
     objective_names: list[str]
 
 
-def score_difference(cache_a: Any, cache_b: Any) -> ScoreDifference:
+def score_difference(cache_a: RewardActivationCache, cache_b: RewardActivationCache) -> ScoreDifference:
     """Split score(a) - score(b) into the objectives' term and the gate's own term (see `ScoreDifference`).
 
     Both caches need `gating.hook_weights` and `objectives.hook_transformed`. With the same prompt (a causal
@@ -555,7 +556,7 @@ def load_armorm(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any
     pattern = config.get("gating_token_pattern", LLAMA3_GATING_PATTERN)
     offset = int(config.get("gating_token_offset", 0))
 
-    def make_head(_bridge: Any) -> RewardHead:
+    def make_head(_bridge: HookedRewardModel) -> RewardHead:
         return ArmoRMHead(module, names, gating_pattern=pattern, gating_offset=offset)
 
     return LoadedCheckpoint(module, hf_config, "LlamaForCausalLM", None, make_head)

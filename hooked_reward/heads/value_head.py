@@ -40,7 +40,10 @@ from hooked_reward.hf_load import check_finite_weights, execution_device, load_h
 from hooked_reward.registry import LoadedCheckpoint, causal_lm_architecture, register_content_loader
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from hooked_reward.cache import RewardActivationCache
+    from hooked_reward.model import HookedRewardModel
 
 TRL_PREFIX = "v_head.summary"
 ACTIVATIONS: dict[str, Any] = {
@@ -287,24 +290,27 @@ def _loaded(
     prefix: str,
     activation: str | None,
     output_names: list[str] | None = None,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> LoadedCheckpoint:
     _attach(causal_lm, prefix, head_module)
     if isinstance(head_module, nn.Linear):
 
-        def make_head(bridge: Any) -> RewardHead:
+        def make_head(bridge: HookedRewardModel) -> RewardHead:
             return ValueHead(bridge.unembed, output_names)
 
         return LoadedCheckpoint(causal_lm, causal_lm.config, arch, prefix, make_head, tokenizer)
 
-    def make_mlp(_bridge: Any) -> RewardHead:
+    def make_mlp(_bridge: HookedRewardModel) -> RewardHead:
         return MLPValueHead(head_module, activation or "relu", output_names)
 
     return LoadedCheckpoint(causal_lm, causal_lm.config, arch, None, make_mlp, tokenizer)
 
 
 def value_head_checkpoint(
-    causal_lm: nn.Module, head: nn.Module, tokenizer: Any = None, activation: str | None = None
+    causal_lm: nn.Module,
+    head: nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    activation: str | None = None,
 ) -> LoadedCheckpoint:
     """What `HookedRewardModel.from_value_head` builds from: a loaded `*ForCausalLM` and its value head (modified
     in place, not copied).

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 from hooked_reward.sae.formats import load_sae, save_sae
 from hooked_reward.sae.train import collect_activations, train_topk_sae_on_activations
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "saes"
 
@@ -70,7 +73,9 @@ def organism_sae_texts(name: str) -> list[str]:
     return sorted({organisms.render(p["prompt"], p[side]) for p in recs for side in ("chosen", "rejected")})
 
 
-def train_organism_sae(name: str, model: Any | None = None, *, seed: int | None = None) -> SparseAutoencoder:
+def train_organism_sae(
+    name: str, model: HookedRewardModel | None = None, *, seed: int | None = None
+) -> SparseAutoencoder:
     """Re-run the recipe of the organism's shipped SAE (seeded; a few seconds on one CPU thread)."""
     from hooked_reward import organisms
 
@@ -98,7 +103,7 @@ def train_organism_sae(name: str, model: Any | None = None, *, seed: int | None 
 
 
 def load_organism_sae(
-    name: str = "sycophancy", model: Any | None = None, device: str | torch.device | None = None
+    name: str = "sycophancy", model: HookedRewardModel | None = None, device: str | torch.device | None = None
 ) -> SparseAutoencoder:
     """The SAE shipped with organism ``name`` (SAE-Lens format); with ``model``, checked against its width."""
     path = organism_sae_dir(name)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -49,6 +49,12 @@ from hooked_reward.outputs import select_output
 from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 from hooked_reward.sae.splice import _label_texts, _require_pandas, splice_sae
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformer_lens.hook_points import HookPoint
+
+    from hooked_reward.model import HookedRewardModel
 
 Positions = Literal["all", "reward"] | None
 Method = Literal["auto", "linear", "gradient"]
@@ -115,7 +121,7 @@ class FeatureAttribution(LabeledTensor):
             }
         )
 
-    def plot(self, ax: Any = None, k: int = 20) -> Any:
+    def plot(self, ax: Axes | None = None, k: int = 20) -> Any:
         """Horizontal bar chart of the top ``k`` features' mean attribution (with per-item std), on `ax`;
         returns the Axes."""
         import matplotlib.pyplot as plt
@@ -178,7 +184,7 @@ class CausalCheck(LabeledTensor):
             }
         )
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -196,7 +202,7 @@ class CausalCheck(LabeledTensor):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def linear_path(model: Any, hook_name: str) -> Literal["final_resid", "reward_resid"] | None:
+def linear_path(model: HookedRewardModel, hook_name: str) -> Literal["final_resid", "reward_resid"] | None:
     """Whether the reward is a linear function of the activation at ``hook_name`` (norm scale frozen)."""
     if hook_name in (f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", "ln_final.hook_in"):
         return "final_resid"
@@ -205,7 +211,9 @@ def linear_path(model: Any, hook_name: str) -> Literal["final_resid", "reward_re
     return None
 
 
-def reward_axis_weights(model: Any, sae: SparseAutoencoder, output: int | None = None) -> Float[Tensor, "d_sae"]:
+def reward_axis_weights(
+    model: HookedRewardModel, sae: SparseAutoencoder, output: int | None = None
+) -> Float[Tensor, "d_sae"]:
     """Reward per unit activation of each feature before the norm scale: ``centre(W_dec[f]) . W_R_eff``.
 
     (At ``hook_reward_resid``: ``W_dec[f] . W_R``.) Needs the SAE at a linear-path hook and an affine head.
@@ -242,7 +250,7 @@ class _Run:
 
 
 def _run(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     tokens: Tensor,
     mask: Tensor,
@@ -256,12 +264,12 @@ def _run(
     name = f"{sae.cfg.hook_name}.hook_sae_acts"
     store: dict[str, Tensor] = {}
 
-    def grab_acts(t: Tensor, hook: Any) -> Tensor:
+    def grab_acts(t: Tensor, hook: HookPoint) -> Tensor:
         a = t.detach().requires_grad_(grad)
         store["acts"] = a
         return edit(a) if edit is not None else a
 
-    def grab_scale(t: Tensor, hook: Any) -> Tensor | None:
+    def grab_scale(t: Tensor, hook: HookPoint) -> Tensor | None:
         store["scale"] = t.detach()
         return scale_override if scale_override is not None else None
 
@@ -289,7 +297,7 @@ def _run(
     )
 
 
-def _has_direction(model: Any, output: int | str | None) -> bool:
+def _has_direction(model: HookedRewardModel, output: int | str | None) -> bool:
     try:
         reward_direction(model, output)
     except InputError:
@@ -297,7 +305,7 @@ def _has_direction(model: Any, output: int | str | None) -> bool:
     return True
 
 
-def _resolve_method(model: Any, sae: SparseAutoencoder, method: Method, output: int | None) -> str:
+def _resolve_method(model: HookedRewardModel, sae: SparseAutoencoder, method: Method, output: int | None) -> str:
     path = linear_path(model, sae.cfg.hook_name or "")
     linear_ok = path is not None and _has_direction(model, output)
     if method == "auto":
@@ -312,7 +320,9 @@ def _resolve_method(model: Any, sae: SparseAutoencoder, method: Method, output: 
     return method
 
 
-def _linear_values(model: Any, sae: SparseAutoencoder, run: _Run, output: int | None) -> tuple[Tensor, Tensor]:
+def _linear_values(
+    model: HookedRewardModel, sae: SparseAutoencoder, run: _Run, output: int | None
+) -> tuple[Tensor, Tensor]:
     """``(attribution [b, d_sae], activation at the reward position [b, d_sae])`` on the linear path."""
     b = run.acts.shape[0]
     a = run.acts[torch.arange(b), run.reward_pos]
@@ -330,7 +340,7 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 # ---------------------------------------------------------------------------------------------- public API
 def attribute_features(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     inputs: Sequence[str] | Tensor,
     *,
@@ -388,7 +398,7 @@ def _aligned(mask_c: Tensor, mask_r: Tensor, positions: str) -> None:
 
 
 def attribute_pairs(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     chosen: Sequence[str] | Tensor,
     rejected: Sequence[str] | Tensor,
@@ -458,7 +468,7 @@ def _spearman(x: Tensor, y: Tensor) -> tuple[float, float]:
 
 
 def ablate_features(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     tokens: Tensor,
     mask: Tensor,
@@ -491,10 +501,10 @@ def ablate_features(
     return torch.stack(effects, dim=-1).cpu()
 
 
-def _clean_scale(model: Any, sae: SparseAutoencoder, tokens: Tensor, mask: Tensor) -> Tensor:
+def _clean_scale(model: HookedRewardModel, sae: SparseAutoencoder, tokens: Tensor, mask: Tensor) -> Tensor:
     store: dict[str, Tensor] = {}
 
-    def grab(t: Tensor, hook: Any) -> None:
+    def grab(t: Tensor, hook: HookPoint) -> None:
         store["s"] = t.detach().clone()
 
     if "ln_final.hook_scale" not in model.hook_dict:
@@ -505,7 +515,7 @@ def _clean_scale(model: Any, sae: SparseAutoencoder, tokens: Tensor, mask: Tenso
 
 
 def patch_features(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     tokens_chosen: Tensor,
     mask_chosen: Tensor,
@@ -549,7 +559,7 @@ def patch_features(
 
 
 def check_attribution(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     attribution: FeatureAttribution,
     *,

@@ -35,12 +35,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder, dtype_from_name
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
 
 SAE_LENS_CFG = "cfg.json"
 SAE_LENS_WEIGHTS = "sae_weights.safetensors"
@@ -121,7 +124,7 @@ def load_sae_lens(
 def from_sae_lens(
     sae: Any,
     *,
-    model: Any | None = None,
+    model: HookedRewardModel | None = None,
     hook_name: str | None = None,
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
@@ -327,7 +330,7 @@ def load_sparsify(
 def load_sae(
     path: str | Path,
     *,
-    model: Any | None = None,
+    model: HookedRewardModel | None = None,
     hook_name: str | None = None,
     format: Literal["auto", "sae_lens", "sparsify"] = "auto",
     dtype: str | torch.dtype | None = None,
@@ -369,7 +372,7 @@ def load_sae(
     return sae
 
 
-def _model_device(model: Any) -> torch.device:
+def _model_device(model: HookedRewardModel) -> torch.device:
     try:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):

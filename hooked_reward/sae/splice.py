@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -38,6 +38,12 @@ from hooked_reward.errors import InputError
 from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformer_lens.hook_points import HookPoint
+
+    from hooked_reward.model import HookedRewardModel
+
 _D_MODEL_HOOK = re.compile(
     r"^(blocks\.\d+\.hook_(resid_pre|resid_mid|resid_post|attn_out|mlp_out)|hook_embed|hook_pos_embed|"
     r"hook_reward_resid|ln_final\.hook_(in|out|normalized))$"
@@ -45,7 +51,7 @@ _D_MODEL_HOOK = re.compile(
 _D_MLP_HOOK = re.compile(r"^blocks\.\d+\.mlp\.hook_(pre|post)$")
 
 
-def expected_width(model: Any, hook_name: str) -> int | None:
+def expected_width(model: HookedRewardModel, hook_name: str) -> int | None:
     """The activation width at ``hook_name`` when it is known from the config (d_model / d_mlp), else None."""
     if _D_MODEL_HOOK.match(hook_name):
         return int(model.cfg.d_model)
@@ -54,7 +60,7 @@ def expected_width(model: Any, hook_name: str) -> int | None:
     return None
 
 
-def check_sae_fits_model(model: Any, sae: SparseAutoencoder, hook_name: str | None = None) -> str:
+def check_sae_fits_model(model: HookedRewardModel, sae: SparseAutoencoder, hook_name: str | None = None) -> str:
     """Raise ``ValueError`` unless the SAE's hook exists on ``model`` and its ``d_in`` matches the width there.
 
     Returns the hook name used.
@@ -89,7 +95,7 @@ class _Splice:
     old_error: bool
 
 
-def _register(model: Any, names: dict[str, Any]) -> None:
+def _register(model: HookedRewardModel, names: dict[str, Any]) -> None:
     """Make extra hook points visible to ``model.hook_dict`` / ``run_with_hooks`` / ``run_with_cache``."""
     registry = getattr(model, "_hook_registry", None)
     if registry is None:
@@ -101,7 +107,7 @@ def _register(model: Any, names: dict[str, Any]) -> None:
         driver.supported_hook_points = frozenset(supported) | frozenset(names)
 
 
-def _unregister(model: Any, names: Sequence[str]) -> None:
+def _unregister(model: HookedRewardModel, names: Sequence[str]) -> None:
     for n in names:
         model._hook_registry.pop(n, None)
     driver = getattr(model, "_driver", None)
@@ -112,7 +118,7 @@ def _unregister(model: Any, names: Sequence[str]) -> None:
 
 @contextmanager
 def splice_sae(
-    model: Any,
+    model: HookedRewardModel,
     saes: SparseAutoencoder | Sequence[SparseAutoencoder],
     *,
     use_error_term: bool = True,
@@ -136,7 +142,7 @@ def splice_sae(
             sae._set_hook_names(name)
             extra = {hp_.name: hp_ for hp_ in sae.hook_dict.values()}
 
-            def splice_fn(tensor: Tensor, hook: Any, _sae: SparseAutoencoder = sae, _name: str = name) -> Tensor:
+            def splice_fn(tensor: Tensor, hook: HookPoint, _sae: SparseAutoencoder = sae, _name: str = name) -> Tensor:
                 if tensor.shape[-1] != _sae.cfg.d_in:
                     raise InputError(
                         f"Activation at {_name!r} has width {tensor.shape[-1]}, the SAE expects {_sae.cfg.d_in}."
@@ -161,7 +167,7 @@ def splice_sae(
 
 
 def run_with_sae(
-    model: Any,
+    model: HookedRewardModel,
     inputs: Sequence[str] | Tensor,
     saes: SparseAutoencoder | Sequence[SparseAutoencoder],
     *,
@@ -179,7 +185,7 @@ def run_with_sae(
 
 
 def run_with_cache_with_sae(
-    model: Any,
+    model: HookedRewardModel,
     inputs: Sequence[str] | Tensor,
     saes: SparseAutoencoder | Sequence[SparseAutoencoder],
     *,
@@ -234,7 +240,7 @@ class SpliceReport(LabeledTensor):
         df["reward_change"] = self.reward_change.numpy()
         return df
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -268,7 +274,7 @@ def _label_texts(inputs: Sequence[str] | Tensor, n: int) -> list[str]:
 
 
 def splice_report(
-    model: Any,
+    model: HookedRewardModel,
     sae: SparseAutoencoder,
     inputs: Sequence[str] | Tensor,
     *,

@@ -17,6 +17,11 @@ Defaults: ``d_sae = 8 * d_in``, ``k = 8``, ``steps = 2000``, ``batch_size = 256`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,7 +55,7 @@ class TrainingLog:
 
 # ---------------------------------------------------------------------------------------------- activations
 def collect_activations(
-    model: Any,
+    model: HookedRewardModel,
     texts: Sequence[str],
     hook_name: str,
     *,
@@ -241,7 +246,7 @@ def train_topk_sae_on_activations(
 
 
 def train_topk_sae(
-    model: Any,
+    model: HookedRewardModel,
     texts: Sequence[str],
     hook_name: str,
     *,

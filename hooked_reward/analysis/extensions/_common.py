@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,10 +24,15 @@ from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm, reward_direction
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
 
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
+
+    from hooked_reward.model import HookedRewardModel
+
 
 @torch.no_grad()
 def reward_position_acts(
-    model: Any,
+    model: HookedRewardModel,
     texts_or_tokens: Any,
     hooks: Sequence[str],
     *,
@@ -56,7 +61,7 @@ def reward_position_acts(
 
 @torch.no_grad()
 def final_normed(
-    model: Any, texts_or_tokens: Any, *, attention_mask: Tensor | None = None, batch_size: int = 64
+    model: HookedRewardModel, texts_or_tokens: Any, *, attention_mask: Tensor | None = None, batch_size: int = 64
 ) -> tuple[Float[Tensor, "batch"], Float[Tensor, "batch d"], Float[Tensor, "batch d"], Float[Tensor, "batch"]]:
     """`(rewards, normed, raw, scale)` at the reward position: raw final residual, its normed form and σ."""
     hook = final_resid_hook(model)
@@ -67,7 +72,9 @@ def final_normed(
     return rewards, frozen_final_norm(model, acts[hook], scale.reshape(-1, 1)), acts[hook], scale
 
 
-def reward_direction_or_none(model: Any, output: int | str | None = None) -> Float[Tensor, "d_model"] | None:
+def reward_direction_or_none(
+    model: HookedRewardModel, output: int | str | None = None
+) -> Float[Tensor, "d_model"] | None:
     """`final_norm.reward_direction(model, output)` (a `W_R_eff` row) on cpu, or None when the head has no single
     affine direction for `output`."""
     try:
@@ -99,7 +106,7 @@ def sign_score(margins: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def frozen_final_scale(model: Any, scale: Float[Tensor, "batch"] | Float[Tensor, "batch pos 1"]) -> Any:
+def frozen_final_scale(model: HookedRewardModel, scale: Float[Tensor, "batch"] | Float[Tensor, "batch pos 1"]) -> Any:
     """Replace `ln_final.hook_scale` by `scale` for the block: one value per row (`[batch]`, used at every
     position) or the clean run's whole scale tensor (`[batch, pos, 1]`).
 
@@ -107,7 +114,7 @@ def frozen_final_scale(model: Any, scale: Float[Tensor, "batch"] | Float[Tensor,
     `concepts.dose_response` and `distortion`'s readout assume.
     """
 
-    def freeze(t: Tensor, hook: Any) -> Tensor:
+    def freeze(t: Tensor, hook: HookPoint) -> Tensor:
         s = scale.to(t.device, t.dtype)
         if s.ndim == 1:
             s = s.reshape(-1, *([1] * (t.ndim - 1)))
@@ -123,7 +130,7 @@ def at_reward_pos_hook(
 ) -> Callable[[Tensor, Any], Tensor]:
     """A forward hook that replaces `act[b, positions[b]]` by `fn(act[b, positions[b]] rows, batch index)`."""
 
-    def hook(act: Tensor, hook: Any) -> Tensor:
+    def hook(act: Tensor, hook: HookPoint) -> Tensor:
         act = act.clone()
         rows = torch.arange(act.shape[0], device=act.device)
         pos = positions.to(act.device)

@@ -29,7 +29,7 @@ import itertools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import Component, as_components, head_components
 from hooked_reward.pairs import PreferencePair, as_pairs
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = [
     "DIMENSIONS",
@@ -271,7 +276,7 @@ class CascadeResult(LabeledTensor):
 
         return pd.DataFrame(self.similarity, index=self.names, columns=self.names)
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """The similarity matrix (`values`) on `ax` (a new figure's when None); returns the Axes."""
         if ax is None:
             _, ax = figure(1)
@@ -474,7 +479,7 @@ def _decomposition_filter(name: str, heads: bool) -> bool:
 
 @torch.no_grad()
 def item_attributions(
-    model: Any, texts: Sequence[str], *, components: str = "layers", batch_size: int = 32
+    model: HookedRewardModel, texts: Sequence[str], *, components: str = "layers", batch_size: int = 32
 ) -> tuple[Float[Tensor, "n"], Float[Tensor, "n C"], Float[Tensor, "n d"], list[str]]:
     """Rewards, per-component direct reward attributions `[n, C]` (sum + b_R_eff = reward), normed final
     residuals `[n, d]` at the reward position, and the component labels.
@@ -530,7 +535,7 @@ def item_attributions(
 
 
 def cascade_analysis(
-    model: Any,
+    model: HookedRewardModel,
     pairs: Mapping[str, Sequence[PreferencePair]] | None = None,
     *,
     components: str = "layers",

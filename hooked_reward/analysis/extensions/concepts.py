@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,11 @@ from hooked_reward.analysis.stats import bootstrap_ci, bootstrap_percentile, ran
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = ["ConceptVector", "DoseResponse", "fit_concept", "dose_response"]
 
@@ -102,7 +107,7 @@ class ConceptVector(LabeledTensor):
             ]
         )
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """Held-out projections u·x of positives and negatives (histograms), on `ax`; returns the Axes."""
         if ax is None:
             _, ax = figure()
@@ -132,7 +137,7 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def fit_concept(
-    model: Any,
+    model: HookedRewardModel,
     positive: Sequence[str] | Any,
     negative: Sequence[str] | Any,
     *,
@@ -255,7 +260,7 @@ class DoseResponse(LabeledTensor):
             ]
         )
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """Mean reward change vs α (band: ±1 sd over texts), with the linear prediction when available."""
         if ax is None:
             _, ax = figure()
@@ -280,7 +285,7 @@ class DoseResponse(LabeledTensor):
 
 @torch.no_grad()
 def dose_response(
-    model: Any,
+    model: HookedRewardModel,
     concept: ConceptVector,
     texts: Any,
     alphas: Sequence[float] = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0),

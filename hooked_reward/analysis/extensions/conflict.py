@@ -26,7 +26,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ from hooked_reward.analysis.stats import bootstrap_percentile
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = ["ConflictResult", "whitened_cosine", "conflict_analysis"]
 
@@ -142,7 +147,7 @@ class ConflictResult(LabeledTensor):
             ]
         )
 
-    def plot(self, ax: Any = None, which: str = "correlation") -> Any:
+    def plot(self, ax: Axes | None = None, which: str = "correlation") -> Any:
         """Heatmap of the score correlation (`values`; `which="whitened"`: the whitened cosine of the rows) on
         `ax` (a new figure's when None); returns the Axes."""
         if which not in ("correlation", "whitened"):
@@ -231,7 +236,9 @@ def _conflicts(names: list[str], terms: np.ndarray, delta: np.ndarray, tol: floa
 
 
 @torch.no_grad()
-def _run(model: Any, texts: Any, hooks: Sequence[str], batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
+def _run(
+    model: HookedRewardModel, texts: Any, hooks: Sequence[str], batch_size: int
+) -> tuple[Tensor, dict[str, Tensor]]:
     tokens, mask = model.prepare(texts)
     final = final_resid_hook(model)
     rewards, store = [], {h: [] for h in [*hooks, "normed"]}
@@ -258,7 +265,7 @@ def _is_batch_pair(pairs: Any) -> bool:
 
 
 def conflict_analysis(
-    model: Any,
+    model: HookedRewardModel,
     texts: Any,
     pairs: Sequence[tuple[str, str]] | tuple[Any, Any] | None = None,
     *,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,6 +49,11 @@ from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre
 from hooked_reward.outputs import select_output
 from hooked_reward.pairs import PreferencePair, as_pairs
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = ["DistortionResult", "distortion_from_margins", "distortion_index", "dimensions_from_tagged"]
 
@@ -125,7 +130,7 @@ class DistortionResult(LabeledTensor):
             "confidence": self.confidence,
         }
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """Coverage per dimension (`values`) with its CI, bars below 0 (inverted) red, on `ax` (a new figure's
         when None); returns the Axes."""
         if ax is None:
@@ -260,7 +265,7 @@ def distortion_from_margins(
 
 @torch.no_grad()
 def distortion_index(
-    model: Any,
+    model: HookedRewardModel,
     dimensions: Mapping[str, Sequence[Pair]] | Sequence[tuple[str, str, Sequence[str] | str]],
     weights: Mapping[str, float] | Sequence[float] | None = None,
     *,

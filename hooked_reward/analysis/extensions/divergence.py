@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
 from hooked_reward.names import layer_of
 from hooked_reward.positions import position_choice
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from hooked_reward.model import HookedRewardModel
 
 __all__ = [
     "GaussianDensity",
@@ -134,7 +139,7 @@ class ResidualDensity:
 
 
 def fit_residual_density(
-    model: Any,
+    model: HookedRewardModel,
     reference: Any,
     held_out: Any,
     *,
@@ -212,7 +217,7 @@ class DivergenceResult(LabeledTensor):
             ]
         )
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """Reward change against divergence (median over rows, log scale), flagged runs in red, threshold
         lines, on `ax` (a new figure's when None); returns the Axes."""
         if ax is None:
@@ -232,7 +237,7 @@ class DivergenceResult(LabeledTensor):
 
 
 def score_patched_runs(
-    model: Any,
+    model: HookedRewardModel,
     tokens: Any,
     mask: Tensor | None,
     fwd_hooks_list: Sequence[Sequence[tuple[str, Callable]]],
@@ -273,7 +278,7 @@ def score_patched_runs(
 
 
 def ablation_hooks(
-    model: Any,
+    model: HookedRewardModel,
     hook: str,
     tokens: Tensor,
     mask: Tensor,
@@ -316,7 +321,7 @@ def ablation_hooks(
 
 
 def ablation_sweep(
-    model: Any,
+    model: HookedRewardModel,
     texts: Any,
     density: ResidualDensity,
     components: Sequence[str],

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch import Tensor
 
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.analysis.stats import benjamini_hochberg, paired_effect
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["FactorStats", "factor_stats", "verdict"]
 
@@ -81,7 +84,7 @@ class FactorStats(LabeledTensor):
         """One row: every field."""
         return require_pandas().DataFrame([self.as_dict()]).set_index("factor")
 
-    def plot(self, ax: Any = None) -> Any:
+    def plot(self, ax: Axes | None = None) -> Any:
         """The mean Δ with its CI (and ±min_effect, when given) on `ax`; returns the Axes."""
         plt = require_pyplot()
         if ax is None:

@@ -15,17 +15,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from hooked_reward.organisms.armorm import train as T
 
+if TYPE_CHECKING:
+    from hooked_reward.model import HookedRewardModel
+
 BATCH = 256
 
 
 @torch.no_grad()
-def _score_texts(model: Any, texts: list[str], hooks: list | None = None) -> dict[str, torch.Tensor]:
+def _score_texts(model: HookedRewardModel, texts: list[str], hooks: list | None = None) -> dict[str, torch.Tensor]:
     from hooked_reward.heads.armorm import ARMORM_HOOKS
 
     outs: dict[str, list[torch.Tensor]] = {}
