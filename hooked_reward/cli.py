@@ -15,6 +15,7 @@ exit with status 2; anything unexpected prints a short message (the traceback wi
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
@@ -61,6 +62,9 @@ def _load_model(args: argparse.Namespace, which: str = "model") -> tuple[Any, Ca
         model = HookedRewardModel.from_pretrained(model_dir, revision=getattr(args, "revision", None), **kwargs)
         render, bundled = None, None
     model.max_length = getattr(args, "max_length", None)
+    from hooked_reward.outputs import output_index
+
+    output_index(_output(args), model.output_names)  # a bad --output fails before the results store is opened
     return model, render, bundled
 
 
@@ -360,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="preference pairs: .jsonl, .json or .parquet in TRL standard/conversational, RewardBench or our "
                 "format (default: the organism's bundled pairs); see docs/cli.md",
             )
-            p.add_argument("--max-pairs", type=int, default=0, help="use at most this many pairs (0: all)")
+            p.add_argument("--max-pairs", type=_count, default=0, help="use at most this many pairs (0: all)")
         p.add_argument("--out", default=out, help=f"report folder (default: {out}); replaced by the new report")
         p.add_argument("--quiet", action="store_true", help="no progress bars (ours, transformers' and the hub's)")
         p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
@@ -399,11 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.set_defaults(func=cmd_analyze)
     probe = sub.add_parser("probe", help="the reward-hacking probe suite")
     common(probe, "hooked_reward_probe", pairs=False)
-    probe.add_argument("--n-pairs", type=int, default=30)
+    probe.add_argument("--n-pairs", type=_positive_int, default=30, help="pairs per factor (default 30)")
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument(
         "--min-effect",
-        type=float,
+        type=_min_effect,
         default=None,
         help="smallest mean Δ (reward units) that matters: each factor says whether its CI excludes it",
     )
@@ -429,6 +433,26 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _min_effect(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite size >= 0 in reward units, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (all) or a positive integer, got {text!r}")
     return value
 
 

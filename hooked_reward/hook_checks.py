@@ -9,6 +9,7 @@ activation it replaces; hook points without user hooks are not touched, so the u
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -67,10 +68,33 @@ def checked_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
     return run_checked
 
 
+def check_hook_function(name: str, hook: Any) -> None:
+    """Raise `HookError` unless `hook` can be called as TransformerLens calls hooks: `hook(activation, hook=point)`.
+    Checked when the hook is added, so a wrong hook fails before the run, naming the hook point."""
+    if not callable(hook):
+        raise HookError(
+            f"The hook for {name} is a {type(hook).__name__} ({hook!r:.60}), not a function; a hook is "
+            "`def fn(activation, hook): ...` returning None or a tensor like the activation."
+        )
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):  # builtins and C functions: nothing to check
+        return
+    try:
+        signature.bind(None, hook=None)
+    except TypeError as err:
+        raise HookError(
+            f"The hook {getattr(hook, '__name__', type(hook).__name__)}{signature} for {name} cannot be called as "
+            f"TransformerLens calls hooks, `fn(activation, hook=hook_point)` ({err}). Give it the signature "
+            "`def fn(activation, hook):`."
+        ) from None
+
+
 class CheckedHookPoint(HookPoint):
     """A TransformerLens `HookPoint` whose added hooks have their returned tensors checked (see module doc)."""
 
     def add_hook(self, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> LensHandle:
+        check_hook_function(hook_label(self), hook)
         handle = super().add_hook(checked_hook(hook), *args, **kwargs)
         if handle is not None:
             handle.user_hook = hook

@@ -410,8 +410,9 @@ class HookedRewardModel(TransformerBridge):
             raise InputError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}.")
         if max_length is None:
             max_length = self.max_length
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral)):
             raise InputError(f"max_length must be a positive int or None, got {max_length!r}.")
+        max_length = None if max_length is None else int(max_length)
         if max_length is not None and max_length < 1:
             raise InputError(
                 f"max_length={max_length} would leave no token to read a reward from; pass at least 1 "
@@ -525,6 +526,7 @@ class HookedRewardModel(TransformerBridge):
             if attention_mask is not None:
                 raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
             tokens, mask = self.tokenize(inputs, max_length=max_length)
+            self._refuse_unknown_only([inputs] if isinstance(inputs, str) else list(inputs), tokens, mask)
         elif isinstance(inputs, Tensor):
             if max_length is not None:
                 raise InputError(
@@ -541,6 +543,26 @@ class HookedRewardModel(TransformerBridge):
         reward_positions(mask)  # every row must have an attended token
         device = self._input_device() or tokens.device
         return tokens.to(device), mask.to(device)
+
+    def _refuse_unknown_only(
+        self, texts: list[str], tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]
+    ) -> None:
+        """`InputError` for a text whose tokens, special tokens aside, are all the tokenizer's unknown token: the
+        tokenizer knows none of its words (another language, a repr of a list), so its reward means nothing."""
+        tok = self.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None:
+            return
+        special = torch.tensor(sorted(set(getattr(tok, "all_special_ids", ())) - {unk}), dtype=torch.long)
+        content = mask.bool() & ~torch.isin(tokens, special)
+        only_unk = content.any(-1) & (~content | (tokens == unk)).all(-1)
+        if bool(only_unk.any()):
+            row = int(only_unk.nonzero()[0])
+            raise InputError(
+                f"Text {row} ({texts[row]!r:.80}) tokenizes to nothing but the unknown token {tok.unk_token!r}: "
+                "the tokenizer knows none of its words, so its reward would mean nothing. Check the text (another "
+                "language or tokenizer? a repr of a list or of messages?)."
+            )
 
     def _check_token_ids(self, ids: Tensor) -> Int[Tensor, "batch pos"]:
         """Token ids as a `[batch, pos]` int64 tensor, or `InputError` saying what is wrong with them."""

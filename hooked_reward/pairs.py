@@ -31,6 +31,7 @@ every bad value is an `InputError` naming the file, line (or row) and field.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ class PreferencePair:
             raise InputError(
                 "`prompt` is a list of messages but `chosen`/`rejected` are strings: give the responses as "
                 'messages too (e.g. [{"role": "assistant", "content": ...}]), or the prompt as a string.'
+            )
+        if self.chosen == self.rejected:
+            raise InputError(
+                f"`chosen` and `rejected` are the same ({_short(self.chosen)}): the pair's margin is 0 by construction "
+                "and tests nothing. Remove the pair or fix its rejected response."
             )
         if self.label is not None and not isinstance(self.label, str):
             raise InputError(f"`label` must be a string or None, got {type(self.label).__name__} {self.label!r}.")
@@ -278,7 +284,7 @@ def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
     data = path.read_bytes()
     if not lines:
         try:
-            records = json.loads(data.decode("utf-8"))
+            records = json.loads(data.decode("utf-8-sig"))  # a leading BOM (Windows editors) is not an error
         except UnicodeDecodeError as err:
             line = data[: err.start].count(b"\n") + 1
             raise InputError(f"{path} line {line}: not UTF-8 text ({err.reason}); save the file as UTF-8.") from err
@@ -291,6 +297,7 @@ def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
             )
         return [PreferencePair.from_record(r, where=f"{path} item {i}") for i, r in enumerate(records)]
     pairs = []
+    data = data.removeprefix(codecs.BOM_UTF8)  # a leading BOM (Windows editors) is not an error
     for n, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = raw.decode("utf-8")

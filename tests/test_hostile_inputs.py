@@ -1,0 +1,126 @@
+"""Issue 22, second pass: inputs a hostile new user tried that the first pass let through, each refused where it
+enters (`model.prepare`, hook registration, `pairs.py`, the CLI's argument types) with its value named, or
+accepted with the right answer."""
+
+from __future__ import annotations
+
+import codecs
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_hf_model, save_checkpoint
+
+from hooked_reward import HookedRewardModel, HookError, InputError
+from hooked_reward.cli import main
+from hooked_reward.pairs import read_pairs
+
+PAIR = {"prompt": "the question", "chosen": "yes good answer", "rejected": "no bad answer", "mechanism": "m"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> HookedRewardModel:
+    path = save_checkpoint(build_hf_model("llama"), tmp_path_factory.mktemp("hostile") / "llama")
+    return HookedRewardModel.from_pretrained(path)
+
+
+def hook_count(model: HookedRewardModel) -> int:
+    return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in model.hook_dict.values())
+
+
+# ---------------------------------------------------------------- text the tokenizer does not know
+def test_text_of_only_unknown_tokens_is_refused(tiny: HookedRewardModel) -> None:
+    """A text the word tokenizer knows none of (another script, a repr of ids) became `<s> <unk> <unk>` and got a
+    reward like any other; now it is refused, naming the text. A text with some unknown words still scores."""
+    for text in ("日本語 ありがとう", "[2, 7, 8]"):
+        with pytest.raises(InputError) as info:
+            tiny(["the cat is good", text])
+        assert "Text 1" in str(info.value) and text in str(info.value) and "<unk>" in str(info.value)
+    tokens, mask = tiny.tokenize(["the cat is 😀 good"])
+    assert (tokens == tiny.tokenizer.unk_token_id).any()
+    assert torch.equal(tiny("the cat is 😀 good"), tiny(tokens, attention_mask=mask))
+
+
+def test_max_length_takes_numpy_integers(tiny: HookedRewardModel) -> None:
+    expected = tiny.prepare("the cat is very good", max_length=3)
+    got = tiny.prepare("the cat is very good", max_length=np.int64(3))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)) and expected[0].shape == (1, 3)
+
+
+# ---------------------------------------------------------------- hooks that cannot be called
+@pytest.mark.parametrize(
+    ("hook_fn", "named"),
+    [
+        ("not a function", ["blocks.0.hook_in", "str", "not a function"]),
+        (lambda activation: None, ["blocks.0.hook_in", "<lambda>(activation)", "hook=hook_point"]),
+        (lambda a, b, c: None, ["blocks.0.hook_in", "<lambda>(a, b, c)"]),
+    ],
+)
+def test_hook_that_cannot_be_called_fails_when_added(tiny: HookedRewardModel, hook_fn, named: list[str]) -> None:
+    """A hook with the wrong signature failed mid-run with a bare TypeError naming no hook point; now it fails when
+    added, naming the hook point and the signature, and leaves nothing attached."""
+    before = hook_count(tiny)
+    with pytest.raises(HookError) as info:
+        tiny.run_with_hooks("the cat", fwd_hooks=[("blocks.0.hook_resid_pre", hook_fn)])
+    for value in named:
+        assert value in str(info.value), (value, str(info.value))
+    with pytest.raises(HookError):
+        tiny.add_hook("blocks.0.hook_resid_pre", hook_fn)
+    assert hook_count(tiny) == before
+    # The signatures TransformerLens accepts still work: (activation, hook), keyword defaults, *args/**kwargs.
+    for ok in (lambda act, hook: None, lambda act, hook=None: None, lambda *args, **kwargs: None):
+        assert torch.equal(tiny.run_with_hooks("the cat", fwd_hooks=[("blocks.0.hook_resid_pre", ok)]), tiny("the cat"))
+
+
+# ---------------------------------------------------------------- pairs files
+def test_pair_with_identical_sides_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(PAIR) + "\n" + json.dumps({**PAIR, "rejected": PAIR["chosen"]}) + "\n")
+    with pytest.raises(InputError) as info:
+        read_pairs(path)
+    assert "line 2" in str(info.value) and "yes good answer" in str(info.value) and "the same" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_pairs_file_with_a_byte_order_mark_reads_as_without(tmp_path: Path, suffix: str) -> None:
+    """Windows editors save UTF-8 with a BOM; it was refused as invalid JSON."""
+    text = json.dumps(PAIR) + "\r\n" if suffix == ".jsonl" else json.dumps([PAIR])
+    plain, bom = tmp_path / f"plain{suffix}", tmp_path / f"bom{suffix}"
+    plain.write_bytes(text.encode())
+    bom.write_bytes(codecs.BOM_UTF8 + text.encode())
+    assert read_pairs(bom) == read_pairs(plain) and len(read_pairs(bom)) == 1
+
+
+# ---------------------------------------------------------------- CLI counts
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["analyze", "--max-pairs", "-1"], "'-1'"),
+        (["probe", "--n-pairs", "0"], "'0'"),
+        (["probe", "--n-pairs", "-3"], "'-3'"),
+        (["probe", "--min-effect", "-1"], "'-1'"),
+        (["probe", "--min-effect", "nan"], "'nan'"),
+    ],
+)
+def test_cli_counts_are_checked_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], named: str
+) -> None:
+    """`--max-pairs -1` silently kept one pair per label; `--n-pairs 0` ended in an unexpected ValueError."""
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--out", str(out), "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and argv[1] in err
+    assert not out.exists()
+
+
+def test_cli_bad_output_leaves_no_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A bad `--output` was found only after the results store `OUT.store/` had been created."""
+    out = tmp_path / "report"
+    assert main(["probe", "--output", "junk", "--n-pairs", "4", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'junk'" in err and "reward" in err
+    assert list(tmp_path.iterdir()) == []
