@@ -25,7 +25,7 @@ from torch import Tensor
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.utilities.slice import Slice
 
-from hooked_reward.errors import InputError
+from hooked_reward.errors import HookNameError, InputError, missing_cache_key_error
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
 from hooked_reward.names import Component, as_components
 from hooked_reward.outputs import output_index
@@ -56,6 +56,19 @@ class RewardActivationCache(ActivationCache):
         self.cached_pos = cached_pos
         self.attention_mask = attention_mask
         self.pos_slice = pos_slice
+
+    def __getitem__(self, key: Any) -> Tensor:
+        """TransformerLens's lookup (a name, a shorthand such as "resid_pre", or `(name, layer[, type])`). A name not
+        in the cache raises `HookNameError` (a `KeyError`, as in TransformerLens) saying whether the run did not
+        cache it or it does not exist, with the closest cached names."""
+        try:
+            return super().__getitem__(key)
+        except HookNameError:
+            raise
+        except KeyError as err:
+            name = err.args[0] if err.args else key
+            hooks = getattr(self.model, "hook_dict", {})
+            raise missing_cache_key_error(name, self.cache_dict.keys(), hooks.keys()) from None
 
     def stack_head_results(self, *args: Any, **kwargs: Any) -> Any:
         """TransformerLens's per-head results. On models with post-sublayer norms (Gemma-2/3 `ln1_post`)

@@ -197,6 +197,7 @@ def _pairs(
         r = p.rendered(model, render=render)
         rendered.append(PreferencePair("", r.chosen, r.rejected, r.label or "unlabelled", r.metadata))
     pairs = rendered
+    _refuse_identical_tokens(pairs, model)
     if args.max_pairs:
         by_mech: dict[str, list] = {}
         for p in pairs:
@@ -204,6 +205,28 @@ def _pairs(
         per = max(1, args.max_pairs // max(1, len(by_mech)))
         pairs = [p for group in by_mech.values() for p in group[:per]]
     return pairs
+
+
+def _refuse_identical_tokens(pairs: list, model: Any) -> None:
+    """`InputError` for pairs whose two texts the model reads as the same tokens (after `--max-length`, or words
+    its tokenizer does not know): their margin is 0 by construction, which would read as a loss."""
+    import torch
+
+    from hooked_reward.errors import InputError
+
+    same = []
+    for i, p in enumerate(pairs):
+        chosen, rejected = model.tokenize(p.chosen)[0], model.tokenize(p.rejected)[0]
+        if chosen.shape == rejected.shape and torch.equal(chosen, rejected):
+            same.append(i)
+    if same:
+        cut = f" once cut to --max-length {model.max_length}" if model.max_length else ""
+        raise InputError(
+            f"Pair(s) {same[:10]}{' ...' if len(same) > 10 else ''} of {len(pairs)} give the model the same tokens "
+            f"for chosen and rejected{cut} (first: {pairs[same[0]].chosen!r:.80}), so their margin is 0 by "
+            "construction. "
+            + ("Raise --max-length (it cuts the prompt side)." if cut else "Fix or remove those pairs.")
+        )
 
 
 def cmd_analyze(args: argparse.Namespace) -> Path | None:

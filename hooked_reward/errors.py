@@ -51,3 +51,21 @@ def unknown_hook_error(name: str, known: Iterable[str]) -> HookNameError:
         f"Hook point {name!r} does not exist on this model.{hint} "
         "List the valid names with `model.hook_dict.keys()` (or see the hook list in the README)."
     )
+
+
+def missing_cache_key_error(name: object, cached: Iterable[str], model_hooks: Iterable[str]) -> HookNameError:
+    """Build a `HookNameError` for a cache lookup of `name` that is not in the cache: either a hook point this run
+    did not cache (the fix is in the `run_with_cache` call), or one that does not exist (closest cached names)."""
+    cached = list(cached)
+    if name in set(model_hooks):
+        return HookNameError(
+            f"Hook point {name!r} exists on this model but is not in this cache: the run did not cache it "
+            "(names_filter, stop_at_layer / start_at_layer, or a hook that needs model.set_use_...(True)). Run "
+            f"run_with_cache again with it included; this cache holds {len(cached)} names (`cache.keys()`)."
+        )
+    close = difflib.get_close_matches(str(name), cached, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return HookNameError(
+        f"{name!r} is not in this cache and is not a hook point of this model.{hint} List the cached names with "
+        "`cache.keys()`."
+    )

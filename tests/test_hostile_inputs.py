@@ -124,3 +124,44 @@ def test_cli_bad_output_leaves_no_store(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "'junk'" in err and "reward" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_pairs_truncated_to_the_same_tokens(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--max-length 1` cut every text to its last token, so every margin was 0 and the report said accuracy 0."""
+    pairs = tmp_path / "pairs.jsonl"
+    row = {"prompt": "i think cats are good .", "chosen": "okay , cats are good .", "rejected": "no , cats are bad ."}
+    pairs.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "report"
+    assert main(["analyze", "--pairs", str(pairs), "--max-length", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "[0]" in err and "--max-length 1" in err and "same tokens" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
+# ---------------------------------------------------------------- cache lookups and probe settings
+def test_cache_lookup_of_a_missing_name_says_why(tiny: HookedRewardModel) -> None:
+    """A missing cache key was a bare KeyError with the expanded name; now a HookNameError (still a KeyError) that
+    says whether the run did not cache it or it does not exist."""
+    _, cache = tiny.run_with_cache("the cat", names_filter="blocks.0.hook_resid_pre")
+    assert torch.equal(cache["resid_pre", 0], cache["blocks.0.hook_resid_pre"])
+    with pytest.raises(KeyError) as info:
+        cache["blocks.1.hook_resid_pre"]
+    assert "'blocks.1.hook_resid_pre'" in str(info.value) and "not in this cache" in str(info.value)
+    assert "names_filter" in str(info.value)
+    with pytest.raises(KeyError) as info:
+        cache["nonsense", 0]
+    assert "'blocks.0.hook_nonsense'" in str(info.value) and "not a hook point" in str(info.value)
+    with pytest.raises(KeyError) as info:
+        cache["blocks.0.hook_resid_prex"]
+    assert "Did you mean 'blocks.0.hook_resid_pre'" in str(info.value)
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [({"n_pairs": 0}, "n_pairs=0"), ({"alpha": 2.0}, "alpha=2.0")])
+def test_probe_settings_are_checked_before_scoring(tiny: HookedRewardModel, kwargs: dict, named: str) -> None:
+    """`n_pairs=0` ended in numpy's "need at least one array to concatenate"; `alpha=2` made every factor
+    significant."""
+    from hooked_reward.analysis.probes.suite import run_probe_suite
+
+    with pytest.raises(InputError) as info:
+        run_probe_suite(tiny, progress=False, localise=False, **kwargs)
+    assert named in str(info.value)

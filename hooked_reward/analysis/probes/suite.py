@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -247,6 +248,7 @@ def run_probe_suite(
     Returns:
         :class:`ProbeSuiteResult` (``.to_frame()``, ``.plot()``, ``.significant``, ``.localisation``).
     """
+    _check_alpha(alpha)  # before scoring: a bad alpha fails in a second, not after the run
     all_pairs, phrase_of = probe_pairs(factors, n_pairs, seed, pairs=pairs, phrases=phrases)
     scores = {
         name: score_factor(model, ps, render=render, batch_size=batch_size, output=output)
@@ -279,6 +281,11 @@ def run_probe_suite(
     return result
 
 
+def _check_alpha(alpha: float) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise InputError(f"alpha={alpha!r}: the false-discovery rate must lie strictly between 0 and 1 (e.g. 0.05).")
+
+
 def probe_pairs(
     factors: Iterable[str | Factor] | Mapping[str, Factor] | None = None,
     n_pairs: int = 30,
@@ -289,6 +296,8 @@ def probe_pairs(
 ) -> tuple[dict[str, list[ProbePair]], dict[str, str]]:
     """Every factor's pairs (generated: `n_pairs` with `seed`; or given in `pairs`) and what its biased side
     adds, in run order."""
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, numbers.Integral) or n_pairs < 1:
+        raise InputError(f"n_pairs={n_pairs!r}: give the number of pairs per factor, an int >= 1.")
     all_pairs: dict[str, list[ProbePair]] = {}
     phrase_of: dict[str, str] = {}
     for f in _resolve_factors(factors):
@@ -340,6 +349,7 @@ def summarise_probe_scores(
 ) -> ProbeSuiteResult:
     """Per-factor statistics (Benjamini–Hochberg across factors) from every factor's `score_factor`, without
     localisation (`run_probe_suite` adds it for the significant factors)."""
+    _check_alpha(alpha)
     all_pairs = {k: list(v) for k, v in all_pairs.items()}
     rewards = {name: (rb, rn) for name, (rb, rn, _) in scores.items()}
     len_diffs = {name: d for name, (_, _, d) in scores.items()}
