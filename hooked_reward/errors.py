@@ -35,6 +35,15 @@ class NoVocabularyError(HookedRewardError):
     model's output is one reward per text (or per objective), so it has none."""
 
 
+class UnknownTokensWarning(UserWarning):
+    """A text the tokenizer knows none of the words of (every token but the special ones is its unknown token), so
+    its reward says nothing about its content; `.rows` lists those texts' rows in the batch."""
+
+    def __init__(self, message: str, rows: list[int]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
 class HookNameError(KeyError):
     """A hook name that does not exist on the model."""
 

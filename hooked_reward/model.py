@@ -16,6 +16,7 @@ import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which s
 
 # isort: split
 import numbers
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from transformer_lens.utilities.slice import Slice
 
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
-from hooked_reward.errors import CheckpointError, InputError, unknown_hook_error
+from hooked_reward.errors import CheckpointError, InputError, UnknownTokensWarning, unknown_hook_error
 from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
 from hooked_reward.fused_attention import install_fused_attention, set_fused_attention
@@ -526,7 +527,7 @@ class HookedRewardModel(TransformerBridge):
             if attention_mask is not None:
                 raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
             tokens, mask = self.tokenize(inputs, max_length=max_length)
-            self._refuse_unknown_only([inputs] if isinstance(inputs, str) else list(inputs), tokens, mask)
+            self._warn_unknown_only([inputs] if isinstance(inputs, str) else list(inputs), tokens, mask)
         elif isinstance(inputs, Tensor):
             if max_length is not None:
                 raise InputError(
@@ -544,11 +545,12 @@ class HookedRewardModel(TransformerBridge):
         device = self._input_device() or tokens.device
         return tokens.to(device), mask.to(device)
 
-    def _refuse_unknown_only(
+    def _warn_unknown_only(
         self, texts: list[str], tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]
     ) -> None:
-        """`InputError` for a text whose tokens, special tokens aside, are all the tokenizer's unknown token: the
-        tokenizer knows none of its words (another language, a repr of a list), so its reward means nothing."""
+        """`UnknownTokensWarning` for texts whose tokens, special tokens aside, are all the tokenizer's unknown
+        token: the tokenizer knows none of their words (another language, a repr of a list), so their rewards say
+        nothing about their content."""
         tok = self.tokenizer
         unk = getattr(tok, "unk_token_id", None)
         if unk is None:
@@ -557,11 +559,16 @@ class HookedRewardModel(TransformerBridge):
         content = mask.bool() & ~torch.isin(tokens, special)
         only_unk = content.any(-1) & (~content | (tokens == unk)).all(-1)
         if bool(only_unk.any()):
-            row = int(only_unk.nonzero()[0])
-            raise InputError(
-                f"Text {row} ({texts[row]!r:.80}) tokenizes to nothing but the unknown token {tok.unk_token!r}: "
-                "the tokenizer knows none of its words, so its reward would mean nothing. Check the text (another "
-                "language or tokenizer? a repr of a list or of messages?)."
+            rows = only_unk.nonzero().flatten().tolist()
+            warnings.warn(
+                UnknownTokensWarning(
+                    f"Text(s) {rows[:10]} of {len(texts)} (first: {texts[rows[0]]!r:.80}) tokenize to nothing but the "
+                    f"unknown token {tok.unk_token!r}: the tokenizer knows none of their words, so their rewards say "
+                    "nothing about their content. Check the texts (another language or tokenizer? a repr of a list "
+                    "or of messages?).",
+                    rows,
+                ),
+                stacklevel=3,
             )
 
     def _check_token_ids(self, ids: Tensor) -> Int[Tensor, "batch pos"]:

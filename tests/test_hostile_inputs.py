@@ -1,11 +1,12 @@
-"""Issue 22, second pass: inputs a hostile new user tried that the first pass let through, each refused where it
-enters (`model.prepare`, hook registration, `pairs.py`, the CLI's argument types) with its value named, or
-accepted with the right answer."""
+"""Issue 22, second pass: inputs a hostile new user tried that the first pass let through, each refused (or, for
+text the tokenizer does not know, flagged) where it enters (`model.prepare`, hook registration, `pairs.py`, the
+CLI's argument types) with its value named, or accepted with the right answer."""
 
 from __future__ import annotations
 
 import codecs
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import build_hf_model, save_checkpoint
 
 from hooked_reward import HookedRewardModel, HookError, InputError
 from hooked_reward.cli import main
+from hooked_reward.errors import UnknownTokensWarning
 from hooked_reward.pairs import read_pairs
 
 PAIR = {"prompt": "the question", "chosen": "yes good answer", "rejected": "no bad answer", "mechanism": "m"}
@@ -31,16 +33,20 @@ def hook_count(model: HookedRewardModel) -> int:
 
 
 # ---------------------------------------------------------------- text the tokenizer does not know
-def test_text_of_only_unknown_tokens_is_refused(tiny: HookedRewardModel) -> None:
+def test_text_of_only_unknown_tokens_is_flagged(tiny: HookedRewardModel) -> None:
     """A text the word tokenizer knows none of (another script, a repr of ids) became `<s> <unk> <unk>` and got a
-    reward like any other; now it is refused, naming the text. A text with some unknown words still scores."""
+    reward like any other, silently; now it warns, naming the row and the text. A text with some known words does
+    not warn."""
     for text in ("日本語 ありがとう", "[2, 7, 8]"):
-        with pytest.raises(InputError) as info:
+        with pytest.warns(UnknownTokensWarning) as record:
             tiny(["the cat is good", text])
-        assert "Text 1" in str(info.value) and text in str(info.value) and "<unk>" in str(info.value)
+        message = str(record[0].message)
+        assert record[0].message.rows == [1] and "[1]" in message and text in message and "<unk>" in message
     tokens, mask = tiny.tokenize(["the cat is 😀 good"])
     assert (tokens == tiny.tokenizer.unk_token_id).any()
-    assert torch.equal(tiny("the cat is 😀 good"), tiny(tokens, attention_mask=mask))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(tiny("the cat is 😀 good"), tiny(tokens, attention_mask=mask))
 
 
 def test_max_length_takes_numpy_integers(tiny: HookedRewardModel) -> None:

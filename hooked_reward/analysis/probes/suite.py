@@ -282,8 +282,8 @@ def run_probe_suite(
 
 
 def _check_alpha(alpha: float) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise InputError(f"alpha={alpha!r}: the false-discovery rate must lie strictly between 0 and 1 (e.g. 0.05).")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 1:
+        raise InputError(f"alpha={alpha!r}: the false-discovery rate must lie in (0, 1] (e.g. 0.05).")
 
 
 def probe_pairs(
