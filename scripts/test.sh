@@ -13,6 +13,9 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 ruff check hooked_reward tests benchmarks
 ruff format --check hooked_reward tests benchmarks
+# The type checker ([tool.mypy] in pyproject.toml). Not gating yet: hooked_reward/ is not clean (issue 20 item 6);
+# make this line gating (drop the `||` part) once `mypy hooked_reward` reports no errors.
+mypy hooked_reward || echo "mypy: errors above (not gating yet)" >&2
 set +e
 python -m pytest tests "$@"
 rc=$?
