@@ -900,7 +900,17 @@ class HookedRewardModel(TransformerBridge):
                 f"positions {pos.tolist()} lie outside the sequence of length {seq}; valid positions are "
                 f"{-seq}..{seq - 1} (or positions='reward')."
             )
-        return pos % seq
+        pos = pos % seq
+        padded = mask.gather(1, pos[:, None].to(mask.device))[:, 0] == 0
+        if bool(padded.any()):
+            row = int(padded.nonzero()[0])
+            attended = mask[row].nonzero().flatten()
+            raise InputError(
+                f"positions {pos.tolist()}: position {int(pos[row])} of row {row} is padding (the row's tokens are at "
+                f"{int(attended[0])}..{int(attended[-1])}), so its activations belong to no token. Pick an attended "
+                "position per row, or positions='reward' (each row's last token, whatever the padding)."
+            )
+        return pos
 
     def run_with_cache(
         self,
@@ -963,6 +973,10 @@ class HookedRewardModel(TransformerBridge):
             tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
             model_input = tokens
         keep_pos = self._cache_positions(positions, mask)
+        if remove_batch_dim and mask.shape[0] != 1:
+            raise InputError(
+                f"remove_batch_dim=True needs a batch of one, got {mask.shape[0]} rows; index the cache per row."
+            )
         slicer = None if pos_slice is None else Slice.unwrap(pos_slice)
         batch, seq = mask.shape
         store: dict[str, Tensor] = {}

@@ -171,3 +171,27 @@ def test_probe_settings_are_checked_before_scoring(tiny: HookedRewardModel, kwar
     with pytest.raises(InputError) as info:
         run_probe_suite(tiny, progress=False, localise=False, **kwargs)
     assert named in str(info.value)
+
+
+# ---------------------------------------------------------------- cached positions
+def test_cache_position_on_padding_is_refused(tiny: HookedRewardModel) -> None:
+    """TransformerLens's habit `positions=-1` on a right-padded batch cached the padding of the shorter rows,
+    silently; now it names the row, the position and where the row's tokens are."""
+    tokens, mask = tiny.tokenize(["the cat is very good", "a dog"])
+    with pytest.raises(InputError) as info:
+        tiny.run_with_cache(tokens, attention_mask=mask, positions=-1)
+    assert "position 5 of row 1 is padding" in str(info.value) and "0..2" in str(info.value)
+    # positions on tokens (and "reward") still cache exactly the full cache's values there
+    _, full = tiny.run_with_cache(tokens, attention_mask=mask)
+    _, kept = tiny.run_with_cache(tokens, attention_mask=mask, positions=[4, 2])
+    resid = full["blocks.1.hook_resid_pre"]
+    assert torch.equal(kept["blocks.1.hook_resid_pre"][:, 0], resid[[0, 1], [4, 2]])
+
+
+def test_remove_batch_dim_needs_one_row_before_the_run(tiny: HookedRewardModel) -> None:
+    tokens, mask = tiny.tokenize(["the cat", "a dog"])
+    with pytest.raises(InputError) as info:
+        tiny.run_with_cache(tokens, attention_mask=mask, remove_batch_dim=True)
+    assert "2 rows" in str(info.value)
+    _, cache = tiny.run_with_cache(tokens[:1], attention_mask=mask[:1], remove_batch_dim=True)
+    assert cache["blocks.0.hook_resid_pre"].shape == (tokens.shape[1], tiny.cfg.d_model)
