@@ -92,6 +92,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "loading.time_ratio_vs_hf": ("le", 1.3),
     "loading.peak_rss_ratio_vs_hf": ("le", 1.2),
     "loading.bridge_ms_per_layer": ("le", 10.0),
+    "imports.hooked_reward_ratio_vs_transformer_lens": ("le", 1.1),
     "lengths.max_forward_ratio_vs_hf": ("le", 1.05),
     "lengths.longest.cache_resid_ratio_vs_hf": ("le", 1.10),
     "lengths.longest.cache_reward_pos_ratio_vs_hf": ("le", 1.10),
@@ -101,7 +102,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 
 RESID_HOOKS = ("hook_resid_pre", "hook_resid_post")
-SECTIONS = ("forward", "memory", "patching", "lengths", "loading")
+SECTIONS = ("forward", "memory", "patching", "lengths", "loading", "imports")
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -634,6 +635,37 @@ def sampled_sweep(model: Any, shape: dict[str, Any], seq: int, device: torch.dev
     }
 
 
+IMPORTS = {
+    "python": "pass",
+    "transformers": "import transformers",
+    "transformer_lens": "import transformer_lens",
+    "transformer_lens_bridge": "from transformer_lens.model_bridge import TransformerBridge",
+    "hooked_reward": "import hooked_reward",
+    "hooked_reward_model": "from hooked_reward import HookedRewardModel",
+}
+
+
+def bench_imports(repeats: int) -> dict[str, Any]:
+    """Cold import times: each statement in a fresh interpreter (wall seconds of the process, interleaved, median),
+    less the bare interpreter's start-up. `hooked_reward_model` is the first use of the model class (it imports
+    TransformerLens's bridge), compared with importing that bridge directly."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def run(code: str) -> Callable[[], None]:
+        return lambda: subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+
+    t = time_interleaved({name: run(code) for name, code in IMPORTS.items()}, repeats)
+    net = {name: t[name] - t["python"] for name in IMPORTS if name != "python"}
+    return {
+        "seconds": net,
+        "interpreter_seconds": t["python"],
+        "hooked_reward_ratio_vs_transformer_lens": net["hooked_reward"] / net["transformer_lens"],
+        "model_ratio_vs_transformer_lens": net["hooked_reward_model"] / net["transformer_lens"],
+        "model_ratio_vs_transformer_lens_bridge": net["hooked_reward_model"] / net["transformer_lens_bridge"],
+    }
+
+
 def make_causal_checkpoint(shape: dict[str, int], out: Path) -> Path:
     """A `LlamaForCausalLM` of the same shape (default init: only its loading is timed), saved to `out`."""
     from transformers import LlamaForCausalLM
@@ -814,6 +846,8 @@ def format_table(results: dict[str, Any]) -> str:
         rows += patching_rows(results["patching"], results["attribution_patching"], mark)
     if "lengths" in results:
         rows += length_rows(results["lengths"], mark)
+    if "imports" in results:
+        rows += import_rows(results["imports"], mark)
     if "loading" in results:
         rows += loading_rows(results["loading"], mark)
     w0 = max(len(r[0]) for r in rows)
@@ -950,6 +984,36 @@ def length_rows(lg: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return rows
 
 
+def import_rows(im: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    sec = im["seconds"]
+    return [
+        (
+            "import hooked_reward / import transformer_lens",
+            f"{im['hooked_reward_ratio_vs_transformer_lens']:.3f}x",
+            mark("imports.hooked_reward_ratio_vs_transformer_lens"),
+        ),
+        (
+            "  HookedRewardModel / TL's TransformerBridge import",
+            f"{im['model_ratio_vs_transformer_lens_bridge']:.3f}x",
+            "",
+        ),
+        (
+            "  seconds: transformers / TL / TL bridge / ours / ours+model",
+            " / ".join(
+                f"{sec[k]:.2f}"
+                for k in (
+                    "transformers",
+                    "transformer_lens",
+                    "transformer_lens_bridge",
+                    "hooked_reward",
+                    "hooked_reward_model",
+                )
+            ),
+            "",
+        ),
+    ]
+
+
 def loading_rows(ld: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return [
         ("load time ours / HF", f"{ld['time_ratio_vs_hf']:.3f}x", mark("loading.time_ratio_vs_hf")),
@@ -1064,6 +1128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if server is not None and server.poll() is None:
             server.kill()  # a section failed before loading (or loading was left out)
+    if "imports" in only:
+        log("imports")
+        results["imports"] = bench_imports(shape["load_repeats"])
     results["targets"] = check_targets(results)
     results["wall_seconds"] = time.perf_counter() - t_start
     print(

@@ -51,6 +51,12 @@ FIGURES = {
         "tl_bridge_time_ratio_vs_hf_causal_lm",
         "bridge_seconds_over_hf",
     ],
+    "imports": [
+        "seconds",
+        "hooked_reward_ratio_vs_transformer_lens",
+        "model_ratio_vs_transformer_lens",
+        "model_ratio_vs_transformer_lens_bridge",
+    ],
     "machine": ["cpu", "cores", "torch_threads", "torch", "date", "device"],
 }
 
