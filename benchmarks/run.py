@@ -552,8 +552,8 @@ def length_timings(
     fns = {
         "hf": nograd(lambda: hf(input_ids=tokens).logits),
         "ours": nograd(lambda: model(tokens)),
-        "cache_resid": lambda: model.run_with_cache(tokens, names_filter=is_resid),
-        "cache_reward_pos": lambda: model.run_with_cache(tokens, positions="reward"),
+        "cache_resid": nograd(lambda: model.run_with_cache(tokens, names_filter=is_resid)),
+        "cache_reward_pos": nograd(lambda: model.run_with_cache(tokens, positions="reward")),
         "pattern_hook_one_layer": nograd(
             lambda: model.run_with_hooks(tokens, fwd_hooks=[(pattern_hook, lambda _t, hook: None)])
         ),
@@ -589,7 +589,8 @@ def sampled_sweep(model: Any, shape: dict[str, Any], seq: int, device: torch.dev
     n_layers = model.cfg.n_layers
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
     positions = torch.linspace(0, seq - 1, shape["sweep_sample_positions"]).round().long().tolist()
-    _, cache = model.run_with_cache(clean[None], names_filter=names)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean[None], names_filter=names)
     sources = {name: cache[name][0] for name in names}
     max_rows = max(1, 8192 // seq)  # the same memory bound for both paths
     sync = synchronizer(device)

@@ -19,7 +19,9 @@ takes the fused path when, at the moment it runs, neither of those two hook poin
   (`past_key_values`, as the fast patching sweep passes) extends k and v as on the explicit path.
 
 A hook on `hook_attn_scores` or `hook_pattern` of a layer sends that layer, and only that layer, back to
-TransformerLens's explicit path. So do features SDPA does not have or that this module does not reproduce:
+TransformerLens's explicit path. A reward-position cache (`run_with_cache(positions="reward")`) keeps only one
+query row of each pattern: it asks for those rows (`pattern_rows`) instead of hooking the pattern, and a fused
+layer computes them alone. So do features SDPA does not have or that this module does not reproduce:
 soft-capping (Gemma-2), attention sinks, split-qkv / attn-result modes, dropout in training mode,
 TransformerLens's compatibility mode, and the rarer adapter options (`fused_attention_blocker` lists them).
 `model.set_fused_attention(False)` turns it off for every layer.
@@ -30,17 +32,19 @@ from __future__ import annotations
 import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
 
 # isort: split
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import JointQKVAttentionBridge
 from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
     PositionEmbeddingsAttentionBridge,
 )
 from transformer_lens.utilities.hf_utils import get_rotary_pct_from_config
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 if TYPE_CHECKING:
@@ -134,11 +138,67 @@ def hf_sdpa(
     return sdpa_attention_forward(hf_attn, query, key, value, attention_mask, scaling=scaling)[0]
 
 
+RowCallback = Callable[[Tensor], None]
+
+
 class FusedAttentionMixin:
-    """Shared state of the fused attention bridges: whether fusing is on, and which path the last call took."""
+    """Shared state of the fused attention bridges: whether fusing is on, which path the last call took, and the
+    pattern rows a reward-position cache asks for (`pattern_rows`)."""
 
     _fused_attention_enabled: bool = True
     _last_attention_path: str | None = None
+    _row_requests: dict[str, RowCallback] | None = None  # "hook_attn_scores"/"hook_pattern" -> callback
+    _row_positions: Tensor | None = None  # [batch]: the query row each batch row keeps
+
+    def _emit_rows(
+        self,
+        query: Float[Tensor, "batch head q_pos d_head"],
+        key: Float[Tensor, "batch kv_head k_pos d_head"],
+        attention_mask: Tensor | None,
+        scaling: float,
+    ) -> None:
+        """Hand the requested rows of the scores and pattern (`[batch, head, 1, k_pos]`, the query row of
+        `_row_positions`), computed as the explicit path computes them but for those rows only."""
+        requests, positions = self._row_requests, self._row_positions
+        if not requests or positions is None:
+            return
+        batch, n_heads, _, _ = query.shape
+        rows = torch.arange(batch, device=query.device)
+        pos = positions.to(query.device)
+        key = repeat_kv(key, n_heads // key.shape[1])
+        scores = torch.matmul(query[rows, :, pos].unsqueeze(2), key.transpose(-2, -1)) * scaling
+        k_len = key.shape[-2]
+        if attention_mask is None:  # causal: the row sees keys up to its own position
+            mask = torch.arange(k_len, device=query.device)[None, :] <= pos[:, None]
+            mask = mask[:, None, None, :]
+        else:
+            mask = attention_mask.expand(batch, -1, -1, -1)[rows, :, pos][:, :, None, :k_len]
+        scores = self._apply_reconstruct_attention_mask(
+            attn_scores=scores, attention_mask=mask, seq_len=k_len, q_seq_len=1
+        )
+        if "hook_attn_scores" in requests:
+            requests["hook_attn_scores"](scores.detach())
+        if "hook_pattern" in requests:
+            pattern = self._masked_softmax(scores, dtype=torch.float32).to(query.dtype)
+            requests["hook_pattern"](self._scrub_compatibility_pattern_nans(pattern).detach())
+
+    @contextmanager
+    def _rows_from_hooks(self) -> Iterator[None]:
+        """On the explicit path, take the requested rows from the full scores and pattern as they fire."""
+        requests, positions = self._row_requests, self._row_positions
+        handles = []
+        for which, callback in (requests or {}).items():
+
+            def gather(module: torch.nn.Module, args: Any, out: Tensor, callback: RowCallback = callback) -> None:
+                rows = torch.arange(out.shape[0], device=out.device)
+                callback(out.detach()[rows, :, positions.to(out.device)].unsqueeze(2))  # type: ignore[union-attr]
+
+            handles.append(getattr(self, which).register_forward_hook(gather))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @property
     def last_attention_path(self) -> str | None:
@@ -159,7 +219,8 @@ class FusedPositionEmbeddingsAttention(FusedAttentionMixin, PositionEmbeddingsAt
             blocker = "no position_embeddings on a rotary architecture"  # TransformerLens warns on this path
         if blocker is not None or self.original_component is None:
             self._record_path(EXPLICIT)
-            return super().forward(*args, **kwargs)
+            with self._rows_from_hooks():
+                return super().forward(*args, **kwargs)
         self._record_path(FUSED)
         if "hidden_states" in kwargs:
             hidden_states = kwargs.pop("hidden_states")
@@ -221,6 +282,7 @@ class FusedPositionEmbeddingsAttention(FusedAttentionMixin, PositionEmbeddingsAt
 
         key, value = self._update_kv_cache(key, value, **kwargs)  # a KV cache (e.g. the fast patching sweep)
         scaling = getattr(hf_attn, "scaling", head_dim**-0.5)
+        self._emit_rows(query, key, kwargs.get("attention_mask"), scaling)
         attn_output = hf_sdpa(hf_attn, query, key, value, kwargs.get("attention_mask"), scaling)
         attn_output = attn_output.reshape(*input_shape, -1)  # [batch, pos, head * d_head]
         attn_output = self._pre_output_projection(attn_output)
@@ -249,7 +311,8 @@ class FusedJointQKVAttention(FusedAttentionMixin, JointQKVAttentionBridge):
             blocker = "reorder_and_upcast_attn (float32 scores)"
         if blocker is not None:
             self._record_path(EXPLICIT)
-            return super()._reconstruct_attention(q, k, v, **kwargs)
+            with self._rows_from_hooks():
+                return super()._reconstruct_attention(q, k, v, **kwargs)
         self._record_path(FUSED)
         self._pattern = None  # no pattern was computed by this call
         q, k, v, batch_size, seq_len, head_dim = self._reshape_qkv_to_heads(q, k, v, num_heads, num_kv_heads)
@@ -257,6 +320,7 @@ class FusedJointQKVAttention(FusedAttentionMixin, JointQKVAttentionBridge):
         scale = head_dim ** (-0.5)
         if getattr(self.config, "scale_attn_by_inverse_layer_idx", False) and self._layer_idx is not None:
             scale /= float(self._layer_idx + 1)
+        self._emit_rows(q, k, kwargs.get("attention_mask"), scale)
         attn_output = hf_sdpa(self.original_component, q, k, v, kwargs.get("attention_mask"), scale)
         attn_output = attn_output.reshape(batch_size, seq_len, num_heads * head_dim)
         return self._apply_output_projection(attn_output), None
@@ -289,6 +353,49 @@ def set_fused_attention(model: TransformerBridge, enabled: bool) -> None:
         attn = getattr(block, "attn", None)
         if isinstance(attn, FusedAttentionMixin):
             attn._fused_attention_enabled = bool(enabled)
+
+
+def split_pattern_rows(
+    model: TransformerBridge, selected: list[list[str]]
+) -> tuple[list[list[str]], list[tuple[FusedAttentionMixin, str, list[str]]]]:
+    """Split the hook names a cache selected (each entry: the names of one hook point) into those hooked as
+    usual and the scores/patterns of fused attention layers, whose reward rows `pattern_rows` computes."""
+    owners: dict[int, tuple[FusedAttentionMixin, str]] = {}
+    for block in getattr(model, "blocks", []):
+        attn = getattr(block, "attn", None)
+        if isinstance(attn, FusedAttentionMixin):
+            for which in PATTERN_HOOKS:
+                owners[id(getattr(attn, which))] = (attn, which)
+    hooked, rows = [], []
+    for names in selected:
+        owner = owners.get(id(model.hook_dict[names[0]]))
+        if owner is None:
+            hooked.append(names)
+        else:
+            rows.append((owner[0], owner[1], names))
+    return hooked, rows
+
+
+@contextmanager
+def pattern_rows(
+    rows: list[tuple[FusedAttentionMixin, str, list[str]]],
+    positions: Int[Tensor, "batch"],
+    store: Callable[[list[str], Tensor], None],
+) -> Iterator[None]:
+    """While active, each `(attention, "hook_attn_scores" | "hook_pattern", names)` hands `store(names, rows)`
+    the query row `positions[b]` of each batch row, `[batch, head, 1, k_pos]`, without a hook on the pattern: a
+    fused layer stays fused and computes those rows alone (O(seq) instead of O(seq²)); a layer on the explicit
+    path gathers them from its full pattern."""
+    for attn, which, names in rows:
+        if attn._row_requests is None:
+            attn._row_requests = {}
+        attn._row_requests[which] = lambda t, names=names: store(names, t)
+        attn._row_positions = positions
+    try:
+        yield
+    finally:
+        for attn, _, _ in rows:
+            attn._row_requests, attn._row_positions = None, None
 
 
 def attention_paths(model: TransformerBridge) -> list[str | None]:

@@ -36,7 +36,7 @@ from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import CheckpointError, InputError, UnknownTokensWarning, unknown_hook_error
 from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
-from hooked_reward.fused_attention import install_fused_attention, set_fused_attention
+from hooked_reward.fused_attention import install_fused_attention, pattern_rows, set_fused_attention, split_pattern_rows
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
@@ -1025,10 +1025,20 @@ class HookedRewardModel(TransformerBridge):
             for _, names in self._select_hooks(names_filter).values()
             if self._runs_in_range(names[0], stop_at_layer, start_at_layer)
         ]
+        rows: list = []
+        if keep_pos is not None and slicer is None and not incl_bwd:
+            # a reward-position cache keeps one query row of each pattern: fused layers compute only that row
+            selected, rows = split_pattern_rows(self, selected)
+
+        def store_rows(names: list[str], tensor: Tensor) -> None:
+            for name in names:
+                store[name] = tensor.to(device) if device is not None else tensor
+
         fwd = [(names[0], make_hook(names, "")) for names in selected]
         bwd = [(names[0], make_hook(names, "_grad")) for names in selected] if incl_bwd else []
         bad: list[int] = []
-        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+        hooks = self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts)
+        with hooks, pattern_rows(rows, keep_pos, store_rows):
             output = self.forward(
                 model_input,
                 attention_mask=mask,

@@ -179,3 +179,27 @@ def test_kv_cache_of_the_fast_sweep_runs_fused(make_checkpoint, arch: str) -> No
     plain = patch_resid(model, clean, corrupt, progress=False, fast=False)
     assert (fused.rewards - explicit.rewards).abs().max() <= 1e-5
     assert (fused.rewards - plain.rewards).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_reward_position_cache_computes_only_the_reward_rows(make_checkpoint, arch: str) -> None:
+    """`positions="reward"` keeps one query row of every score/pattern: fused layers stay fused and compute
+    that row alone; it equals the row of the explicit path's full pattern (Gemma-2: gathered from it)."""
+    model = HookedRewardModel.from_pretrained(make_checkpoint(arch))
+    for left in (False, True):
+        tokens, mask = batch(left)
+        with torch.no_grad():
+            rewards, rows = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
+            assert attention_paths(model) == [FUSED if FUSES[arch] else EXPLICIT] * model.cfg.n_layers
+            model.set_fused_attention(False)
+            rewards_full, full = model.run_with_cache(tokens, attention_mask=mask)
+            model.set_fused_attention(True)
+        reward_pos = model.reward_positions(mask)
+        for layer in range(model.cfg.n_layers):
+            for hook in ("hook_attn_scores", "hook_pattern"):
+                name = f"blocks.{layer}.attn.{hook}"
+                expected = full[name][torch.arange(4), :, reward_pos].unsqueeze(2)
+                assert rows[name].shape == expected.shape == (4, model.cfg.n_heads, 1, tokens.shape[1])
+                assert torch.allclose(rows[name], expected, rtol=1e-5, atol=1e-5), name
+        assert (rows["blocks.1.attn.hook_pattern"].sum(-1) - 1).abs().max() <= 1e-5
+        assert (rewards - rewards_full).abs().max() <= 1e-4

@@ -339,12 +339,14 @@ def test_reward_position_cache_under_inference_mode(make_checkpoint) -> None:
     """Inference tensors have no version counter: the cache still gathers every hook exactly."""
     model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
     tokens, mask = padded_batch(left=True)
-    _, full = model.run_with_cache(tokens, attention_mask=mask)
+    names = ["blocks.0.hook_resid_pre", "blocks.1.mlp.hook_post", "ln_final.hook_normalized"]
+    # no pattern in either cache: both run the fused attention of the plain forward
+    _, full = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
     with torch.inference_mode():
         rewards, reward_only = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
     rows = torch.arange(tokens.shape[0])
     positions = model.reward_positions(mask)
-    for name in ("blocks.0.hook_resid_pre", "blocks.1.mlp.hook_post", "ln_final.hook_normalized"):
+    for name in names:
         assert torch.allclose(reward_only[name][:, 0], full[name][rows, positions])
     assert torch.allclose(rewards, model(tokens, attention_mask=mask))
 
