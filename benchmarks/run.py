@@ -59,7 +59,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         repeats=9,
         load_repeats=5,
         lengths=(128, 512, 2048),
-        length_repeats=3,
+        length_repeats=5,
         sweep_sample_positions=4,
     ),
     "quick": dict(
@@ -151,9 +151,14 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, device: torch.device = torch.device("cpu")
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device = torch.device("cpu"),
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median seconds per call of each function; every repeat runs each once, in an order rotated per repeat."""
+    """Median seconds per call of each function; every repeat runs each once, in an order rotated per repeat.
+    `clock=time.process_time` counts this process's CPU seconds (with one torch thread: robust to other load)."""
     names = list(fns)
     sync = synchronizer(device)
     for _ in range(warmup):
@@ -164,10 +169,10 @@ def time_interleaved(
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[name]()
             sync()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -559,7 +564,9 @@ def length_timings(
         ),
         "explicit_every_layer": nograd(explicit_every_layer),
     }
-    t = time_interleaved(fns, repeats, device=device)
+    # CPU seconds of this process on CPU (one torch thread: other processes' load does not count); wall on a GPU
+    clock = time.process_time if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
+    t = time_interleaved(fns, repeats, device=device, clock=clock)
     explicit_layer = (t["explicit_every_layer"] - t["ours"]) / model.cfg.n_layers
     return {
         "seconds": t,
