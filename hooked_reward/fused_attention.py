@@ -189,7 +189,7 @@ class FusedAttentionMixin:
         handles = []
         for which, callback in (requests or {}).items():
 
-            def gather(module: torch.nn.Module, args: Any, out: Tensor, callback: RowCallback = callback) -> None:
+            def gather(_module: torch.nn.Module, _args: Any, out: Tensor, callback: RowCallback = callback) -> None:
                 rows = torch.arange(out.shape[0], device=out.device)
                 callback(out.detach()[rows, :, positions.to(out.device)].unsqueeze(2))  # type: ignore[union-attr]
 
