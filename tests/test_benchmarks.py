@@ -50,6 +50,14 @@ FIGURES = {
         "tl_bridge_causal_lm",
         "tl_bridge_time_ratio_vs_hf_causal_lm",
         "bridge_seconds_over_hf",
+        "bridge_ms_per_layer",
+    ],
+    "lengths": [
+        "by_length",
+        "longest",
+        "max_forward_ratio_vs_hf",
+        "max_sweep_chosen_over_plain",
+        "max_sweep_abs_diff_fast_vs_plain",
     ],
     "imports": [
         "seconds",
@@ -99,6 +107,15 @@ def test_targets_and_exact_figures(results: dict) -> None:
     assert results["memory"]["cache_full"]["tensor_bytes"] > results["memory"]["cache_reward_pos"]["tensor_bytes"]
     assert set(results["attribution_patching"]["spearman_vs_exact"]) == {"resid_pre", "block_outputs", "z", "all"}
     assert results["loading"]["hf"]["peak_rss_delta_bytes"] > 0
+    lengths = results["lengths"]["by_length"]
+    assert list(lengths) == [str(n) for n in run.SHAPES["quick"]["lengths"]]
+    for row in lengths.values():
+        for figure in ("ratio_vs_hf", "cache_resid_ratio_vs_hf", "cache_reward_pos_ratio_vs_hf"):
+            assert math.isfinite(row[figure]) and row[figure] > 0
+        assert set(row["seconds"]) >= {"hf", "ours", "pattern_hook_one_layer", "explicit_every_layer"}
+        sweep = row["sweep"]
+        assert sweep["max_abs_diff_fast_vs_plain"] <= 1e-4  # both paths of the sampled sweep agree
+        assert sweep["rule_picks"] in ("fast", "plain") and sweep["sampled_patches"] > 0
 
 
 def test_targets_are_judged(results: dict) -> None:
@@ -129,7 +146,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str])
 
 def test_only_runs_the_named_sections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = load_run().main(["--quick", "--only", "memory", "--out", str(tmp_path / "m.json")])
-    assert "memory" in result and not {"forward", "patching", "loading"} & set(result)
+    assert "memory" in result and not {"forward", "patching", "lengths", "loading", "imports"} & set(result)
     assert set(result["targets"]) == {"memory.reward_cache_excess_bytes_over_full_per_seq"}
     with pytest.raises(SystemExit):
         load_run().main(["--quick", "--only", "memroy"])
