@@ -7,7 +7,7 @@ from pad-token ids, which break when pad == eos appears inside the text), for le
 from __future__ import annotations
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from hooked_reward.errors import InputError
@@ -69,7 +69,7 @@ def check_mask(attention_mask: object, tokens: Int[Tensor, "batch pos"]) -> Int[
     return mask.long()
 
 
-def interior_gaps(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+def interior_gaps(attention_mask: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos"]:
     """True where a row's mask is 0 between two attended tokens (a gap, as opposed to edge padding)."""
     attended = attention_mask.bool()
     seen_before = attended.long().cumsum(-1) > 0
