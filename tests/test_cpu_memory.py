@@ -52,10 +52,12 @@ def child_faults() -> dict:
 
 def test_retained_memory_is_reused_also_for_blocks_over_32_mib(child_faults: dict) -> None:
     """Glibc's default reuse is erratic (its thresholds adapt, and transparent huge pages change the fault
-    count); with memory retained, every later fill of the same sizes faults (nearly) nothing."""
+    count); with memory retained, every later fill of the same sizes reuses the freed memory: at most one of the
+    16 blocks faults in afresh per round (a small allocation made between rounds can split the freed region,
+    which depends on what else the process imported), against more than half of all pages by default."""
     assert child_faults["retain_ok"]
     assert sum(child_faults["default"][1:]) > PAGES_2MIB_X16 // 2
-    assert sum(child_faults["retained"][1:]) < PAGES_2MIB_X16 // 20
+    assert max(child_faults["retained"][1:]) <= PAGES_2MIB_X16 // 16 + 8
     assert child_faults["retained_large"][1] < PAGES_40MIB // 20
     assert max(child_faults["retained_large"][1:]) < PAGES_40MIB // 2
 
