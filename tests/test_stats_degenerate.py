@@ -11,13 +11,19 @@ from hooked_reward import InputError, NonFiniteError
 from hooked_reward.analysis.stats import (
     accuracy,
     agreement,
+    benjamini_hochberg,
     bootstrap_ci,
+    bootstrap_items_ci,
     bootstrap_mean_ci,
+    bootstrap_percentile,
     cka_matrix,
     cohens_d,
     finite_rows,
+    kendall,
     linear_cka,
     paired_effect,
+    percentile_interval,
+    random_cosine_null,
     sign_flip_test,
     spearman,
     spearman_along,
@@ -170,3 +176,45 @@ def test_resampling_p_value_hand_computed():
         resampling_p_value(null, math.inf)
     with pytest.raises(NonFiniteError):
         resampling_p_value(np.array([0.1, math.nan]), 0.2)
+
+
+@pytest.mark.parametrize(
+    ("call", "names"),
+    [
+        (lambda: benjamini_hochberg([1.5]), "1.5 (index 0)"),
+        (lambda: benjamini_hochberg([0.2, np.nan, -0.1]), "-0.1 (index 2)"),
+        (lambda: bootstrap_ci(np.arange(5.0), confidence=1.5), "confidence=1.5"),
+        (lambda: bootstrap_ci(np.arange(5.0), confidence=0), "confidence=0"),
+        (lambda: bootstrap_ci(np.arange(5.0), n_resamples=0), "n_resamples=0"),
+        (lambda: bootstrap_ci(np.arange(5.0), method="bca-ish"), "method='bca-ish'"),
+        (lambda: bootstrap_ci((np.arange(3.0), np.arange(4.0)), lambda a, b, axis=-1: a.mean(axis)), "[3, 4]"),
+        (lambda: bootstrap_mean_ci(np.ones((4, 2)), confidence=True), "confidence=True"),
+        (lambda: bootstrap_items_ci(5, lambda i: 1.0, confidence=-1), "confidence=-1"),
+        (lambda: bootstrap_percentile(np.mean, 4, n_resamples=3, rng=np.random.default_rng(), confidence=2), "=2"),
+        (lambda: percentile_interval(np.ones((4, 2)), confidence=3), "confidence=3"),
+        (lambda: random_cosine_null(5, confidence=2.0), "confidence=2.0"),
+        (lambda: linear_cka(np.ones((3, 2)), np.ones((4, 2))), "3 inputs and y 4"),
+        (lambda: linear_cka(np.ones(3), np.ones(3)), "2-D"),
+        (lambda: cka_matrix(np.ones((2, 3, 2)), np.ones((2, 4, 2))), "3 inputs and y 4"),
+        (lambda: kendall([1.0, 2.0, 3.0], [1.0, 2.0]), "3 values and y 2"),
+        (lambda: spearman_along(np.ones((2, 3)), np.ones((2, 4))), "6 values and y 8"),
+        (lambda: agreement([1.0, 2.0], [1.0, 2.0, 3.0]), "2 values and y 3"),
+        (lambda: sign_flip_test(np.arange(5.0), alternative="bigger"), "alternative='bigger'"),
+        (lambda: sign_flip_test(np.arange(5.0), n_resamples=-1), "n_resamples=-1"),
+        (lambda: paired_effect(np.arange(5.0), confidence=95), "confidence=95"),
+        (lambda: paired_effect(np.arange(5.0), n_boot=0), "n_boot=0"),
+    ],
+)
+def test_statistics_validate_their_arguments(call, names):
+    """Each wrong argument is an InputError naming the argument and its value where it enters (before: raw
+    scipy/numpy ValueErrors, an IndexError, or a NaN band for confidence=2)."""
+    with pytest.raises(InputError) as err:
+        call()
+    assert names in str(err.value)
+
+
+def test_argument_checks_leave_numbers_unchanged():
+    # hand-computed: BH of (0.01, 0.04, 0.03) = sorted p·m/rank with the running minimum from the top
+    assert benjamini_hochberg([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.04, 0.04])
+    assert benjamini_hochberg([0.0, 1.0, np.nan])[:2] == pytest.approx([0.0, 1.0])
+    assert linear_cka(np.eye(3), np.eye(3) * 2.0) == pytest.approx(1.0)

@@ -84,6 +84,53 @@ NanPolicy = Literal["raise", "omit", "propagate"]
 NAN_POLICIES = ("raise", "omit", "propagate")
 
 
+# ---------------------------------------------------------------------------------------------- arguments
+# Every public function checks its arguments here, where they enter, so a wrong one is an InputError that names
+# the argument, the value and the fix, never a bare scipy/numpy error from deep inside a resampling loop.
+BOOTSTRAP_METHODS = ("BCa", "percentile", "basic")
+
+
+def _check_confidence(confidence: object) -> None:
+    """InputError unless `confidence` is a number strictly between 0 and 1 (a coverage level such as 0.95)."""
+    ok = isinstance(confidence, int | float | np.floating) and not isinstance(confidence, bool)
+    if not (ok and 0 < float(confidence) < 1):
+        raise InputError(
+            f"confidence={confidence!r}: give a coverage level strictly between 0 and 1, e.g. 0.95 for a 95% interval."
+        )
+
+
+def _check_count(value: object, name: str, minimum: int = 1) -> None:
+    """InputError unless `value` is an integer >= `minimum` (numbers of resamples, items, sign patterns)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < minimum:
+        raise InputError(f"{name}={value!r}: give a whole number >= {minimum}.")
+
+
+def _check_choice(value: object, name: str, allowed: Sequence[str]) -> None:
+    """InputError unless `value` is one of `allowed` (compared case-insensitively, as scipy does)."""
+    if not isinstance(value, str) or value.lower() not in {a.lower() for a in allowed}:
+        raise InputError(f"{name}={value!r}: choose from {tuple(allowed)}.")
+
+
+def _check_same_length(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """InputError unless two paired samples have the same number of values."""
+    if a.shape != b.shape:
+        raise InputError(f"{what}: x has {a.size} values and y {b.size}; they must be paired, one y per x.")
+
+
+def _check_representations(x: np.ndarray, y: np.ndarray, what: str = "linear CKA") -> None:
+    """InputError unless `x` ``[..., m, d1]`` and `y` ``[..., m, d2]`` hold the same number ``m`` of inputs."""
+    if x.ndim < 2 or y.ndim < 2:
+        raise InputError(
+            f"{what}: representations must be 2-D [inputs, width]; got shapes {x.shape} and {y.shape}. "
+            "Reshape a single vector per input to [m, 1]."
+        )
+    if x.shape[-2] != y.shape[-2]:
+        raise InputError(
+            f"{what}: x represents {x.shape[-2]} inputs and y {y.shape[-2]}; CKA compares two representations of "
+            "the same inputs, so both need one row per input, in the same order."
+        )
+
+
 # ---------------------------------------------------------------------------------------------- non-finite
 def check_nan_policy(nan_policy: str, allowed: Sequence[str] = NAN_POLICIES) -> None:
     """InputError unless `nan_policy` is one of `allowed` (default "raise", "omit", "propagate")."""
@@ -101,6 +148,14 @@ def _describe_rows(bad: np.ndarray, labels: Sequence[object] | None) -> str:
     idx = np.flatnonzero(bad)
     shown = [labels[i] if labels is not None else int(i) for i in idx[:10]]
     return ", ".join(map(str, shown)) + (f" ... ({idx.size} in all)" if idx.size > 10 else "")
+
+
+def _describe_values(values: np.ndarray, bad: np.ndarray) -> str:
+    """The first few offending values with their indices, e.g. ``1.5 (index 0)``."""
+    flat, mask = values.ravel(), bad.ravel()
+    idx = np.flatnonzero(mask)
+    shown = [f"{float(flat[i])!r} (index {int(i)})" for i in idx[:5]]
+    return ", ".join(shown) + (f" ... ({idx.size} in all)" if idx.size > 5 else "")
 
 
 def finite_rows(
@@ -155,8 +210,7 @@ def spearman_test(
     ties). `(nan, nan)` for fewer than 3 pairs or a constant side (see the module docstring). A non-finite
     pair raises (default), is dropped (`"omit"`) or makes the answer NaN (`"propagate"`)."""
     xa, ya = _as_numpy(x).ravel(), _as_numpy(y).ravel()
-    if xa.shape != ya.shape:
-        raise InputError(f"{what}: x has {xa.size} values and y {ya.size}; they must be paired.")
+    _check_same_length(xa, ya, what)
     ok = finite_rows(xa, ya, what=what, nan_policy=nan_policy)
     if nan_policy == "propagate" and not ok.all():
         return (math.nan, math.nan)
@@ -179,6 +233,8 @@ def spearman_along(
 ) -> Float[np.ndarray, "..."] | float:
     """Spearman's ρ along `axis` for many rows at once (bootstrap resamples): Pearson's r of average ranks,
     which is scipy's definition, with the same degenerate rules as :func:`spearman` (finite inputs only)."""
+    x, y = np.asarray(x), np.asarray(y)
+    _check_same_length(x, y, "Spearman ρ along an axis")
     rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
     rx = rx - rx.mean(axis=axis, keepdims=True)
     ry = ry - ry.mean(axis=axis, keepdims=True)
@@ -195,6 +251,8 @@ def pearson_along(
     x: Float[np.ndarray, "... n"], y: Float[np.ndarray, "... n"], axis: int = -1
 ) -> Float[np.ndarray, "..."]:
     """Pearson's r along `axis` for many rows at once (bootstrap resamples); NaN for a constant side."""
+    x, y = np.asarray(x), np.asarray(y)
+    _check_same_length(x, y, "Pearson r along an axis")
     xc = x - x.mean(axis=axis, keepdims=True)
     yc = y - y.mean(axis=axis, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -203,6 +261,7 @@ def pearson_along(
 
 def kendall(x: Float[np.ndarray, "n"], y: Float[np.ndarray, "n"]) -> float:
     """Kendall's τ-b (``scipy.stats.kendalltau``; NaN for a constant side)."""
+    _check_same_length(np.asarray(x).ravel(), np.asarray(y).ravel(), "Kendall τ")
     return float(stats.kendalltau(x, y).statistic)
 
 
@@ -215,6 +274,7 @@ def random_cosine_null(d: int, observed: float | None = None, confidence: float 
     """
     if d < 2:
         raise InputError(f"A cosine null needs d >= 2, got {d}.")
+    _check_confidence(confidence)
     beta = stats.beta(0.5, (d - 1) / 2)
     q = math.sqrt(float(beta.ppf(confidence)))
     out = {"d": float(d), "null_sd": 1 / math.sqrt(d), "band_low": -q, "band_high": q}
@@ -236,7 +296,14 @@ def linear_cka(x: Float[np.ndarray, "m d1"], y: Float[np.ndarray, "m d2"]) -> fl
     """Linear CKA of two representations of the same ``m`` inputs (widths may differ):
     ``<K_c, L_c>_F / (||K_c||_F ||L_c||_F)`` with centred Gram matrices; 1 for ``y = x Q`` (Q orthogonal).
     Constant representations: 1 when both are, 0 when one is (module docstring)."""
-    return float(cka_matrix(np.asarray(x, np.float64)[None], np.asarray(y, np.float64)[None])[0, 0])
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim != 2 or y.ndim != 2:
+        raise InputError(
+            f"linear CKA: representations must be 2-D [inputs, width]; got shapes {x.shape} and {y.shape}. "
+            "Reshape a single value per input to [m, 1]."
+        )
+    _check_representations(x, y)
+    return float(cka_matrix(x[None], y[None])[0, 0])
 
 
 def cka_matrix(
@@ -245,6 +312,11 @@ def cka_matrix(
     """Linear CKA for every pair of layers (rows ``idx`` of the inputs, with repeats, if given).
     Constant layers follow the module docstring's rule (1 if both constant, 0 if one is), never NaN."""
     xa, xb = np.asarray(xa, np.float64), np.asarray(xb, np.float64)
+    if xa.ndim != 3 or xb.ndim != 3:
+        raise InputError(
+            f"CKA matrix: give stacks of representations [layers, inputs, width]; got shapes {xa.shape} and {xb.shape}."
+        )
+    _check_representations(xa, xb, "CKA matrix")
     if idx is not None:
         xa, xb = xa[:, idx], xb[:, idx]
     ca, const_a = _centred(xa)
@@ -278,6 +350,7 @@ def agreement(
     """Per pair, 1.0 where two models' margins have the same sign (0 counts as its own sign), else 0.0.
     Rows with a non-finite margin raise (default), are dropped (`"omit"`) or are NaN (`"propagate"`)."""
     a, b = _as_numpy(margins_a).ravel(), _as_numpy(margins_b).ravel()
+    _check_same_length(a, b, "agreement of margins")
     ok = finite_rows(a, b, what="margins of the two models", nan_policy=nan_policy)
     same = (np.sign(a) == np.sign(b)).astype(np.float64)
     if nan_policy == "propagate":
@@ -339,8 +412,18 @@ def bootstrap_ci(
     value (e.g. constant data) the interval is that value, where scipy's BCa would return NaN. Non-finite
     observations (rows across paired samples): ``nan_policy`` (raise, omit, or ``(nan, nan)`` for propagate).
     """
+    _check_confidence(confidence)
+    _check_count(n_resamples, "n_resamples")
+    _check_choice(method, "method", BOOTSTRAP_METHODS)
+    if not isinstance(data, np.ndarray | torch.Tensor) and len(data) == 0:
+        return (math.nan, math.nan)  # no observations
     samples = (data,) if isinstance(data, np.ndarray) or np.isscalar(data[0]) else tuple(data)
     samples = tuple(np.asarray(s, dtype=np.float64) for s in samples)
+    if paired and len({s.shape[0] if s.ndim else 1 for s in samples}) > 1:
+        raise InputError(
+            f"bootstrap: paired samples of {[s.shape[0] for s in samples]} observations; paired samples are "
+            "resampled together, so give them one value per observation each (or pass paired=False)."
+        )
     if statistic is None:
         statistic = np.mean
         vectorized = True
@@ -398,6 +481,7 @@ def bootstrap_items_ci(
     residuals.  This is scipy's ``bootstrap`` run on the index vector; percentile by default because such
     statistics are often discrete or expensive (BCa needs a jackknife of ``n_items`` extra evaluations).
     """
+    _check_count(n_items, "n_items", minimum=0)
     if n_items < 2:
         return (math.nan, math.nan)
     idx = np.arange(n_items, dtype=np.float64)
@@ -421,6 +505,7 @@ def percentile_interval(
 ) -> tuple[Float[np.ndarray, "..."], Float[np.ndarray, "..."]]:
     """The percentile interval of bootstrap resamples over their first axis, for every remaining entry
     (``ignore_nan``: quantiles of the finite resamples only, for statistics undefined on some resamples)."""
+    _check_confidence(confidence)
     alpha = (1 - confidence) / 2
     q = np.nanquantile if ignore_nan else np.quantile
     with warnings.catch_warnings():
@@ -441,7 +526,11 @@ def bootstrap_percentile(
     with replacement (``rng.integers``, group by group) and calls ``statistic(*indices)``. Used where scipy's
     ``bootstrap`` (scalar statistics of 1-D samples) does not fit. Returns floats for a scalar statistic, else
     arrays of the statistic's shape."""
-    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+    _check_confidence(confidence)
+    _check_count(n_resamples, "n_resamples")
+    sizes = [sizes] if isinstance(sizes, int | np.integer) else list(sizes)
+    for n in sizes:
+        _check_count(n, "sizes (rows per group)")
     boots = [
         np.asarray(statistic(*[rng.integers(0, n, n) for n in sizes]), dtype=np.float64) for _ in range(n_resamples)
     ]
@@ -461,6 +550,9 @@ def bootstrap_mean_ci(
     """Bootstrap CI of the mean over the first axis, for every remaining entry at once (e.g. a lens curve
     ``[n_pairs, n_layers]`` gives per-layer intervals).  Resamples rows jointly (scipy ``bootstrap`` with
     ``axis=0``); entries where every row is equal get the point itself, where BCa is undefined."""
+    _check_confidence(confidence)
+    _check_count(n_resamples, "n_resamples")
+    _check_choice(method, "method", BOOTSTRAP_METHODS)
     x = np.asarray(x, dtype=np.float64)
     ok = finite_rows(x, what="bootstrap rows", nan_policy=nan_policy)
     if not ok.all():
@@ -519,6 +611,9 @@ def sign_flip_test(
 
     Example: Δ = (0.5, 1.5) has sign-pattern means (1, 0.5, -0.5, -1); two-sided p = 2 · P(mean >= 1) = 0.5.
     """
+    _check_choice(alternative, "alternative", ("two-sided", "greater", "less"))
+    _check_count(max_exact, "max_exact")
+    _check_count(n_resamples, "n_resamples")
     x, bad = _finite_1d(delta, "paired differences (sign-flip test)", nan_policy)
     n = x.size
     if n == 0 or (bad and nan_policy == "propagate"):
@@ -580,9 +675,18 @@ def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     NaN p-values (tests that could not be run) stay NaN and do not count towards the number of tests.
     Reject at level q by ``adjusted <= q``.
     """
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full_like(p, np.nan)
+    try:
+        p = np.asarray(pvalues, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"benjamini_hochberg: p-values must be numbers; {e}.") from None
     ok = np.isfinite(p)
+    wrong = ~np.isnan(p) & ~((p >= 0) & (p <= 1))
+    if wrong.any():
+        raise InputError(
+            f"benjamini_hochberg: p-values must lie in [0, 1] (NaN for a test not run); got "
+            f"{_describe_values(p, wrong)}. Pass the raw p-values of the tests (not statistics or log p-values)."
+        )
+    out = np.full_like(p, np.nan)
     if ok.any():
         out[ok] = stats.false_discovery_control(p[ok], method="bh")
     return out
@@ -640,6 +744,10 @@ def paired_effect(
     what: str = "paired differences",
 ) -> PairedEffect:
     """All the per-factor statistics of a vector of paired differences in one call (see `PairedEffect`)."""
+    _check_confidence(confidence)
+    _check_count(n_boot, "n_boot")
+    _check_count(n_flips, "n_flips")
+    _check_count(max_exact, "max_exact")
     raw = _as_numpy(delta).ravel()
     ok = finite_rows(raw, what=what, nan_policy=nan_policy)
     if nan_policy == "propagate" and not ok.all():
