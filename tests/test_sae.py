@@ -404,3 +404,19 @@ def test_result_frames_and_plots(models, trained):
     assert len(check.to_frame()) == 5 and check.plot() is not None
     rep = splice_report(model, sae, _texts(3))
     assert len(rep.to_frame()) == 3 and rep.plot() is not None
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_training_inside_no_grad_trains_the_same_sae(context):
+    """A caller's no_grad / inference_mode context (around their own forwards) does not break training: the SAE
+    is the one trained outside it (before: a bare RuntimeError, "element 0 of tensors does not require grad")."""
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(64, 8, generator=gen)
+    ref = train_topk_sae_on_activations(acts, d_sae=16, k=2, steps=20, batch_size=16, progress=False)
+    with context():
+        inner_acts = acts.clone()  # an inference tensor under inference_mode
+        sae = train_topk_sae_on_activations(inner_acts, d_sae=16, k=2, steps=20, batch_size=16, progress=False)
+        assert not torch.is_grad_enabled()  # the caller's context is restored after the call
+    assert ref.training_log.final_fvu < ref.training_log.initial_fvu  # it did train
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(sae, name), getattr(ref, name)), name

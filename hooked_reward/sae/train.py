@@ -96,6 +96,8 @@ def _topk_acts(pre: Float[Tensor, "b s"], k: int) -> tuple[Float[Tensor, "b s"],
     return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values)), top.indices
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()
 def train_topk_sae_on_activations(
     acts: Float[Tensor, "n d"],
     *,
@@ -127,6 +129,10 @@ def train_topk_sae_on_activations(
         seed: seeds initialisation and batch order (a private generator; global RNG state is untouched).
         progress: show a tqdm progress bar.
         hook_name: stored in the SAE config.
+
+    Training needs autograd, so it runs with gradients enabled (``torch.enable_grad``, outside inference mode)
+    even when called inside ``torch.no_grad()`` or ``torch.inference_mode()``: that context is the caller's, for
+    their own forward passes, and the trained SAE is the same as without it.
     """
     if acts.dim() != 2:
         raise InputError(f"acts must be [n, d], got shape {tuple(acts.shape)}.")
