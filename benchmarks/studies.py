@@ -52,7 +52,7 @@ def _command(nproc: int, pairs: int, out: Path) -> list[str]:
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
-    from hooked_reward.report.store import read_records, store_root
+    from hooked_reward.study.store import read_records, store_root
 
     return [r for path in store_root(out).glob("*/rank-*.jsonl") for r in read_records(path)]
 
@@ -112,8 +112,8 @@ def store_overhead(n_records: int) -> dict[str, Any]:
     from hooked_reward import organisms
     from hooked_reward.analysis.faithfulness import faithfulness_pair
     from hooked_reward.pairs import PreferencePair
-    from hooked_reward.report.store import RecordWriter, encode
-    from hooked_reward.report.study_units import analysis_pair
+    from hooked_reward.study.store import RecordWriter, encode
+    from hooked_reward.study.units import analysis_pair
 
     model = organisms.load("sycophancy")
     pairs = [

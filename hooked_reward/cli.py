@@ -121,7 +121,7 @@ def _model_source(model_dir: str | None) -> str:
 def _dist(args: argparse.Namespace) -> Any:
     """This process's place in a `torchrun` launch (one process without it); closed by `main`."""
     if getattr(args, "dist", None) is None:
-        from hooked_reward.distributed import init_distributed
+        from hooked_reward.study.distributed import init_distributed
 
         args.dist = init_distributed(getattr(args, "device", None))
     return args.dist
@@ -144,7 +144,7 @@ def _open_study(
     others: list | None = None,
 ) -> Any:
     """The results store of this command (`OUT.store/`, beside the report), resumed unless --no-resume."""
-    from hooked_reward.report.study_units import open_study
+    from hooked_reward.study.units import open_study
 
     settings = {**settings, "output": _output(args), "max_length": getattr(args, "max_length", None)}
     return open_study(
@@ -165,7 +165,7 @@ def _open_study(
 def _study_provenance(args: argparse.Namespace, model: HookedRewardModel, study: Any) -> dict[str, Any]:
     """The report's provenance: the command line, versions and time, plus the study's model fingerprint, dtype,
     device, settings, seed, pair count, processes and store; prints the store's counts on stderr."""
-    from hooked_reward.report.provenance import merge_provenance
+    from hooked_reward.study.provenance import merge_provenance
 
     print(
         f"{study.command}: {study.computed} units computed here, {study.reused} from the store {study.store.dir}",
@@ -232,7 +232,7 @@ def _refuse_identical_tokens(pairs: list, model: Any) -> None:
 def cmd_analyze(args: argparse.Namespace) -> Path | None:
     from hooked_reward import organisms
     from hooked_reward.report.analyze import analyze, causal_plan
-    from hooked_reward.report.study_units import analysis_results
+    from hooked_reward.study.units import analysis_results
 
     model, render, bundled = _load_on_device(args)
     pairs = _pairs(args, bundled, model, render)
@@ -265,7 +265,7 @@ def cmd_probe(args: argparse.Namespace) -> Path | None:
     from hooked_reward import organisms
     from hooked_reward.organisms.factors import organism_factors
     from hooked_reward.report import write_probe_report
-    from hooked_reward.report.study_units import probe_results
+    from hooked_reward.study.units import probe_results
 
     model, render, bundled = _load_on_device(args)
     kwargs: dict[str, Any] = {}
@@ -295,7 +295,7 @@ def cmd_probe(args: argparse.Namespace) -> Path | None:
 
 def cmd_compare(args: argparse.Namespace) -> Path | None:
     from hooked_reward.report import write_compare_report
-    from hooked_reward.report.study_units import compare_results
+    from hooked_reward.study.units import compare_results
 
     model_a, render, bundled = _load_on_device(args)
     model_b, _, _ = _load_on_device(args, "model_b")
@@ -330,7 +330,7 @@ def _output(args: argparse.Namespace) -> int | str | None:
 
 def cmd_faithfulness(args: argparse.Namespace) -> Path | None:
     from hooked_reward.report.faithfulness import write_faithfulness_report
-    from hooked_reward.report.study_units import faithfulness_results
+    from hooked_reward.study.units import faithfulness_results
 
     model, render, bundled = _load_on_device(args)
     pairs = _pairs(args, bundled, model, render)
@@ -352,7 +352,7 @@ def cmd_faithfulness(args: argparse.Namespace) -> Path | None:
 def cmd_extensions(args: argparse.Namespace) -> Path | None:
     from hooked_reward import organisms
     from hooked_reward.report import write_extensions_report
-    from hooked_reward.report.study_units import extension_results
+    from hooked_reward.study.units import extension_results
 
     model, render, bundled = _load_on_device(args)
     kwargs: dict[str, Any] = {}

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from hooked_reward.analysis.faithfulness import FaithfulnessResult, summarise_faithfulness
-from hooked_reward.report.provenance import model_fingerprint, weights_sha256
-from hooked_reward.report.store import (
+from hooked_reward.study.provenance import model_fingerprint, weights_sha256
+from hooked_reward.study.runner import Study, Unit
+from hooked_reward.study.store import (
     RecordWriter,
     ResultsStore,
     decode,
@@ -20,7 +21,6 @@ from hooked_reward.report.store import (
     store_root,
     to_frame,
 )
-from hooked_reward.report.study import Study, Unit
 
 
 def _roundtrip(value):
@@ -204,7 +204,7 @@ def test_concat_texts_equals_one_call_on_all_texts():
     from hooked_reward import organisms
     from hooked_reward.analysis.attribution import pair_reward_attribution
     from hooked_reward.analysis.lens import reward_lens
-    from hooked_reward.report.study_units import concat_texts
+    from hooked_reward.study.units import concat_texts
 
     model = organisms.load("sycophancy")
     recs = organisms.load_pairs("sycophancy")[:3]
@@ -225,7 +225,7 @@ def test_concat_texts_equals_one_call_on_all_texts():
     torch.testing.assert_close(joined.values, whole.values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(joined.chosen.values, whole.chosen.values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(joined.rewards, whole.rewards, rtol=1e-5, atol=1e-5)
-    from hooked_reward.report.study_units import select_texts
+    from hooked_reward.study.units import select_texts
 
     picked = select_texts(joined, [2, 0])
     assert torch.equal(picked.values, torch.cat([parts[2].values, parts[0].values]))

@@ -41,7 +41,7 @@ from hooked_reward.report.html import Report, safe_name
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
-    from hooked_reward.report.study_units import AnalysisData
+    from hooked_reward.study.units import AnalysisData
 
 __all__ = ["Pair", "analyze"]
 
@@ -108,7 +108,7 @@ def analyze(
     fits the budget, else "ranked". `report.json`'s "causal" entry holds the method, k, the cost per pair and,
     for "ranked", each pair's estimate and exact effect side by side.
 
-    `data`: the per-pair numbers already computed (`study_units.analysis_results` with this plan, read back from
+    `data`: the per-pair numbers already computed (`study.units.analysis_results` with this plan, read back from
     the results store); without it they are computed here, one pair at a time (the same units, so the same
     numbers).
     """
@@ -137,8 +137,8 @@ def analyze(
     plan = causal_plan(model, causal, budget)
     causal_data: dict[str, Any] = dict(plan)
     if data is None:
-        from hooked_reward.report.study import Study
-        from hooked_reward.report.study_units import analysis_results
+        from hooked_reward.study.runner import Study
+        from hooked_reward.study.units import analysis_results
 
         data = analysis_results(
             Study.in_memory(command),

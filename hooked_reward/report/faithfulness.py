@@ -31,7 +31,7 @@ def write_faithfulness_report(
     """Run `faithfulness_study` by component and by head on `pairs` (chosen as clean, rejected as corrupted,
     aligned at the reward token) and write `index.html`, PNGs and `report.json`; returns the HTML path.
 
-    `results`: `{"component": ..., "head": ...}` already computed (`study_units.faithfulness_results`, read back
+    `results`: `{"component": ..., "head": ...}` already computed (`study.units.faithfulness_results`, read back
     from the results store); without it they are computed here."""
     import matplotlib
 

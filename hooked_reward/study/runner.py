@@ -28,10 +28,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hooked_reward.distributed import DistContext
 from hooked_reward.errors import InputError
-from hooked_reward.report.provenance import provenance as make_provenance
-from hooked_reward.report.store import ResultsStore, decode, encode
+from hooked_reward.study.distributed import DistContext
+from hooked_reward.study.provenance import provenance as make_provenance
+from hooked_reward.study.store import ResultsStore, decode, encode
 
 __all__ = ["Study", "Unit"]
 

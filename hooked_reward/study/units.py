@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from hooked_reward.analysis.results import LabeledTensor
-from hooked_reward.distributed import DistContext
-from hooked_reward.report.provenance import model_fingerprint, model_runtime
-from hooked_reward.report.study import Study, Unit
+from hooked_reward.study.distributed import DistContext
+from hooked_reward.study.provenance import model_fingerprint, model_runtime
+from hooked_reward.study.runner import Study, Unit
 
 if TYPE_CHECKING:
     from hooked_reward.analysis.attribution import PairAttributionResult

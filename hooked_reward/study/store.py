@@ -19,7 +19,7 @@ weights hash, dtype, device, versions, settings, seed, pair count, rank and worl
 `elapsed_s`. A process killed mid-write leaves a torn last line: `read_records` stops at the last complete record
 and `RecordWriter` cuts the torn tail before appending.
 
-Read a store with pandas: `pandas.read_json(".../records.jsonl", lines=True)` or `hooked_reward.report.store.
+Read a store with pandas: `pandas.read_json(".../records.jsonl", lines=True)` or `hooked_reward.study.store.
 to_frame(path)` (one row per record, the unit's fields and the result's scalar fields as columns).
 """
 
