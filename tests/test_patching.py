@@ -250,6 +250,21 @@ def test_fast_sweep_multi_output_head():
     assert a.meta["fast"] and (a.rewards - b.rewards).abs().max() < ATOL
 
 
+@pytest.mark.parametrize("fast", [True, None])
+def test_fast_sweep_output_by_name(fast, monkeypatch) -> None:
+    """`output="label_1"` on a multi-output head: the fast sweep (forced, and chosen by the default `fast=None`
+    when it pays) gives the same numbers as `output=1` on the plain sweep (it used to raise TypeError)."""
+    m = HookedRewardModel.from_hf_model(build_hf_model("qwen2", num_labels=3), tokenizer=word_tokenizer())
+    assert m.output_names[1] == "label_1"
+    if fast is None:  # make the default pick the fast sweep at this tiny size
+        import hooked_reward.analysis.patching_fast as pf
+
+        monkeypatch.setattr(pf, "FAST_SWEEP_MIN_WORK", 0)
+    a = patch_resid(m, CLEAN, CORRUPT, output="label_1", progress=False, fast=fast)
+    b = patch_resid(m, CLEAN, CORRUPT, output=1, progress=False, fast=False)
+    assert a.meta["fast"] and (a.rewards - b.rewards).abs().max() < ATOL
+
+
 def test_out_of_range_layers_and_outputs_are_refused(make_checkpoint) -> None:
     model = HookedRewardModel.from_pretrained(make_checkpoint("gpt2"))
     clean = torch.tensor([[5, 6, 7, 8]])

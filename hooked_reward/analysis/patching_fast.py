@@ -44,7 +44,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_reward.heads.base import HeadInputs
-from hooked_reward.outputs import select_output
+from hooked_reward.outputs import OutputArg, select_output
 
 __all__ = ["FastSweep", "plan_fast_sweep", "fast_resid_rewards", "fast_sweep_pays", "FAST_SWEEP_MIN_WORK"]
 
@@ -131,7 +131,7 @@ class FastSweep:
         return args[1:], out
 
     def run_suffix(
-        self, p: int, start: Sequence[int], rows: Float[Tensor, "rows d_model"], output: int | None = None
+        self, p: int, start: Sequence[int], rows: Float[Tensor, "rows d_model"], output: OutputArg = None
     ) -> Tensor:
         """Rewards of runs patched at position `p`: row i enters at block `start[i]` (`L`: straight into
         ln_final) with `rows[i]` written at position `p`; `start` must be non-decreasing."""
@@ -253,10 +253,11 @@ def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, "pos"]) -> tup
     return plan, ""
 
 
-def self_check(plan: FastSweep, output: int | None) -> str:
-    """Rerun the unpatched target through the fast machinery; '' when it reproduces the model's reward."""
+def self_check(plan: FastSweep, output: OutputArg) -> str:
+    """Rerun the unpatched target through the fast machinery; '' when it reproduces the model's reward. `output`
+    is an index or a name (`model.output_names`), picked by `select_output` as every analysis does."""
     L, T = plan.n_layers, plan.seq_len  # noqa: N806
-    expect = plan.rewards[0] if plan.rewards.ndim == 1 else plan.rewards[0, output]
+    expect = select_output(plan.rewards, output, names=plan.model.output_names)[0]
     tol = 1e-4 if plan.final.dtype == torch.float32 else 2e-2
     checks = [(0, 0), (L // 2, T // 2)]
     with torch.no_grad():
@@ -277,7 +278,7 @@ def fast_resid_rewards(
     plan: FastSweep,
     sites: Sequence[tuple[int, int, Tensor] | None],
     *,
-    output: int | None = None,
+    output: OutputArg = None,
     max_rows: int = 64,
     progress: bool = True,
     desc: str = "fast sweep",

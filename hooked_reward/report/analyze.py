@@ -17,6 +17,7 @@ per-objective margins, per-objective lens curves and a component × objective at
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ __all__ = ["Pair", "analyze"]
 #: A rendered preference pair: `PreferencePair("", chosen_text, rejected_text, label=mechanism,
 #: metadata={"prompt": prompt, ...})`, as `PreferencePair.rendered` makes it.
 Pair = PreferencePair
+#: The group name of pairs whose `label` is None.
+UNLABELLED = "unlabelled"
 
 
 def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
@@ -116,6 +119,8 @@ def analyze(
 
     if not pairs:
         raise InputError("No pairs to analyse.")
+    # Unlabelled pairs (`label=None`, e.g. a pair file with no mechanism column) form one group, as in the CLI.
+    pairs = [p if p.label is not None else dataclasses.replace(p, label=UNLABELLED) for p in pairs]
     check_nan_policy(nan_policy, allowed=("raise", "omit"))
     import matplotlib
 
