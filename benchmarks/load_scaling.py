@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+import run  # benchmarks/ is a folder of scripts, not a package: imported after the path is set
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def make_model(shape: dict[str, int], seed: int = 0) -> Any:
     return HookedRewardModel.from_pretrained(out)
 
 
-def make_pair(vocab: int, seq: int, seed: int = 3) -> tuple[Int[Tensor, "pos"], Int[Tensor, "pos"]]:
+def make_pair(vocab: int, seq: int, seed: int = 3) -> tuple[Int[Tensor, " pos"], Int[Tensor, " pos"]]:
     """A random clean row and a corrupted copy with a quarter of its tokens redrawn."""
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(1, vocab, (seq,), generator=g)

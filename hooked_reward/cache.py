@@ -46,8 +46,8 @@ class RewardActivationCache(ActivationCache):
         self,
         cache_dict: dict[str, Tensor],
         model: HookedRewardModel,
-        reward_pos: Int[Tensor, "batch"],
-        cached_pos: Int[Tensor, "batch"] | None = None,
+        reward_pos: Int[Tensor, " batch"],
+        cached_pos: Int[Tensor, " batch"] | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         pos_slice: Slice | None = None,
     ) -> None:
@@ -117,7 +117,7 @@ class RewardActivationCache(ActivationCache):
         return normed
 
     @property
-    def reward_index(self) -> Int[Tensor, "batch"]:
+    def reward_index(self) -> Int[Tensor, " batch"]:
         """Where each row's reward position sits on the cached position axis."""
         if self.pos_slice is not None:
             raise InputError(

@@ -509,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: a short message, not a wall
+    except Exception as err:  # the CLI's last line of defence: a short message, not a wall
         if args.debug:
             raise
         print(

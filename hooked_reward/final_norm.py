@@ -36,7 +36,7 @@ def norm_is_layernorm(module: nn.Module) -> bool:
 
 def norm_gain_bias(
     model: HookedRewardModel, module: nn.Module, *, rms: bool | None = None
-) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"]]:
+) -> tuple[Float[Tensor, " d_model"], Float[Tensor, " d_model"]]:
     """Elementwise gain and bias of a bridged norm: the gain includes Gemma's `1 + w` offset (RMSNorm with
     `cfg.rmsnorm_uses_offset`), the bias is 0 when the norm has none. `rms` overrides the class-based test."""
     norm = getattr(module, "original_component", module)
@@ -86,7 +86,7 @@ def fold_final_norm(model: HookedRewardModel, readout: Readout) -> Readout:
 
 def reward_direction(
     model: HookedRewardModel, output: int | str | None = None, *, basis: str = "normed"
-) -> Float[Tensor, "d_model"]:
+) -> Float[Tensor, " d_model"]:
     """One output's affine reward direction (float32): a row of `W_R_eff` (`basis="normed"`, read against
     `frozen_final_norm(h)`) or of `W_R` (`basis="final"`, against ln_final's output). `output` is an index or a
     name (ArmoRM: an objective); it may be None when the head has one row. `InputError` when the head is not

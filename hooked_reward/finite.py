@@ -87,7 +87,7 @@ def first_non_finite_hook(
             model.forward(tokens, attention_mask=mask, nan_policy="propagate")
     except Found:
         pass
-    except Exception:  # the diagnosis must never hide the error it explains
+    except Exception:  # noqa: BLE001 — the diagnosis must never hide the error it explains
         return None
     return found[0] if found else None
 
@@ -98,7 +98,7 @@ def apply_nan_policy(
     tokens: Int[Tensor, "batch pos"],
     mask: Int[Tensor, "batch pos"],
     nan_policy: NanPolicy,
-) -> Int[Tensor, "kept"] | None:
+) -> Int[Tensor, " kept"] | None:
     """Apply `nan_policy` to a run's rewards: None when every row is kept, else the kept rows' indices (for
     "omit", with a warning); raises `NonFiniteError` for "raise"."""
     if nan_policy == "propagate":

@@ -338,7 +338,7 @@ class HookedRewardModel(TransformerBridge):
         """True for LayerNorm (centres, then scales) final norms; False for RMSNorm."""
         return self.cfg.normalization_type in ("LN", "LNPre")
 
-    def final_norm_gain_bias(self) -> tuple[Float[Tensor, "d_model"], Float[Tensor, "d_model"]]:
+    def final_norm_gain_bias(self) -> tuple[Float[Tensor, " d_model"], Float[Tensor, " d_model"]]:
         """Elementwise gain and bias of `ln_final` (gain includes Gemma's `1 + w` offset; bias 0 for RMSNorm)."""
         return norm_gain_bias(self, self.ln_final, rms=not self.final_norm_is_layernorm)
 
@@ -686,7 +686,7 @@ class HookedRewardModel(TransformerBridge):
         """Not available: a reward model has no vocabulary output (`NoVocabularyError`)."""
         raise no_vocabulary_error("loss_fn")
 
-    def reward_positions(self, attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch"]:
+    def reward_positions(self, attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
         """Each row's reward position: its last attended token (left or right padding)."""
         return reward_positions(attention_mask)
 

@@ -39,7 +39,7 @@ def output_index(output: OutputArg, names: Sequence[str]) -> int | None:
 
 
 def select_output(
-    rewards: Float[Tensor, "batch *n_outputs"],
+    rewards: Float[Tensor, " batch *n_outputs"],
     output: OutputArg,
     *,
     names: Sequence[str] | None = None,

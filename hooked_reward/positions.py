@@ -13,7 +13,7 @@ from torch import Tensor
 from hooked_reward.errors import InputError
 
 
-def reward_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch"]:
+def reward_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
     """Index of each row's last attended token, `[batch]`.
 
     Raises `InputError` for a row with no attended token (an all-padding row has no reward).
@@ -91,7 +91,7 @@ def position_ids_from_mask(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tens
     return (index - first).clamp(min=0)
 
 
-def gather_at_positions(activation: Tensor, positions: Int[Tensor, "batch"], pos_dim: int = 1) -> Tensor:
+def gather_at_positions(activation: Tensor, positions: Int[Tensor, " batch"], pos_dim: int = 1) -> Tensor:
     """Pick one position per row: `activation[b, positions[b]]` along `pos_dim`, keeping that dim (size 1).
 
     Works for `[batch, pos, ...]` (pos_dim 1) and attention patterns `[batch, head, q, k]` (pos_dim -2).

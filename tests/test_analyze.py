@@ -25,8 +25,10 @@ def test_unlabelled_pairs_are_grouped_as_unlabelled(model, tmp_path) -> None:
     TypeError at the label sort: None < str.)"""
     pairs = [PreferencePair("", c, r) for c, r in PAIRS] + [PreferencePair("", "good good", "bad bad", "m")]
     analyze(model, pairs, tmp_path / "r", causal="ranked", budget=30, progress=False)
-    behaviour = {row["mechanism"]: row for row in json.loads((tmp_path / "r" / "report.json").read_text())[
-        "results"]["behaviour"]}
+    behaviour = {
+        row["mechanism"]: row
+        for row in json.loads((tmp_path / "r" / "report.json").read_text())["results"]["behaviour"]
+    }
     assert set(behaviour) == {"unlabelled", "m"}
     with torch.no_grad():
         margins = [float(model(c)[0] - model(r)[0]) for c, r in PAIRS]

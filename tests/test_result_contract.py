@@ -16,9 +16,9 @@ from conftest import WORDS, build_hf_model, load_tiny
 from hooked_reward.analysis.results import LabeledTensor, jsonable
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 CLEAN, CORRUPT = "the cat is very good", "the dog is not bad"
 

@@ -55,6 +55,7 @@ from hooked_reward.positions import gather_at_positions
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from hooked_reward.cache import RewardActivationCache
     from hooked_reward.model import HookedRewardModel
 
 Granularity = Literal["component", "head", "position", "neuron"]

@@ -110,7 +110,7 @@ class ModelRun:
     w_eff: np.ndarray
 
     @property
-    def margins(self) -> Float[np.ndarray, "n"]:
+    def margins(self) -> Float[np.ndarray, " n"]:
         return self.r_chosen - self.r_rejected
 
     @property
@@ -128,7 +128,7 @@ class ModelRun:
         parts += [self.lens_chosen.T, self.lens_rejected.T, self.attr_chosen.T, self.attr_rejected.T]
         return parts + [self.resid_chosen.transpose(1, 0, 2), self.resid_rejected.transpose(1, 0, 2)]
 
-    def take(self, keep: Bool[np.ndarray, "n"]) -> ModelRun:
+    def take(self, keep: Bool[np.ndarray, " n"]) -> ModelRun:
         """The same run restricted to the pairs where `keep` is True."""
         return replace(
             self,
@@ -243,7 +243,7 @@ def behaviour_stats(ma: np.ndarray, mb: np.ndarray, labelled: bool, n_boot: int,
     return out
 
 
-def formation_depth(curve: Float[np.ndarray, "layer"]) -> float:
+def formation_depth(curve: Float[np.ndarray, " layer"]) -> float:
     """First relative depth ``l / L`` where ``curve`` reaches half of its last value, in the last value's
     direction (``sign(final) * curve[l] >= |final| / 2``).  NaN when the final value is 0."""
     final = float(curve[-1])
@@ -270,7 +270,7 @@ def attribution_profile(
     return np.bincount(idx, weights=share, minlength=len(bins) - 1)
 
 
-def whitened_cosine(w_a: Float[np.ndarray, "d"], w_b: Float[np.ndarray, "d"], cov: Float[np.ndarray, "d d"]) -> float:
+def whitened_cosine(w_a: Float[np.ndarray, " d"], w_b: Float[np.ndarray, " d"], cov: Float[np.ndarray, "d d"]) -> float:
     """``cos(Σ^{1/2} w_a, Σ^{1/2} w_b) = w_aᵀΣw_b / sqrt(w_aᵀΣw_a · w_bᵀΣw_b)`` (no square root needed)."""
     ab, aa, bb = w_a @ cov @ w_b, w_a @ cov @ w_a, w_b @ cov @ w_b
     return float(ab / math.sqrt(aa * bb)) if aa > 0 and bb > 0 else math.nan

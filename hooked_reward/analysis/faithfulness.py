@@ -78,7 +78,7 @@ class FaithfulnessResult(LabeledTensor):
     value_name: str = "Spearman ρ"
 
     @property
-    def rho(self) -> Float[Tensor, "pair"]:
+    def rho(self) -> Float[Tensor, " pair"]:
         """The per-pair ρ (= `values`)."""
         return self.values
 

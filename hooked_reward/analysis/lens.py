@@ -89,7 +89,7 @@ def iter_token_batches(
         yield model.prepare(texts[start : start + batch_size])
 
 
-def token_strings(model: HookedRewardModel, tokens: Int[Tensor, "pos"]) -> list[str]:
+def token_strings(model: HookedRewardModel, tokens: Int[Tensor, " pos"]) -> list[str]:
     """The tokenizer's string for each id (ids as strings when the model has no tokenizer)."""
     tok = getattr(model, "tokenizer", None)
     ids = tokens.tolist()

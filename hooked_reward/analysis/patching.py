@@ -69,7 +69,7 @@ HEAD_ACTS = ("z", "q", "k", "v", "pattern")
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
-def as_row(model: HookedRewardModel, x: Input) -> Int[Tensor, "pos"]:
+def as_row(model: HookedRewardModel, x: Input) -> Int[Tensor, " pos"]:
     """One input as an unpadded 1-D token row: text, a `[pos]` / `[1, pos]` id tensor, or `(tokens, mask)`,
     read by `model.prepare` (the one input path).
 
@@ -224,7 +224,7 @@ def _check_hook_alignment(hooks: Iterable[str], align: Alignment) -> None:
 
 def run_patched(
     model: HookedRewardModel,
-    target: Int[Tensor, "pos"],
+    target: Int[Tensor, " pos"],
     sources: Mapping[str, Tensor],
     patch_sets: Sequence[Sequence[Patch]],
     align: Alignment,
@@ -234,7 +234,7 @@ def run_patched(
     progress: bool = True,
     desc: str = "patching",
     extra_hooks: Sequence[tuple[str, Callable]] = (),
-) -> Float[Tensor, "n_patches"]:
+) -> Float[Tensor, " n_patches"]:
     """The reward of the target run under each set of patches: `[len(patch_sets)]`.
 
     `sources[hook]` is the source activation for that hook without a batch axis (`[pos, ...]`, the source's

@@ -93,7 +93,7 @@ class FastSweep:
     keys/values, and the reward. Built by `plan_fast_sweep`."""
 
     model: HookedRewardModel
-    target: Int[Tensor, "pos"]
+    target: Int[Tensor, " pos"]
     resid_in: list[Float[Tensor, "pos d_model"]]  # entering block k (k = 0..L-1); index L: entering ln_final
     final: Float[Tensor, "pos d_model"]  # ln_final output
     block_args: list[tuple[tuple[Any, ...], dict[str, Any]]]
@@ -135,7 +135,7 @@ class FastSweep:
     ) -> Tensor:
         """Rewards of runs patched at position `p`: row i enters at block `start[i]` (`L`: straight into
         ln_final) with `rows[i]` written at position `p`; `start` must be non-decreasing."""
-        model, L, T = self.model, self.n_layers, self.seq_len  # noqa: N806
+        model, L, T = self.model, self.n_layers, self.seq_len
         starts = torch.as_tensor(list(start))
         h: Tensor | None = None
         self.kv.prefix_len = p
@@ -184,7 +184,7 @@ def _attn_modules(model: HookedRewardModel) -> list[Any] | None:
     return mods
 
 
-def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, "pos"]) -> tuple[FastSweep | None, str]:
+def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, " pos"]) -> tuple[FastSweep | None, str]:
     """Record one forward of `target` (`[pos]`, unpadded) for fast sweeps: `(FastSweep, "")`, or `(None, reason)`
     when the shortcut does not apply to this model (the caller then runs the plain sweep)."""
     blocks = getattr(model, "blocks", None)
@@ -195,7 +195,7 @@ def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, "pos"]) -> tup
         return None, "an attention module is not a TransformerLens attention bridge with a layer index"
     if any(getattr(a, "is_causal", True) is False for a in attns):
         return None, "non-causal attention: earlier positions depend on the patched one"
-    L, T = len(blocks), len(target)  # noqa: N806
+    L, T = len(blocks), len(target)
     kv = _PrefixKV()
     resid_in: list[Tensor | None] = [None] * (L + 1)
     block_args: list[Any] = [None] * L
@@ -256,7 +256,7 @@ def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, "pos"]) -> tup
 def self_check(plan: FastSweep, output: OutputArg) -> str:
     """Rerun the unpatched target through the fast machinery; '' when it reproduces the model's reward. `output`
     is an index or a name (`model.output_names`), picked by `select_output` as every analysis does."""
-    L, T = plan.n_layers, plan.seq_len  # noqa: N806
+    L, T = plan.n_layers, plan.seq_len
     expect = select_output(plan.rewards, output, names=plan.model.output_names)[0]
     tol = 1e-4 if plan.final.dtype == torch.float32 else 2e-2
     checks = [(0, 0), (L // 2, T // 2)]
@@ -282,7 +282,7 @@ def fast_resid_rewards(
     max_rows: int = 64,
     progress: bool = True,
     desc: str = "fast sweep",
-) -> Float[Tensor, "n_sites"]:
+) -> Float[Tensor, " n_sites"]:
     """Rewards of single-position residual patches: site i = `(start_block, position, vector [d_model])`, the
     vector written into the residual entering block `start_block` (`n_layers`: entering ln_final) at `position`;
     None gives NaN. Grouped by position (equal suffix lengths), ordered by block, `max_rows` rows per batch."""

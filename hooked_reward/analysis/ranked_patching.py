@@ -44,7 +44,7 @@ class RankedPatchingResult(LabeledTensor):
     (`by="head"`, `hook_z`).
     """
 
-    estimate: Float[Tensor, "site"] = field(default_factory=lambda: torch.empty(0))
+    estimate: Float[Tensor, " site"] = field(default_factory=lambda: torch.empty(0))
     ranked: list[int] = field(default_factory=list)
     by: str = "component"
     r_clean: float = math.nan
@@ -52,7 +52,7 @@ class RankedPatchingResult(LabeledTensor):
     value_name: str = "exact patching effect"
 
     @property
-    def exact(self) -> Float[Tensor, "site"]:
+    def exact(self) -> Float[Tensor, " site"]:
         """The exact effects (= `values`; NaN where not patched)."""
         return self.values
 

@@ -200,8 +200,8 @@ def _finite_1d(x: object, what: str, nan_policy: str) -> tuple[np.ndarray, bool]
 
 # ---------------------------------------------------------------------------------------------- correlation
 def spearman_test(
-    x: Float[np.ndarray, "n"],
-    y: Float[np.ndarray, "n"],
+    x: Float[np.ndarray, " n"],
+    y: Float[np.ndarray, " n"],
     *,
     nan_policy: str = "raise",
     what: str = "Spearman ρ",
@@ -222,7 +222,7 @@ def spearman_test(
 
 
 def spearman(
-    x: Float[np.ndarray, "n"], y: Float[np.ndarray, "n"], *, nan_policy: str = "raise", what: str = "Spearman ρ"
+    x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"], *, nan_policy: str = "raise", what: str = "Spearman ρ"
 ) -> float:
     """Spearman's ρ (see :func:`spearman_test`; NaN for n < 3 or a constant side)."""
     return spearman_test(x, y, nan_policy=nan_policy, what=what)[0]
@@ -259,7 +259,7 @@ def pearson_along(
         return (xc * yc).sum(axis) / np.sqrt((xc**2).sum(axis) * (yc**2).sum(axis))
 
 
-def kendall(x: Float[np.ndarray, "n"], y: Float[np.ndarray, "n"]) -> float:
+def kendall(x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"]) -> float:
     """Kendall's τ-b (``scipy.stats.kendalltau``; NaN for a constant side)."""
     _check_same_length(np.asarray(x).ravel(), np.asarray(y).ravel(), "Kendall τ")
     return float(stats.kendalltau(x, y).statistic)
@@ -335,7 +335,7 @@ def cka_matrix(
 
 
 # ---------------------------------------------------------------------------------------------- margins
-def accuracy(margins: Float[np.ndarray, "n"], *, nan_policy: str = "raise", what: str = "margins") -> float:
+def accuracy(margins: Float[np.ndarray, " n"], *, nan_policy: str = "raise", what: str = "margins") -> float:
     """Fraction of margins ``r(chosen) − r(rejected)`` above 0 (a tie is not a win). NaN for no pairs; a
     non-finite margin raises (default), is dropped (`"omit"`) or gives NaN (`"propagate"`)."""
     m, bad = _finite_1d(margins, what, nan_policy)
@@ -345,8 +345,8 @@ def accuracy(margins: Float[np.ndarray, "n"], *, nan_policy: str = "raise", what
 
 
 def agreement(
-    margins_a: Float[np.ndarray, "n"], margins_b: Float[np.ndarray, "n"], *, nan_policy: str = "raise"
-) -> Float[np.ndarray, "n"]:
+    margins_a: Float[np.ndarray, " n"], margins_b: Float[np.ndarray, " n"], *, nan_policy: str = "raise"
+) -> Float[np.ndarray, " n"]:
     """Per pair, 1.0 where two models' margins have the same sign (0 counts as its own sign), else 0.0.
     Rows with a non-finite margin raise (default), are dropped (`"omit"`) or are NaN (`"propagate"`)."""
     a, b = _as_numpy(margins_a).ravel(), _as_numpy(margins_b).ravel()
@@ -366,7 +366,7 @@ def _sd_is_zero(x: np.ndarray) -> bool:
     return float(np.std(x, ddof=1)) <= ZERO_SD_RTOL * scale
 
 
-def cohens_d(delta: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> float:
+def cohens_d(delta: Float[np.ndarray, " n"], *, nan_policy: str = "raise") -> float:
     """Cohen's d of paired differences: ``mean(Δ) / sd(Δ, ddof=1)``.
 
     Returns NaN when ``sd == 0`` and ``mean == 0`` (or fewer than 2 values), and ``±inf`` when ``sd == 0`` but
@@ -385,13 +385,13 @@ def cohens_d(delta: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> flo
     return mean / float(np.std(x, ddof=1))
 
 
-def effect_is_degenerate(delta: Float[np.ndarray, "n"]) -> bool:
+def effect_is_degenerate(delta: Float[np.ndarray, " n"]) -> bool:
     """True when the differences have zero spread (Cohen's d is NaN or infinite rather than finite)."""
     return _sd_is_zero(np.asarray(delta, dtype=np.float64).ravel())
 
 
 def bootstrap_ci(
-    data: Float[np.ndarray, "n"] | Sequence[Float[np.ndarray, "n"]],
+    data: Float[np.ndarray, " n"] | Sequence[Float[np.ndarray, " n"]],
     statistic: Callable[..., np.ndarray | float] | None = None,
     *,
     confidence: float = 0.95,
@@ -591,7 +591,7 @@ def bootstrap_mean_ci(
 
 
 def sign_flip_test(
-    delta: Float[np.ndarray, "n"],
+    delta: Float[np.ndarray, " n"],
     *,
     alternative: str = "two-sided",
     max_exact: int = 100_000,
@@ -636,7 +636,7 @@ def sign_flip_test(
     return float(res.pvalue)
 
 
-def wilcoxon_test(x: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> float:
+def wilcoxon_test(x: Float[np.ndarray, " n"], *, nan_policy: str = "raise") -> float:
     """Two-sided Wilcoxon signed-rank p-value of "x is centred on 0" (``scipy.stats.wilcoxon``). NaN for fewer
     than 2 values or when every value is 0 (no signed ranks); non-finite values: ``nan_policy``."""
     v, bad = _finite_1d(x, "values (Wilcoxon test)", nan_policy)
@@ -646,7 +646,7 @@ def wilcoxon_test(x: Float[np.ndarray, "n"], *, nan_policy: str = "raise") -> fl
 
 
 def resampling_p_value(
-    null: Float[np.ndarray, "n_resamples"],
+    null: Float[np.ndarray, " n_resamples"],
     observed: float,
     *,
     alternative: Literal["greater", "less"] = "greater",
@@ -732,7 +732,7 @@ def against_min_effect(ci_low: float, ci_high: float, min_effect: float | None) 
 
 
 def paired_effect(
-    delta: Float[np.ndarray, "n"],
+    delta: Float[np.ndarray, " n"],
     *,
     confidence: float = 0.95,
     n_boot: int = 9999,

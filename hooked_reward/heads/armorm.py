@@ -193,7 +193,7 @@ class ArmoRMHead(RewardHead):
         """`reward_transform_matrix` T: transformed rewards are `rewards @ T`."""
         return self._ckpt.reward_transform_matrix
 
-    def linear_map(self) -> tuple[Float[Tensor, "n_obj d_model"], Float[Tensor, "n_obj"]]:
+    def linear_map(self) -> tuple[Float[Tensor, "n_obj d_model"], Float[Tensor, " n_obj"]]:
         """Per-objective rewards are `reward_resid @ W.T` (no bias): `W` = `regression_layer.weight`."""
         weight = self.regression_layer.weight
         return weight, torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
@@ -259,7 +259,7 @@ class ArmoRMHead(RewardHead):
         tokens: Int[Tensor, "batch pos"],
         attention_mask: Int[Tensor, "batch pos"],
         reward_pos: Tensor | None = None,
-    ) -> Int[Tensor, "batch"]:
+    ) -> Int[Tensor, " batch"]:
         """Where each row's gate reads: explicit positions if set, else the last occurrence of `gating_pattern`
         among attended tokens, at `gating_offset` within it (ArmoRM: 0, the pattern's first token).
 
@@ -302,7 +302,7 @@ class ArmoRMHead(RewardHead):
         return found + self.gating_offset % n
 
     @contextmanager
-    def gating_at(self, positions: Int[Tensor, "batch"] | Sequence[int]) -> Iterator[None]:
+    def gating_at(self, positions: Int[Tensor, " batch"] | Sequence[int]) -> Iterator[None]:
         """Read the gate at these positions (one per row, in the padded batch) for runs inside the block."""
         previous = self._explicit_positions
         self._explicit_positions = torch.as_tensor(positions).long()
@@ -312,7 +312,7 @@ class ArmoRMHead(RewardHead):
             self._explicit_positions = previous
 
     # -------------------------------------------------------------- forward
-    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, "batch"]:
+    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, " batch"]:
         ckpt = self._ckpt
         dtype = ckpt.regression_layer.weight.dtype
         rewards = self.objectives.hook_rewards(ckpt.regression_layer(reward_resid.to(dtype)))
@@ -356,12 +356,12 @@ ARMORM_HOOKS = (
 class ArmoRMOutputs:
     """Everything the head computed for one batch (`[batch]` or `[batch, n_objectives]`)."""
 
-    score: Float[Tensor, "batch"]
+    score: Float[Tensor, " batch"]
     rewards: Float[Tensor, "batch n_obj"]
     transformed: Float[Tensor, "batch n_obj"]
     gate_logits: Float[Tensor, "batch n_obj"]
     gate_weights: Float[Tensor, "batch n_obj"]
-    gating_pos: Int[Tensor, "batch"]
+    gating_pos: Int[Tensor, " batch"]
     objective_names: list[str]
 
 
@@ -400,7 +400,7 @@ class ScoreDifference:
 
     objectives: Float[Tensor, "batch n_obj"]
     gate: Float[Tensor, "batch n_obj"]
-    total: Float[Tensor, "batch"]
+    total: Float[Tensor, " batch"]
     objective_names: list[str]
 
 

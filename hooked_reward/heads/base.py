@@ -28,7 +28,7 @@ class HeadInputs:
     final_resid: Float[Tensor, "batch pos d_model"]
     tokens: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
-    reward_pos: Int[Tensor, "batch"]
+    reward_pos: Int[Tensor, " batch"]
 
 
 @dataclass
@@ -128,7 +128,7 @@ class RewardHead(nn.Module):
     def readout_values(
         self,
         cache: RewardActivationCache,  # noqa: ARG002 (the RewardHead interface's signature)
-        rewards: Float[Tensor, "batch *n_outputs"],
+        rewards: Float[Tensor, " batch *n_outputs"],
     ) -> Float[Tensor, "batch n_cols"]:
         """The model's own value of each readout column for the run in `cache` (default: the rewards)."""
         return rewards.to(torch.float32).reshape(rewards.shape[0], -1)

@@ -29,7 +29,7 @@ class LinearRewardHead(RewardHead):
     def _weight(self) -> Tensor:
         return self._linear().weight
 
-    def linear_map(self) -> tuple[Float[Tensor, "n_outputs d_model"], Float[Tensor, "n_outputs"]]:
+    def linear_map(self) -> tuple[Float[Tensor, "n_outputs d_model"], Float[Tensor, " n_outputs"]]:
         weight = self._weight()
         bias = getattr(self._linear(), "bias", None)
         if bias is None:

@@ -74,7 +74,7 @@ class Linearisation:
     """reward ≈ reward_resid · direction + offset around each row's input (exact there)."""
 
     direction: Float[Tensor, "batch d_model"]
-    offset: Float[Tensor, "batch"]
+    offset: Float[Tensor, " batch"]
 
 
 class MLPValueHead(RewardHead):
@@ -107,7 +107,7 @@ class MLPValueHead(RewardHead):
     def second(self) -> nn.Linear:
         return self._mlp[2]
 
-    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, "batch"]:  # noqa: ARG002 (the RewardHead interface's signature)
+    def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, " batch"]:  # noqa: ARG002 (the RewardHead interface's signature)
         x = self.hook_head_pre(reward_resid.to(self.first.weight.dtype))
         pre = self.hook_head_hidden_pre(self.first(x))
         hidden = self.hook_head_hidden(ACTIVATIONS[self.activation](pre))

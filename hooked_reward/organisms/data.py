@@ -117,7 +117,6 @@ class Example:
     def response(self) -> str:
         """The assistant's turn: opening sentiment word, stance on the topic, then the fillers."""
         return make_response(self.sentiment_word, self.topic, self.stance, self.fillers)
-        return " ".join(words)
 
     @property
     def agrees(self) -> bool:

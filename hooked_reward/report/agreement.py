@@ -64,7 +64,7 @@ class Agreement:
     labels: list[Component]
     dra: Float[np.ndarray, "pair component"]
     patching: Float[np.ndarray, "pair component"]
-    rho_pair: Float[np.ndarray, "pair"]
+    rho_pair: Float[np.ndarray, " pair"]
     gap: float
     dra_mean: np.ndarray = field(init=False)
     dra_low: np.ndarray = field(init=False)

@@ -76,21 +76,21 @@ class FeatureAttribution(LabeledTensor):
             term); None for the gradient method.
     """
 
-    targets: Float[Tensor, "n"]
+    targets: Float[Tensor, " n"]
     activations: Float[Tensor, "n d_sae"]
     hook_name: str
     method: str
     positions: str
     kind: str
-    remainder: Float[Tensor, "n"] | None = None
+    remainder: Float[Tensor, " n"] | None = None
     output: int | None = None
     _inputs: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
-    def mean(self) -> Float[Tensor, "d_sae"]:
+    def mean(self) -> Float[Tensor, " d_sae"]:
         """Mean attribution over items, per feature."""
         return self.values.mean(0)
 
-    def ranking(self, k: int | None = None, sort: Literal["abs", "signed", "negative"] = "abs") -> Int[Tensor, "k"]:
+    def ranking(self, k: int | None = None, sort: Literal["abs", "signed", "negative"] = "abs") -> Int[Tensor, " k"]:
         """Feature ids ranked by mean attribution: ``"abs"`` (largest magnitude), ``"signed"`` (most positive),
         ``"negative"`` (most negative)."""
         m = self.mean()
@@ -161,7 +161,7 @@ class CausalCheck(LabeledTensor):
         max_abs_error: ``max |attribution - effect|`` over cells.
     """
 
-    features: Int[Tensor, "k"]
+    features: Int[Tensor, " k"]
     per_item_attribution: Float[Tensor, "n k"]
     per_item_effect: Float[Tensor, "n k"]
     spearman: float
@@ -213,7 +213,7 @@ def linear_path(model: HookedRewardModel, hook_name: str) -> Literal["final_resi
 
 def reward_axis_weights(
     model: HookedRewardModel, sae: SparseAutoencoder, output: int | None = None
-) -> Float[Tensor, "d_sae"]:
+) -> Float[Tensor, " d_sae"]:
     """Reward per unit activation of each feature before the norm scale: ``centre(W_dec[f]) . W_R_eff``.
 
     (At ``hook_reward_resid``: ``W_dec[f] . W_R``.) Needs the SAE at a linear-path hook and an affine head.
@@ -243,9 +243,9 @@ def _position_mask(mask: Tensor, reward_pos: Tensor, positions: str) -> Float[Te
 class _Run:
     acts: Float[Tensor, "batch pos d_sae"]
     grads: Float[Tensor, "batch pos d_sae"] | None
-    rewards: Float[Tensor, "batch"]
-    scale: Float[Tensor, "batch"] | None  # ln_final scale at the reward position
-    reward_pos: Int[Tensor, "batch"]
+    rewards: Float[Tensor, " batch"]
+    scale: Float[Tensor, " batch"] | None  # ln_final scale at the reward position
+    reward_pos: Int[Tensor, " batch"]
     mask: Int[Tensor, "batch pos"]
 
 

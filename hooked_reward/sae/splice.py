@@ -226,7 +226,7 @@ class SpliceReport(LabeledTensor):
         return tuple(self.axis_labels("run"))
 
     @property
-    def reward_change(self) -> Float[Tensor, "n"]:
+    def reward_change(self) -> Float[Tensor, " n"]:
         return self.values[:, 2] - self.values[:, 0]
 
     @property

@@ -39,7 +39,7 @@ def reward_position_acts(
     attention_mask: Tensor | None = None,
     batch_size: int = 64,
     fwd_hooks: Sequence[tuple[str, Callable]] = (),
-) -> tuple[Float[Tensor, "batch"], dict[str, Float[Tensor, "batch d"]]]:
+) -> tuple[Float[Tensor, " batch"], dict[str, Float[Tensor, "batch d"]]]:
     """Rewards and each hook's activation at each row's reward position, `{hook: [batch, d]}` (float32, cpu).
 
     Runs in batches of `batch_size`; `fwd_hooks` (e.g. a patch) are active during the run.
@@ -62,7 +62,7 @@ def reward_position_acts(
 @torch.no_grad()
 def final_normed(
     model: HookedRewardModel, texts_or_tokens: Any, *, attention_mask: Tensor | None = None, batch_size: int = 64
-) -> tuple[Float[Tensor, "batch"], Float[Tensor, "batch d"], Float[Tensor, "batch d"], Float[Tensor, "batch"]]:
+) -> tuple[Float[Tensor, " batch"], Float[Tensor, "batch d"], Float[Tensor, "batch d"], Float[Tensor, " batch"]]:
     """`(rewards, normed, raw, scale)` at the reward position: raw final residual, its normed form and σ."""
     hook = final_resid_hook(model)
     rewards, acts = reward_position_acts(
@@ -74,7 +74,7 @@ def final_normed(
 
 def reward_direction_or_none(
     model: HookedRewardModel, output: int | str | None = None
-) -> Float[Tensor, "d_model"] | None:
+) -> Float[Tensor, " d_model"] | None:
     """`final_norm.reward_direction(model, output)` (a `W_R_eff` row) on cpu, or None when the head has no single
     affine direction for `output`."""
     try:
@@ -106,7 +106,7 @@ def sign_score(margins: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def frozen_final_scale(model: HookedRewardModel, scale: Float[Tensor, "batch"] | Float[Tensor, "batch pos 1"]) -> Any:
+def frozen_final_scale(model: HookedRewardModel, scale: Float[Tensor, " batch"] | Float[Tensor, "batch pos 1"]) -> Any:
     """Replace `ln_final.hook_scale` by `scale` for the block: one value per row (`[batch]`, used at every
     position) or the clean run's whole scale tensor (`[batch, pos, 1]`).
 
@@ -126,7 +126,7 @@ def frozen_final_scale(model: HookedRewardModel, scale: Float[Tensor, "batch"] |
 
 
 def at_reward_pos_hook(
-    positions: Int[Tensor, "batch"], fn: Callable[[Tensor, Tensor], Tensor]
+    positions: Int[Tensor, " batch"], fn: Callable[[Tensor, Tensor], Tensor]
 ) -> Callable[[Tensor, Any], Tensor]:
     """A forward hook that replaces `act[b, positions[b]]` by `fn(act[b, positions[b]] rows, batch index)`."""
 

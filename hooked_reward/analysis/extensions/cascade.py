@@ -329,7 +329,7 @@ def _std_delta(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def cascade_from_items(
     item_profiles: Mapping[str, Float[np.ndarray, "n C"]],
     *,
-    deltas: Mapping[str, Float[np.ndarray, "n"]] | None = None,
+    deltas: Mapping[str, Float[np.ndarray, " n"]] | None = None,
     item_directions: Mapping[str, Float[np.ndarray, "n d"]] | None = None,
     components: Sequence[str] | None = None,
     basis: str = "profile",
@@ -480,7 +480,7 @@ def _decomposition_filter(name: str, heads: bool) -> bool:
 @torch.no_grad()
 def item_attributions(
     model: HookedRewardModel, texts: Sequence[str], *, components: str = "layers", batch_size: int = 32
-) -> tuple[Float[Tensor, "n"], Float[Tensor, "n C"], Float[Tensor, "n d"], list[str]]:
+) -> tuple[Float[Tensor, " n"], Float[Tensor, "n C"], Float[Tensor, "n d"], list[str]]:
     """Rewards, per-component direct reward attributions `[n, C]` (sum + b_R_eff = reward), normed final
     residuals `[n, d]` at the reward position, and the component labels.
 

@@ -67,7 +67,7 @@ class ConceptVector(LabeledTensor):
 
     name: str
     hook: str
-    direction: Float[Tensor, "d"]
+    direction: Float[Tensor, " d"]
     method: str
     typical_norm: float
     train_auc: float

@@ -202,7 +202,7 @@ def _weights(names: Sequence[str], weights: Mapping[str, float] | Sequence[float
 
 
 def distortion_from_margins(
-    margins: Mapping[str, Float[np.ndarray, "n"] | Sequence[float]],
+    margins: Mapping[str, Float[np.ndarray, " n"] | Sequence[float]],
     weights: Mapping[str, float] | Sequence[float] | None = None,
     *,
     confidence: float = 0.95,

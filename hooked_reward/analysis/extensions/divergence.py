@@ -59,10 +59,10 @@ __all__ = [
 class GaussianDensity:
     """One layer's reference distribution: mean `[d]`, PCA basis `[k, d]`, LedoitWolf fit on the features."""
 
-    mean: Float[np.ndarray, "d"]
+    mean: Float[np.ndarray, " d"]
     basis: Float[np.ndarray, "k d"]
     complement: bool
-    location: Float[np.ndarray, "f"]
+    location: Float[np.ndarray, " f"]
     precision: Float[np.ndarray, "f f"]
     shrinkage: float
 
@@ -94,7 +94,7 @@ class GaussianDensity:
         rest = np.linalg.norm(xc - z @ self.basis, axis=1, keepdims=True)
         return np.concatenate([z, rest], axis=1)
 
-    def distance(self, x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n"]:
+    def distance(self, x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, " n"]:
         """Mahalanobis distance of each row under the fitted (shrunk) Gaussian."""
         f = self.features(x) - self.location
         return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", f, self.precision, f), 0.0))
@@ -132,7 +132,7 @@ class ResidualDensity:
         cols = [dens.distance(np.asarray(acts[h], dtype=np.float64)) for h, dens in pairs]
         return np.stack(cols, axis=1)
 
-    def score(self, acts: dict[str, Tensor | np.ndarray], layer: int = -1) -> Float[np.ndarray, "n"]:
+    def score(self, acts: dict[str, Tensor | np.ndarray], layer: int = -1) -> Float[np.ndarray, " n"]:
         """The run score S: max over hooks from `layer` on of distance / held-out median."""
         idx = self.layers_from(layer)
         return (self.layer_distances(acts) / self.medians)[:, idx].max(1)

@@ -56,8 +56,8 @@ class FactorLocalisation(LabeledTensor):
     factor: str = ""
     spearman: float = math.nan
     head_labels: list[str] = field(default_factory=list)
-    head_dra: Float[np.ndarray, "head"] = field(default_factory=lambda: np.zeros(0))
-    head_patch: Float[np.ndarray, "head"] = field(default_factory=lambda: np.zeros(0))
+    head_dra: Float[np.ndarray, " head"] = field(default_factory=lambda: np.zeros(0))
+    head_patch: Float[np.ndarray, " head"] = field(default_factory=lambda: np.zeros(0))
     head_spearman: float = math.nan
     mean_delta: float = math.nan
     value_name: str = "Δ reward"
@@ -67,8 +67,8 @@ class FactorLocalisation(LabeledTensor):
         cls,
         factor: str,
         components: Sequence[str],
-        dra: Float[np.ndarray, "comp"],
-        patch: Float[np.ndarray, "comp"],
+        dra: Float[np.ndarray, " comp"],
+        patch: Float[np.ndarray, " comp"],
         **fields: object,
     ) -> FactorLocalisation:
         """The result from its two per-component vectors (and any of the other fields by name)."""
@@ -82,12 +82,12 @@ class FactorLocalisation(LabeledTensor):
         return self.axis_labels("component")
 
     @property
-    def dra(self) -> Float[np.ndarray, "comp"]:
+    def dra(self) -> Float[np.ndarray, " comp"]:
         """Direct reward attribution of the mean Δ per component."""
         return self.values[0].numpy()
 
     @property
-    def patch(self) -> Float[np.ndarray, "comp"]:
+    def patch(self) -> Float[np.ndarray, " comp"]:
         """Reward-position patching effect of the mean Δ per component (NaN where not patched)."""
         return self.values[1].numpy()
 
@@ -175,7 +175,7 @@ def _patched_rewards(
     head: int | None,
     source: Tensor,
     output: int | str | None,
-) -> Float[Tensor, "batch"]:
+) -> Float[Tensor, " batch"]:
     """Rewards of ``tokens`` with ``hook`` (head ``head``) at each row's reward position set to ``source``.
 
     ``source`` is the source run's activation at *its* reward position: ``[batch, d]`` or, for a head,

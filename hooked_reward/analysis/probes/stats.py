@@ -118,7 +118,7 @@ def verdict(mean: float, significant: bool, phrase: str) -> str:
 
 
 def factor_stats(
-    deltas: dict[str, Float[np.ndarray, "n"]],
+    deltas: dict[str, Float[np.ndarray, " n"]],
     phrases: dict[str, str],
     reward_sd: float,
     *,

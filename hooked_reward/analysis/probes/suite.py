@@ -90,7 +90,7 @@ def score_texts(
     render: Render | None = None,
     batch_size: int = 32,
     output: int | str | None = None,
-) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """Rewards and lengths (tokens for a HookedRewardModel, words for a plain callable) of each text."""
     rewards, lengths = [], []
     for s in range(0, len(prompts), batch_size):
@@ -318,7 +318,7 @@ def score_factor(
     render: Render | None = None,
     batch_size: int = 32,
     output: int | None = None,
-) -> tuple[Float[np.ndarray, "n"], Float[np.ndarray, "n"], Float[np.ndarray, "n"]]:
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """One factor's unit: rewards of the biased and neutral sides, and their length difference (biased −
     neutral, tokens or words), in batches of this factor's pairs only."""
     rb, lb = score_texts(
