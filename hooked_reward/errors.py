@@ -44,6 +44,11 @@ class UnknownTokensWarning(UserWarning):
         self.rows = rows
 
 
+class RewardPositionWarning(UserWarning):
+    """The checkpoint's pad id occurs at the end of a text (e.g. pad = eos, with an eos appended), so its reward is
+    read before it, as the checkpoint's own code reads it (`model.reward_positions`), not at the last token."""
+
+
 class HookNameError(KeyError):
     """A hook name that does not exist on the model."""
 

@@ -25,6 +25,7 @@ from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer:
     read_config,
     resolve_dtype,
 )
+from hooked_reward.positions import PositionRule, SequenceClassifierRule
 from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.register_loader is public)
     CONTENT_LOADERS,
     CUSTOM_LOADERS,
@@ -113,4 +114,7 @@ def from_sequence_classifier(
     def make_head(bridge: HookedRewardModel) -> RewardHead:
         return LinearRewardHead(bridge.unembed, names)
 
-    return LoadedCheckpoint(hf_model, hf_config, arch, "score", make_head, tokenizer)
+    def position_rule(_bridge: HookedRewardModel) -> PositionRule:
+        return SequenceClassifierRule(hf_model, "score")
+
+    return LoadedCheckpoint(hf_model, hf_config, arch, "score", make_head, tokenizer, position_rule)

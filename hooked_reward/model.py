@@ -4,7 +4,7 @@ The transformer itself is TransformerLens 4's `TransformerBridge` over the check
 HF own attention, rotary, soft-capping and norms). What this module adds is what differs for reward models:
 
     tokens, attention_mask ─▶ bridge backbone (embed ─▶ blocks ─▶ ln_final)
-        ─▶ gather at reward_pos (last attended token) ─▶ hook_reward_resid [batch, d_model]
+        ─▶ gather at reward_pos (the checkpoint's own rule, `positions`) ─▶ hook_reward_resid [batch, d_model]
         ─▶ reward head (score Linear: W_R, b_R | ArmoRM | value heads) ─▶ hook_reward ─▶ rewards
 """
 
@@ -33,7 +33,13 @@ from transformer_lens.utilities.slice import Slice
 
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import RewardActivationCache
-from hooked_reward.errors import CheckpointError, InputError, UnknownTokensWarning, unknown_hook_error
+from hooked_reward.errors import (
+    CheckpointError,
+    InputError,
+    RewardPositionWarning,
+    UnknownTokensWarning,
+    unknown_hook_error,
+)
 from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
 from hooked_reward.fused_attention import install_fused_attention, pattern_rows, set_fused_attention, split_pattern_rows
@@ -42,9 +48,11 @@ from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
 from hooked_reward.pairs import ChatText
 from hooked_reward.positions import (
+    PositionRule,
     check_mask,
     gather_at_positions,
     interior_gaps,
+    last_attended,
     pad_rows,
     position_choice,
     position_ids_from_mask,
@@ -66,7 +74,7 @@ if TYPE_CHECKING:
 TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
 #: What `prepare` takes: text(s), token ids, a `(tokens, attention_mask)` pair, or a mapping with `input_ids`.
 ModelInputs = TextOrTokens | tuple[Tensor, Tensor] | Mapping[str, Tensor]
-PositionsArg = None | str | int | Int[Tensor, "batch"]
+PositionsArg = None | str | int | Int[Tensor, " batch"]
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
 
 REWARD_HOOKS = ("hook_reward_resid", "hook_reward")
@@ -91,7 +99,7 @@ class HookedRewardModel(TransformerBridge):
     Build it with `from_pretrained(dir)` or `from_hf_model(model, tokenizer=tok)`. Everything TransformerLens
     users know works (`run_with_cache`, `run_with_hooks`, `hooks()`, `W_Q`, `blocks[l].attn`, the cache's
     `decompose_resid`...). Reward-specific: `W_R`, `b_R`, their final-norm-folded forms `W_R_eff`, `b_R_eff`,
-    `reward_positions(mask)`, `hook_reward_resid`, `hook_reward`, and `cache.reward_attrs(stack)`.
+    `reward_positions(mask, tokens)`, `hook_reward_resid`, `hook_reward`, and `cache.reward_attrs(stack)`.
     """
 
     head: RewardHead
@@ -234,6 +242,7 @@ class HookedRewardModel(TransformerBridge):
             post_adapter_hook=unembed_at_head(loaded.head_path),
         )
         bridge._set_reward_tokenizer(loaded.tokenizer)
+        bridge.__dict__["_position_rule"] = None if loaded.position_rule is None else loaded.position_rule(bridge)
         bridge._attach_reward_head(loaded.make_head(bridge))
         install_fused_attention(bridge)
         return bridge
@@ -541,7 +550,7 @@ class HookedRewardModel(TransformerBridge):
             raise InputError(
                 f"Expected text, a list of texts, token ids or (tokens, attention_mask), got {type(inputs).__name__}."
             )
-        reward_positions(mask)  # every row must have an attended token
+        last_attended(mask)  # every row must have an attended token
         device = self._input_device() or tokens.device
         return tokens.to(device), mask.to(device)
 
@@ -686,9 +695,46 @@ class HookedRewardModel(TransformerBridge):
         """Not available: a reward model has no vocabulary output (`NoVocabularyError`)."""
         raise no_vocabulary_error("loss_fn")
 
-    def reward_positions(self, attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
-        """Each row's reward position: its last attended token (left or right padding)."""
-        return reward_positions(attention_mask)
+    @property
+    def position_rule(self) -> PositionRule | None:
+        """The checkpoint's own rule for where its reward is read (`hooked_reward.positions`): HF's for a
+        `*ForSequenceClassification`, ArmoRM's, TRL's for value heads; None reads the last attended token."""
+        return self.__dict__.get("_position_rule")
+
+    def reward_positions(
+        self, attention_mask: Int[Tensor, "batch pos"], tokens: Int[Tensor, "batch pos"] | None = None
+    ) -> Int[Tensor, " batch"]:
+        """Each row's reward position, `[batch]`: where the checkpoint's own code reads it (`position_rule`), for
+        each row as it would be alone, whatever the padding side. For an HF `*ForSequenceClassification` that is
+        the last token that is not the config's pad id (the last token without a pad id), as transformers'
+        forward of this class computes it; with pad = eos and an eos at the end of a text, the token before it
+        (one `RewardPositionWarning` per model says so). `tokens` are needed when the rule reads token ids.
+        """
+        rule = self.position_rule
+        positions = reward_positions(attention_mask, tokens, rule)
+        if tokens is not None and rule is not None and not self.__dict__.get("_position_warned"):
+            self._warn_position(attention_mask, tokens, positions, rule)
+        return positions
+
+    def _warn_position(self, mask: Tensor, tokens: Tensor, positions: Tensor, rule: PositionRule) -> None:
+        """One `RewardPositionWarning` per model, the first time a row's reward is not read at its last attended
+        token because the checkpoint's pad id occurs in the text (e.g. pad = eos, with an eos appended)."""
+        moved = (positions.to(mask.device) != last_attended(mask)).nonzero().flatten()
+        if not len(moved):
+            return
+        self.__dict__["_position_warned"] = True
+        row = int(moved[0])
+        pos, last, pad = int(positions[row]), int(last_attended(mask)[row]), rule.pad_token_id
+        tok = self.tokenizer
+        show = (lambda i: repr(tok.convert_ids_to_tokens(int(i)))) if tok is not None else (lambda i: f"id {int(i)}")
+        warnings.warn(
+            f"This checkpoint's pad id {pad} ({show(pad)}) also occurs inside the texts: {len(moved)} row(s) end "
+            f"with it (row {row}: {show(tokens[row, last])} at position {last}). {rule.describe()}, so the reward "
+            f"of row {row} is read at {show(tokens[row, pos])} (position {pos}), where the checkpoint was trained "
+            "to give it, not at the last token. `model.reward_positions(mask, tokens)` gives every row's position.",
+            RewardPositionWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -716,12 +762,14 @@ class HookedRewardModel(TransformerBridge):
           residual after the last block, before ln_final).
         - `start_at_layer=k` takes `input` as the residual entering block k (`[batch, pos, d_model]`, e.g.
           `cache["blocks.k.hook_resid_pre"]`) and runs the rest of the model; `attention_mask` gives its padding
-          (default: every position attended), and so the reward positions. Hooks below block k see discarded
-          values, as in TransformerLens. Heads that read token ids (ArmoRM's gate) cannot run from a residual.
+          (default: every position attended), and the reward is read at each row's last attended token (no
+          token ids to apply the checkpoint's pad-id rule to: mask out what follows `cache.reward_pos`). Hooks
+          below block k see discarded values, as in TransformerLens. Heads that read token ids (ArmoRM's gate)
+          cannot run from a residual.
         - `nan_policy`: a NaN or ±Inf reward raises `NonFiniteError` naming the rows and where the values first
           appear ("raise"), or its row is dropped with a warning ("omit"), or it is returned ("propagate"); see
           `hooked_reward.finite`.
-        The reward is read at each row's last attended token (from the mask), whatever the padding side.
+        The reward is read where the checkpoint reads it (`reward_positions`), whatever the padding side.
         """
         caller = vocabulary_caller()
         if caller is not None:
@@ -741,7 +789,7 @@ class HookedRewardModel(TransformerBridge):
         else:
             residual = None
             tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
-        reward_pos = reward_positions(mask)
+        reward_pos = self._run_positions(mask, tokens)
         if start_at_layer is not None:
             residual = self._setup_start_at_layer(residual, start_at_layer)
         try:
@@ -770,6 +818,11 @@ class HookedRewardModel(TransformerBridge):
             if kept is not None:
                 rewards = rewards[kept]
         return None if return_type is None else rewards
+
+    def _run_positions(self, mask: Tensor, tokens: Tensor | None) -> Tensor:
+        """The reward positions of a run: the checkpoint's rule on its tokens, or, from a residual (no token ids),
+        each row's last attended token."""
+        return self.reward_positions(mask, tokens) if tokens is not None else last_attended(mask)
 
     def _layer_index(self, layer: int) -> int:
         return self.cfg.n_layers + layer if layer < 0 else layer
@@ -868,7 +921,7 @@ class HookedRewardModel(TransformerBridge):
             selected.setdefault(id(hook_point), (hook_point, []))[1].append(name)
         return selected
 
-    def _cache_positions(self, positions: PositionsArg, mask: Tensor) -> Tensor | None:
+    def _cache_positions(self, positions: PositionsArg, mask: Tensor, tokens: Tensor | None) -> Tensor | None:
         """Per-row position to keep in the cache, or None to keep every position."""
         if positions is None:
             return None
@@ -876,7 +929,7 @@ class HookedRewardModel(TransformerBridge):
         if isinstance(positions, str):
             if position_choice(positions) == "all":
                 return None
-            return reward_positions(mask)
+            return self._run_positions(mask, tokens)
         if isinstance(positions, (list, tuple)):
             positions = torch.as_tensor(positions)
         if isinstance(positions, bool) or not isinstance(positions, (numbers.Integral, Tensor)):
@@ -972,7 +1025,7 @@ class HookedRewardModel(TransformerBridge):
         else:
             tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
             model_input = tokens
-        keep_pos = self._cache_positions(positions, mask)
+        keep_pos = self._cache_positions(positions, mask, tokens)
         if remove_batch_dim and mask.shape[0] != 1:
             raise InputError(
                 f"remove_batch_dim=True needs a batch of one, got {mask.shape[0]} rows; index the cache per row."
@@ -1062,11 +1115,12 @@ class HookedRewardModel(TransformerBridge):
                 if value.ndim and value.shape[0] == batch:
                     store[name] = dropped.setdefault(id(value), value.index_select(0, kept.to(value.device)))
             output, mask, batch = output[kept], mask[kept], len(kept)
+            tokens = None if tokens is None else tokens[kept.to(tokens.device)]
             keep_pos = None if keep_pos is None else keep_pos[kept]
         cache = RewardActivationCache(
             store,
             self,
-            reward_pos=reward_positions(mask),
+            reward_pos=self._run_positions(mask, tokens),
             cached_pos=keep_pos,
             attention_mask=mask,
             pos_slice=slicer,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from hooked_reward.heads.base import RewardHead
+    from hooked_reward.positions import PositionRule
 
 
 @dataclass
@@ -29,6 +30,8 @@ class LoadedCheckpoint:
     `module` has the HF layout the CausalLM adapter expects for the backbone (`model.layers...` for Llama,
     `transformer.h...` for GPT-2). `head_path` names the Linear the adapter's `unembed` is pointed at
     (`None` when the head has no single Linear). `make_head(bridge)` builds the `RewardHead`.
+    `position_rule(bridge)` gives the checkpoint's own rule for where the reward is read
+    (`hooked_reward.positions`); None reads each row's last attended token.
     """
 
     module: nn.Module
@@ -37,6 +40,7 @@ class LoadedCheckpoint:
     head_path: str | None
     make_head: Callable[[Any], RewardHead]
     tokenizer: PreTrainedTokenizerBase | None = None
+    position_rule: Callable[[Any], PositionRule | None] | None = None
 
 
 # config.json "architectures" entry -> loader(path, dtype=, **hf_kwargs) -> LoadedCheckpoint (hf_kwargs: device_map,

@@ -194,7 +194,7 @@ def test_reward_position_cache_computes_only_the_reward_rows(make_checkpoint, ar
             model.set_fused_attention(False)
             rewards_full, full = model.run_with_cache(tokens, attention_mask=mask)
             model.set_fused_attention(True)
-        reward_pos = model.reward_positions(mask)
+        reward_pos = model.reward_positions(mask, tokens)
         for layer in range(model.cfg.n_layers):
             for hook in ("hook_attn_scores", "hook_pattern"):
                 name = f"blocks.{layer}.attn.{hook}"

@@ -345,7 +345,7 @@ def test_reward_position_cache_under_inference_mode(make_checkpoint) -> None:
     with torch.inference_mode():
         rewards, reward_only = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
     rows = torch.arange(tokens.shape[0])
-    positions = model.reward_positions(mask)
+    positions = model.reward_positions(mask, tokens)
     for name in names:
         assert torch.allclose(reward_only[name][:, 0], full[name][rows, positions])
     assert torch.allclose(rewards, model(tokens, attention_mask=mask))

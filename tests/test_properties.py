@@ -157,7 +157,7 @@ def test_reward_cache_equals_full_cache_at_reward_positions(models, arch: str) -
         reward_rewards, reward_only = model.run_with_cache(tokens, attention_mask=mask, positions="reward")
         assert torch.equal(rewards, reward_rewards)
         assert set(reward_only.cache_dict) == set(full.cache_dict)
-        positions = model.reward_positions(mask)
+        positions = model.reward_positions(mask, tokens)
         for name, kept in reward_only.cache_dict.items():
             whole = full[name]
             if whole.ndim < 2 or whole.shape[0] not in (1, len(positions)):

@@ -356,7 +356,7 @@ def test_linear_attribution_at_final_residual_is_exact(models, trained, arch):
     _, cache = model.run_with_cache(
         tokens, attention_mask=mask, names_filter=["blocks.1.hook_resid_post", "ln_final.hook_scale"]
     )
-    pos = model.reward_positions(mask)
+    pos = model.reward_positions(mask, tokens)
     rows = torch.arange(tokens.shape[0])
     h = cache["blocks.1.hook_resid_post"][rows, pos]
     scale = cache["ln_final.hook_scale"].reshape(tokens.shape[0], tokens.shape[1])[rows, pos]

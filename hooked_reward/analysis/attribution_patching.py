@@ -34,10 +34,10 @@ from hooked_reward.analysis.patching import (
     Alignment,
     Input,
     PatchingResult,
-    align_pair,
     as_row,
     has_position_axis,
     position_labels,
+    reward_alignment,
 )
 from hooked_reward.errors import InputError
 from hooked_reward.names import Component
@@ -208,7 +208,7 @@ def attribution_patch(
         raise InputError(f"No site given; choose from {SITES}.")
     clean_row, corrupt_row = as_row(model, clean), as_row(model, corrupt)
     target, source = (corrupt_row, clean_row) if mode == "denoise" else (clean_row, corrupt_row)
-    al = align_pair(len(target), len(source), align, prompt_len)
+    al = reward_alignment(model, target, source, align, prompt_len)
     n_layers = model.cfg.n_layers
     hooks = [_hook_name(s, l) for s in sites for l in range(n_layers)]  # noqa: E741
     r_target, r_source, grads, deltas = gradients_and_deltas(model, target, source, hooks, al, output)

@@ -87,6 +87,24 @@ def as_row(model: HookedRewardModel, x: Input) -> Int[Tensor, " pos"]:
     return tokens[0][mask[0].bool()]
 
 
+def row_reward_position(model: HookedRewardModel, row: Int[Tensor, " pos"]) -> int:
+    """Where the model reads the reward of one unpadded token row (`model.reward_positions`: the checkpoint's own
+    rule, e.g. the token before a trailing eos that is also the pad id)."""
+    return int(model.reward_positions(torch.ones_like(row)[None], row[None])[0])
+
+
+def reward_alignment(
+    model: HookedRewardModel,
+    target: Int[Tensor, " pos"],
+    source: Int[Tensor, " pos"],
+    align: str | None = None,
+    prompt_len: int | None = None,
+) -> Alignment:
+    """`align_pair` for two unpadded rows; `align="reward"` lines up their reward positions (by the model's rule)."""
+    ends = (row_reward_position(model, target), row_reward_position(model, source)) if align == "reward" else None
+    return align_pair(len(target), len(source), align, prompt_len, reward_pos=ends)
+
+
 @dataclass(frozen=True)
 class Alignment:
     """Which target position reads which source position: source = target − `offset`, for targets in [lo, hi).
@@ -121,7 +139,14 @@ class Alignment:
         return tgt, tgt - self.offset
 
 
-def align_pair(target_len: int, source_len: int, align: str | None = None, prompt_len: int | None = None) -> Alignment:
+def align_pair(
+    target_len: int,
+    source_len: int,
+    align: str | None = None,
+    prompt_len: int | None = None,
+    *,
+    reward_pos: tuple[int, int] | None = None,
+) -> Alignment:
     """The position map between a target and a source sequence; refuses silent misalignment.
 
     * ``align=None`` (or ``"position"``): position i ↔ position i; the lengths must be equal, else
@@ -130,8 +155,10 @@ def align_pair(target_len: int, source_len: int, align: str | None = None, promp
     * ``align="prompt"``: only the shared prompt span `0..prompt_len-1` is patchable (same index in both);
       `prompt_len` is required and must not exceed either length. Under causal attention the prompt's
       activations do not depend on the response, so this span is exactly comparable.
-    * ``align="reward"``: right-align the sequences, so the reward positions (last tokens) coincide;
-      target position t reads source position t − (target_len − source_len), where that exists.
+    * ``align="reward"``: line the reward positions up: target position t reads source position
+      t − (target reward position − source reward position), where that exists. `reward_pos` gives the two
+      positions (`reward_alignment` reads them with the model's rule); without it, the last tokens
+      (right-aligned sequences).
     """
     if align in (None, "position"):
         if target_len != source_len:
@@ -151,8 +178,9 @@ def align_pair(target_len: int, source_len: int, align: str | None = None, promp
             )
         return Alignment(target_len, source_len, 0, 0, prompt_len, "prompt")
     if align == "reward":
-        offset = target_len - source_len
-        return Alignment(target_len, source_len, offset, max(0, offset), target_len, "reward")
+        t_end, s_end = reward_pos if reward_pos is not None else (target_len - 1, source_len - 1)
+        offset = t_end - s_end
+        return Alignment(target_len, source_len, offset, max(0, offset), min(target_len, source_len + offset), "reward")
     raise InputError(f"align must be None, 'position', 'prompt' or 'reward'; got {align!r}.")
 
 
@@ -435,7 +463,7 @@ def _setup(
         sources = [{h: _ablation_source(model, h, mode, target_acts[h], reference) for h in hooks}]
         aligns = [align_pair(len(target), len(target))]
     else:
-        aligns = [align_pair(len(target), len(row), align, prompt_len) for row in source_rows]
+        aligns = [reward_alignment(model, target, row, align, prompt_len) for row in source_rows]
         runs = [_cache_row(model, row, hooks, output) for row in source_rows]
         sources = [acts for _, acts in runs]
     if mode == "denoise":

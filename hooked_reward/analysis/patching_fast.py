@@ -5,7 +5,7 @@ and, under causal attention, nothing at positions before `p`. So each patched ru
 
     target resid entering block l, positions p..T-1 (position p replaced by the source vector)
         ─▶ blocks l..L-1 on those T − p positions only, attending to the *unpatched* target run's keys and
-           values at positions 0..p-1 (recorded once) ─▶ ln_final ─▶ reward position (T-1) ─▶ head
+           values at positions 0..p-1 (recorded once) ─▶ ln_final ─▶ reward position ─▶ head
 
 which costs about (L − l)/L · (T − p)/T of a full forward: ≈ 1/4 of one forward per patch over a full
 layer × position grid. The patched runs of one position share one growing batch: the run patched at block 0
@@ -100,6 +100,7 @@ class FastSweep:
     kv: _PrefixKV
     rewards: Tensor  # the model's own rewards for the target row (`[1]` or `[1, n_outputs]`)
     attns: list[Any]  # each block's attention bridge, handed `kv` as `past_key_values`
+    reward_pos: int  # where the model reads the target's reward (`model.reward_positions`)
 
     def _inject(self, _module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["past_key_values"] = self.kv
@@ -135,7 +136,7 @@ class FastSweep:
     ) -> Tensor:
         """Rewards of runs patched at position `p`: row i enters at block `start[i]` (`L`: straight into
         ln_final) with `rows[i]` written at position `p`; `start` must be non-decreasing."""
-        model, L, T = self.model, self.n_layers, self.seq_len
+        model, L = self.model, self.n_layers
         starts = torch.as_tensor(list(start))
         h: Tensor | None = None
         self.kv.prefix_len = p
@@ -162,8 +163,8 @@ class FastSweep:
             final = torch.cat([self.final[:p].unsqueeze(0).expand(n, -1, -1).to(final.dtype), final], dim=1)
         tokens = self.target[None].expand(n, -1)
         mask = torch.ones_like(tokens)
-        reward_pos = torch.full((n,), T - 1, dtype=torch.long, device=tokens.device)
-        reward_resid = model.hook_reward_resid(final[:, T - 1])
+        reward_pos = torch.full((n,), self.reward_pos, dtype=torch.long, device=tokens.device)
+        reward_resid = model.hook_reward_resid(final[:, self.reward_pos])
         rewards = model.hook_reward(model.head(reward_resid, HeadInputs(final, tokens, mask, reward_pos)))
         return select_output(rewards, output, names=model.output_names)
 
@@ -249,7 +250,8 @@ def plan_fast_sweep(model: HookedRewardModel, target: Int[Tensor, " pos"]) -> tu
             if bool(torch.triu(allowed[0, 0].to(torch.bool), diagonal=1).any()):
                 return None, "non-causal attention mask: a position attends to a later one"
     target = target.to(final[0].device)
-    plan = FastSweep(model, target, resid_in, final[0], block_args, kv, rewards.detach(), attns)  # type: ignore[arg-type]
+    reward_pos = int(model.reward_positions(torch.ones_like(target)[None], target[None])[0])
+    plan = FastSweep(model, target, resid_in, final[0], block_args, kv, rewards.detach(), attns, reward_pos)  # type: ignore[arg-type]
     return plan, ""
 
 

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from hooked_reward.analysis.patching import (
     Input,
     PatchingResult,
-    align_pair,
     as_row,
+    reward_alignment,
 )
 from hooked_reward.errors import InputError
 from hooked_reward.names import Component
@@ -102,7 +102,7 @@ def path_patch(
         raise InputError("No senders: a receiver in layer 0 has no upstream heads or MLPs.")
     clean_row, corrupt_row = as_row(model, clean), as_row(model, corrupt)
     target, source = (corrupt_row, clean_row) if mode == "denoise" else (clean_row, corrupt_row)
-    al = align_pair(len(target), len(source), align, prompt_len)
+    al = reward_alignment(model, target, source, align, prompt_len)
     tgt_idx, src_idx = al.indices(None)
     n_layers = model.cfg.n_layers
     z_names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]  # noqa: E741

@@ -48,6 +48,7 @@ from transformer_lens.hook_points import HookPoint
 from hooked_reward.errors import CheckpointError, InputError
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
+from hooked_reward.positions import BeforeFirstPadRule, PositionRule
 from hooked_reward.registry import LoadedCheckpoint, register_loader
 
 if TYPE_CHECKING:
@@ -384,7 +385,7 @@ def armorm_outputs(model: HookedRewardModel, input: Any, *, attention_mask: Tens
         transformed=cache["objectives.hook_transformed"],
         gate_logits=cache["gating.hook_logits"],
         gate_weights=cache["gating.hook_weights"],
-        gating_pos=head.gating_positions(tokens, mask, model.reward_positions(mask)),
+        gating_pos=head.gating_positions(tokens, mask, model.reward_positions(mask, tokens)),
         objective_names=list(head.objective_names),
     )
 
@@ -559,4 +560,7 @@ def load_armorm(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any
     def make_head(_bridge: HookedRewardModel) -> RewardHead:
         return ArmoRMHead(module, names, gating_pattern=pattern, gating_offset=offset)
 
-    return LoadedCheckpoint(module, hf_config, "LlamaForCausalLM", None, make_head)
+    def position_rule(_bridge: HookedRewardModel) -> PositionRule:
+        return BeforeFirstPadRule(getattr(hf_config, "pad_token_id", None), "ArmoRM's modeling_custom.py")
+
+    return LoadedCheckpoint(module, hf_config, "LlamaForCausalLM", None, make_head, position_rule=position_rule)

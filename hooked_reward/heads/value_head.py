@@ -16,7 +16,8 @@ Checkpoint layout (a `save_pretrained` directory of the backbone's `*ForCausalLM
   approximation otherwise).
 * A linear head may also be declared: `"reward_head": {"type": "linear", "prefix": "v_head.summary"}`.
 
-The reward is read at the last attended token, as for every head. In memory,
+The reward is read where TRL reads a score off per-token values (`get_reward`): the token before the first pad id
+(the last token when the row holds none; `positions.BeforeFirstPadRule`). In memory,
 `HookedRewardModel.from_value_head(causal_lm, head)` wraps an already-loaded CausalLM and a Linear / Sequential head.
 """
 
@@ -37,6 +38,7 @@ from hooked_reward.errors import CheckpointError, InputError
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.heads.linear import LinearRewardHead
 from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
+from hooked_reward.positions import BeforeFirstPadRule, PositionRule
 from hooked_reward.registry import LoadedCheckpoint, causal_lm_architecture, register_content_loader
 
 if TYPE_CHECKING:
@@ -298,12 +300,23 @@ def _loaded(
         def make_head(bridge: HookedRewardModel) -> RewardHead:
             return ValueHead(bridge.unembed, output_names)
 
-        return LoadedCheckpoint(causal_lm, causal_lm.config, arch, prefix, make_head, tokenizer)
+        return LoadedCheckpoint(causal_lm, causal_lm.config, arch, prefix, make_head, tokenizer, trl_position_rule)
 
     def make_mlp(_bridge: HookedRewardModel) -> RewardHead:
         return MLPValueHead(head_module, activation or "relu", output_names)
 
-    return LoadedCheckpoint(causal_lm, causal_lm.config, arch, None, make_mlp, tokenizer)
+    return LoadedCheckpoint(causal_lm, causal_lm.config, arch, None, make_mlp, tokenizer, trl_position_rule)
+
+
+def trl_position_rule(bridge: HookedRewardModel) -> PositionRule:
+    """TRL's rule for reading a score off per-token values (`trl`'s `get_reward`): the token before the first pad
+    id, with the pad id of the model's tokenizer (what TRL passes), else of its config."""
+
+    def pad_id() -> int | None:
+        pad = getattr(bridge.tokenizer, "pad_token_id", None)
+        return pad if pad is not None else getattr(bridge.original_model.config, "pad_token_id", None)
+
+    return BeforeFirstPadRule(pad_id, "TRL's get_reward")
 
 
 def value_head_checkpoint(

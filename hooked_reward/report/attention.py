@@ -70,7 +70,7 @@ def head_attention(model: HookedRewardModel, text: str, heads: Sequence[Componen
     for h in heads:
         pattern = cache[act_name("pattern", h.layer)][0, h.index].float()
         rows.append(pattern[start : start + n, start : start + n].cpu().numpy())
-    reward_pos = int(model.reward_positions(mask)[0]) - start
+    reward_pos = int(model.reward_positions(mask, tokens)[0]) - start
     strings = token_strings(model, tokens[0, start : start + n])
     return HeadAttention(
         list(heads), strings, np.stack(rows), reward_pos, _display_tokens(model, tokens[0, start : start + n])

@@ -281,7 +281,7 @@ def _run(
         r = select_output(rewards, output, names=model.output_names)
         g = torch.autograd.grad(r.sum(), store["acts"], allow_unused=True)[0] if grad else None
     acts = store["acts"].detach()
-    reward_pos = model.reward_positions(mask).to(acts.device)
+    reward_pos = model.reward_positions(mask, tokens).to(acts.device)
     if acts.ndim == 2:  # hook_reward_resid: [batch, d_sae], one position
         acts = acts[:, None]
         g = g[:, None] if g is not None else None
@@ -485,7 +485,7 @@ def ablate_features(
     """
     positions = position_choice(positions)
     clean = _run(model, sae, tokens, mask, grad=False, output=output)
-    pm = _position_mask(mask, model.reward_positions(mask), positions)
+    pm = _position_mask(mask, model.reward_positions(mask, tokens), positions)
     scale_full = _clean_scale(model, sae, tokens, mask) if freeze_norm_scale else None
     effects = []
     for f in [int(f) for f in features]:

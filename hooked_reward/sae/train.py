@@ -82,7 +82,7 @@ def collect_activations(
         if act.dim() != 3:
             raise InputError(f"{hook_name} gives activations of shape {tuple(act.shape)}; expected [batch, pos, d].")
         if positions == "reward":
-            pos = model.reward_positions(mask).to(act.device)
+            pos = model.reward_positions(mask, tokens).to(act.device)
             rows.append(act[torch.arange(act.shape[0], device=act.device), pos].float().cpu())
         else:
             keep = mask.to(act.device).bool()

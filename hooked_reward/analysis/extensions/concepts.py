@@ -302,7 +302,7 @@ def dose_response(
     alphas = np.asarray(sorted(set(float(a) for a in alphas) | {0.0}))
     s = float(scale if scale is not None else concept.typical_norm)
     u = concept.direction.float()
-    rpos = model.reward_positions(mask)
+    rpos = model.reward_positions(mask, tokens)
     clean_r, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[FINAL_SCALE])
     clean_scale = cache[FINAL_SCALE]
     rows = []

@@ -298,7 +298,7 @@ def ablation_hooks(
     if mode not in ("zero", "resample"):
         raise InputError(f"mode must be 'zero' or 'resample', got {mode!r}.")
     positions = position_choice(positions)
-    rpos = model.reward_positions(mask)
+    rpos = model.reward_positions(mask, tokens)
     if mode == "zero":
         if positions == "all":
             return [(hook, lambda act, hook: torch.zeros_like(act))]

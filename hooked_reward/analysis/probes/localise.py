@@ -181,7 +181,7 @@ def _patched_rewards(
     ``source`` is the source run's activation at *its* reward position: ``[batch, d]`` or, for a head,
     ``[batch, d_head]``.
     """
-    pos = model.reward_positions(mask).to(tokens.device)
+    pos = model.reward_positions(mask, tokens).to(tokens.device)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
 
     def patch(act: Tensor, hook=None) -> Tensor:
@@ -209,8 +209,8 @@ def _patch_with_module(
 ) -> np.ndarray:
     """Mean over pairs of ``r(neutral with item patched from biased at the reward position) − r(neutral)``,
     with :func:`hooked_reward.analysis.patching.run_patched`: per pair, the neutral row (unpadded) is the
-    target, the biased row's activations the source, aligned with ``align="reward"`` (last token ↔ last
-    token), one patched row per item."""
+    target, the biased row's activations the source, aligned with ``align="reward"`` (reward position ↔
+    reward position), one patched row per item."""
     (tb, mb), (tn, mn) = biased, neutral
     hooks = sorted({h for h, _ in items})
     _, cache = model.run_with_cache(tb, attention_mask=mb, names_filter=hooks)
@@ -219,9 +219,10 @@ def _patch_with_module(
         keep_b, keep_n = mb[i].bool(), mn[i].bool()
         target = tn[i][keep_n.to(tn.device)]
         sources = {h: cache[h][i][keep_b.to(cache[h].device)] for h in hooks}
-        align = patching_module.align_pair(int(keep_n.sum()), int(keep_b.sum()), "reward")
-        last = int(keep_n.sum()) - 1
-        sets = [[patching_module.Patch(h, (last,), hd)] for h, hd in items]
+        source = tb[i][keep_b.to(tb.device)]
+        align = patching_module.reward_alignment(model, target, source, "reward")
+        at = patching_module.row_reward_position(model, target)
+        sets = [[patching_module.Patch(h, (at,), hd)] for h, hd in items]
         r = patching_module.run_patched(model, target, sources, sets, align, output=output, progress=False)
         sums += r.numpy().astype(np.float64) - float(r_neutral[i])
     return sums / tb.shape[0]
