@@ -17,12 +17,15 @@ folded numbers. Passing an already-normalised stack to `reward_attrs` raises.
 from __future__ import annotations
 
 import warnings
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.ActivationCache import ActivationCache
+from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.slice import Slice
 
 from hooked_reward.errors import HookNameError, InputError, missing_cache_key_error
@@ -268,3 +271,88 @@ class RewardActivationCache(ActivationCache):
         stack, labels = self.decompose_resid(return_labels=True)
         components = as_components(labels, self.model, pos_embed="pos_embed" in labels)
         return self.reward_attrs(stack, output=output), components
+
+
+class CacheRecorder:
+    """The store a `run_with_cache` fills, and the hooks that fill it.
+
+    Each activation is detached, sliced (TransformerLens's `pos_slice`) or gathered at the kept position of each
+    row (`keep_pos`, `[batch]`), and moved to `device`; the reward model's own hooks (`reward_hooks`, one row per
+    text already) are stored whole. The same tensor often fires at several hook points (resid_post l, resid_pre
+    l+1, ln1.hook_in; rotary cos/sin at every layer): it is gathered once. Sources are held by weak reference, so
+    a freed source whose memory is reused cannot be mistaken for a live one.
+    """
+
+    def __init__(
+        self,
+        model: HookedRewardModel,
+        mask: Int[Tensor, "batch pos"],
+        keep_pos: Int[Tensor, " batch"] | None,
+        slicer: Slice | None,
+        device: str | torch.device | None,
+    ) -> None:
+        self.model = model
+        self.batch, self.seq = mask.shape
+        self.keep_pos = keep_pos
+        self.slicer = slicer
+        self.device = device
+        self.reward_hooks: set[str] = model._reward_hook_names
+        self.store: dict[str, Tensor] = {}
+        self._gathered_from: dict[tuple, tuple[weakref.ref, int, Tensor]] = {}
+
+    def _to_device(self, tensor: Tensor) -> Tensor:
+        return tensor.to(self.device) if self.device is not None else tensor
+
+    def reduce(self, name: str, source: Tensor, hook_point: HookPoint) -> Tensor:
+        """What is kept of activation `source` at hook `name`: detached, sliced or gathered, on `device`."""
+        tensor = source.detach()
+        keep_pos, batch, seq = self.keep_pos, self.batch, self.seq
+        if self.slicer is not None and name not in self.reward_hooks and tensor.ndim >= 2:
+            tensor = self.slicer.apply(tensor, dim=self.model._pos_slice_dim(name, hook_point))
+        if keep_pos is not None and name not in self.reward_hooks and tensor.ndim >= 2:
+            pos_dim = self.model._pos_slice_dim(name, hook_point) % tensor.ndim
+            if tensor.shape[0] in (1, batch) and pos_dim > 0 and tensor.shape[pos_dim] == seq:
+                # inference tensors have no version counter to tell an in-place edit: gather those each time
+                key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype, pos_dim)
+                version = None if tensor.is_inference() else tensor._version
+                seen = self._gathered_from.get(key) if version is not None else None
+                if seen is not None and seen[0]() is not None and seen[1] == version:
+                    return seen[2]
+                if tensor.shape[0] == 1 and bool((keep_pos == keep_pos[0]).all()):
+                    gathered = gather_at_positions(tensor, keep_pos[:1], pos_dim)  # shared row (rotary)
+                else:
+                    full = tensor.expand(batch, *tensor.shape[1:])  # broadcast the shared row per row
+                    gathered = gather_at_positions(full, keep_pos, pos_dim)
+                gathered = self._to_device(gathered)
+                if version is not None:
+                    self._gathered_from[key] = (weakref.ref(source), version, gathered)
+                return gathered
+        return self._to_device(tensor)
+
+    def hook(self, names: list[str], suffix: str = "") -> Callable[[Any, HookPoint], Any]:
+        """A hook storing what it sees under every name in `names` (aliases of one hook point) + `suffix`
+        ("_grad" for a backward hook, which returns None; a forward hook returns its input unchanged)."""
+
+        def record(tensor: Any, hook: HookPoint) -> Any:
+            value = tensor[0] if isinstance(tensor, tuple) else tensor
+            if isinstance(value, Tensor):
+                kept = self.reduce(names[0], value, hook)
+                for name in names:
+                    self.store[name + suffix] = kept
+            return None if suffix else tensor
+
+        return record
+
+    def store_rows(self, names: list[str], tensor: Tensor) -> None:
+        """Store an already-reduced tensor (the pattern rows fused attention computes) under `names`."""
+        for name in names:
+            self.store[name] = self._to_device(tensor)
+
+    def keep_rows(self, kept: Int[Tensor, " kept"]) -> None:
+        """Keep only rows `kept` of every batch-first tensor (`nan_policy="omit"`); aliases stay one tensor."""
+        dropped: dict[int, Tensor] = {}
+        for name, value in self.store.items():
+            if value.ndim and value.shape[0] == self.batch:
+                self.store[name] = dropped.setdefault(id(value), value.index_select(0, kept.to(value.device)))
+        self.batch = len(kept)
+        self.keep_pos = None if self.keep_pos is None else self.keep_pos[kept]

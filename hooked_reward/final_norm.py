@@ -9,11 +9,15 @@ gain (Gemma's `1 + w`), `β` the bias (0 for RMSNorm). With `σ` frozen at its v
 
 `fold_final_norm(model, readout)` gives that folded form of any head `Readout` (`W_R_eff`, `b_R_eff` for a
 linear head), `reward_direction(model, output)` one affine output's row of it. Every analysis that reads a
-residual through the final norm uses these functions.
+residual through the final norm uses these functions; `frozen_final_scale(model, scale)` is the one way to hold
+`ln_final.hook_scale` fixed in a run (dose-response, distortion, SAE ablations).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,9 +26,12 @@ from torch import Tensor, nn
 
 from hooked_reward.errors import InputError
 from hooked_reward.heads.base import Readout, as_float
+from hooked_reward.names import FINAL_SCALE
 from hooked_reward.outputs import output_index
 
 if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
+
     from hooked_reward.model import HookedRewardModel
 
 
@@ -105,3 +112,25 @@ def reward_direction(
     if index is None:
         raise InputError(f"The model has {w.shape[0]} reward outputs {names}; pass output= to pick one.")
     return w[index]
+
+
+@contextmanager
+def frozen_final_scale(
+    model: HookedRewardModel, scale: Float[Tensor, " batch"] | Float[Tensor, "batch pos 1"]
+) -> Iterator[None]:
+    """Replace `ln_final.hook_scale` by `scale` for the block: one value per row (`[batch]`, used at every
+    position) or the clean run's whole scale tensor (`[batch, pos, 1]`).
+
+    With the scale frozen the head is affine in the final residual, which is what the linear predictions of
+    `concepts.dose_response` and `distortion`'s readout assume.
+    """
+
+    def freeze(t: Tensor, hook: HookPoint) -> Tensor:
+        s = scale.to(t.device, t.dtype)
+        if s.ndim == 1:
+            s = s.reshape(-1, *([1] * (t.ndim - 1)))
+        return s.expand_as(t).clone()
+
+    with model.hooks(fwd_hooks=[(FINAL_SCALE, freeze)]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield

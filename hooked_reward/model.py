@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING
 import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
 
 # isort: split
-import numbers
 import warnings
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +29,22 @@ from transformer_lens.model_bridge.exceptions import StopAtLayerException
 from transformer_lens.model_bridge.generalized_components import UnembeddingBridge
 from transformer_lens.utilities.slice import Slice
 
+from hooked_reward import inputs as _inputs
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
-from hooked_reward.cache import RewardActivationCache
-from hooked_reward.errors import (
-    CheckpointError,
-    InputError,
-    RewardPositionWarning,
-    UnknownTokensWarning,
-    unknown_hook_error,
-)
+from hooked_reward.cache import CacheRecorder, RewardActivationCache
+from hooked_reward.errors import CheckpointError, InputError, RewardPositionWarning, unknown_hook_error
 from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
 from hooked_reward.fused_attention import install_fused_attention, pattern_rows, set_fused_attention, split_pattern_rows
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.hook_checks import check_hook_outputs
+from hooked_reward.hook_registry import add_hook_points
+from hooked_reward.inputs import ModelInputs, NamesFilter, PositionsArg, TextOrTokens
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
-from hooked_reward.pairs import ChatText
 from hooked_reward.positions import (
     PositionRule,
-    check_mask,
     gather_at_positions,
-    interior_gaps,
     last_attended,
-    pad_rows,
-    position_choice,
     position_ids_from_mask,
     reward_positions,
 )
@@ -70,12 +60,6 @@ from hooked_reward.tl_compat import (
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-TextOrTokens = str | Sequence[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
-#: What `prepare` takes: text(s), token ids, a `(tokens, attention_mask)` pair, or a mapping with `input_ids`.
-ModelInputs = TextOrTokens | tuple[Tensor, Tensor] | Mapping[str, Tensor]
-PositionsArg = None | str | int | Int[Tensor, " batch"]
-NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
 
 REWARD_HOOKS = ("hook_reward_resid", "hook_reward")
 
@@ -94,7 +78,7 @@ def unembed_at_head(head_path: str | None) -> Callable[[Any], None]:
 
 
 class HookedRewardModel(TransformerBridge):
-    """A TransformerBridge whose output is a reward: `Float[Tensor, "batch"]` or `[batch, n_outputs]`.
+    """A TransformerBridge whose output is a reward: `Float[Tensor, " batch"]` or `[batch, n_outputs]`.
 
     Build it with `from_pretrained(dir)` or `from_hf_model(model, tokenizer=tok)`. Everything TransformerLens
     users know works (`run_with_cache`, `run_with_hooks`, `hooks()`, `W_Q`, `blocks[l].attn`, the cache's
@@ -264,9 +248,7 @@ class HookedRewardModel(TransformerBridge):
 
     def _register_head_hooks(self) -> None:
         """Register the head's hook points under their public names (`hook_score`, `gating.hook_weights`)."""
-        for name, hook_point in self.head.hook_points().items():
-            hook_point.name = name
-            self._hook_registry[name] = hook_point
+        add_hook_points(self, self.head.hook_points(), rename=True)
 
     def _set_reward_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
@@ -291,12 +273,10 @@ class HookedRewardModel(TransformerBridge):
         self.head = head
         self.hook_reward_resid = HookPoint()
         self.hook_reward = HookPoint()
+        add_hook_points(self, {name: getattr(self, name) for name in REWARD_HOOKS}, rename=True)
         self._register_head_hooks()
         self._reward_hook_names = set(REWARD_HOOKS) | set(head.hook_points())
         check_hook_outputs(self, self.hook_dict)  # a hook's returned tensor must fit the activation it replaces
-        supported = getattr(self._driver, "supported_hook_points", None)
-        if supported is not None:
-            self._driver.supported_hook_points = frozenset(supported) | frozenset(self._hook_registry)
         # Analysis runs in eval mode (no dropout). The bridge mirrors the HF model's mode; the parts added here
         # start in training mode, so set them, and the whole model if it came in training mode.
         for part in (self.head, self.hook_reward_resid, self.hook_reward):
@@ -399,98 +379,14 @@ class HookedRewardModel(TransformerBridge):
         prepend_bos: bool | None = None,
         padding_side: str | None = None,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        """Tokenize texts into padded `(tokens, attention_mask)`, with the tokenizer's special tokens once.
+        return _inputs.tokenize(self, texts, max_length, prepend_bos=prepend_bos, padding_side=padding_side)
 
-        A text that already starts with the BOS token (e.g. a rendered chat template) does not get a second
-        one. `max_length` keeps at most that many tokens per row by cutting the start of the text (the prompt
-        side): the last token, which the reward is read from, and a leading BOS are always kept. Raises
-        `InputError` for empty texts, a tokenizer without a pad token, a `max_length` below 1, or sequences
-        longer than the model's context (pass `max_length` to truncate explicitly). Without `max_length`, the
-        model's `max_length` attribute applies (None by default; the CLI's `--max-length` sets it), so every
-        analysis that takes texts truncates them the same way.
-
-        TransformerLens's keywords: `prepend_bos=None` (default) tokenizes each text as the checkpoint does (its
-        BOS and EOS, as the reward model was trained; `cfg.default_prepend_bos`, which TransformerLens's adapters
-        set per architecture, is not consulted); `False` tokenizes
-        a fragment: no special tokens at either end (`add_special_tokens=False`; TransformerLens 4 gives the same
-        ids on these checkpoints, since it also strips an appended EOS); `True` also puts a BOS first when the
-        tokenizer adds none. `padding_side` ("left"/"right") overrides the tokenizer's.
-        """
-        if padding_side not in (None, "left", "right"):
-            raise InputError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}.")
-        if max_length is None:
-            max_length = self.max_length
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral)):
-            raise InputError(f"max_length must be a positive int or None, got {max_length!r}.")
-        max_length = None if max_length is None else int(max_length)
-        if max_length is not None and max_length < 1:
-            raise InputError(
-                f"max_length={max_length} would leave no token to read a reward from; pass at least 1 "
-                "(the reward token), or None to keep whole texts."
-            )
-        tok = self.tokenizer
-        if tok is None:
-            raise InputError(
-                "This model has no tokenizer, so it cannot take text. Pass token ids (and an attention_mask), "
-                "or load with `from_pretrained(dir, tokenizer=tok)`."
-            )
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise InputError("No texts given: pass at least one string.")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                hint = (
-                    " Token ids go in as an integer tensor: `model(torch.tensor(ids), attention_mask=mask)`."
-                    if isinstance(text, (int, list, tuple))
-                    else ""
-                )
-                raise InputError(f"Text {i} is a {type(text).__name__} ({text!r:.60}), not a str.{hint}")
-            if not text.strip():
-                raise InputError(f"Text {i} is empty: an empty text has no token to read a reward from.")
-        ids: list[list[int]] = []
-        bos_text, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
-        for text in texts:
-            has_bos = bool(bos_text) and text.startswith(bos_text)
-            special = prepend_bos is not False and not (has_bos or isinstance(text, ChatText))
-            row = tok(text, add_special_tokens=special)["input_ids"]
-            if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
-                row = row[1:]
-            if prepend_bos and bos_id is not None and (not row or row[0] != bos_id):
-                row = [bos_id, *row]
-            if not row:
-                raise InputError(f"Text {text!r} gives no tokens (prepend_bos={prepend_bos}).")
-            if max_length is not None and len(row) > max_length:
-                keep_bos = max_length > 1 and bos_id is not None and row[0] == bos_id
-                row = row[:1] + row[len(row) - max_length + 1 :] if keep_bos else row[len(row) - max_length :]
-            ids.append(row)
-        lengths = {len(r) for r in ids}
-        if len(lengths) > 1 and tok.pad_token_id is None:
-            raise InputError(
-                "The tokenizer has no pad token, so texts of different lengths cannot be batched. Set one, "
-                "e.g. `model.tokenizer.pad_token = model.tokenizer.eos_token` (the reward position comes from "
-                "the attention mask, so the pad id does not affect rewards)."
-            )
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        tokens, mask = pad_rows(ids, pad, left=(padding_side or tok.padding_side) == "left")
-        self._check_length(tokens)
-        return tokens, mask
+    tokenize.__doc__ = _inputs.tokenize.__doc__
 
     def render_chat(self, prompt: str, response: str) -> str:
-        """`prompt`/`response` as the text the RM was trained on: the tokenizer's chat template when it has
-        one (its BOS is kept, and `tokenize` will not add another), else `prompt + "\\n" + response`."""
-        tok = self.tokenizer
-        if tok is not None and getattr(tok, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-            return ChatText(tok.apply_chat_template(messages, tokenize=False))
-        return f"{prompt}\n{response}"
+        return _inputs.render_chat(self, prompt, response)
 
-    def _check_length(self, tokens: Tensor) -> None:
-        n_ctx = getattr(self.cfg, "n_ctx", None)
-        if n_ctx is not None and n_ctx > 0 and tokens.shape[-1] > n_ctx:
-            raise InputError(
-                f"Sequence of {tokens.shape[-1]} tokens is longer than the model's context of {n_ctx}. "
-                f"Truncate it, e.g. `model.tokenize(texts, max_length={n_ctx})`."
-            )
+    render_chat.__doc__ = _inputs.render_chat.__doc__
 
     def prepare(
         self,
@@ -499,131 +395,9 @@ class HookedRewardModel(TransformerBridge):
         attention_mask: Int[Tensor, "batch pos"] | Tensor | None = None,
         max_length: int | None = None,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        """Every input as `(tokens, attention_mask)`, both `[batch, pos]` int64 on the model's input device:
-        the one place where text, token ids and masks enter the model, and where they are checked.
+        return _inputs.prepare(self, inputs, attention_mask=attention_mask, max_length=max_length)
 
-        `inputs` is one of:
-        - a text or a list of texts: tokenized with `tokenize` (`max_length` cuts the prompt side, never the
-          reward token); `attention_mask` must then be None;
-        - token ids, `[batch, pos]` or `[pos]` (an integer tensor; not bool, not float), with an optional
-          `attention_mask` of the same shape;
-        - a `(tokens, attention_mask)` pair as `tokenize` returns it, or a mapping with `input_ids` (and
-          `attention_mask`), e.g. an HF `BatchEncoding`.
-
-        Rules (each broken one raises `InputError` naming the row and value): at least one row and one token;
-        ids in `[0, d_vocab)`; at most `n_ctx` tokens; a mask holds only 0 and 1 (bool, int, or float 0./1.),
-        and every row has an attended token. A mask may have gaps (interior zeros): masked tokens are invisible
-        to the others and positions count from each row's first attended token, which is what HF computes for
-        the row without its leading padding. Ids without a mask are all attended, except a run of the
-        tokenizer's pad id at the start or end of a row (padding, as `to_tokens` makes it); a pad id between
-        other tokens is refused (pass the mask), since it cannot be told apart from a real token.
-        """
-        if isinstance(inputs, Mapping):
-            if "input_ids" not in inputs:
-                raise InputError(
-                    f"A mapping input needs 'input_ids' (and 'attention_mask'); got keys {sorted(inputs)}."
-                )
-            if attention_mask is not None and inputs.get("attention_mask") is not None:
-                raise InputError("attention_mask is given twice: in the input mapping and as a keyword.")
-            if inputs.get("attention_mask") is not None:
-                attention_mask = inputs["attention_mask"]
-            inputs = inputs["input_ids"]
-        elif isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[0], Tensor):
-            if attention_mask is not None:
-                raise InputError("attention_mask is given twice: in the (tokens, mask) pair and as a keyword.")
-            inputs, attention_mask = inputs
-        if isinstance(inputs, str) or (isinstance(inputs, Sequence) and not isinstance(inputs, Tensor)):
-            if attention_mask is not None:
-                raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
-            tokens, mask = self.tokenize(inputs, max_length=max_length)
-            self._warn_unknown_only([inputs] if isinstance(inputs, str) else list(inputs), tokens, mask)
-        elif isinstance(inputs, Tensor):
-            if max_length is not None:
-                raise InputError(
-                    "max_length applies to text; token ids are used as given. Cut them yourself (keep the last "
-                    "token: the reward is read there), or pass the texts."
-                )
-            tokens = self._check_token_ids(inputs)
-            mask = self._mask_from_pad_tokens(tokens) if attention_mask is None else check_mask(attention_mask, tokens)
-            self._check_length(tokens)
-        else:
-            raise InputError(
-                f"Expected text, a list of texts, token ids or (tokens, attention_mask), got {type(inputs).__name__}."
-            )
-        last_attended(mask)  # every row must have an attended token
-        device = self._input_device() or tokens.device
-        return tokens.to(device), mask.to(device)
-
-    def _warn_unknown_only(
-        self, texts: list[str], tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]
-    ) -> None:
-        """`UnknownTokensWarning` for texts whose tokens, special tokens aside, are all the tokenizer's unknown
-        token: the tokenizer knows none of their words (another language, a repr of a list), so their rewards say
-        nothing about their content."""
-        tok = self.tokenizer
-        unk = getattr(tok, "unk_token_id", None)
-        if unk is None:
-            return
-        special = torch.tensor(sorted(set(getattr(tok, "all_special_ids", ())) - {unk}), dtype=torch.long)
-        content = mask.bool() & ~torch.isin(tokens, special)
-        only_unk = content.any(-1) & (~content | (tokens == unk)).all(-1)
-        if bool(only_unk.any()):
-            rows = only_unk.nonzero().flatten().tolist()
-            warnings.warn(
-                UnknownTokensWarning(
-                    f"Text(s) {rows[:10]} of {len(texts)} (first: {texts[rows[0]]!r:.80}) tokenize to nothing but the "
-                    f"unknown token {tok.unk_token!r}: the tokenizer knows none of their words, so their rewards say "
-                    "nothing about their content. Check the texts (another language or tokenizer? a repr of a list "
-                    "or of messages?).",
-                    rows,
-                ),
-                stacklevel=3,
-            )
-
-    def _check_token_ids(self, ids: Tensor) -> Int[Tensor, "batch pos"]:
-        """Token ids as a `[batch, pos]` int64 tensor, or `InputError` saying what is wrong with them."""
-        if ids.dtype == torch.bool:
-            raise InputError(
-                "Token ids are a bool tensor; ids must be integers. A bool tensor is usually a mask: pass it as "
-                "attention_mask= beside the token ids."
-            )
-        if ids.is_floating_point() or ids.is_complex():
-            raise InputError(f"Expected token ids (an integer tensor), got a {ids.dtype} tensor.")
-        tokens = ids.unsqueeze(0) if ids.ndim == 1 else ids
-        if tokens.ndim != 2:
-            raise InputError(f"Token ids must be [batch, pos] (or [pos]), got shape {tuple(ids.shape)}.")
-        if tokens.shape[0] == 0:
-            raise InputError(f"The batch is empty (token ids of shape {tuple(ids.shape)}): pass at least one row.")
-        if tokens.shape[-1] == 0:
-            raise InputError("Token ids are empty: at least one token is needed to read a reward.")
-        d_vocab = getattr(self.cfg, "d_vocab", -1)
-        if d_vocab and d_vocab > 0:
-            bad = (tokens >= d_vocab) | (tokens < 0)
-            if bool(bad.any()):
-                row, pos = (int(i) for i in bad.nonzero()[0])
-                raise InputError(
-                    f"Token ids must lie in [0, {d_vocab}); row {row} has {int(tokens[row, pos])} at position {pos}."
-                )
-        return tokens.long()
-
-    def _mask_from_pad_tokens(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
-        """The mask of token ids given without one: all ones, except a run of the tokenizer's pad id at the start
-        or end of a row (padding, e.g. from `to_tokens` on a batch), when that id is not also BOS/EOS/UNK.
-        A pad id between other tokens is ambiguous (padding, or a real token?) and raises `InputError`."""
-        tok = self.tokenizer
-        pad = getattr(tok, "pad_token_id", None) if tok is not None else None
-        if pad is None or pad in {getattr(tok, a, None) for a in ("bos_token_id", "eos_token_id", "unk_token_id")}:
-            return torch.ones_like(tokens)
-        mask = (tokens != pad).long()
-        gaps = interior_gaps(mask)
-        if bool(gaps.any()):
-            row, pos = (int(i) for i in gaps.nonzero()[0])
-            raise InputError(
-                f"Row {row} of the token ids has the pad id {pad} at position {pos}, between other tokens, and no "
-                "attention_mask was given: it cannot be told whether that token is padding. Pass the "
-                "attention_mask (e.g. from `model.tokenize(texts)`)."
-            )
-        return mask
+    prepare.__doc__ = _inputs.prepare.__doc__
 
     def to_tokens(
         self,
@@ -633,40 +407,9 @@ class HookedRewardModel(TransformerBridge):
         move_to_device: bool = True,
         truncate: bool = True,
     ) -> Int[Tensor, "batch pos"]:
-        """Token ids as `tokenize` makes them, without the mask (TransformerLens 4's signature).
+        return _inputs.to_tokens(self, input, prepend_bos, padding_side, move_to_device, truncate)
 
-        `prepend_bos`, `padding_side` as in `tokenize` (None: the checkpoint's own special tokens, once; False: a
-        fragment, no special tokens, as `to_single_token` uses). `move_to_device` puts the ids on the model's
-        input device (else they stay on the CPU). `truncate=True` keeps at most `cfg.n_ctx` tokens per row by
-        cutting the prompt side (TransformerLens cuts the end, which for a reward model would cut the token the
-        reward is read from); `truncate=False` raises for longer texts. Prefer `tokenize`, which also returns the
-        attention mask; ids passed without a mask read padding from the tokenizer's pad id where that is
-        unambiguous.
-        """
-        n_ctx = getattr(self.cfg, "n_ctx", None)
-        max_length = n_ctx if truncate and n_ctx is not None and n_ctx > 0 else None
-        tokens = self.tokenize(input, max_length=max_length, prepend_bos=prepend_bos, padding_side=padding_side)[0]
-        if move_to_device:
-            tokens = tokens.to(self._input_device() or tokens.device)
-        return tokens
-
-    def _prepare_tl(
-        self,
-        input: ModelInputs,
-        attention_mask: Tensor | None,
-        prepend_bos: bool | None = None,
-        padding_side: str | None = None,
-    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        """`prepare`, with TransformerLens's tokenization keywords applied to text input (ignored for token ids,
-        as in TransformerLens)."""
-        is_text = isinstance(input, str) or (
-            isinstance(input, Sequence) and not isinstance(input, tuple) and all(isinstance(t, str) for t in input)
-        )
-        if is_text and (prepend_bos is not None or padding_side is not None):
-            if attention_mask is not None:
-                raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
-            return self.prepare(self.tokenize(input, prepend_bos=prepend_bos, padding_side=padding_side))
-        return self.prepare(input, attention_mask=attention_mask)
+    to_tokens.__doc__ = _inputs.to_tokens.__doc__
 
     def tokens_to_residual_directions(self, tokens: Any) -> Float[Tensor, "... d_model"]:
         """TransformerLens's answer directions, for outputs: `W_U[:, k]` = `W_R` (row k) for output indices `k`.
@@ -785,10 +528,10 @@ class HookedRewardModel(TransformerBridge):
             raise no_vocabulary_error("loss_per_token=True")
         check_nan_policy(nan_policy)
         if start_at_layer is not None:
-            tokens, residual, mask = None, *self._residual_input(input, attention_mask)
+            tokens, residual, mask = None, *_inputs.residual_input(self, input, attention_mask)
         else:
             residual = None
-            tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
+            tokens, mask = _inputs.prepare_tl(self, input, attention_mask, prepend_bos, padding_side)
         reward_pos = self._run_positions(mask, tokens)
         if start_at_layer is not None:
             residual = self._setup_start_at_layer(residual, start_at_layer)
@@ -801,6 +544,26 @@ class HookedRewardModel(TransformerBridge):
         finally:
             if start_at_layer is not None:
                 self._teardown_start_at_layer()
+        rewards = self.read_reward(final_resid, tokens, mask, reward_pos)
+        if tokens is not None:
+            kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy)
+            if kept is not None:
+                rewards = rewards[kept]
+        return None if return_type is None else rewards
+
+    def read_reward(
+        self,
+        final_resid: Float[Tensor, "batch pos d_model"],
+        tokens: Int[Tensor, "batch pos"] | None,
+        mask: Int[Tensor, "batch pos"],
+        reward_pos: Int[Tensor, " batch"],
+    ) -> Float[Tensor, " batch *outputs"]:
+        """The model's tail, after `ln_final`: gather each row's `reward_pos`, `hook_reward_resid`, the head,
+        `hook_reward`. Rewards `[batch]` (one output) or `[batch, n_outputs]`, no NaN policy applied.
+
+        `forward` and the fast patching sweep (`analysis.patching_fast`) both end here, so the head and its hooks
+        run the same way in either. `tokens` is None for a run from a residual (`start_at_layer`): a head that
+        reads the token ids (ArmoRM's gate) then raises `InputError`."""
         reward_resid = gather_at_positions(final_resid, reward_pos)[:, 0]
         reward_resid = self.hook_reward_resid(reward_resid)
         try:
@@ -812,12 +575,7 @@ class HookedRewardModel(TransformerBridge):
                 f"{type(self.head).__name__} reads the token ids (not only the reward position), so it cannot run "
                 "from a residual (start_at_layer); patch the residual with a hook instead."
             ) from err
-        rewards = self.hook_reward(rewards)
-        if tokens is not None:
-            kept = apply_nan_policy(self, rewards, tokens, mask, nan_policy)
-            if kept is not None:
-                rewards = rewards[kept]
-        return None if return_type is None else rewards
+        return self.hook_reward(rewards)
 
     def _run_positions(self, mask: Tensor, tokens: Tensor | None) -> Tensor:
         """The reward positions of a run: the checkpoint's rule on its tokens, or, from a residual (no token ids),
@@ -826,25 +584,6 @@ class HookedRewardModel(TransformerBridge):
 
     def _layer_index(self, layer: int) -> int:
         return self.cfg.n_layers + layer if layer < 0 else layer
-
-    def _residual_input(
-        self, residual: Any, attention_mask: Tensor | None
-    ) -> tuple[Float[Tensor, "batch pos d_model"], Int[Tensor, "batch pos"]]:
-        """A `start_at_layer` input: a float residual `[batch, pos, d_model]` (or `[pos, d_model]`) and its mask."""
-        d_model = self.cfg.d_model
-        if not (isinstance(residual, Tensor) and residual.is_floating_point()):
-            raise InputError(
-                "start_at_layer takes the residual entering that block, a float tensor [batch, pos, d_model] (e.g. "
-                f"cache['blocks.k.hook_resid_pre']), got {type(residual).__name__}"
-                + (f" of dtype {residual.dtype}." if isinstance(residual, Tensor) else ".")
-            )
-        residual = residual[None] if residual.ndim == 2 else residual
-        if residual.ndim != 3 or residual.shape[-1] != d_model:
-            raise InputError(f"start_at_layer needs a residual [batch, pos, {d_model}], got {tuple(residual.shape)}.")
-        shape_like = torch.empty(residual.shape[:2], dtype=torch.long)
-        mask = torch.ones_like(shape_like) if attention_mask is None else check_mask(attention_mask, shape_like)
-        device = self._input_device() or residual.device
-        return residual.to(device), mask.to(device)
 
     def _residual_before(
         self, layer: int, tokens: Tensor | None, mask: Tensor, residual: Tensor | None = None
@@ -921,50 +660,6 @@ class HookedRewardModel(TransformerBridge):
             selected.setdefault(id(hook_point), (hook_point, []))[1].append(name)
         return selected
 
-    def _cache_positions(self, positions: PositionsArg, mask: Tensor, tokens: Tensor | None) -> Tensor | None:
-        """Per-row position to keep in the cache, or None to keep every position."""
-        if positions is None:
-            return None
-        batch, seq = mask.shape
-        if isinstance(positions, str):
-            if position_choice(positions) == "all":
-                return None
-            return self._run_positions(mask, tokens)
-        if isinstance(positions, (list, tuple)):
-            positions = torch.as_tensor(positions)
-        if isinstance(positions, bool) or not isinstance(positions, (numbers.Integral, Tensor)):
-            raise InputError(
-                f"positions must be None, 'reward', an int or a [batch] integer tensor; got {positions!r}."
-            )
-        if isinstance(positions, Tensor) and (
-            positions.dtype == torch.bool or positions.is_floating_point() or positions.is_complex()
-        ):
-            raise InputError(
-                f"positions must be integers, got a {positions.dtype} tensor {positions.tolist()}; "
-                "a float or bool position is not converted for you."
-            )
-        pos = torch.as_tensor(positions, device=mask.device).long()
-        if pos.ndim == 0:
-            pos = pos.expand(batch)
-        if pos.shape != (batch,):
-            raise InputError(f"positions must have one entry per row ({batch}), got shape {tuple(pos.shape)}.")
-        if bool(((pos >= seq) | (pos < -seq)).any()):
-            raise InputError(
-                f"positions {pos.tolist()} lie outside the sequence of length {seq}; valid positions are "
-                f"{-seq}..{seq - 1} (or positions='reward')."
-            )
-        pos = pos % seq
-        padded = mask.gather(1, pos[:, None].to(mask.device))[:, 0] == 0
-        if bool(padded.any()):
-            row = int(padded.nonzero()[0])
-            attended = mask[row].nonzero().flatten()
-            raise InputError(
-                f"positions {pos.tolist()}: position {int(pos[row])} of row {row} is padding (the row's tokens are at "
-                f"{int(attended[0])}..{int(attended[-1])}), so its activations belong to no token. Pick an attended "
-                "position per row, or positions='reward' (each row's last token, whatever the padding)."
-            )
-        return pos
-
     def run_with_cache(
         self,
         input: TextOrTokens | Float[Tensor, "batch pos d_model"],
@@ -1009,6 +704,66 @@ class HookedRewardModel(TransformerBridge):
         kwargs.pop("output_attentions", None)
         check_forward_kwargs(kwargs, "run_with_cache")
         check_return_type(return_type)
+        self._check_cache_options(incl_bwd, stop_at_layer, pos_slice, positions)
+        if start_at_layer is not None:
+            tokens, (_, mask) = None, _inputs.residual_input(self, input, attention_mask)
+            model_input: Any = input
+        else:
+            tokens, mask = _inputs.prepare_tl(self, input, attention_mask, prepend_bos, padding_side)
+            model_input = tokens
+        keep_pos = _inputs.cache_positions(self, positions, mask, tokens)
+        if remove_batch_dim and mask.shape[0] != 1:
+            raise InputError(
+                f"remove_batch_dim=True needs a batch of one, got {mask.shape[0]} rows; index the cache per row."
+            )
+        slicer = None if pos_slice is None else Slice.unwrap(pos_slice)
+        recorder = CacheRecorder(self, mask, keep_pos, slicer, device)
+        selected = self._hooks_to_cache(names_filter, stop_at_layer, start_at_layer)
+        rows: list = []
+        if keep_pos is not None and slicer is None and not incl_bwd:
+            # a reward-position cache keeps one query row of each pattern: fused layers compute only that row
+            selected, rows = split_pattern_rows(self, selected)
+        fwd = [(names[0], recorder.hook(names)) for names in selected]
+        bwd = [(names[0], recorder.hook(names, "_grad")) for names in selected] if incl_bwd else []
+        hooks = self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts)
+        with hooks, pattern_rows(rows, keep_pos, recorder.store_rows):
+            output = self.forward(
+                model_input,
+                attention_mask=mask,
+                nan_policy="propagate",
+                stop_at_layer=stop_at_layer,
+                start_at_layer=start_at_layer,
+            )
+            bad = (
+                non_finite_rows(output)
+                if stop_at_layer is None and tokens is not None and nan_policy != "propagate"
+                else []
+            )
+            if incl_bwd:
+                self._backward_for_cache(output, bad, nan_policy)
+        kept = apply_nan_policy(self, output, tokens, mask, nan_policy) if bad else None
+        if kept is not None:  # nan_policy="omit": drop the rows from the rewards and from every cached tensor
+            recorder.keep_rows(kept)
+            output, mask = output[kept], mask[kept]
+            tokens = None if tokens is None else tokens[kept.to(tokens.device)]
+        cache = RewardActivationCache(
+            recorder.store,
+            self,
+            reward_pos=self._run_positions(mask, tokens),
+            cached_pos=recorder.keep_pos,
+            attention_mask=mask,
+            pos_slice=slicer,
+        )
+        if remove_batch_dim:
+            cache.remove_batch_dim(batch_size=recorder.batch)
+        output = None if return_type is None and stop_at_layer is None else output
+        return (output, cache) if return_cache_object else (output, cache.cache_dict)
+
+    @staticmethod
+    def _check_cache_options(
+        incl_bwd: bool, stop_at_layer: int | None, pos_slice: Any, positions: PositionsArg
+    ) -> None:
+        """`run_with_cache`'s options that exclude each other, or need gradients on."""
         if incl_bwd and stop_at_layer is not None:
             raise InputError("incl_bwd=True cannot be combined with stop_at_layer: no reward to differentiate.")
         if incl_bwd and not torch.is_grad_enabled():
@@ -1018,117 +773,27 @@ class HookedRewardModel(TransformerBridge):
             )
         if pos_slice is not None and positions is not None:
             raise InputError("Pass positions= (ours, reward-aware) or pos_slice= (TransformerLens's), not both.")
-        tokens: Tensor | None = None
-        if start_at_layer is not None:
-            _, mask = self._residual_input(input, attention_mask)
-            model_input: Any = input
-        else:
-            tokens, mask = self._prepare_tl(input, attention_mask, prepend_bos, padding_side)
-            model_input = tokens
-        keep_pos = self._cache_positions(positions, mask, tokens)
-        if remove_batch_dim and mask.shape[0] != 1:
-            raise InputError(
-                f"remove_batch_dim=True needs a batch of one, got {mask.shape[0]} rows; index the cache per row."
-            )
-        slicer = None if pos_slice is None else Slice.unwrap(pos_slice)
-        batch, seq = mask.shape
-        store: dict[str, Tensor] = {}
-        # The same tensor often fires at several hook points (resid_post l, resid_pre l+1, ln1.hook_in; rotary
-        # cos/sin at every layer): gather it once. Sources are held by weak reference, so a freed source whose
-        # memory is reused cannot be mistaken for a live one.
-        gathered_from: dict[tuple, tuple[weakref.ref, int, Tensor]] = {}
 
-        def reduce(name: str, source: Tensor, hook_point: HookPoint) -> Tensor:
-            tensor = source.detach()
-            if slicer is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
-                tensor = slicer.apply(tensor, dim=self._pos_slice_dim(name, hook_point))
-            if keep_pos is not None and name not in self._reward_hook_names and tensor.ndim >= 2:
-                pos_dim = self._pos_slice_dim(name, hook_point) % tensor.ndim
-                if tensor.shape[0] in (1, batch) and pos_dim > 0 and tensor.shape[pos_dim] == seq:
-                    # inference tensors have no version counter to tell an in-place edit: gather those each time
-                    key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype, pos_dim)
-                    version = None if tensor.is_inference() else tensor._version
-                    seen = gathered_from.get(key) if version is not None else None
-                    if seen is not None and seen[0]() is not None and seen[1] == version:
-                        return seen[2]
-                    if tensor.shape[0] == 1 and bool((keep_pos == keep_pos[0]).all()):
-                        gathered = gather_at_positions(tensor, keep_pos[:1], pos_dim)  # shared row (rotary)
-                    else:
-                        full = tensor.expand(batch, *tensor.shape[1:])  # broadcast the shared row per row
-                        gathered = gather_at_positions(full, keep_pos, pos_dim)
-                    gathered = gathered.to(device) if device is not None else gathered
-                    if version is not None:
-                        gathered_from[key] = (weakref.ref(source), version, gathered)
-                    return gathered
-            return tensor.to(device) if device is not None else tensor
-
-        def make_hook(names: list[str], suffix: str) -> Callable:
-            def hook(tensor: Any, hook: HookPoint) -> Any:
-                value = tensor[0] if isinstance(tensor, tuple) else tensor
-                if isinstance(value, Tensor):
-                    kept = reduce(names[0], value, hook)
-                    for name in names:
-                        store[name + suffix] = kept
-                return None if suffix else tensor
-
-            return hook
-
-        selected = [
+    def _hooks_to_cache(
+        self, names_filter: NamesFilter, stop_at_layer: int | None, start_at_layer: int | None
+    ) -> list[list[str]]:
+        """The hook points a `run_with_cache` records, each as the list of names (aliases) it is stored under."""
+        return [
             names
             for _, names in self._select_hooks(names_filter).values()
             if self._runs_in_range(names[0], stop_at_layer, start_at_layer)
         ]
-        rows: list = []
-        if keep_pos is not None and slicer is None and not incl_bwd:
-            # a reward-position cache keeps one query row of each pattern: fused layers compute only that row
-            selected, rows = split_pattern_rows(self, selected)
 
-        def store_rows(names: list[str], tensor: Tensor) -> None:
-            for name in names:
-                store[name] = tensor.to(device) if device is not None else tensor
-
-        fwd = [(names[0], make_hook(names, "")) for names in selected]
-        bwd = [(names[0], make_hook(names, "_grad")) for names in selected] if incl_bwd else []
-        bad: list[int] = []
-        hooks = self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts)
-        with hooks, pattern_rows(rows, keep_pos, store_rows):
-            output = self.forward(
-                model_input,
-                attention_mask=mask,
-                nan_policy="propagate",
-                stop_at_layer=stop_at_layer,
-                start_at_layer=start_at_layer,
-            )
-            if stop_at_layer is None and tokens is not None:
-                bad = non_finite_rows(output) if nan_policy != "propagate" else []
-            if incl_bwd:
-                if output.ndim != 1:
-                    raise InputError("incl_bwd needs a single-output head; select an output with run_with_hooks.")
-                if not (bad and nan_policy == "raise"):
-                    finite = torch.ones_like(output, dtype=torch.bool)
-                    finite[bad] = False
-                    output[finite].sum().backward()
-        kept = apply_nan_policy(self, output, tokens, mask, nan_policy) if bad else None
-        if kept is not None:  # nan_policy="omit": drop the rows from the rewards and from every cached tensor
-            dropped: dict[int, Tensor] = {}  # aliases of one tensor stay one tensor
-            for name, value in store.items():
-                if value.ndim and value.shape[0] == batch:
-                    store[name] = dropped.setdefault(id(value), value.index_select(0, kept.to(value.device)))
-            output, mask, batch = output[kept], mask[kept], len(kept)
-            tokens = None if tokens is None else tokens[kept.to(tokens.device)]
-            keep_pos = None if keep_pos is None else keep_pos[kept]
-        cache = RewardActivationCache(
-            store,
-            self,
-            reward_pos=self._run_positions(mask, tokens),
-            cached_pos=keep_pos,
-            attention_mask=mask,
-            pos_slice=slicer,
-        )
-        if remove_batch_dim:
-            cache.remove_batch_dim(batch_size=batch)
-        output = None if return_type is None and stop_at_layer is None else output
-        return (output, cache) if return_cache_object else (output, cache.cache_dict)
+    @staticmethod
+    def _backward_for_cache(output: Tensor, bad: list[int], nan_policy: NanPolicy) -> None:
+        """`incl_bwd`: backpropagate the summed reward over its finite rows (single-output heads only), so the
+        backward hooks record each activation's gradient."""
+        if output.ndim != 1:
+            raise InputError("incl_bwd needs a single-output head; select an output with run_with_hooks.")
+        if not (bad and nan_policy == "raise"):
+            finite = torch.ones_like(output, dtype=torch.bool)
+            finite[bad] = False
+            output[finite].sum().backward()
 
     def _runs_in_range(self, name: str, stop_at_layer: int | None, start_at_layer: int | None) -> bool:
         """Whether hook `name` fires on real values in a run stopped before block `stop_at_layer` or started at

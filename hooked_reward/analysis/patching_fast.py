@@ -43,7 +43,6 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_reward.heads.base import HeadInputs
 from hooked_reward.outputs import OutputArg, select_output
 
 __all__ = ["FastSweep", "plan_fast_sweep", "fast_resid_rewards", "fast_sweep_pays", "FAST_SWEEP_MIN_WORK"]
@@ -164,8 +163,7 @@ class FastSweep:
         tokens = self.target[None].expand(n, -1)
         mask = torch.ones_like(tokens)
         reward_pos = torch.full((n,), self.reward_pos, dtype=torch.long, device=tokens.device)
-        reward_resid = model.hook_reward_resid(final[:, self.reward_pos])
-        rewards = model.hook_reward(model.head(reward_resid, HeadInputs(final, tokens, mask, reward_pos)))
+        rewards = model.read_reward(final, tokens, mask, reward_pos)
         return select_output(rewards, output, names=model.output_names)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,7 +45,8 @@ from torch import Tensor
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
-from hooked_reward.final_norm import final_norm_centre, reward_direction
+from hooked_reward.final_norm import final_norm_centre, frozen_final_scale, reward_direction
+from hooked_reward.names import FINAL_SCALE
 from hooked_reward.outputs import select_output
 from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SparseAutoencoder
@@ -269,14 +271,14 @@ def _run(
         store["acts"] = a
         return edit(a) if edit is not None else a
 
-    def grab_scale(t: Tensor, hook: HookPoint) -> Tensor | None:
+    def grab_scale(t: Tensor, hook: HookPoint) -> None:
         store["scale"] = t.detach()
-        return scale_override if scale_override is not None else None
 
     hooks = [(name, grab_acts)]
-    if "ln_final.hook_scale" in model.hook_dict:
-        hooks.append(("ln_final.hook_scale", grab_scale))
-    with splice_sae(model, sae, use_error_term=True), torch.set_grad_enabled(grad):
+    if FINAL_SCALE in model.hook_dict:
+        hooks.append((FINAL_SCALE, grab_scale))
+    frozen = frozen_final_scale(model, scale_override) if scale_override is not None else nullcontext()
+    with splice_sae(model, sae, use_error_term=True), torch.set_grad_enabled(grad), frozen:
         rewards = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
         r = select_output(rewards, output, names=model.output_names)
         g = torch.autograd.grad(r.sum(), store["acts"], allow_unused=True)[0] if grad else None
@@ -507,10 +509,10 @@ def _clean_scale(model: HookedRewardModel, sae: SparseAutoencoder, tokens: Tenso
     def grab(t: Tensor, hook: HookPoint) -> None:
         store["s"] = t.detach().clone()
 
-    if "ln_final.hook_scale" not in model.hook_dict:
-        raise InputError("freeze_norm_scale needs ln_final.hook_scale on the model.")
+    if FINAL_SCALE not in model.hook_dict:
+        raise InputError(f"freeze_norm_scale needs {FINAL_SCALE} on the model.")
     with splice_sae(model, sae, use_error_term=True), torch.no_grad():
-        model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[("ln_final.hook_scale", grab)])
+        model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[(FINAL_SCALE, grab)])
     return store["s"]
 
 

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
+from hooked_reward.hook_registry import add_hook_points, remove_hook_points
 from hooked_reward.outputs import select_output
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 
@@ -95,27 +96,6 @@ class _Splice:
     old_error: bool
 
 
-def _register(model: HookedRewardModel, names: dict[str, Any]) -> None:
-    """Make extra hook points visible to ``model.hook_dict`` / ``run_with_hooks`` / ``run_with_cache``."""
-    registry = getattr(model, "_hook_registry", None)
-    if registry is None:
-        raise TypeError(f"{type(model).__name__} has no hook registry; splicing needs a TransformerBridge model.")
-    registry.update(names)
-    driver = getattr(model, "_driver", None)
-    supported = getattr(driver, "supported_hook_points", None)
-    if supported is not None:
-        driver.supported_hook_points = frozenset(supported) | frozenset(names)
-
-
-def _unregister(model: HookedRewardModel, names: Sequence[str]) -> None:
-    for n in names:
-        model._hook_registry.pop(n, None)
-    driver = getattr(model, "_driver", None)
-    supported = getattr(driver, "supported_hook_points", None)
-    if supported is not None:
-        driver.supported_hook_points = frozenset(supported) - frozenset(names)
-
-
 @contextmanager
 def splice_sae(
     model: HookedRewardModel,
@@ -154,14 +134,14 @@ def splice_sae(
             handle = hp.add_hook(splice_fn, dir="fwd", is_permanent=True)
             hp._hooked_reward_sae_spliced = True
             splices.append(_Splice(sae, name, hp, handle, list(extra), old_error))
-            _register(model, extra)
+            add_hook_points(model, extra)
         yield model
     finally:
         for s in reversed(splices):
             s.handle.hook.remove()
             s.hook_point.fwd_hooks = [h for h in s.hook_point.fwd_hooks if h is not s.handle]
             s.hook_point._hooked_reward_sae_spliced = False
-            _unregister(model, s.registered)
+            remove_hook_points(model, s.registered)
             s.sae.use_error_term = s.old_error
             s.sae._set_hook_names("")
 

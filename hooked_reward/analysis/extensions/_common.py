@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,26 +102,6 @@ def cosine_matrix(rows: Float[Tensor, "k d"]) -> Float[Tensor, "k k"]:
 def sign_score(margins: np.ndarray) -> np.ndarray:
     """1 for a positive margin, −1 for a negative one, 0 for a tie: mean(sign) = 2·AUC − 1 (ties ½)."""
     return np.sign(np.asarray(margins, dtype=np.float64))
-
-
-@contextmanager
-def frozen_final_scale(model: HookedRewardModel, scale: Float[Tensor, " batch"] | Float[Tensor, "batch pos 1"]) -> Any:
-    """Replace `ln_final.hook_scale` by `scale` for the block: one value per row (`[batch]`, used at every
-    position) or the clean run's whole scale tensor (`[batch, pos, 1]`).
-
-    With the scale frozen the head is affine in the final residual, which is what the linear predictions of
-    `concepts.dose_response` and `distortion`'s readout assume.
-    """
-
-    def freeze(t: Tensor, hook: HookPoint) -> Tensor:
-        s = scale.to(t.device, t.dtype)
-        if s.ndim == 1:
-            s = s.reshape(-1, *([1] * (t.ndim - 1)))
-        return s.expand_as(t).clone()
-
-    with model.hooks(fwd_hooks=[(FINAL_SCALE, freeze)]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
 
 
 def at_reward_pos_hook(

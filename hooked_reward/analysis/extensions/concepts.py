@@ -39,14 +39,13 @@ from hooked_reward.analysis.extensions._common import (
     cosine,
     figure,
     frame,
-    frozen_final_scale,
     reward_direction_or_none,
     reward_position_acts,
 )
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci, bootstrap_percentile, random_cosine_null
 from hooked_reward.errors import InputError
-from hooked_reward.final_norm import final_norm_centre
+from hooked_reward.final_norm import final_norm_centre, frozen_final_scale
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
 
 if TYPE_CHECKING:
