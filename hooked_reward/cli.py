@@ -147,6 +147,8 @@ def _open_study(
     from hooked_reward.study.units import open_study
 
     settings = {**settings, "output": _output(args), "max_length": getattr(args, "max_length", None)}
+    if getattr(args, "rendering", "chat") != "chat":
+        settings["rendering"] = args.rendering
     return open_study(
         args.out,
         "analyze" if args.command == "demo" else args.command,
@@ -192,9 +194,10 @@ def _pairs(
             "--pairs FILE is needed for a model that is not a bundled organism (.jsonl, .json or .parquet; see "
             "`hooked-reward --help` or docs/cli.md for the formats)."
         )
+    rendering = getattr(args, "rendering", "chat")
     rendered = []
     for p in pairs:
-        r = p.rendered(model, render=render)
+        r = p.rendered(model, render=None if rendering != "chat" else render, rendering=rendering)
         rendered.append(PreferencePair("", r.chosen, r.rejected, r.label or "unlabelled", r.metadata))
     pairs = rendered
     _refuse_identical_tokens(pairs, model)
@@ -298,16 +301,25 @@ def cmd_compare(args: argparse.Namespace) -> Path | None:
     from hooked_reward.study.units import compare_results
 
     model_a, render, bundled = _load_on_device(args)
-    model_b, _, _ = _load_on_device(args, "model_b")
-    # Rendered once, with model A's chat template (or the organisms' render): both models read the same texts.
+    model_b, render_b, _ = _load_on_device(args, "model_b")
+    # The same pairs, rendered for each model as it reads them (its own chat template, or the organisms' render)
     pairs = _pairs(args, bundled, model_a, render)
+    pairs_b = _pairs(args, bundled, model_b, render_b)
     output = _output(args)
     names = (_short_name(args.model), _short_name(args.model_b))
     if names[0] == names[1]:
         names = (f"{names[0]} (A)", f"{names[1]} (B)")
     study = _open_study(args, model_a, {"units": "model x pair"}, len(pairs), [(_model_source(args.model_b), None)])
     result = compare_results(
-        study, model_a, model_b, pairs, names=names, progress=not args.quiet, output_a=output, output_b=output
+        study,
+        model_a,
+        model_b,
+        pairs,
+        names=names,
+        progress=not args.quiet,
+        output_a=output,
+        output_b=output,
+        pairs_b=pairs_b,
     )
     if result is None:  # a rank other than 0 of a torchrun launch: its share is in the store
         return None
@@ -388,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "format (default: the organism's bundled pairs); see docs/cli.md",
             )
             p.add_argument("--max-pairs", type=_count, default=0, help="use at most this many pairs (0: all)")
+            p.add_argument(
+                "--rendering",
+                choices=["chat", "trl", "raw"],
+                default="chat",
+                help="how pairs become the texts the model reads: chat (default: the checkpoint's chat template for "
+                "pairs with a prompt), trl (exactly as TRL's RewardTrainer tokenises its standard, implicit-prompt "
+                "and conversational formats: prompt + response + eos, or the chat template), raw (the texts as given)",
+            )
         p.add_argument("--out", default=out, help=f"report folder (default: {out}); replaced by the new report")
         p.add_argument("--quiet", action="store_true", help="no progress bars (ours, transformers' and the hub's)")
         p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")

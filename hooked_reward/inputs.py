@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_reward.errors import InputError, UnknownTokensWarning
-from hooked_reward.pairs import ChatText
+from hooked_reward.pairs import ChatText, TokenizedText
 from hooked_reward.positions import check_mask, interior_gaps, last_attended, pad_rows, position_choice
 
 if TYPE_CHECKING:
@@ -94,13 +94,16 @@ def tokenize(
     ids: list[list[int]] = []
     bos_text, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
     for text in texts:
-        has_bos = bool(bos_text) and text.startswith(bos_text)
-        special = prepend_bos is not False and not (has_bos or isinstance(text, ChatText))
-        row = tok(text, add_special_tokens=special)["input_ids"]
-        if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
-            row = row[1:]
-        if prepend_bos and bos_id is not None and (not row or row[0] != bos_id):
-            row = [bos_id, *row]
+        if isinstance(text, TokenizedText):  # the training tool's own ids (e.g. TRL's), used as they are
+            row = list(text.input_ids)
+        else:
+            has_bos = bool(bos_text) and text.startswith(bos_text)
+            special = prepend_bos is not False and not (has_bos or isinstance(text, ChatText))
+            row = tok(text, add_special_tokens=special)["input_ids"]
+            if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
+                row = row[1:]
+            if prepend_bos and bos_id is not None and (not row or row[0] != bos_id):
+                row = [bos_id, *row]
         if not row:
             raise InputError(f"Text {text!r} gives no tokens (prepend_bos={prepend_bos}).")
         if max_length is not None and len(row) > max_length:

@@ -24,6 +24,17 @@ label (the mechanism or subset the pair tests) and free metadata — in either o
 A custom `render(prompt, response) -> str` (e.g. `organisms.render` for the bundled organisms) replaces all of
 this for text pairs.
 
+That is `rendering="chat"` (the default). Two other renderings (`RENDERINGS`):
+
+- `"trl"`: as TRL's `RewardTrainer` renders and tokenises its data sets (trl >= 1.0, `_prepare_dataset`): a text
+  pair's response gets the tokenizer's eos appended (unless it ends with it), the prompt is prepended as it is
+  (no separator), and the text is tokenised with the tokenizer's own special tokens (`tokenizer(text)`, so a text
+  that starts with the BOS gets a second one, as in TRL); a conversation is `prompt + chosen` messages through
+  `apply_chat_template(..., tokenize=True)`, with no eos added. The texts are `TokenizedText`s carrying those ids,
+  which `HookedRewardModel.tokenize` uses unchanged.
+- `"raw"`: the texts as given, `prompt + response` with no template and no eos (a conversation: its contents
+  joined by newlines), tokenised as any text.
+
 `read_pairs(source)` reads pairs from a `.jsonl`, `.json` or `.parquet` file, a `datasets.Dataset` or Python
 objects, in TRL's standard and conversational formats, RewardBench's rows and ours (`PreferencePair.from_record`);
 every bad value is an `InputError` naming the file, line (or row) and field.
@@ -56,6 +67,27 @@ class ChatText(str):
     `HookedRewardModel.tokenize` tokenizes it with `add_special_tokens=False`, as `apply_chat_template` does."""
 
     __slots__ = ()
+
+
+class TokenizedText(str):
+    """A rendered text with the exact token ids its training tool gives it (`input_ids`), e.g. TRL's
+    `RewardTrainer`: `HookedRewardModel.tokenize` uses these ids as they are (no special token added or removed;
+    `max_length` still cuts the prompt side)."""
+
+    input_ids: tuple[int, ...]
+
+    def __new__(cls, text: str, input_ids: Sequence[int]) -> TokenizedText:
+        obj = super().__new__(cls, text)
+        obj.input_ids = tuple(int(i) for i in input_ids)
+        return obj
+
+    def __getnewargs__(self) -> tuple[str, tuple[int, ...]]:  # type: ignore[override]
+        return str(self), self.input_ids
+
+
+#: How a pair becomes the texts the model scores: the chat template ("chat"), TRL's RewardTrainer ("trl"), or the
+#: texts as given ("raw"); see the module docstring.
+RENDERINGS = ("chat", "trl", "raw")
 
 
 @dataclass(frozen=True)
@@ -125,18 +157,29 @@ class PreferencePair:
         model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,
         *,
         render: Callable[[str, str], str] | None = None,
+        rendering: str = "chat",
     ) -> tuple[str, str]:
         """The two texts the reward model scores, `(chosen_text, rejected_text)` (see the module docstring).
 
         `model_or_tokenizer` supplies the chat template (a `HookedRewardModel` or an HF tokenizer; None: the
         plain join). `render(prompt, response)`, if given, renders text pairs instead (never conversations).
+        `rendering`: "chat" (the default), "trl" (as TRL's RewardTrainer tokenises the pair; needs a tokenizer)
+        or "raw" (the texts as given).
         """
+        check_rendering(rendering)
+        tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+        if rendering == "trl":
+            return trl_render(self.prompt, self.chosen, tok), trl_render(self.prompt, self.rejected, tok)
+        if rendering == "raw":
+            if self.is_conversation:
+                chosen, rejected = self.messages()
+                return render_messages(chosen, None), render_messages(rejected, None)
+            return self.prompt + self.chosen, self.prompt + self.rejected
         if not self.is_conversation and not self.prompt:
             return self.chosen, self.rejected
         if render is not None and not self.is_conversation:
             return render(self.prompt, self.chosen), render(self.prompt, self.rejected)
         chosen, rejected = self.messages()
-        tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
         return render_messages(chosen, tok), render_messages(rejected, tok)
 
     def rendered(
@@ -144,10 +187,11 @@ class PreferencePair:
         model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,
         *,
         render: Callable[[str, str], str] | None = None,
+        rendering: str = "chat",
     ) -> PreferencePair:
         """This pair with its two texts rendered (`render`): a text pair without a prompt, holding the full texts the
         model scores; the same label; metadata gains `"prompt"` (the original prompt) unless it has one."""
-        chosen, rejected = self.render(model_or_tokenizer, render=render)
+        chosen, rejected = self.render(model_or_tokenizer, render=render, rendering=rendering)
         metadata = {"prompt": self.prompt, **self.metadata}
         return PreferencePair("", chosen, rejected, self.label, metadata)
 
@@ -350,15 +394,42 @@ def render_messages(messages: Sequence[Message], tokenizer: PreTrainedTokenizerB
     return "\n".join(m["content"] for m in messages)
 
 
+def check_rendering(rendering: object) -> str:
+    """`rendering` if it is one of `RENDERINGS`, else `InputError` naming the choices."""
+    if rendering not in RENDERINGS:
+        raise InputError(f"rendering must be one of {RENDERINGS}, got {rendering!r}.")
+    return str(rendering)
+
+
+def trl_render(prompt: Side, response: Side, tokenizer: PreTrainedTokenizerBase | None) -> TokenizedText:
+    """One side of a pair as TRL's `RewardTrainer` renders and tokenises it (`_prepare_dataset`, trl >= 1.0): a
+    text gets the eos appended to the response unless it ends with it, then `prompt + response` through
+    `tokenizer(text)`; a conversation is `prompt + response` messages through `apply_chat_template(...,
+    tokenize=True)`. The text, with TRL's ids (`TokenizedText`)."""
+    if tokenizer is None:
+        raise InputError("rendering='trl' tokenises as TRL does, which needs the model's tokenizer; none is loaded.")
+    if isinstance(response, list):
+        messages = _as_messages(prompt) + list(response)
+        text = render_messages(messages, tokenizer)
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        return TokenizedText(text, ids)
+    eos = tokenizer.eos_token
+    if eos is None:
+        raise InputError("rendering='trl' appends the tokenizer's eos token to each response; this tokenizer has none.")
+    text = str(prompt) + (response if response.endswith(eos) else response + eos)
+    return TokenizedText(text, tokenizer(text=text)["input_ids"])
+
+
 def render_pairs(
     pairs: Sequence[PreferencePair],
     model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,
     *,
     render: Callable[[str, str], str] | None = None,
+    rendering: str = "chat",
 ) -> tuple[list[str], list[str]]:
     """The chosen and the rejected texts of every pair, `(chosen_texts, rejected_texts)` (see
     `PreferencePair.render`)."""
-    texts = [p.render(model_or_tokenizer, render=render) for p in pairs]
+    texts = [p.render(model_or_tokenizer, render=render, rendering=rendering) for p in pairs]
     return [c for c, _ in texts], [r for _, r in texts]
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from hooked_reward.analysis.results import LabeledTensor
+from hooked_reward.errors import InputError
 from hooked_reward.study.distributed import DistContext
 from hooked_reward.study.provenance import model_fingerprint, model_runtime
 from hooked_reward.study.runner import Study, Unit
@@ -92,8 +93,14 @@ def open_study(
 
 def pair_input(pair: PreferencePair) -> dict[str, str]:
     """What identifies a pair's unit: its rendered texts (exactly what the model reads: the commands pass pairs
-    already rendered, `PreferencePair(prompt="", chosen=text, rejected=text, label=...)`)."""
-    return {"chosen": pair.chosen, "rejected": pair.rejected}
+    already rendered, `PreferencePair(prompt="", chosen=text, rejected=text, label=...)`), and the token ids a
+    training tool gave them (`TokenizedText`, e.g. `--rendering trl`)."""
+    out: dict = {"chosen": pair.chosen, "rejected": pair.rejected}
+    for side in ("chosen", "rejected"):
+        ids = getattr(out[side], "input_ids", None)
+        if ids is not None:
+            out[f"{side}_ids"] = list(ids)
+    return out
 
 
 def _label(pair: PreferencePair) -> str | None:
@@ -410,19 +417,25 @@ def compare_results(
     output_a: int | str | None = None,
     output_b: int | str | None = None,
     progress: bool = True,
+    pairs_b: Sequence[PreferencePair] | None = None,
     **kwargs: Any,
 ) -> CompareResult | None:
     """`compare_models` with one stored unit per (model, pair) — `A/17`, `B/17`: that pair's rewards, lens,
     attributions and reward-position residuals under one model, run on its own — then the statistics over all
-    pairs (`compare_runs`, rank 0; `kwargs` go there). Other ranks get None."""
+    pairs (`compare_runs`, rank 0; `kwargs` go there). Other ranks get None. `pairs` are rendered for model A;
+    `pairs_b`, the same pairs rendered for model B (its own chat template), default to `pairs`."""
     from hooked_reward.analysis.compare import collect_run, compare_runs
 
     models = {"A": model_a, "B": model_b}
     outputs = {"A": output_a, "B": output_b}
+    pairs_b = pairs if pairs_b is None else pairs_b
+    if len(pairs_b) != len(pairs):
+        raise InputError(f"pairs_b holds {len(pairs_b)} pairs, pairs {len(pairs)}: they must be the same pairs.")
+    rendered = {"A": pairs, "B": pairs_b}
     units = [
         Unit(f"{side}/{i}", pair_input(p), {"model": side, "pair": i, "label": _label(p)})
         for side in models
-        for i, p in enumerate(pairs)
+        for i, p in enumerate(rendered[side])
     ]
 
     def compute(unit: Unit) -> Any:
