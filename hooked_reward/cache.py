@@ -45,6 +45,8 @@ class RewardActivationCache(ActivationCache):
     index 0 of every position axis), e.g. the reward position for `run_with_cache(..., positions="reward")`.
     """
 
+    model: HookedRewardModel  # TransformerLens types it as its bridge protocol; ours is always the reward model
+
     def __init__(
         self,
         cache_dict: dict[str, Tensor],

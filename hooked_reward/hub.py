@@ -68,12 +68,25 @@ def _snapshot(
     )
 
     offline = local_files_only or constants.HF_HUB_OFFLINE
-    kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=offline, token=token)
     where = f"the hub cache ({cache_dir or constants.HF_HUB_CACHE})"
+
+    def download(patterns: list[str]) -> Path:
+        """The snapshot folder holding the files of `repo_id` that match `patterns`."""
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=patterns,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=offline,
+                token=token,
+            )
+        )
+
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_PATTERNS, **kwargs))
+        folder = download(CHECKPOINT_PATTERNS)
         if not any(folder.glob("*.safetensors")) and not (folder / "model.safetensors.index.json").exists():
-            folder = Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_PATTERNS + BIN_PATTERNS, **kwargs))
+            folder = download(CHECKPOINT_PATTERNS + BIN_PATTERNS)
     except GatedRepoError as err:
         raise CheckpointError(
             f"{repo_id!r} is a gated repository: accept its terms on huggingface.co and log in "

@@ -138,6 +138,25 @@ class ArmoRMCheckpointModule(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- the head
+class _GatingHooks(nn.Module):
+    """The gate's hook points (`gating.hook_*` in the model's hook graph); no parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_prompt_resid = HookPoint()
+        self.hook_logits = HookPoint()
+        self.hook_weights = HookPoint()
+
+
+class _ObjectiveHooks(nn.Module):
+    """The objectives' hook points (`objectives.hook_*`); no parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_rewards = HookPoint()
+        self.hook_transformed = HookPoint()
+
+
 class ArmoRMHead(RewardHead):
     """score = sum_k gate_k(prompt-end resid) * (regression(reward resid) @ T)_k, every step hooked.
 
@@ -147,6 +166,9 @@ class ArmoRMHead(RewardHead):
     """
 
     supports_weight_processing = False  # the gate reads ln_final's output too: folding it into W_R would change it
+    _ckpt: ArmoRMCheckpointModule  # set with object.__setattr__: the bridge's original_model owns it
+    gating: _GatingHooks
+    objectives: _ObjectiveHooks
 
     def __init__(
         self,
@@ -167,13 +189,8 @@ class ArmoRMHead(RewardHead):
         self.gating_offset = gating_offset
         self.on_missing = on_missing
         self._explicit_positions: Tensor | None = None
-        self.gating = nn.Module()
-        self.gating.hook_prompt_resid = HookPoint()
-        self.gating.hook_logits = HookPoint()
-        self.gating.hook_weights = HookPoint()
-        self.objectives = nn.Module()
-        self.objectives.hook_rewards = HookPoint()
-        self.objectives.hook_transformed = HookPoint()
+        self.gating = _GatingHooks()
+        self.objectives = _ObjectiveHooks()
         self.hook_score = HookPoint()
 
     # -------------------------------------------------------------- weights

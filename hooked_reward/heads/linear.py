@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -16,6 +18,8 @@ class LinearRewardHead(RewardHead):
     held without registering it a second time in the module tree.
     """
 
+    _score: nn.Module  # set with object.__setattr__: the bridge owns it (its `unembed`)
+
     def __init__(self, score: nn.Module, output_names: list[str] | None = None) -> None:
         super().__init__()
         object.__setattr__(self, "_score", score)
@@ -24,7 +28,7 @@ class LinearRewardHead(RewardHead):
 
     def _linear(self) -> nn.Linear:
         score = self._score
-        return getattr(score, "original_component", None) or score
+        return cast(nn.Linear, getattr(score, "original_component", None) or score)  # the HF `score` Linear
 
     def _weight(self) -> Tensor:
         return self._linear().weight

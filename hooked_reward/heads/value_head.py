@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,7 @@ class MLPValueHead(RewardHead):
     """
 
     supports_weight_processing = False  # no single Linear to fold ln_final into
+    _mlp: nn.Sequential  # set with object.__setattr__: the bridge's original_model owns it
 
     def __init__(self, mlp: nn.Sequential, activation: str, output_names: list[str] | None = None) -> None:
         super().__init__()
@@ -103,11 +104,11 @@ class MLPValueHead(RewardHead):
 
     @property
     def first(self) -> nn.Linear:
-        return self._mlp[0]
+        return cast(nn.Linear, self._mlp[0])  # checked where the Sequential is built (Linear, act, Linear)
 
     @property
     def second(self) -> nn.Linear:
-        return self._mlp[2]
+        return cast(nn.Linear, self._mlp[2])
 
     def forward(self, reward_resid: Float[Tensor, "batch d_model"], inputs: HeadInputs) -> Float[Tensor, " batch"]:  # noqa: ARG002 (the RewardHead interface's signature)
         x = self.hook_head_pre(reward_resid.to(self.first.weight.dtype))
@@ -303,7 +304,7 @@ def _loaded(
         return LoadedCheckpoint(causal_lm, causal_lm.config, arch, prefix, make_head, tokenizer, trl_position_rule)
 
     def make_mlp(_bridge: HookedRewardModel) -> RewardHead:
-        return MLPValueHead(head_module, activation or "relu", output_names)
+        return MLPValueHead(cast(nn.Sequential, head_module), activation or "relu", output_names)
 
     return LoadedCheckpoint(causal_lm, causal_lm.config, arch, None, make_mlp, tokenizer, trl_position_rule)
 
