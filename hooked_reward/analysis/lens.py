@@ -90,12 +90,23 @@ def iter_token_batches(
 
 
 def token_strings(model: HookedRewardModel, tokens: Int[Tensor, " pos"]) -> list[str]:
-    """The tokenizer's string for each id (ids as strings when the model has no tokenizer)."""
+    """Each token as text, for people to read (`[pos]` ids -> `pos` strings): the tokenizer's
+    `convert_tokens_to_string` of that one token, so byte-level BPE's markers become text ("Ġright" reads
+    " right", "Ċ" a newline) and SentencePiece's "▁" a space; a token that converts to nothing keeps its raw
+    form. Ids as strings when the model has no tokenizer."""
     tok = getattr(model, "tokenizer", None)
     ids = tokens.tolist()
     if tok is None:
         return [str(i) for i in ids]
-    return [str(t) for t in tok.convert_ids_to_tokens(ids)]
+    out = []
+    for raw in tok.convert_ids_to_tokens(ids):
+        raw = str(raw)
+        try:
+            text = tok.convert_tokens_to_string([raw])
+        except Exception:  # noqa: BLE001 — display only: the raw token is still right
+            text = raw
+        out.append(text if text else raw)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- lens points

@@ -37,6 +37,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooked_reward.analysis.lens import token_strings
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.names import block_components
@@ -535,13 +536,15 @@ def _result(
 
 
 def position_labels(model: HookedRewardModel, row: Tensor) -> list[str]:
-    """`"i:token"` for each position of a row (token strings when the model has a tokenizer)."""
-    tok = getattr(model, "tokenizer", None)
+    """`"i:token"` for each position of a row (the token as text, `lens.token_strings`, when the model has a
+    tokenizer)."""
+    if getattr(model, "tokenizer", None) is None:
+        return [str(i) for i in range(len(row))]
     try:
-        strs = tok.convert_ids_to_tokens(row.tolist()) if tok is not None else None
+        strs = token_strings(model, row)
     except Exception:  # noqa: BLE001 — labels are cosmetic
-        strs = None
-    return [f"{i}:{strs[i]}" if strs else str(i) for i in range(len(row))]
+        return [str(i) for i in range(len(row))]
+    return [f"{i}:{s}" for i, s in enumerate(strs)]
 
 
 # ---------------------------------------------------------------------------------------------------- sweeps
