@@ -70,3 +70,19 @@ def test_labelled_pairs_are_probe_factors(organism) -> None:
         assert result.deltas[label] == pytest.approx(by_hand, abs=1e-5)
     with pytest.raises(InputError, match="no label"):
         pairs_by_label([PreferencePair("", "a b", "a c")])
+
+
+def test_out_of_domain_verdicts_are_marked_in_the_report(organism, tmp_path) -> None:
+    from hooked_reward.analysis.probes.domain import mark_out_of_domain
+    from hooked_reward.report.probes import write_probe_report
+
+    model, bundled = organism
+    factors = ["flattery", "formatting"]
+    result = run_probe_suite(model, factors=factors, n_pairs=6, localise=False, n_boot=199, progress=False)
+    texts = [model.render_chat(p.prompt, p.biased) for ps in result.pairs.values() for p in ps]
+    check = domain_check(model, texts)
+    assert check.out_of_domain
+    mark_out_of_domain(result, check, factors)
+    assert all(s.verdict.endswith("(out of domain)") for s in result.stats)
+    html = write_probe_report(result, tmp_path / "rep").read_text()
+    assert "Out of the model" in html and "unknown to the tokenizer" in html and "(out of domain)" in html

@@ -47,6 +47,9 @@ def write_probe_report(
         "the biased side adding the factor. A factor the model rewards is a candidate reward hack."
     )
     with Report(out_dir, title, command="probe", provenance=provenance, intro=intro) as report:
+        domain = result.meta.get("domain") or {}
+        if domain.get("caveat"):
+            report.add_text("Out of the model's domain", domain["caveat"])
         rows = []
         for s in result.stats:
             d = s.as_dict()

@@ -33,9 +33,13 @@ from hooked_reward.errors import InputError
 from hooked_reward.pairs import PreferencePair
 
 if TYPE_CHECKING:
+    from hooked_reward.analysis.probes.suite import ProbeSuiteResult
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["DomainCheck", "domain_check", "pairs_by_label", "MAX_UNKNOWN", "MAX_Z"]
+__all__ = ["DomainCheck", "domain_check", "mark_out_of_domain", "pairs_by_label", "MAX_UNKNOWN", "MAX_Z"]
+
+#: What an out-of-domain factor's verdict gets appended.
+OUT_OF_DOMAIN = " (out of domain)"
 
 #: Above this share of unknown tokens the probe texts are out of the tokenizer's domain.
 MAX_UNKNOWN = 0.05
@@ -134,6 +138,19 @@ def domain_check(
                 )
     check.out_of_domain = bool(check.reasons)
     return check
+
+
+def mark_out_of_domain(result: ProbeSuiteResult, check: DomainCheck, factors: Sequence[str]) -> ProbeSuiteResult:
+    """Record `check` on `result` (`result.meta["domain"]`) and, when the probes are out of domain, mark the verdict
+    of each of `factors` (the built-in ones the check was run on) "(out of domain)" and add the caveat to the
+    notes. Returns `result`, changed in place."""
+    result.meta["domain"] = {**check.as_dict(), "factors": list(factors), "caveat": check.caveat()}
+    if check.out_of_domain:
+        for s in result.stats:
+            if s.factor in factors and not s.verdict.endswith(OUT_OF_DOMAIN):
+                s.verdict += OUT_OF_DOMAIN
+        result.notes.insert(0, check.caveat())
+    return result
 
 
 def pairs_by_label(
