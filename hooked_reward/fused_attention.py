@@ -47,6 +47,8 @@ from transformer_lens.utilities.hf_utils import get_rotary_pct_from_config
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from hooked_reward.unhooked import global_module_hooks, has_hooks
+
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -66,27 +68,6 @@ _CONFIG_FLAGS = (
 _HF_ATTRIBUTES = ("key_multiplier", "sinks", "attn_logit_softcapping")
 
 
-def _has_hooks(module: torch.nn.Module) -> bool:
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
-    )
-
-
-def _global_module_hooks() -> bool:
-    """True when a process-wide `nn.Module` hook is registered: it would fire at the pattern's hook points too."""
-    from torch.nn.modules import module as torch_module
-
-    return any(
-        getattr(torch_module, table, None)
-        for table in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-    )
-
-
 def fused_attention_blocker(attn: FusedAttentionMixin, kwargs: dict[str, Any]) -> str | None:
     """Why this call of `attn` must take the explicit path, or None when it can run fused.
 
@@ -94,9 +75,9 @@ def fused_attention_blocker(attn: FusedAttentionMixin, kwargs: dict[str, Any]) -
     if not attn._fused_attention_enabled:
         return "fused attention is turned off (model.set_fused_attention(False))"
     for name in PATTERN_HOOKS:
-        if _has_hooks(getattr(attn, name)):
+        if has_hooks(getattr(attn, name)):
             return f"{name} has a hook"
-    if _global_module_hooks():
+    if global_module_hooks():
         return "a global nn.Module hook is registered"
     if attn.compatibility_mode:
         return "TransformerLens compatibility mode (-inf masks, NaN scrubbing) is on"

@@ -57,6 +57,7 @@ from hooked_reward.tl_compat import (
     no_vocabulary_error,
     vocabulary_caller,
 )
+from hooked_reward.unhooked import install_unhooked_shortcuts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -229,6 +230,7 @@ class HookedRewardModel(TransformerBridge):
         bridge.__dict__["_position_rule"] = None if loaded.position_rule is None else loaded.position_rule(bridge)
         bridge._attach_reward_head(loaded.make_head(bridge))
         install_fused_attention(bridge)
+        install_unhooked_shortcuts(bridge)
         return bridge
 
     def set_fused_attention(self, enabled: bool = True) -> None:
