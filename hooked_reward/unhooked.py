@@ -65,7 +65,7 @@ class DirectCall:
         original = self._modules.get("_original_component")  # type: ignore[attr-defined]
         if original is not None and "_hf_hook" in original.__dict__:
             return super().__call__(*args, **kwargs)  # type: ignore[misc]
-        return nn.Module.__call__(self, *args, **kwargs)  # type: ignore[arg-type]
+        return nn.Module.__call__(self, *args, **kwargs)
 
 
 class UnhookedNorm:
@@ -125,15 +125,20 @@ class CachedSignatureBlock:
         return {k: v for k, v in kwargs.items() if k in names and k not in positional}
 
 
-@functools.cache
-def unhooked_class(cls: type[GeneralizedComponent]) -> type[GeneralizedComponent]:
-    """`cls` with the shortcuts that apply to it (same name, for reprs and messages)."""
-    bases: list[type] = [DirectCall]
-    if issubclass(cls, NormalizationBridge):
-        bases.append(UnhookedNorm)
-    if issubclass(cls, BlockBridge):
-        bases.append(CachedSignatureBlock)
-    return type(cls.__name__, (*bases, cls), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+_UNHOOKED_CLASSES: dict[type, type] = {}
+
+
+def unhooked_class(cls: type[GeneralizedComponent]) -> type:
+    """`cls` with the shortcuts that apply to it (same name, for reprs and messages), made once per class."""
+    if cls not in _UNHOOKED_CLASSES:
+        bases: list[type] = [DirectCall]
+        if issubclass(cls, NormalizationBridge):
+            bases.append(UnhookedNorm)
+        if issubclass(cls, BlockBridge):
+            bases.append(CachedSignatureBlock)
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        _UNHOOKED_CLASSES[cls] = type(cls.__name__, (*bases, cls), namespace)
+    return _UNHOOKED_CLASSES[cls]
 
 
 def install_unhooked_shortcuts(model: nn.Module) -> int:
@@ -141,8 +146,7 @@ def install_unhooked_shortcuts(model: nn.Module) -> int:
     registry untouched). Returns how many components were changed."""
     count = 0
     for module in model.modules():
-        cls = type(module)
-        if isinstance(module, GeneralizedComponent) and not issubclass(cls, DirectCall):
-            module.__class__ = unhooked_class(cls)
+        if isinstance(module, GeneralizedComponent) and not isinstance(module, DirectCall):
+            module.__class__ = unhooked_class(type(module))
             count += 1
     return count

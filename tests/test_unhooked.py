@@ -34,7 +34,7 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.counts: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.counts[func.overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
 
@@ -63,7 +63,7 @@ def test_norm_hook_edit_takes_transformer_lens_path(make_checkpoint, monkeypatch
     fast, plain = HookedRewardModel.from_pretrained(path), plain_model(path, monkeypatch)
     tokens, mask = padded_tokens((7, 5), seed=4)
 
-    def double(value: torch.Tensor, hook) -> torch.Tensor:  # noqa: ANN001
+    def double(value: torch.Tensor, hook) -> torch.Tensor:
         return value * 2.0
 
     with torch.no_grad(), pytest.warns(UserWarning):
@@ -112,7 +112,7 @@ def test_offloaded_module_goes_through_accelerate_alignment(make_checkpoint, mon
     aligned: list[object] = []
     real = tl_base.align_module_device
 
-    def counting(module):  # noqa: ANN001, ANN202
+    def counting(module):
         aligned.append(module)
         return real(module)
 
@@ -129,12 +129,12 @@ def test_offloaded_module_goes_through_accelerate_alignment(make_checkpoint, mon
 
 
 class Layer(torch.nn.Module):
-    def forward(self, hidden_states, attention_mask=None, position_ids=None):  # noqa: ANN001, ANN201
+    def forward(self, hidden_states, attention_mask=None, position_ids=None):
         return hidden_states
 
 
 class VariadicLayer(torch.nn.Module):
-    def forward(self, hidden_states, /, mask=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def forward(self, hidden_states, /, mask=None, **kwargs):
         return hidden_states
 
 
