@@ -139,3 +139,31 @@ def test_value_head_rule_is_trls_get_reward() -> None:
     theirs = trl_utils.first_true_indices(ids == 3) - 1
     theirs = theirs % ids.shape[-1]  # no pad in the row: TRL's -1 is the last token
     torch.testing.assert_close(reward_positions(mask, ids, BeforeFirstPadRule(3)), theirs)
+
+
+def test_analyses_read_where_hf_reads_on_pad_eos(tmp_path) -> None:
+    """pad = eos with eos appended: the lens's final point and the exact decomposition give HF's reward, and
+    patching the last block's output residual at HF's reward position restores the whole gap, at the trailing eos
+    nothing (causal: it comes after), in the fast sweep and the plain one alike."""
+    from hooked_reward.analysis.lens import reward_lens
+    from hooked_reward.analysis.patching import patch_resid
+
+    model, hf, tok = tiny_checkpoint(tmp_path, "llama", "eos")
+    clean, corrupt = "the cat is very good </s>", "the dog is very bad </s>"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RewardPositionWarning)
+        reference = hf_rows_alone(hf, tok([clean, corrupt], return_tensors="pt", padding=True))
+        lens = reward_lens(model, [clean, corrupt], progress=False)
+        final = lens.values[lens.labels["variant"].index("frozen"), :, -1]
+        torch.testing.assert_close(final.float(), reference, atol=1e-4, rtol=0)
+        with torch.no_grad():
+            _, cache = model.run_with_cache([clean, corrupt])
+        parts, _ = cache.decompose_reward()
+        torch.testing.assert_close(parts.sum(0).float(), reference, atol=1e-4, rtol=0)
+        last = model.cfg.n_layers - 1
+        for fast in (True, False):
+            res = patch_resid(model, clean, corrupt, hook="resid_post", layers=[last], fast=fast, progress=False)
+            frac = res.fraction[0]
+            n = frac.shape[-1]
+            assert frac[n - 2].item() == pytest.approx(1.0, abs=1e-4)  # the word before </s>: HF's position
+            assert frac[n - 1].item() == pytest.approx(0.0, abs=1e-4)  # the trailing </s>
