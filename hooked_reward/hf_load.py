@@ -4,7 +4,9 @@ Core, below `heads` and `loading` (both read checkpoints through it): config.jso
 `read_config`: invalid JSON, an unknown `model_type`), safetensors headers (`check_weight_files`: zero-byte,
 truncated, corrupt, missing shards), HF's `from_pretrained` with its loading info read (`load_hf_model`: missing
 weights and wrong shapes are errors, unused weights a warning), finite weights (`check_finite_weights`), the
-tokenizer (`load_tokenizer`) and `dtype="auto"` (`resolve_dtype`). Every message names the file or tensor and the fix.
+tokenizer (`load_tokenizer`), `dtype="auto"` (`resolve_dtype`), the tensors a checkpoint holds (`tensor_files`,
+`read_tensors`: what layout recognisers and head loaders read without building the model) and in-memory PEFT models
+(`check_not_peft`). Every message names the file or tensor and the fix.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hooked_reward.errors import CheckpointError
+from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -111,6 +113,71 @@ def check_weight_files(path: Path) -> None:
                 pass
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{file} is not a readable safetensors file ({err}): {_REFETCH}") from err
+
+
+def tensor_files(path: Path) -> dict[str, Path]:
+    """Every tensor name of the checkpoint in `path` and the file holding it: single or sharded safetensors (read
+    from the headers and the index: milliseconds), else single or sharded PyTorch `.bin` (the index, or the file
+    memory-mapped). Empty when the directory holds no model weights."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.exists():
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{index} has no 'weight_map' object: {_REFETCH}")
+            return {name: path / file for name, file in weight_map.items()}
+    single = path / "model.safetensors"
+    if single.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(single), framework="pt") as f:
+            return dict.fromkeys(f.keys(), single)  # noqa: SIM118 (safetensors handle: keys() is its API)
+    binary = path / "pytorch_model.bin"
+    if binary.exists():
+        return dict.fromkeys(_load_bin(binary), binary)
+    return {}
+
+
+def read_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors `names` of the checkpoint in `path` (each read alone from its file; missing names are left out)."""
+    from safetensors import safe_open
+
+    where = tensor_files(path)
+    out: dict[str, torch.Tensor] = {}
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        if name in where:
+            by_file.setdefault(where[name], []).append(name)
+    for file, wanted in by_file.items():
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as f:
+                out.update({name: f.get_tensor(name) for name in wanted})
+        else:
+            state = _load_bin(file)
+            out.update({name: state[name].clone() for name in wanted})
+    return out
+
+
+def _load_bin(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:  # pickle errors, a truncated zip, tensors weights_only refuses
+        raise CheckpointError(f"{file} is not a readable PyTorch weight file ({err}): {_REFETCH}") from err
+
+
+def check_not_peft(module: nn.Module, constructor: str) -> None:
+    """Refuse an in-memory `peft.PeftModel` (a LoRA or other adapter wrapping a model): its module tree is PEFT's,
+    not the model's, and its reward is the merged model's. The message gives the one-line fix, `merge_and_unload()`
+    (which folds the adapter into the base weights, in place)."""
+    if not type(module).__module__.startswith("peft."):
+        return
+    base = getattr(getattr(module, "base_model", None), "model", None)
+    raise UnsupportedArchitectureError(
+        f"{constructor} got a PEFT {type(module).__name__} (an adapter over a {type(base).__name__}). Merge the "
+        f"adapter into the model first: `{constructor}(model.merge_and_unload(), ...)` (folds the adapter weights into "
+        "the base model in place; PEFT's forward and the merged model's agree). A saved adapter directory "
+        "(adapter_config.json) loads directly with `HookedRewardModel.from_pretrained(adapter_dir)`."
+    )
 
 
 def load_tokenizer(path: Path) -> Any:

@@ -1,22 +1,21 @@
 """From a checkpoint directory (or a loaded HF model) to the pieces a `HookedRewardModel` is built from.
 
-A reward checkpoint is an HF `*ForSequenceClassification` model: a decoder backbone plus a `score` Linear.
-TransformerLens 4 has an architecture adapter for the backbone's `*ForCausalLM` form; we reuse it and point its
-unembedding at `score`, so the bridge wraps the checkpoint's own modules (no second copy of the weights).
-Checkpoints whose head is not a `score` Linear (ArmoRM, TRL value heads) register a custom loader here.
+A checkpoint is read in one of the registered layouts (`registry.CheckpointLayout`: HF `*ForSequenceClassification`,
+ArmoRM, TRL value heads, OpenRLHF reward models, PEFT adapters; docs/architectures.md lists them with how each is
+recognised). `load_checkpoint` resolves hub ids, reads and checks the directory once, and hands it to the layout
+that recognises it; the layouts live in their own modules (`heads/`, `peft_adapter`), registered on import.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import nn
 
-from hooked_reward.errors import UnsupportedArchitectureError
-from hooked_reward.heads.base import RewardHead
-from hooked_reward.heads.linear import LinearRewardHead
+import hooked_reward.heads  # noqa: F401  (importing the heads registers their layouts)
+import hooked_reward.peft_adapter  # noqa: F401  (registers the PEFT adapter layout)
+from hooked_reward.heads.sequence_classification import from_sequence_classifier  # noqa: F401  (public here before)
 from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer: public here before)
     WEIGHT_FILES,
     check_weight_files,
@@ -27,19 +26,19 @@ from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer:
 )
 from hooked_reward.positions import PositionRule, SequenceClassifierRule
 from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.register_loader is public)
-    CONTENT_LOADERS,
-    CUSTOM_LOADERS,
+    LAYOUTS,
+    CheckpointContents,
+    CheckpointLayout,
     LoadedCheckpoint,
     causal_lm_architecture,
+    layouts,
+    load_layout,
+    read_contents,
     register_content_loader,
+    register_layout,
     register_loader,
     supported_causal_architectures,
 )
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from hooked_reward.model import HookedRewardModel
 
 
 def load_checkpoint(
@@ -53,18 +52,24 @@ def load_checkpoint(
     cache_dir: str | Path | None = None,
     local_files_only: bool = False,
     token: str | bool | None = None,
+    normalize_reward: bool | None = None,
+    base_model: str | Path | None = None,
 ) -> LoadedCheckpoint:
     """Load a reward checkpoint — a local directory or a hub id (`hub.resolve_checkpoint`) — without running any
-    code from it (`trust_remote_code=False`). The files are checked first (`read_config`, `check_weight_files`),
-    and nothing is filled at random (`load_hf_model`)."""
+    code from it (`trust_remote_code=False`). The files are checked first (`read_contents`), the layout that
+    recognises the directory loads it (`registry.load_layout`), and nothing is filled at random (`load_hf_model`).
+
+    `normalize_reward` (OpenRLHF checkpoints, or a PEFT adapter over one) overrides config.json's: True applies
+    `(r - mean) / std` with the config's statistics, False gives the raw score. `base_model` (PEFT adapters) is the
+    directory or hub id of the model the adapter was trained on, when `adapter_config.json`'s
+    `base_model_name_or_path` does not point at it here. Either raises `InputError` for a layout it does not apply to.
+    """
     from hooked_reward.hub import resolve_checkpoint
 
-    path = resolve_checkpoint(
-        path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
-    )
-    config = read_config(path)
-    check_weight_files(path)
-    dtype = resolve_dtype(dtype, config)
+    hub_kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+    path = resolve_checkpoint(path, revision=revision, **hub_kwargs)
+    contents = read_contents(path)
+    dtype = resolve_dtype(dtype, contents.config or {})
     hf_kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:
         hf_kwargs["device_map"] = device_map
@@ -72,49 +77,8 @@ def load_checkpoint(
         hf_kwargs["max_memory"] = max_memory
     if offload_folder is not None:
         hf_kwargs["offload_folder"] = str(offload_folder)
-    architectures = config.get("architectures") or []
-    loaders = [CUSTOM_LOADERS[a] for a in architectures if a in CUSTOM_LOADERS]
-    loaders += [loader for detect, loader in CONTENT_LOADERS if detect(path, config)]
-    if loaders:
-        loaded = loaders[0](path, **hf_kwargs)
-        if loaded.tokenizer is None:
-            loaded.tokenizer = load_tokenizer(path)
-        return loaded
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise UnsupportedArchitectureError(
-            f"{str(path)!r} holds a {architectures} checkpoint, not a reward model: expected a "
-            "`*ForSequenceClassification` (score head) or a registered reward head "
-            f"({', '.join(CUSTOM_LOADERS) or 'none registered'})."
-        )
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
-    arch = causal_lm_architecture(hf_config)
-    hf_model = load_hf_model(AutoModelForSequenceClassification, path, **hf_kwargs)
-    return from_sequence_classifier(hf_model, load_tokenizer(path), arch)
-
-
-def from_sequence_classifier(
-    hf_model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, arch: str | None = None
-) -> LoadedCheckpoint:
-    """Describe a loaded `*ForSequenceClassification` model (its `score` Linear is the head)."""
-    hf_config = hf_model.config
-    arch = arch or causal_lm_architecture(hf_config)
-    score = getattr(hf_model, "score", None)
-    if not isinstance(score, nn.Linear):
-        raise UnsupportedArchitectureError(
-            f"{type(hf_model).__name__} has no `score` Linear head; hooked_reward reads reward models "
-            "shaped like HF's *ForSequenceClassification (or ArmoRM / value heads via their loaders)."
-        )
-    id2label = getattr(hf_config, "id2label", None) or {}
-    names = None
-    if score.out_features > 1 and id2label and not all(str(v).startswith("LABEL_") for v in id2label.values()):
-        names = [str(id2label[i]) for i in range(score.out_features)]
-
-    def make_head(bridge: HookedRewardModel) -> RewardHead:
-        return LinearRewardHead(bridge.unembed, names)
-
-    def position_rule(_bridge: HookedRewardModel) -> PositionRule:
-        return SequenceClassifierRule(hf_model, "score")
-
-    return LoadedCheckpoint(hf_model, hf_config, arch, "score", make_head, tokenizer, position_rule)
+    options = {"normalize_reward": normalize_reward, "base_model": base_model, "hub_kwargs": hub_kwargs}
+    loaded = load_layout(contents, options, **hf_kwargs)
+    if loaded.tokenizer is None:
+        loaded.tokenizer = load_tokenizer(path)
+    return loaded

@@ -110,9 +110,16 @@ class HookedRewardModel(TransformerBridge):
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        normalize_reward: bool | None = None,
+        base_model: str | Path | None = None,
     ) -> HookedRewardModel:
         """Load a reward checkpoint — a local directory (config.json + safetensors) or a Hugging Face Hub id
         (`"org/name"`) — never running code from it.
+
+        Every layout of docs/architectures.md loads (HF `*ForSequenceClassification`, ArmoRM, TRL value heads,
+        OpenRLHF reward models, PEFT adapters merged into their base). `normalize_reward` overrides an OpenRLHF
+        config's (True: rewards `(r - mean) / std`; False: the raw score `r`); `base_model` is a PEFT adapter's base
+        (directory or hub id) when `adapter_config.json`'s does not exist here.
 
         Hub ids are resolved as `transformers` does (`revision`, `cache_dir`, `local_files_only`, `token`; the
         `HF_HOME` / `HF_HUB_OFFLINE` / `HF_TOKEN` environment), see `hooked_reward.hub`. `dtype` is a torch dtype,
@@ -135,6 +142,8 @@ class HookedRewardModel(TransformerBridge):
             cache_dir=cache_dir,
             local_files_only=local_files_only,
             token=token,
+            normalize_reward=normalize_reward,
+            base_model=base_model,
         )
         if tokenizer is not None:
             loaded.tokenizer = tokenizer
@@ -318,6 +327,22 @@ class HookedRewardModel(TransformerBridge):
         docs/migration.md).
         """
         return self._squeeze_outputs(self._head_linear_map()[0])
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model n_outputs"]:
+        """TransformerLens's unembedding, `[d_model, n_outputs]`: `W_U[:, k]` is `W_R` (row k). For a head that
+        normalises its output (OpenRLHF's `normalize_reward`) that is the normalised map, `W / std`, not the raw
+        Linear's weight, so TransformerLens's analyses reading `W_U` / `b_U` give the model's reward."""
+        if getattr(getattr(self, "head", None), "normalization", None) is None:
+            return super().W_U
+        return self._head_linear_map()[0].T
+
+    @property
+    def b_U(self) -> Float[Tensor, "n_outputs"]:
+        """TransformerLens's unembedding bias, `[n_outputs]`: `b_R` (for a normalising head, `(b - mean) / std`)."""
+        if getattr(getattr(self, "head", None), "normalization", None) is None:
+            return super().b_U
+        return self._head_linear_map()[1]
 
     @property
     def b_R(self) -> Float[Tensor, "..."]:

@@ -86,7 +86,16 @@ UNSUPPORTED_BOOT_ARGS = (
     "n_devices",
 )
 #: boot_transformers arguments passed on to `from_pretrained` as they are.
-PASSED_BOOT_ARGS = ("revision", "max_memory", "offload_folder", "cache_dir", "local_files_only", "token")
+PASSED_BOOT_ARGS = (
+    "revision",
+    "max_memory",
+    "offload_folder",
+    "cache_dir",
+    "local_files_only",
+    "token",
+    "normalize_reward",
+    "base_model",
+)
 
 
 def check_boot_args(trust_remote_code: bool, load_weights: bool, extra: Mapping[str, Any]) -> None:

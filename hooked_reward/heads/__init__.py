@@ -4,7 +4,12 @@ Each head is an `nn.Module` whose `HookPoint`s join the model's hook graph. `Lin
 HF `score` Linears (with or without bias, any `num_labels`); other heads live beside it, one per module.
 """
 
-from hooked_reward.heads import armorm, value_head  # noqa: F401  (importing them registers their loaders)
+from hooked_reward.heads import (  # noqa: F401  (importing them registers their checkpoint layouts)
+    armorm,
+    openrlhf,
+    sequence_classification,
+    value_head,
+)
 from hooked_reward.heads.base import RewardHead
 from hooked_reward.heads.linear import LinearRewardHead
 

@@ -49,7 +49,7 @@ from hooked_reward.errors import CheckpointError, InputError
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
 from hooked_reward.positions import BeforeFirstPadRule, PositionRule
-from hooked_reward.registry import LoadedCheckpoint, register_loader
+from hooked_reward.registry import CheckpointContents, LoadedCheckpoint, register_layout
 
 if TYPE_CHECKING:
     from hooked_reward.cache import RewardActivationCache
@@ -489,7 +489,13 @@ def _objective_names(config: dict, k: int) -> list[str] | None:
     return None
 
 
-@register_loader(ARCHITECTURE)
+def _is_armorm(contents: CheckpointContents) -> bool:
+    return ARCHITECTURE in contents.architectures
+
+
+@register_layout(
+    "armorm", f"config.json architectures lists {ARCHITECTURE} (ArmoRM's gated head)", _is_armorm, priority=20
+)
 def load_armorm(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any) -> LoadedCheckpoint:
     """Load an ArmoRM (`LlamaForRewardModelWithGating`) directory without running its code.
 

@@ -37,9 +37,16 @@ from transformer_lens.hook_points import HookPoint
 from hooked_reward.errors import CheckpointError, InputError
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
 from hooked_reward.heads.linear import LinearRewardHead
-from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
+from hooked_reward.hf_load import (
+    check_finite_weights,
+    check_not_peft,
+    execution_device,
+    load_hf_model,
+    read_tensors,
+    tensor_files,
+)
 from hooked_reward.positions import BeforeFirstPadRule, PositionRule
-from hooked_reward.registry import LoadedCheckpoint, causal_lm_architecture, register_content_loader
+from hooked_reward.registry import CheckpointContents, LoadedCheckpoint, causal_lm_architecture, register_layout
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -168,32 +175,6 @@ class MLPValueHead(RewardHead):
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def _tensor_names(path: Path) -> set[str]:
-    from safetensors import safe_open
-
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        return set(json.loads(index.read_text())["weight_map"])
-    single = path / "model.safetensors"
-    if not single.exists():
-        return set()
-    with safe_open(str(single), framework="pt") as f:
-        return set(f.keys())
-
-
-def _read_tensors(path: Path, names: list[str]) -> dict[str, Tensor]:
-    from safetensors import safe_open
-
-    index = path / "model.safetensors.index.json"
-    where = json.loads(index.read_text())["weight_map"] if index.exists() else {}
-    out = {}
-    for name in names:
-        file = path / where.get(name, "model.safetensors")
-        with safe_open(str(file), framework="pt") as f:
-            out[name] = f.get_tensor(name)
-    return out
-
-
 def _head_spec(path: Path, config: dict) -> dict | None:
     """The head declared in config.json's `reward_head`, or TRL's `v_head.summary` found in the tensors."""
     spec = config.get("reward_head")
@@ -204,7 +185,7 @@ def _head_spec(path: Path, config: dict) -> dict | None:
                 f"got {spec!r}."
             )
         return spec
-    names = _tensor_names(path)
+    names = set(tensor_files(path))
     if f"{TRL_PREFIX}.weight" in names:
         return {"type": "linear", "prefix": TRL_PREFIX}
     if "v_head.0.weight" in names and "v_head.2.weight" in names:
@@ -216,11 +197,13 @@ def _head_spec(path: Path, config: dict) -> dict | None:
     return None
 
 
-def _is_value_head_checkpoint(path: Path, config: dict) -> bool:
-    architectures = config.get("architectures") or []
-    if any(a.endswith("ForSequenceClassification") for a in architectures) and "reward_head" not in config:
+def _is_value_head_checkpoint(contents: CheckpointContents) -> bool:
+    config = contents.config
+    if config is None:
         return False
-    return _head_spec(path, config) is not None
+    if any(a.endswith("ForSequenceClassification") for a in contents.architectures) and "reward_head" not in config:
+        return False
+    return _head_spec(contents.path, config) is not None
 
 
 def _linear_from(tensors: dict[str, Tensor], prefix: str, path: Path) -> nn.Linear:
@@ -246,7 +229,12 @@ def _attach(module: nn.Module, dotted: str, child: nn.Module) -> None:
     parent.add_module(last, child)
 
 
-@register_content_loader(_is_value_head_checkpoint)
+@register_layout(
+    "trl_value_head",
+    "tensors v_head.summary.* (TRL AutoModelForCausalLMWithValueHead), or config.json reward_head declares the head",
+    _is_value_head_checkpoint,
+    priority=40,
+)
 def load_value_head_checkpoint(path: Path, dtype: torch.dtype = torch.float32, **hf_kwargs: Any) -> LoadedCheckpoint:
     """A CausalLM backbone with a TRL / declared linear or MLP value head (see the module docstring)."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -255,11 +243,11 @@ def load_value_head_checkpoint(path: Path, dtype: torch.dtype = torch.float32, *
     spec = _head_spec(path, config)
     assert spec is not None
     prefix = spec.get("prefix", TRL_PREFIX if spec["type"] == "linear" else "v_head")
-    names = _tensor_names(path)
+    names = set(tensor_files(path))
     wanted = [n for n in names if n.startswith(prefix + ".")]
     if not wanted:
         raise CheckpointError(f"{str(path)!r}: no tensors under {prefix!r} for the declared value head.")
-    tensors = _read_tensors(path, wanted)
+    tensors = read_tensors(path, wanted)
     hf_config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     arch = causal_lm_architecture(hf_config)
     # The reward never reads the LM head, so a checkpoint saved without it is complete.
@@ -330,8 +318,10 @@ def value_head_checkpoint(
     in place, not copied).
 
     `head` is an `nn.Linear` (TRL's `v_head.summary`) or an `nn.Sequential(Linear, act, Linear)`; for the MLP,
-    `activation` names its nonlinearity (relu, gelu, gelu_tanh, tanh, silu).
+    `activation` names its nonlinearity (relu, gelu, gelu_tanh, tanh, silu). An in-memory `peft.PeftModel` is
+    refused with the `merge_and_unload()` fix.
     """
+    check_not_peft(causal_lm, "HookedRewardModel.from_value_head")
     if isinstance(head, nn.Sequential):
         if activation is None:
             raise InputError("Pass activation= (relu, gelu, gelu_tanh, tanh, silu) for an MLP value head.")
