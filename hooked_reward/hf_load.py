@@ -131,7 +131,7 @@ def tensor_files(path: Path) -> dict[str, Path]:
         from safetensors import safe_open
 
         with safe_open(str(single), framework="pt") as f:
-            return dict.fromkeys(f.keys(), single)  # noqa: SIM118 (safetensors handle: keys() is its API)
+            return dict.fromkeys(f.keys(), single)
     binary = path / "pytorch_model.bin"
     if binary.exists():
         return dict.fromkeys(_load_bin(binary), binary)

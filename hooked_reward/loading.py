@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-import hooked_reward.heads  # noqa: F401  (importing the heads registers their layouts)
+import hooked_reward.heads
 import hooked_reward.peft_adapter  # noqa: F401  (registers the PEFT adapter layout)
 from hooked_reward.heads.sequence_classification import from_sequence_classifier  # noqa: F401  (public here before)
 from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer: public here before)
@@ -24,7 +24,6 @@ from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer:
     read_config,
     resolve_dtype,
 )
-from hooked_reward.positions import PositionRule, SequenceClassifierRule
 from hooked_reward.registry import (  # noqa: F401  (re-exported: loading.register_loader is public)
     LAYOUTS,
     CheckpointContents,

@@ -352,3 +352,15 @@ def test_unrecognised_directory_lists_what_it_found(tmp_path):
     message = str(err.value)
     for expected in ("LlamaForCausalLM", "reward_proj.weight", "lm_head.weight", "openrlhf", "peft_adapter", "armorm"):
         assert expected in message, expected
+
+
+def test_normalised_head_with_weight_processing(tmp_path):
+    """TransformerLens's weight processing folds ln_final into the raw Linear; the normalisation stays on top."""
+    model = openrlhf_model("llama", "value_head", True)
+    path = save_openrlhf(model, tmp_path / "rm", "value_head")
+    tokens, mask = padded_tokens(left=True)
+    ref = openrlhf_rewards(model, tokens, mask, True, MEAN, STD)
+    folded = HookedRewardModel.from_pretrained(path, fold_ln=True, center_writing_weights=True)
+    torch.testing.assert_close(folded(tokens, attention_mask=mask), ref, atol=1e-4, rtol=1e-4)
+    gain = model.model.norm.weight.detach()
+    torch.testing.assert_close(folded.W_R, gain * model.value_head.weight.detach()[0] / STD, atol=1e-5, rtol=1e-5)

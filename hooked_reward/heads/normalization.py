@@ -39,12 +39,12 @@ class RewardNormalization(nn.Module):
         self.source = source
         self.hook_reward_raw = HookPoint()
 
-    def forward(self, raw: Float[Tensor, "batch *n_outputs"]) -> Float[Tensor, "batch *n_outputs"]:
+    def forward(self, raw: Float[Tensor, " batch *n_outputs"]) -> Float[Tensor, " batch *n_outputs"]:
         return (self.hook_reward_raw(raw) - self.mean) / self.std
 
     def affine(
-        self, weight: Float[Tensor, "n_outputs d_model"], bias: Float[Tensor, "n_outputs"]
-    ) -> tuple[Float[Tensor, "n_outputs d_model"], Float[Tensor, "n_outputs"]]:
+        self, weight: Float[Tensor, "n_outputs d_model"], bias: Float[Tensor, " n_outputs"]
+    ) -> tuple[Float[Tensor, "n_outputs d_model"], Float[Tensor, " n_outputs"]]:
         """The normalised head's affine map from the raw one: `(W / std, (b - mean) / std)`."""
         return weight / self.std, (bias - self.mean) / self.std
 

@@ -93,4 +93,5 @@ def from_sequence_classifier(
     def position_rule(_bridge: HookedRewardModel) -> PositionRule:
         return SequenceClassifierRule(hf_model, prefix)
 
-    return LoadedCheckpoint(hf_model, hf_config, arch, prefix, make_head, tokenizer, None if openrlhf else position_rule)
+    rule = None if openrlhf else position_rule
+    return LoadedCheckpoint(hf_model, hf_config, arch, prefix, make_head, tokenizer, rule)
