@@ -65,7 +65,7 @@ def load_checkpoint(
     """
     from hooked_reward.hub import resolve_checkpoint
 
-    hub_kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+    hub_kwargs: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     path = resolve_checkpoint(path, revision=revision, **hub_kwargs)
     contents = read_contents(path)
     dtype = resolve_dtype(dtype, contents.config or {})
