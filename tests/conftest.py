@@ -1,171 +1,90 @@
-"""Tiny reward checkpoints built from configs, saved with `save_pretrained`, loaded from disk (no downloads)."""
+"""Fixtures over the tiny reward checkpoints of `tests/helpers/models.py` (built from configs, saved with
+`save_pretrained`, loaded from disk; no downloads), and the suite's one-thread rule."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import os
 
-import pytest
-import torch
-import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+# One thread for torch in this process and in every subprocess a test starts (CLI runs, torchrun, notebooks): on
+# a shared 2-core machine two threads per process stall at OpenMP barriers (tiny models gain nothing from them).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-# Tiny models: one thread is far faster than two contending ones on a 2-core machine.
-torch.set_num_threads(1)
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
-WORDS = "the a good bad great awful cat dog is was very not answer question yes no please thanks".split()
-SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
-VOCAB = 96
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from helpers.models import (  # noqa: E402, F401  (re-exported: tests import them from conftest)
+    ARCH_CONFIGS,
+    ARCHS,
+    CHAT_TEMPLATE,
+    SPECIALS,
+    VOCAB,
+    WORDS,
+    build_hf_model,
+    chat_tokenizer,
+    hf_reference_rewards,
+    load_tiny,
+    padded_tokens,
+    save_checkpoint,
+    word_tokenizer,
+)
 
-ARCH_CONFIGS: dict[str, tuple[str, str, dict]] = {
-    "llama": (
-        "LlamaConfig",
-        "LlamaForSequenceClassification",
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rope_scaling={
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 16,
-            },
-            max_position_embeddings=64,
-        ),
-    ),
-    "mistral": (
-        "MistralConfig",
-        "MistralForSequenceClassification",
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            sliding_window=4,
-            max_position_embeddings=64,
-        ),
-    ),
-    "gemma2": (
-        "Gemma2Config",
-        "Gemma2ForSequenceClassification",
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            sliding_window=4,
-            attn_logit_softcapping=5.0,
-            final_logit_softcapping=3.0,
-            query_pre_attn_scalar=8,
-            max_position_embeddings=64,
-        ),
-    ),
-    "qwen2": (
-        "Qwen2Config",
-        "Qwen2ForSequenceClassification",
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        ),
-    ),
-    "gpt2": ("GPT2Config", "GPT2ForSequenceClassification", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64)),
-    "qwen3": (
-        "Qwen3Config",
-        "Qwen3ForSequenceClassification",
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=64,
-        ),
-    ),
-}
-ARCHS = list(ARCH_CONFIGS)
-
-
-def word_tokenizer(extra_words: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over WORDS (and `extra_words`) that prepends <s> (BOS) and pads with <pad> (id 0)."""
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS + list(extra_words))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-
-
-CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
-
-
-def chat_tokenizer(bos_in_template: bool = True) -> PreTrainedTokenizerFast:
-    """The word tokenizer with a chat template (roles and contents, each turn closed by </s>); the template starts
-    with the BOS token when `bos_in_template` (Llama/Gemma style), else not (Qwen style: then `tokenize` must
-    not add one, as `apply_chat_template(..., tokenize=True)` does not)."""
-    tok = word_tokenizer(extra_words=("user", "assistant", "system", ":"))
-    tok.chat_template = ("{{ bos_token }}" if bos_in_template else "") + CHAT_TEMPLATE
-    return tok
-
-
-def build_hf_model(arch: str, num_labels: int = 1, seed: int = 0) -> torch.nn.Module:
-    """A tiny HF reward model of `arch` with weights re-drawn so rewards are O(1)."""
-    cfg_name, model_name, kwargs = ARCH_CONFIGS[arch]
-    config = getattr(transformers, cfg_name)(vocab_size=VOCAB, num_labels=num_labels, pad_token_id=0, **kwargs)
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5 * 1.5)
-            elif "norm" in name or "ln" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p)) if "bias" not in name else p.normal_(0, 0.1)
-            else:
-                p.normal_(0.0, 0.1)
-    return model
-
-
-def padded_tokens(
-    lengths: tuple[int, ...] = (10, 7, 5, 3), left: bool = False, seed: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token rows of the given lengths, padded (pad id 0) on the left or right, with their mask."""
-    torch.manual_seed(seed)
-    width = max(lengths)
-    tokens = torch.randint(4, VOCAB, (len(lengths), width))
-    mask = torch.zeros_like(tokens)
-    for i, n in enumerate(lengths):
-        if left:
-            mask[i, width - n :] = 1
-        else:
-            mask[i, :n] = 1
-    return tokens * mask, mask
-
-
-def save_checkpoint(hf_model: torch.nn.Module, out: Path) -> Path:
-    """Save a tiny HF reward model with the word tokenizer: a checkpoint directory as users have them."""
-    hf_model.save_pretrained(out)
-    word_tokenizer().save_pretrained(out)
-    return out
-
-
-def load_tiny(hf_model: torch.nn.Module, out: Path):
-    """Save `hf_model` (with the word tokenizer) to `out` and load it back as a HookedRewardModel."""
+if TYPE_CHECKING:
     from hooked_reward import HookedRewardModel
 
-    return HookedRewardModel.from_pretrained(save_checkpoint(hf_model, out))
+_DEFAULT_THREADS = os.cpu_count() or 1  # what torch would use without the pin (one per core)
+torch.set_num_threads(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "threads: a test about torch's thread count (runs with the default count)")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts with one torch thread (re-pinned, in case an earlier test changed it); a test marked
+    `threads` starts with torch's default count instead and is responsible for what it sets."""
+    threads = 1 if request.node.get_closest_marker("threads") is None else _DEFAULT_THREADS
+    torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`tiny_checkpoint(arch, num_labels=1, seed=0)` -> a saved checkpoint directory (with the word tokenizer),
+    built once per session and shared: do not write into it."""
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    made: dict[tuple[str, int, int], Path] = {}
+
+    def get(arch: str, num_labels: int = 1, seed: int = 0) -> Path:
+        key = (arch, num_labels, seed)
+        if key not in made:
+            made[key] = save_checkpoint(build_hf_model(arch, num_labels, seed), root / f"{arch}-{num_labels}-{seed}")
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint: Callable[..., Path]) -> Callable[..., HookedRewardModel]:
+    """`tiny_model(arch, num_labels=1, seed=0)` -> that checkpoint loaded as a HookedRewardModel, once per session
+    and shared by every test that asks for it: use it read-only (no settings changed, no hooks left attached);
+    a test that changes its model loads its own (`make_checkpoint`, `load_tiny`)."""
+    from hooked_reward import HookedRewardModel
+
+    loaded: dict[tuple[str, int, int], HookedRewardModel] = {}
+
+    def get(arch: str, num_labels: int = 1, seed: int = 0) -> HookedRewardModel:
+        key = (arch, num_labels, seed)
+        if key not in loaded:
+            loaded[key] = HookedRewardModel.from_pretrained(tiny_checkpoint(arch, num_labels, seed))
+        return loaded[key]
+
+    return get
 
 
 @pytest.fixture
@@ -181,18 +100,6 @@ def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
         return out
 
     return make
-
-
-def hf_reference_rewards(path: Path, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Each row's HF score, running the row alone (no padding): the acceptance reference."""
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval()
-    rows = []
-    with torch.no_grad():
-        for i in range(tokens.shape[0]):
-            alone = tokens[i][mask[i].bool()][None]
-            rows.append(model(alone).logits[0])
-    out = torch.stack(rows)
-    return out[:, 0] if out.shape[-1] == 1 else out
 
 
 @pytest.fixture(scope="module")

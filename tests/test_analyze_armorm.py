@@ -31,6 +31,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, json.loads((out / "report.json").read_text())["results"]
 
 
+@pytest.mark.slow  # a whole analyze report
 def test_analyze_armorm_report(report) -> None:
     out, data = report
     assert (out / "index.html").exists()

@@ -11,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmarks: timed runs of real workloads
+
 RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 FIGURES = {

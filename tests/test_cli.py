@@ -14,6 +14,7 @@ from hooked_reward.errors import InputError
 from hooked_reward.report import SCHEMA, Report, safe_name
 
 
+@pytest.mark.slow  # a whole demo report, end to end
 def test_demo_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--max-pairs", "12", "--quiet"]) == 0
@@ -36,6 +37,7 @@ def test_demo_writes_report(tmp_path: Path) -> None:
             assert curves[f"{variant}/{mech}"][-1] == pytest.approx(row["mean margin"], abs=1e-4)
 
 
+@pytest.mark.slow  # a whole analyze report through the CLI
 def test_analyze_user_checkpoint_and_pairs(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
     records = organisms.load_pairs("sycophancy")[:3] + organisms.load_pairs("sycophancy")[-3:]
@@ -75,6 +77,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert code == 2 and "chosen" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole demo report, end to end
 def test_demo_finds_the_planted_head(tmp_path: Path) -> None:
     """The sycophancy organism's card plants its mechanism in head L0H2: patching (over all pairs) ranks it first
     and restores most of the margin, DRA does not (it acts through the MLPs); the report's table says so."""
@@ -168,6 +171,7 @@ def test_report_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
 
 
+@pytest.mark.slow  # a whole analyze report through the CLI
 def test_labels_become_safe_file_names(tmp_path: Path) -> None:
     taken: set[str] = set()
     assert safe_name("a/b", taken) == "a_b"

@@ -85,6 +85,7 @@ def test_conversational_pairs_are_rendered_with_the_chat_template(checkpoint, tm
         assert "<unk>" not in tok.convert_ids_to_tokens(model.tokenize([pair.chosen])[0][0])
 
 
+@pytest.mark.slow  # a whole analyze report through the CLI
 def test_analyze_with_flags_and_output_name(checkpoint, tmp_path, capsys):
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps(CONV_PAIRS))

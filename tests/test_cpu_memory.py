@@ -14,6 +14,8 @@ import pytest
 
 from hooked_reward import cpu_memory
 
+pytestmark = pytest.mark.slow  # memory: page-level measurements in subprocesses
+
 CHILD = textwrap.dedent(
     """
     import json, resource, sys

@@ -268,6 +268,7 @@ def test_concept_planted_direction(planted):
 
 
 # ------------------------------------------------------------------------------------------------ report
+@pytest.mark.slow  # a whole extensions report
 def test_write_extensions_report(llama, tmp_path):
     dims = {
         "a": [(t + " good", t + " bad") for t in random_texts(15, 11)],

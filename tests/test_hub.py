@@ -77,6 +77,7 @@ def test_armorm_and_value_head_by_hub_id(tmp_path, armorm):
         torch.testing.assert_close(by_id(tokens), HookedRewardModel.from_pretrained(local)(tokens), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a fresh interpreter loading from the hub cache
 def test_hf_home_and_hf_hub_offline_are_honoured(hub):
     """A fresh process with only the environment set (as a user would): HF_HOME points at the cache, offline."""
     cache, local = hub

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts a fresh interpreter (imports torch and transformers)
+
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("matplotlib", "scipy.stats", "sklearn", "hooked_reward.sae", "hooked_reward.analysis", "hooked_reward.report")
 LAZY_PACKAGES = (

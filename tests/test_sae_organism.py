@@ -158,6 +158,7 @@ def test_patching_confirms_the_ranking(organism, shipped, mechanism):
     assert check.spearman > 0.5 and check.spearman_items > 0.5, (check.spearman, check.spearman_items)
 
 
+@pytest.mark.slow  # trains an SAE per seed
 @pytest.mark.parametrize("seed", [1, 2])
 def test_structure_holds_for_other_sae_seeds(organism, seed):
     """The recipe, re-run with other seeds: the shared feature and a sycophancy-specific top-3 feature recur."""

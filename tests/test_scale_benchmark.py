@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # benchmarks: the scale benchmark runs
+
 SCALE_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
 
 

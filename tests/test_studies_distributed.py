@@ -16,6 +16,8 @@ import pytest
 from hooked_reward import cli
 from hooked_reward.study.store import read_records, store_root
 
+pytestmark = pytest.mark.slow  # torchrun: multi-process studies, killed and resumed
+
 ROOT = Path(__file__).resolve().parents[1]
 N_FAITH = 40  # --max-pairs in the kill tests (13 per mechanism: 78 units), long enough to kill a run halfway
 

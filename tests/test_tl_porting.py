@@ -546,6 +546,7 @@ def test_run_with_hooks_and_logit_attrs_tl_keywords(model: HookedRewardModel) ->
 
 
 # ================================================================== Activation_Patching_in_TL_Demo
+@pytest.mark.slow  # TransformerLens's patching demo sweeps, every one
 def test_activation_patching_demo_sweeps_match_ours(model: HookedRewardModel) -> None:
     clean_tokens = model.to_tokens(PROMPTS[:2])
     corrupted_tokens = clean_tokens[[(i + 1 if i % 2 == 0 else i - 1) for i in range(len(clean_tokens))]]

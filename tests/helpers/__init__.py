@@ -1,0 +1,1 @@
+"""Shared builders for the test suite (tiny models, inputs); fixtures wrapping them live in conftest.py."""
