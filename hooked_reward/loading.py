@@ -68,7 +68,8 @@ def load_checkpoint(
     hub_kwargs: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     path = resolve_checkpoint(path, revision=revision, **hub_kwargs)
     contents = read_contents(path)
-    dtype = resolve_dtype(dtype, contents.config or {})
+    if contents.config is not None or dtype != "auto":  # an adapter's "auto" is its base's dtype (peft_adapter)
+        dtype = resolve_dtype(dtype, contents.config or {})
     hf_kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:
         hf_kwargs["device_map"] = device_map

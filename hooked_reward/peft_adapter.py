@@ -28,7 +28,7 @@ from torch import nn
 
 from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
 from hooked_reward.heads.sequence_classification import from_sequence_classifier
-from hooked_reward.hf_load import check_finite_weights, load_hf_model, load_tokenizer, read_json
+from hooked_reward.hf_load import check_finite_weights, load_hf_model, load_tokenizer, read_json, resolve_dtype
 from hooked_reward.registry import (
     ADAPTER_CONFIG,
     CheckpointContents,
@@ -71,7 +71,7 @@ def import_peft() -> Any:
 )
 def load_peft_adapter(
     path: Path,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     normalize_reward: bool | None = None,
     base_model: str | Path | None = None,
     hub_kwargs: dict[str, Any] | None = None,
@@ -91,6 +91,7 @@ def load_peft_adapter(
     saved = _saved_modules(weights[0], adapter_config)
     base_path = _resolve_base(path, adapter_config, base_model, hub_kwargs or {})
     base = read_contents(base_path)
+    dtype = resolve_dtype(dtype, base.config or {})  # "auto": the base model's dtype
     try:
         find_layout(base)
         base_is_reward_model = True

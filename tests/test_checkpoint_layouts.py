@@ -216,6 +216,22 @@ def test_openrlhf_head_faults(tmp_path):
         HookedRewardModel.from_pretrained(path)
 
 
+def test_openrlhf_sharded_and_renamed(tmp_path):
+    """Sharded weights; and an architecture renamed to a `*ForSequenceClassification` (what users tried) still loads
+    as OpenRLHF, normalisation included, since its config says so."""
+    model = openrlhf_model("llama", "value_head", True)
+    model.config.value_head_prefix = "value_head"
+    model.save_pretrained(tmp_path / "rm", max_shard_size="20KB")
+    assert (tmp_path / "rm" / "model.safetensors.index.json").exists()
+    config = json.loads((tmp_path / "rm" / "config.json").read_text())
+    config["architectures"] = ["LlamaForSequenceClassification"]
+    (tmp_path / "rm" / "config.json").write_text(json.dumps(config))
+    tokens, mask = padded_tokens(left=True)
+    ref = openrlhf_rewards(model, tokens, mask, True, MEAN, STD)
+    hooked = HookedRewardModel.from_pretrained(tmp_path / "rm")
+    torch.testing.assert_close(hooked(tokens, attention_mask=mask), ref, atol=1e-5, rtol=1e-5)
+
+
 def test_openrlhf_in_memory(tmp_path):
     """OpenRLHF's own model object, passed to from_hf_model, is read as OpenRLHF runs it."""
     model = openrlhf_model("llama", "value_head", True)
@@ -276,6 +292,13 @@ def test_seq_cls_lora_over_a_causal_lm(tmp_path):
         HookedRewardModel.from_pretrained(tmp_path / "adapter")
     moved = HookedRewardModel.from_pretrained(tmp_path / "adapter", base_model=tmp_path / "moved")
     torch.testing.assert_close(moved(tokens, attention_mask=mask), ref, atol=1e-5, rtol=1e-5)
+    # dtype="auto" for an adapter (no config.json of its own) is the base's dtype
+    config = json.loads((tmp_path / "moved" / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (tmp_path / "moved" / "config.json").write_text(json.dumps(config))
+    auto = HookedRewardModel.from_pretrained(tmp_path / "adapter", base_model=tmp_path / "moved", dtype="auto")
+    assert auto.W_R.dtype == torch.bfloat16
+    torch.testing.assert_close(auto(tokens, attention_mask=mask).float(), ref, atol=0.1, rtol=0.05)
 
 
 def test_lora_over_a_reward_model(tmp_path):
