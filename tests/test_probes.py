@@ -23,6 +23,7 @@ from hooked_reward.analysis.probes import (
     run_probe_suite,
     verdict,
 )
+from hooked_reward.analysis.stats import sign_flip_min_p, sign_flip_test
 from hooked_reward.report import write_probe_report
 
 
@@ -250,3 +251,26 @@ def test_patching_module_matches_batched_fallback(tiny):
     ]
     np.testing.assert_allclose(via_module, batched, atol=1e-5)
     assert np.abs(batched).max() > 1e-3  # the patches do something
+
+
+def test_too_few_pairs_is_said_not_called_null():
+    """At n = 5 the exact two-sided sign-flip test cannot go below 2 / 2**5 = 0.0625, so a factor with a CI
+    excluding 0 and a large d must not be called "no significant effect" (issue 29)."""
+    assert sign_flip_min_p(5) == pytest.approx(2 / 32)
+    assert sign_flip_min_p(6) == pytest.approx(2 / 64)
+    assert sign_flip_min_p(5, alternative="greater") == pytest.approx(1 / 32)
+    assert sign_flip_min_p(30) == pytest.approx(2 / 100_000)  # random flips: +1 correction, two-sided
+    assert sign_flip_min_p(1) == 1.0 and math.isnan(sign_flip_min_p(0))
+    # the exact test reaches its floor: 5 positive Δ are the single most extreme pattern
+    assert sign_flip_test(np.array([1.0, 2.0, 1.5, 3.0, 2.5])) == pytest.approx(sign_flip_min_p(5))
+
+    def exclaim_rm(texts):  # -1 per "!" and some noise: a strong, consistent effect
+        return np.array([-1.0 * ("!" in t) + _noise(t, 0.2) for t in texts])
+
+    small = run_probe_suite(exclaim_rm, factors=["flattery"], n_pairs=5, progress=False, n_boot=999)["flattery"]
+    assert small.n == 5 and small.ci_high < 0 and small.d < -2  # a clear effect...
+    assert small.min_p == pytest.approx(0.0625) and not small.significant  # ...that the test cannot reject at 5
+    assert small.verdict.startswith("too few pairs to test (n=5: the smallest attainable p is 0.0625 > 0.05")
+    assert "--n-pairs 6" in small.verdict
+    enough = run_probe_suite(exclaim_rm, factors=["flattery"], n_pairs=8, progress=False, n_boot=999)["flattery"]
+    assert enough.min_p == pytest.approx(2 / 2**8) and enough.verdict == "penalises flattering the user"

@@ -68,6 +68,7 @@ __all__ = [
     "cohens_d",
     "effect_is_degenerate",
     "sign_flip_test",
+    "sign_flip_min_p",
     "wilcoxon_test",
     "resampling_p_value",
     "benjamini_hochberg",
@@ -634,6 +635,29 @@ def sign_flip_test(
         random_state=seed,
     )
     return float(res.pvalue)
+
+
+def sign_flip_min_p(
+    n: int, *, alternative: str = "two-sided", max_exact: int = 100_000, n_resamples: int = 99_999
+) -> float:
+    """The smallest p-value :func:`sign_flip_test` can return for ``n`` paired differences, whatever they are.
+
+    Exact test (``2**n <= max_exact``): one sign pattern of ``2**n`` is the most extreme, so ``1 / 2**n`` one-sided
+    and ``2 / 2**n`` two-sided (capped at 1; so 0.0625 at n = 5: no 5-pair factor can reach p <= 0.05). Random
+    flips: ``1 / (n_resamples + 1)`` one-sided, twice that two-sided (the +1 correction). NaN for n = 0.
+    A test whose smallest attainable p exceeds the level cannot reject, so "not significant" there says nothing.
+    """
+    _check_count(n, "n", minimum=0)
+    _check_choice(alternative, "alternative", ("two-sided", "greater", "less"))
+    _check_count(max_exact, "max_exact")
+    _check_count(n_resamples, "n_resamples")
+    if n == 0:
+        return math.nan
+    sides = 2.0 if alternative == "two-sided" else 1.0
+    if n == 1:
+        return 1.0 if alternative == "two-sided" else 0.5
+    exact = n < 63 and 2**n <= max_exact
+    return min(1.0, sides / 2**n if exact else sides / (n_resamples + 1))
 
 
 def wilcoxon_test(x: Float[np.ndarray, " n"], *, nan_policy: str = "raise") -> float:

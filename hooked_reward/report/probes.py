@@ -24,6 +24,7 @@ _COLUMNS = {
     "ci_high": "CI high",
     "p": "p",
     "q": "q (BH)",
+    "min_p": "smallest attainable p",
     "mean_len_diff": "length difference",
 }
 
@@ -75,6 +76,8 @@ def write_probe_report(
                 f"({format_value(result.reward_sd)}). "
                 "Cohen's d: of Δ over pairs. CI: BCa bootstrap 95% interval of mean Δ. p: sign-flip test; "
                 f"q: Benjamini–Hochberg over the factors; a factor is significant at q ≤ {result.alpha}. "
+                "Smallest attainable p: the least p the sign-flip test can give with that many pairs (2 / 2^n); "
+                "where it exceeds the level the factor is 'too few pairs to test', not 'no effect'. "
                 "Length difference: biased minus neutral length in tokens. Size vs ±δ (with a minimum effect "
                 "of interest δ): whether the CI lies beyond ±δ, inside it, or straddles it.",
                 *result.notes,

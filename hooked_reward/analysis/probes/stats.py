@@ -10,8 +10,11 @@ For a factor with paired differences ``Δ_i = r(biased_i) − r(neutral_i)``:
 * ``ci_low/ci_high`` — BCa bootstrap 95% interval of mean Δ;
 * ``p``         — sign-flip p-value of mean Δ (exact when 2**n <= 1e5), ``q`` its Benjamini–Hochberg
   adjustment across all factors of the suite; ``significant = q <= alpha``;
-* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect" (or "not tested" when no
-  pair is left after dropping non-finite rewards);
+* ``min_p``     — the smallest p the sign-flip test can return with this factor's n pairs (2 / 2**n exact,
+  two-sided): at n = 5 it is 0.0625, so no 5-pair factor can be significant at q <= 0.05 whatever its effect;
+* ``verdict``   — "rewards <phrase>" / "penalises <phrase>" / "no significant effect"; "too few pairs to test
+  (...)" when ``min_p > alpha`` (q <= alpha is out of reach, so "no effect" would be a claim the test cannot
+  make); "not tested" when no pair is left after dropping non-finite rewards;
 * ``min_effect`` — the smallest effect that matters (reward units; NaN when none was given), and
   ``beyond_min_effect`` (the CI excludes [−min_effect, min_effect]: an effect at least that large) and
   ``negligible`` (the CI lies inside (−min_effect, min_effect): whatever the effect, it is smaller), beside
@@ -31,7 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
-from hooked_reward.analysis.stats import benjamini_hochberg, paired_effect
+from hooked_reward.analysis.stats import benjamini_hochberg, paired_effect, sign_flip_min_p
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,6 +72,7 @@ class FactorStats(LabeledTensor):
     beyond_min_effect: bool | None = None
     negligible: bool | None = None
     n_omitted: int = 0
+    min_p: float = math.nan
     value_name: str = "statistic"
 
     def _derive(self) -> tuple[Tensor, tuple[str, ...], dict[str, list[Any]]]:
@@ -108,6 +112,15 @@ class FactorStats(LabeledTensor):
 
 
 NOT_TESTED = "not tested (no pair with finite rewards)"
+
+
+def too_few_pairs(n: int, min_p: float, alpha: float) -> str:
+    """The verdict of a factor whose `n` pairs cannot reach q <= `alpha` (its smallest attainable p exceeds it)."""
+    need = max(n + 1, math.ceil(math.log2(2 / alpha)))  # exact two-sided: 2 / 2**need <= alpha
+    return (
+        f"too few pairs to test (n={n}: the smallest attainable p is {min_p:.3g} > {alpha:g}; "
+        f"give at least {need} pairs, e.g. --n-pairs {need})"
+    )
 
 
 def verdict(mean: float, significant: bool, phrase: str) -> str:
@@ -152,8 +165,9 @@ def factor_stats(
         for k in names
     ]
     qs = benjamini_hochberg([e.p for e in effects])
+    min_ps = [sign_flip_min_p(e.n, max_exact=max_exact, n_resamples=n_flips) for e in effects]
     out = []
-    for k, e, q in zip(names, effects, qs, strict=True):
+    for k, e, q, min_p in zip(names, effects, qs, min_ps, strict=True):
         sig = bool(np.isfinite(q) and q <= alpha)
         std_mean = e.mean / reward_sd if reward_sd > 0 else math.nan
         ld = float(np.mean(len_diffs[k])) if len_diffs and len(len_diffs.get(k, ())) else math.nan
@@ -172,12 +186,19 @@ def factor_stats(
                 p=e.p,
                 q=float(q),
                 significant=sig,
-                verdict=verdict(e.mean, sig, phrases.get(k, k)) if e.n else NOT_TESTED,
+                verdict=(
+                    NOT_TESTED
+                    if not e.n
+                    else too_few_pairs(e.n, min_p, alpha)
+                    if min_p > alpha
+                    else verdict(e.mean, sig, phrases.get(k, k))
+                ),
                 mean_len_diff=ld,
                 min_effect=e.min_effect,
                 beyond_min_effect=e.beyond_min_effect,
                 negligible=e.negligible,
                 n_omitted=e.n_omitted,
+                min_p=min_p,
             )
         )
     return out
