@@ -246,24 +246,48 @@ class PreferencePair:
 
 
 def as_pairs(
-    items: Iterable[PreferencePair | Mapping | Sequence[str]], *, label: str | None = None, where: str = "pairs"
+    items: Iterable[PreferencePair | Mapping | Sequence[str]],
+    *,
+    label: str | None = None,
+    where: str = "pairs",
+    sides: tuple[str, str] | None = None,
+    tuples: bool = True,
 ) -> list[PreferencePair]:
     """Every item as a `PreferencePair`, the one conversion every analysis uses: a pair as it is; a mapping via
     `PreferencePair.from_record`; a tuple `(prompt, chosen, rejected)`, or `(chosen, rejected)` full texts.
-    `label` fills in pairs that carry none (e.g. the dimension they were grouped under)."""
+    `label` fills in pairs that carry none (e.g. the dimension they were grouped under).
+
+    Tuples mean one thing everywhere: **(prompt, chosen, rejected)** or **(chosen, rejected)**, the preferred
+    side first. `sides=(good, bad)` also reads mappings that name the sides in an analysis's own words, e.g.
+    `sides=("aligned", "misaligned")`: `{"prompt": p, "aligned": a, "misaligned": m}` is the pair with
+    `chosen=a, rejected=m`. `tuples=False` refuses bare tuples (for analyses whose sides once had another order:
+    there a tuple is ambiguous, so the sides must be named)."""
     out = []
     for i, item in enumerate(items):
         here = f"{where}[{i}]"
         if isinstance(item, PreferencePair):
             pair = item
+        elif isinstance(item, Mapping) and sides is not None and sides[0] in item and sides[1] in item:
+            extra = {k: v for k, v in item.items() if k not in {*sides, "prompt", "label"}}
+            prompt = item.get("prompt", "")
+            pair = _build(PreferencePair, here, prompt, item[sides[0]], item[sides[1]], item.get("label"), extra)
         elif isinstance(item, Mapping):
             pair = PreferencePair.from_record(item, where=here)
         elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) in (2, 3):
+            if not tuples:
+                named = sides or ("chosen", "rejected")
+                raise InputError(
+                    f"{here}: a bare tuple {_short(item)} does not say which side is which here. Name the sides: "
+                    f'{{"prompt": ..., "{named[0]}": ..., "{named[1]}": ...}} or PreferencePair(prompt, '
+                    f"chosen={named[0]}, rejected={named[1]})."
+                )
             pair = _build(PreferencePair, here, *(("", *item) if len(item) == 2 else item))
         else:
+            named = f"'{sides[0]}' and '{sides[1]}' or " if sides else ""
+            tup = " or a (prompt, chosen, rejected) / (chosen, rejected) tuple" if tuples else ""
             raise InputError(
-                f"{here}: expected a PreferencePair, a mapping with 'chosen' and 'rejected', or a (prompt, chosen, "
-                f"rejected) / (chosen, rejected) tuple; got {type(item).__name__} {_short(item)}."
+                f"{here}: expected a PreferencePair or a mapping with {named}'chosen' and 'rejected'{tup}; got "
+                f"{type(item).__name__} {_short(item)}."
             )
         if label is not None and pair.label is None:
             pair = PreferencePair(pair.prompt, pair.chosen, pair.rejected, label, dict(pair.metadata))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import SPECIALS, WORDS, build_hf_model, load_tiny
 
-from hooked_reward import HookedRewardModel, PreferencePair
+from hooked_reward import HookedRewardModel, InputError, PreferencePair
 from hooked_reward.analysis.extensions import (
     cascade_analysis,
     cascade_from_items,
@@ -187,6 +187,27 @@ def test_cascade_groups_exactly_the_planted_pair(planted):
     # profiles are exact DRA (scale frozen per run): each profile sums to the mean reward difference
     np.testing.assert_allclose(res.profiles.sum(1), res.meta["mean_delta"], atol=1e-4)
     assert res.to_frame().shape[0] == 6
+
+
+def test_cascade_pairs_name_their_sides(planted):
+    """Sides are named, never read from tuple order (issue 29): `{"aligned", "misaligned"}` mappings give the
+    result of the PreferencePairs they name; a bare tuple, which the docs once gave as (misaligned, aligned) and
+    which read the other way inverts every failure rate, is refused with the fix."""
+    rng = random.Random(1)
+    rows = {dim: [] for dim in ("A", "B")}
+    for dim, (win, lose) in {"A": ("bad", "good"), "B": ("cat", "dog")}.items():
+        for _ in range(8):
+            ws = " ".join(rng.choice(FILLER) for _ in range(5))
+            rows[dim].append({"aligned": f"{ws} {lose}", "misaligned": f"{ws} {win}"})
+    as_pp = {d: [PreferencePair("", r["aligned"], r["misaligned"]) for r in v] for d, v in rows.items()}
+    named = cascade_analysis(planted, rows, n_perm=99, n_boot=99)
+    ref = cascade_analysis(planted, as_pp, n_perm=99, n_boot=99)
+    np.testing.assert_array_equal(named.failure_rate, ref.failure_rate)
+    np.testing.assert_array_equal(named.profiles, ref.profiles)
+    assert named.failure_rate[0] == 1.0  # "bad" is the planted winner: the misaligned side wins every A pair
+    tuples = {d: [(r["misaligned"], r["aligned"]) for r in v] for d, v in rows.items()}
+    with pytest.raises(InputError, match=r"pairs\['A'\]\[0\]: a bare tuple .*\"aligned\".*\"misaligned\""):
+        cascade_analysis(planted, tuples, n_perm=99, n_boot=99)
 
 
 # ------------------------------------------------------------------------------------------------ 4. conflict

@@ -536,7 +536,7 @@ def item_attributions(
 
 def cascade_analysis(
     model: HookedRewardModel,
-    pairs: Mapping[str, Sequence[PreferencePair]] | None = None,
+    pairs: Mapping[str, Sequence[PreferencePair | Mapping[str, Any]]] | None = None,
     *,
     components: str = "layers",
     basis: str = "profile",
@@ -547,18 +547,20 @@ def cascade_analysis(
     seed: int = 0,
     nan_policy: str = "raise",
 ) -> CascadeResult:
-    """The cascade analysis of `model` on `pairs` (default: `misalignment_pairs()`), `{dimension:
-    [PreferencePair, ...]}` with `chosen` the aligned response and `rejected` the misaligned one (anything
-    `pairs.as_pairs` reads: a `(prompt, chosen, rejected)` or `(chosen_text, rejected_text)` tuple too). Pairs with
-    a prompt are rendered with `render(prompt, response)` (default: `model.render_chat`), others used as they
-    are (`PreferencePair.render`)."""
+    """The cascade analysis of `model` on `pairs` (default: `misalignment_pairs()`), `{dimension: [pair, ...]}`,
+    each pair a `PreferencePair` with `chosen` the aligned response and `rejected` the misaligned one, or a
+    mapping naming its sides, `{"prompt": ..., "aligned": ..., "misaligned": ...}` (or `chosen`/`rejected`).
+    Bare tuples are refused: this analysis once documented `(misaligned, aligned)`, so a tuple's order is
+    ambiguous here and reading it the other way inverts every result. Pairs with a prompt are rendered with
+    `render(prompt, response)` (default: `model.render_chat`), others used as they are (`PreferencePair.render`)."""
     pairs = misalignment_pairs(seed=seed) if pairs is None else pairs
     render = render or model.render_chat
     texts: dict[str, int] = {}
     index: dict[str, tuple[list[int], list[int]]] = {}
     for dim, items in pairs.items():
         mis_idx, al_idx = [], []
-        for pair in as_pairs(items, label=dim, where=f"pairs[{dim!r}]"):
+        named = as_pairs(items, label=dim, where=f"pairs[{dim!r}]", sides=("aligned", "misaligned"), tuples=False)
+        for pair in named:
             al, mis = pair.render(model, render=render)
             mis_idx.append(texts.setdefault(mis, len(texts)))
             al_idx.append(texts.setdefault(al, len(texts)))

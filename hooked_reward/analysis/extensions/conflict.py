@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from hooked_reward.analysis.stats import bootstrap_percentile
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
+from hooked_reward.pairs import PreferencePair, as_pairs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -267,7 +268,7 @@ def _is_batch_pair(pairs: Any) -> bool:
 def conflict_analysis(
     model: HookedRewardModel,
     texts: Any,
-    pairs: Sequence[tuple[str, str]] | tuple[Any, Any] | None = None,
+    pairs: Sequence[PreferencePair | Mapping[str, Any] | tuple[str, str]] | tuple[Any, Any] | None = None,
     *,
     directions: Float[Tensor, "k d_model"] | None = None,
     names: Sequence[str] | None = None,
@@ -278,8 +279,10 @@ def conflict_analysis(
     batch_size: int = 64,
     seed: int = 0,
 ) -> ConflictResult:
-    """Conflict between a model's reward terms on `texts` (and, with `pairs` `[(a, b), ...]`, the exact split
-        of each Δscore = score(a) − score(b) into per-term pieces). `pairs` may also be two equally long batches
+    """Conflict between a model's reward terms on `texts` (and, with `pairs`, the exact split of each
+        Δscore = score(chosen) − score(rejected) into per-term pieces). `pairs`: `PreferencePair`s, mappings with
+        `chosen`/`rejected`, or `(chosen, rejected)` tuples (the one tuple order of `pairs.as_pairs`, preferred side
+        first; a prompt is rendered as `PreferencePair.render` does). `pairs` may also be two equally long batches
     `((tokens_a, mask_a), (tokens_b, mask_b))`. Per-objective pair terms always use the transformed objectives
     (what the score sums).
 
@@ -347,7 +350,8 @@ def conflict_analysis(
         if _is_batch_pair(pairs):
             a_texts, b_texts = pairs
         else:
-            a_texts, b_texts = [a for a, _ in pairs], [b for _, b in pairs]
+            rendered = [p.render(model) for p in as_pairs(pairs, where="pairs")]
+            a_texts, b_texts = [a for a, _ in rendered], [b for _, b in rendered]
         hooks = list(GATE_HOOKS) if result.meta["gated"] else []
         r_a, acts_a = _run(model, a_texts, hooks, batch_size)
         r_b, acts_b = _run(model, b_texts, hooks, batch_size)
