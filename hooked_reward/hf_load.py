@@ -12,6 +12,7 @@ tokenizer (`load_tokenizer`), `dtype="auto"` (`resolve_dtype`), the tensors a ch
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def read_config(path: Path) -> dict:
     JSON, and a `model_type` transformers does not know."""
     if not path.exists():
         raise CheckpointError(
-            f"Checkpoint path {str(path)!r} does not exist. Pass a directory saved with "
+            f"Checkpoint path {str(path)!r} does not exist (and is not of the Hub's `org/name` form, so it was not "
+            "looked up there). Pass a directory saved with "
             "`save_pretrained` (config.json + weights), a Hugging Face Hub id (`org/name`), or load the HF model "
             "yourself and use `HookedRewardModel.from_hf_model(model, tokenizer=tok)`."
         )
@@ -250,9 +252,13 @@ def load_hf_model(
         hf_model, info = auto_class.from_pretrained(
             str(path), output_loading_info=True, ignore_mismatched_sizes=True, trust_remote_code=False, **kwargs
         )
+    except pickle.UnpicklingError as err:
+        raise _pickle_refused(path) from err
     except (OSError, SafetensorError, RuntimeError, ValueError, KeyError, EOFError) as err:
         if isinstance(err, (CheckpointError, torch.OutOfMemoryError)):
             raise
+        if "weights_only" in str(err) or isinstance(err.__cause__, pickle.UnpicklingError):
+            raise _pickle_refused(path) from err
         raise CheckpointError(
             f"Could not load the weights in {str(path)!r} ({type(err).__name__}: {err}). If this is about the files, "
             "they are corrupt or do not fit config.json: download or save the checkpoint again; if it is about "
@@ -284,6 +290,38 @@ def load_hf_model(
         )
     check_finite_weights(hf_model, path)
     return hf_model
+
+
+def check_vocabulary(hf_model: nn.Module, tokenizer: Any, path: Path | str) -> None:
+    """Raise `CheckpointError` when the tokenizer can produce ids the model has no embedding row for (its largest
+    id is at least the embedding's row count): such a text would end in an `IndexError` deep inside the forward,
+    or, on a GPU, a device-side assert. Checked at load, once. More rows than ids is normal (padded vocabularies)."""
+    if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
+        return
+    embed = hf_model.get_input_embeddings() if hasattr(hf_model, "get_input_embeddings") else None
+    rows = getattr(embed, "num_embeddings", None)
+    vocab = tokenizer.get_vocab()
+    if rows is None or not vocab:
+        return
+    largest = max(vocab.values())
+    if largest >= rows:
+        beyond = sorted((i, t) for t, i in vocab.items() if i >= rows)
+        shown = ", ".join(f"{t!r} = {i}" for i, t in beyond[:5]) + (" ..." if len(beyond) > 5 else "")
+        raise CheckpointError(
+            f"{str(path)!r}: the tokenizer has ids up to {largest} but the model's embedding has {rows} rows "
+            f"(config vocab_size), so {len(beyond)} token(s) ({shown}) have no embedding. The tokenizer files are not "
+            "this model's (or were edited): restore the checkpoint's own tokenizer files."
+        )
+
+
+def _pickle_refused(path: Path) -> CheckpointError:
+    """The error for a pickle weight file (`pytorch_model.bin`) that torch's safe loader refuses."""
+    files = ", ".join(sorted(p.name for p in Path(path).glob("pytorch_model*.bin"))) or "its .bin weights"
+    return CheckpointError(
+        f"{str(path)!r}: {files} is a pickle holding more than tensors, which torch's safe loader refuses (loading "
+        "it could run code from the file). Convert the checkpoint to safetensors (model.safetensors; the author or "
+        "the Hub's safetensors conversion can provide one) and load that."
+    )
 
 
 def check_finite_weights(module: nn.Module, path: Path | str) -> None:

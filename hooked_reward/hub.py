@@ -43,8 +43,22 @@ def resolve_checkpoint(
 ) -> Path:
     """The local directory holding the checkpoint `path_or_id`: the path itself when it exists, else the hub
     snapshot of the repository id (downloaded, or found in the cache when offline). Raises `CheckpointError`
-    saying what was tried and how to fix it."""
+    saying what was tried and how to fix it.
+
+    A name that does not exist locally is tried on the Hub only when it is clearly a repository id: `org/name`
+    (or `name`) with the Hub's characters, not starting with `.`, `/` or `~`, and whose `org` is not a local
+    folder (`runs/model-3` with a `./runs` folder is a mistyped path: an error naming what `./runs` holds,
+    never a download of someone's `runs/model-3`)."""
     path = Path(path_or_id).expanduser()
+    if not path.exists() and not isinstance(path_or_id, Path) and looks_like_hub_id(str(path_or_id)):
+        head = str(path_or_id).split("/")[0]
+        if "/" in str(path_or_id) and Path(head).is_dir():
+            raise CheckpointError(
+                f"{str(path_or_id)!r} does not exist: ./{head} is a local folder but has no "
+                f"{str(path_or_id).split('/', 1)[1]!r} in it, so this is read as a local path, not tried as a Hub id. "
+                f"Check the path (folders in ./{head}: "
+                f"{', '.join(sorted(p.name for p in Path(head).iterdir() if p.is_dir())[:8]) or 'none'})."
+            )
     if path.exists() or isinstance(path_or_id, Path) or not looks_like_hub_id(str(path_or_id)):
         if revision is not None:
             raise CheckpointError(

@@ -18,6 +18,7 @@ import hooked_reward.peft_adapter  # noqa: F401  (registers the PEFT adapter lay
 from hooked_reward.heads.sequence_classification import from_sequence_classifier  # noqa: F401  (public here before)
 from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer: public here before)
     WEIGHT_FILES,
+    check_vocabulary,
     check_weight_files,
     load_hf_model,
     load_tokenizer,
@@ -63,8 +64,10 @@ def load_checkpoint(
     directory or hub id of the model the adapter was trained on, when `adapter_config.json`'s
     `base_model_name_or_path` does not point at it here. Either raises `InputError` for a layout it does not apply to.
     """
+    from hooked_reward.devices import check_device
     from hooked_reward.hub import resolve_checkpoint
 
+    check_device(device_map)  # before any file is read: a wrong device fails in a second
     hub_kwargs: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     path = resolve_checkpoint(path, revision=revision, **hub_kwargs)
     contents = read_contents(path)
@@ -81,4 +84,5 @@ def load_checkpoint(
     loaded = load_layout(contents, options, **hf_kwargs)
     if loaded.tokenizer is None:
         loaded.tokenizer = load_tokenizer(path)
+    check_vocabulary(loaded.module, loaded.tokenizer, path)  # ids past the embedding: refused at load
     return loaded

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from hooked_reward.devices import check_device
+
 __all__ = ["DistContext", "init_distributed", "launched"]
 
 T = TypeVar("T")
@@ -100,6 +102,7 @@ def init_distributed(device: str | torch.device | None = None) -> DistContext:
     if device is None:
         dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
+        check_device(device)  # an unknown device, or CUDA on a CPU-only torch: one line, before anything runs
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
