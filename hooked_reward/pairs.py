@@ -167,14 +167,14 @@ class PreferencePair:
         or "raw" (the texts as given).
         """
         check_rendering(rendering)
-        tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+        tok: Any = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
         if rendering == "trl":
             return trl_render(self.prompt, self.chosen, tok), trl_render(self.prompt, self.rejected, tok)
         if rendering == "raw":
             if self.is_conversation:
                 chosen, rejected = self.messages()
                 return render_messages(chosen, None), render_messages(rejected, None)
-            return self.prompt + self.chosen, self.prompt + self.rejected
+            return str(self.prompt) + str(self.chosen), str(self.prompt) + str(self.rejected)
         if not self.is_conversation and not self.prompt:
             return self.chosen, self.rejected
         if render is not None and not self.is_conversation:
@@ -435,13 +435,13 @@ def trl_render(prompt: Side, response: Side, tokenizer: PreTrainedTokenizerBase 
     if isinstance(response, list):
         messages = _as_messages(prompt) + list(response)
         text = render_messages(messages, tokenizer)
-        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-        return TokenizedText(text, ids)
+        encoded: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+        return TokenizedText(text, list(encoded["input_ids"]))
     eos = tokenizer.eos_token
     if eos is None:
         raise InputError("rendering='trl' appends the tokenizer's eos token to each response; this tokenizer has none.")
     text = str(prompt) + (response if response.endswith(eos) else response + eos)
-    return TokenizedText(text, tokenizer(text=text)["input_ids"])
+    return TokenizedText(text, list(tokenizer(text=text)["input_ids"]))
 
 
 def render_pairs(

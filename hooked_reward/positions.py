@@ -20,6 +20,7 @@ padded batch. `reward_positions(mask, tokens, rule)` is the one function that ap
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +55,8 @@ class _ReadPositions(nn.Module):
     def forward(self, input_ids: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
+        if input_ids is None:
+            raise InputError("the position probe reads positions from token ids; none were given.")
         batch, n = input_ids.shape[:2]
         index = torch.arange(n, dtype=torch.float64, device=input_ids.device)
         return BaseModelOutputWithPast(last_hidden_state=index.expand(batch, n)[..., None])
@@ -66,7 +69,7 @@ class _ModelStandIn:
 
     def __init__(self, model: nn.Module, head_name: str) -> None:
         self.__dict__["_model"] = model
-        self.__dict__[model.base_model_prefix] = _ReadPositions()
+        self.__dict__[str(model.base_model_prefix)] = _ReadPositions()
         self.__dict__[head_name] = nn.Identity()
 
     def __getattr__(self, name: str) -> Any:
@@ -86,13 +89,14 @@ class SequenceClassifierRule:
 
     @property
     def pad_token_id(self) -> int | None:
-        config = self.model.config
+        config: Any = self.model.config
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         return getattr(text, "pad_token_id", None)
 
     def __call__(self, ids: Int[Tensor, "batch n"]) -> Int[Tensor, " batch"]:
         stand_in = _ModelStandIn(self.model, self.head_name)
-        out = type(self.model).forward(stand_in, input_ids=ids, return_dict=True)
+        forward: Callable[..., Any] = getattr(type(self.model), "forward")  # noqa: B009 (the class's, unbound)
+        out = forward(stand_in, input_ids=ids, return_dict=True)
         pooled = out.logits.reshape(ids.shape[0], -1)[:, 0]
         index = pooled.round().long()
         if not torch.equal(index.double(), pooled.double()):

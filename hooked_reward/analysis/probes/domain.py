@@ -161,7 +161,7 @@ def pairs_by_label(
     a label go to the factor `unlabelled` when it is given, else raise `InputError`."""
     out: dict[str, list[ProbePair]] = {}
     for i, p in enumerate(pairs):
-        if p.is_conversation or p.prompt:
+        if not (isinstance(p.chosen, str) and isinstance(p.rejected, str)) or p.prompt:
             raise InputError(f"pair {i} is not rendered; pass `pair.rendered(model)` (full texts, no prompt).")
         label = p.label if p.label is not None else unlabelled
         if label is None:
