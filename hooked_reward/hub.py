@@ -17,7 +17,7 @@ from hooked_reward.errors import CheckpointError
 # What a reward checkpoint needs: config and tokenizer JSON, safetensors weights, sentencepiece/tiktoken vocabularies,
 # chat templates. PyTorch .bin weights are fetched only when a repository has no safetensors.
 CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
-BIN_PATTERNS = ["pytorch_model*.bin"]
+BIN_PATTERNS = ["pytorch_model*.bin", "adapter_model.bin"]
 
 
 def looks_like_hub_id(name: str) -> bool:

@@ -387,3 +387,41 @@ def test_normalised_head_with_weight_processing(tmp_path):
     torch.testing.assert_close(folded(tokens, attention_mask=mask), ref, atol=1e-4, rtol=1e-4)
     gain = model.model.norm.weight.detach()
     torch.testing.assert_close(folded.W_R, gain * model.value_head.weight.detach()[0] / STD, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_over_an_openrlhf_reward_model(tmp_path):
+    """An adapter over an OpenRLHF reward model: the base is loaded in its own layout, normalisation included."""
+    save_openrlhf(openrlhf_model("llama", "score", True), tmp_path / "base", "score")
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "base")
+    model = openrlhf_reward_class(config, "score").from_pretrained(tmp_path / "base").eval()  # as OpenRLHF loads it
+    peft_model = trained_lora(peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "o_proj"])))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    tokens, mask = padded_tokens(left=True)
+    merged = peft_model.merge_and_unload()  # OpenRLHF's formula on the merged weights = PEFT's model
+    ref = openrlhf_rewards(merged, tokens, mask, True, MEAN, STD)
+    hooked = HookedRewardModel.from_pretrained(tmp_path / "adapter")
+    torch.testing.assert_close(hooked(tokens, attention_mask=mask), ref, atol=1e-5, rtol=1e-5)
+    assert "hook_reward_raw" in hooked.hook_dict
+    raw = HookedRewardModel.from_pretrained(tmp_path / "adapter", normalize_reward=False)
+    torch.testing.assert_close(raw(tokens, attention_mask=mask), ref * STD + MEAN, atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_and_base_by_hub_id(tmp_path):
+    """An adapter on the hub whose base_model_name_or_path is a hub id: both come from the hub cache."""
+    from hub_cache import add_to_hub_cache
+
+    save_checkpoint(build_hf_model("llama"), tmp_path / "base")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base").eval()
+    model.name_or_path = "org/base-rm"  # as from_pretrained("org/base-rm") sets it; PEFT records it
+    peft_model = trained_lora(peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["v_proj"])))
+    peft_model.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)  # (else PEFT looks the base up)
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "org/base-rm"
+    )
+    cache = tmp_path / "hub"
+    add_to_hub_cache(cache, "org/base-rm", tmp_path / "base")
+    add_to_hub_cache(cache, "org/rm-lora", tmp_path / "adapter")
+    tokens, mask = padded_tokens()
+    ref = alone_rewards(peft_model, tokens, mask)
+    hooked = HookedRewardModel.from_pretrained("org/rm-lora", cache_dir=cache, local_files_only=True)
+    torch.testing.assert_close(hooked(tokens, attention_mask=mask), ref, atol=1e-5, rtol=1e-5)
