@@ -52,10 +52,10 @@ _HOOK_OF_KIND = {
 }
 
 
-def act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+def act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
     """TransformerLens's hook name for an activation (`get_act_name`): `act_name("resid_pre", 0)` ->
     `blocks.0.hook_resid_pre`, `act_name("z", 2)` -> `blocks.2.attn.hook_z`, `act_name("scale", 1, "ln1")` ->
-    `blocks.1.ln1.hook_scale`."""
+    `blocks.1.ln1.hook_scale`; `act_name("z", "*")` -> `blocks.*.attn.hook_z` (a label for every layer)."""
     return get_act_name(name, layer, layer_type)
 
 

@@ -293,3 +293,30 @@ def test_sweep_picks_the_faster_path(model, monkeypatch):
     auto_fast = patch_resid(model, CLEAN, CORRUPT, progress=False)
     assert auto_fast.meta["fast"], auto_fast.meta["fast_reason"]
     assert (auto_fast.rewards - auto.rewards).abs().max() < ATOL
+
+
+def test_patch_spec_is_the_keywords_as_one_object(model):
+    """`spec=PatchSpec(...)` and the same options as keywords run the same experiment; keywords override the spec;
+    an unknown option is a TypeError, a bad mode an InputError naming the choices."""
+    from hooked_reward.analysis.patching import PatchSpec
+    from hooked_reward.analysis.path_patching import path_patch
+
+    short = "the dog is bad"
+    spec = PatchSpec(mode="noise", align="reward", max_rows=3, progress=False)
+    by_spec = patch_resid(model, CLEAN, short, hook="resid_post", spec=spec)
+    by_kw = patch_resid(
+        model, CLEAN, short, hook="resid_post", mode="noise", align="reward", max_rows=3, progress=False
+    )
+    torch.testing.assert_close(by_spec.values, by_kw.values, equal_nan=True)
+    assert by_spec.mode == "noise"
+    # a keyword beside a spec overrides it: denoising endpoints at the last layer's reward position
+    den = patch_resid(model, CLEAN, short, hook="resid_post", spec=spec, mode="denoise")
+    assert den.mode == "denoise" and float(den.fraction[-1, -1]) == pytest.approx(1.0, abs=1e-3)
+    paths = path_patch(model, CLEAN, CORRUPT, spec=PatchSpec(progress=False, max_rows=2))
+    assert torch.isfinite(paths.values).all()
+    with pytest.raises(TypeError, match="max_row"):
+        patch_heads(model, CLEAN, CORRUPT, max_row=4)
+    with pytest.raises(InputError, match="mode must be one of"):
+        PatchSpec(mode="denoize")
+    with pytest.raises(InputError, match="path patching supports"):
+        path_patch(model, CLEAN, CORRUPT, mode="zero")

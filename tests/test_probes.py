@@ -230,25 +230,24 @@ def _card_components(card, mechanism: str) -> set[str]:
 
 
 def test_patching_module_matches_batched_fallback(tiny):
-    """Reward-position patching through analysis.patching.run_patched equals the batched in-module version."""
-    from hooked_reward.analysis import patching
-    from hooked_reward.analysis.probes.localise import _patch_with_module, _patched_rewards
+    """Reward-position patching through analysis.patching.run_patched (row by row, unpadded) equals one batched
+    run of the padded pairs with `patching.reward_position_hook` at each row's reward position."""
+    from hooked_reward.analysis.patching import reward_position_hook
+    from hooked_reward.analysis.probes.localise import _patch_at_reward
 
     b = render_and_tokenize(tiny, ["the cat", "a dog is"], ["is good very very", "no"])
     n = render_and_tokenize(tiny, ["the cat", "a dog is"], ["is bad", "yes please thanks"])
     with torch.no_grad():
         rn = tiny(n[0], attention_mask=n[1])
     items = [("blocks.0.hook_attn_out", None), ("blocks.1.hook_mlp_out", None), ("blocks.1.attn.hook_z", 2)]
-    via_module = _patch_with_module(patching, tiny, b, n, rn, items, None)
+    via_module = _patch_at_reward(tiny, b, n, rn, items, None)
     _, cb = tiny.run_with_cache(b[0], attention_mask=b[1], positions="reward")
-    batched = [
-        float(
-            (
-                _patched_rewards(tiny, n[0], n[1], h, hd, cb[h][:, 0] if hd is None else cb[h][:, 0, hd], None) - rn
-            ).mean()
-        )
-        for h, hd in items
-    ]
+    pos = tiny.reward_positions(n[1], n[0])
+    batched = []
+    for h, hd in items:
+        source = cb[h][:, 0] if hd is None else cb[h][:, 0, hd]
+        with torch.no_grad(), tiny.hooks(fwd_hooks=[(h, reward_position_hook(pos, source, index=hd))]):
+            batched.append(float((tiny(n[0], attention_mask=n[1]) - rn).mean()))
     np.testing.assert_allclose(via_module, batched, atol=1e-5)
     assert np.abs(batched).max() > 1e-3  # the patches do something
 

@@ -48,7 +48,7 @@ from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm, frozen_norm, norm_gain_bias, norm_is_layernorm
 from hooked_reward.heads.base import as_float
-from hooked_reward.names import Component, head_components
+from hooked_reward.names import FINAL_SCALE, REWARD, Component, act_name, head_components
 from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
@@ -92,7 +92,7 @@ def _post_norm_readout(
 ) -> tuple[Float[Tensor, "batch n_outputs d_model"], Float[Tensor, "batch n_outputs"]]:
     """Readout for a sublayer's own output (before its post-norm, if the block has one) and the post-norm
     bias's direct reward. `which` is "ln1_post" (attention) or "ln2_post" (MLP)."""
-    name = f"blocks.{layer}.{which}.hook_scale"
+    name = act_name("scale", layer, which)
     if name not in cache.cache_dict:
         return u, torch.zeros(u.shape[:2], device=u.device)
     norm = getattr(model.blocks[layer], which)
@@ -127,18 +127,18 @@ def _check_bias(label: str, measured: Tensor, expected: Tensor) -> None:
 def required_hooks(model: HookedRewardModel, by: Granularity = "component", layer: int | None = None) -> list[str]:
     """The hook names `attribution_from_cache` reads for granularity `by` (pass them as `names_filter`)."""
     hooks = set(model.hook_dict)
-    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale", "hook_reward"] + model.head.readout_hooks()
+    names = [act_name("resid_pre", 0), FINAL_SCALE, REWARD] + model.head.readout_hooks()
     if "hook_pos_embed" in hooks:
         names.append("hook_pos_embed")
     for l_ in range(model.cfg.n_layers):
-        names += [f"blocks.{l_}.hook_attn_out", f"blocks.{l_}.hook_mlp_out"]
-        names += [n for n in (f"blocks.{l_}.ln1_post.hook_scale", f"blocks.{l_}.ln2_post.hook_scale") if n in hooks]
+        names += [act_name("attn_out", l_), act_name("mlp_out", l_)]
+        names += [n for n in (act_name("scale", l_, "ln1_post"), act_name("scale", l_, "ln2_post")) if n in hooks]
         if by in ("head", "position"):
-            names.append(f"blocks.{l_}.attn.hook_z")
+            names.append(act_name("z", l_))
         if by == "position":
-            names += [f"blocks.{l_}.attn.hook_v", f"blocks.{l_}.attn.hook_pattern"]
+            names += [act_name("v", l_), act_name("pattern", l_)]
     if by == "neuron":
-        names.append(f"blocks.{_check_layer(model, layer)}.mlp.hook_post")
+        names.append(act_name("post", _check_layer(model, layer)))
     return names
 
 
@@ -163,17 +163,17 @@ def _component_rows(
         return einsum(cache.at_reward(cache[name]).to(readout.device, torch.float32), readout, "b d, b o d -> b o")
 
     pos_embed = read("hook_pos_embed", u) if "hook_pos_embed" in cache.cache_dict else None
-    embed = read("blocks.0.hook_resid_pre", u)
+    embed = read(act_name("resid_pre", 0), u)
     rows.append(embed if pos_embed is None else embed - pos_embed)  # resid_pre_0 − pos_embed: exact by construction
     labels.append(Component("embed"))
     if pos_embed is not None:
         rows.append(pos_embed)
         labels.append(Component("pos_embed"))
     for layer in range(model.cfg.n_layers):
-        attn = read(f"blocks.{layer}.hook_attn_out", u)
+        attn = read(act_name("attn_out", layer), u)
         if by == "head":
             u_attn, post_bias = _post_norm_readout(model, cache, layer, "ln1_post", u)
-            z = cache.at_reward(cache[f"blocks.{layer}.attn.hook_z"].flatten(-2)).to(u.device, torch.float32)
+            z = cache.at_reward(cache[act_name("z", layer)].flatten(-2)).to(u.device, torch.float32)
             z = z.unflatten(-1, (model.cfg.n_heads, -1))  # [b, head, d_head]
             w_o = as_float(model.W_O[layer]).to(z.device)  # [head, d_head, d_model]
             heads = einsum(z, w_o, u_attn, "b h k, h k d, b o d -> h b o")
@@ -188,7 +188,7 @@ def _component_rows(
         else:
             rows.append(attn)
             labels.append(Component("attn_out", layer))
-        rows.append(read(f"blocks.{layer}.hook_mlp_out", u))
+        rows.append(read(act_name("mlp_out", layer), u))
         labels.append(Component("mlp_out", layer))
     return rows, labels
 
@@ -198,10 +198,10 @@ def _neuron_rows(
 ) -> tuple[list[Tensor], list[Component]]:
     """Rows for each neuron of MLP `layer`, plus its "mlp_bias" row (mlp_out − Σ neurons)."""
     u_mlp, post_bias = _post_norm_readout(model, cache, layer, "ln2_post", u)
-    post = cache.at_reward(cache[f"blocks.{layer}.mlp.hook_post"]).to(u.device, torch.float32)  # [b, d_mlp]
+    post = cache.at_reward(cache[act_name("post", layer)]).to(u.device, torch.float32)  # [b, d_mlp]
     w_out = as_float(model.W_out[layer]).to(post.device)  # [d_mlp, d_model]
     neurons = einsum(post, w_out, u_mlp, "b n, n d, b o d -> n b o")
-    mlp_out = cache.at_reward(cache[f"blocks.{layer}.hook_mlp_out"]).to(u.device, torch.float32)
+    mlp_out = cache.at_reward(cache[act_name("mlp_out", layer)]).to(u.device, torch.float32)
     mlp = einsum(mlp_out, u, "b d, b o d -> b o")
     bias_row = mlp - neurons.sum(0)
     b_out = _weight_or_none(model, "b_out", layer)
@@ -221,8 +221,8 @@ def _position_values(
     index = cache.reward_index
     for layer in range(model.cfg.n_layers):
         u_attn, _ = _post_norm_readout(model, cache, layer, "ln1_post", u)
-        pattern = gather_at_positions(cache[f"blocks.{layer}.attn.hook_pattern"], index, pos_dim=-2)[:, :, 0]
-        v = cache[f"blocks.{layer}.attn.hook_v"].to(u.device, torch.float32)  # [b, pos, kv_head, d_head]
+        pattern = gather_at_positions(cache[act_name("pattern", layer)], index, pos_dim=-2)[:, :, 0]
+        v = cache[act_name("v", layer)].to(u.device, torch.float32)  # [b, pos, kv_head, d_head]
         v = repeat(v, "b k g d -> b k (g r) d", r=model.cfg.n_heads // v.shape[2])  # GQA: share kv heads
         w_o = as_float(model.W_O[layer]).to(v.device)
         per_value = einsum(v, w_o, u_attn, "b k h e, h e d, b o d -> b h k o")

@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import (
     Alignment,
     Input,
@@ -40,7 +41,7 @@ from hooked_reward.analysis.patching import (
     reward_alignment,
 )
 from hooked_reward.errors import InputError
-from hooked_reward.names import Component
+from hooked_reward.names import Component, act_name
 from hooked_reward.outputs import select_output
 
 if TYPE_CHECKING:
@@ -55,9 +56,7 @@ SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 
 
 def _hook_name(site: str, layer: int) -> str:
-    if site == "z":
-        return f"blocks.{layer}.attn.hook_z"
-    return f"blocks.{layer}.hook_{site}"
+    return act_name(site, layer)
 
 
 def gradients_and_deltas(
@@ -150,18 +149,18 @@ class AttributionPatchingResult(PatchingResult):
             return self.values[sites.index(site)]
 
         if name.startswith("resid") and name in sites:
-            return make(grid(name), ("layer", "pos"), {"layer": layers, "pos": pos}, f"blocks.*.hook_{name}")
+            return make(grid(name), ("layer", "pos"), {"layer": layers, "pos": pos}, act_name(name, "*"))
         if name == "z" and self.head_values is not None:
             heads = self.axis_labels_of_heads()
             if self.per_position:
                 labels = {"layer": layers, "head": heads, "pos": pos}
-                return make(self.head_values, ("layer", "head", "pos"), labels, "blocks.*.attn.hook_z")
+                return make(self.head_values, ("layer", "head", "pos"), labels, act_name("z", "*"))
             total = self.head_values.nansum(-1)
-            return make(total, ("layer", "head"), {"layer": layers, "head": heads}, "blocks.*.attn.hook_z")
+            return make(total, ("layer", "head"), {"layer": layers, "head": heads}, act_name("z", "*"))
         if name in ("attn_out", "mlp_out") and name in sites:
             if self.per_position:
-                return make(grid(name), ("layer", "pos"), {"layer": layers, "pos": pos}, f"blocks.*.hook_{name}")
-            return make(grid(name).nansum(-1), ("layer",), {"layer": layers}, f"blocks.*.hook_{name}")
+                return make(grid(name), ("layer", "pos"), {"layer": layers, "pos": pos}, act_name(name, "*"))
+            return make(grid(name).nansum(-1), ("layer",), {"layer": layers}, act_name(name, "*"))
         if name == "block_outputs" and ("attn_out" in sites or "mlp_out" in sites):
             kinds = [k for k in ("attn", "mlp") if f"{k}_out" in sites]
             rows = torch.stack([grid(f"{k}_out")[int(l)] for l in layers for k in kinds])  # noqa: E741
@@ -184,11 +183,9 @@ def attribution_patch(
     corrupt: Input,
     *,
     sites: Sequence[str] = ("resid_pre", "attn_out", "mlp_out", "z"),
-    mode: str = "denoise",
     per_position: bool = False,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> AttributionPatchingResult:
     """First-order estimates of the exact sweeps at every site in `sites`, one forward/backward for all.
 
@@ -196,10 +193,12 @@ def attribution_patch(
     `result.sweep(name)` shaped like the exact sweep (`patch_resid`, `patch_block_outputs`,
     `patch_heads(act="z")`; "block_outputs" combines "attn_out" and "mlp_out"). `values` is the estimated
     reward change. Positions without an aligned counterpart are NaN (see `align_pair` for `align` /
-    `prompt_len`).
+    `prompt_len`). The patching options (`mode`: denoise or noise, `align`, `prompt_len`, `output`) are
+    `PatchSpec`'s, as `spec=` or keywords (one forward and backward: `max_rows` and `progress` do not apply).
     """
-    if mode not in ("denoise", "noise"):
-        raise InputError(f"attribution patching supports mode='denoise' or 'noise', got {mode!r}.")
+    spec = patch_spec(spec, options, fn="attribution_patch")
+    spec.require_modes(("denoise", "noise"), "attribution patching")
+    mode, align, prompt_len, output = spec.mode, spec.align, spec.prompt_len, spec.output
     bad = [s for s in sites if s not in SITES]
     if bad:
         raise InputError(f"Unknown site(s) {bad}; choose from {SITES}.")

@@ -30,13 +30,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooked_reward.analysis.attribution import pair_reward_attribution
+from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
 from hooked_reward.analysis.ranked_patching import ranked_patching
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.analysis.stats import bootstrap_ci, sign_flip_test, spearman, wilcoxon_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import reward_direction
-from hooked_reward.names import Component, block_components, head_components
+from hooked_reward.names import Component, act_name, block_components, head_components
 from hooked_reward.pairs import PreferencePair
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ __all__ = [
     "recovery_control",
     "plant_head",
 ]
+
+#: The patching options of one faithfulness pair unless given: denoising, no progress bar per pair.
+PAIR_DEFAULT = PatchSpec(progress=False)
 
 
 @dataclass(repr=False)
@@ -149,12 +153,10 @@ def faithfulness_pair(
     corrupt: Input,
     *,
     by: str = "component",
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
     method: str = "exact",
     top_k: int = 8,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """One pair's unit of a faithfulness study, computed on its own (nothing depends on other pairs, so a study
     split over processes or resumed from a results store gives the same numbers).
@@ -162,8 +164,11 @@ def faithfulness_pair(
     Returns `attribution [component]` (ΔDRA, float32) and `patching [component]` (denoising effects, float32) over
     `_dra_labels(model, by)`, `rho` (Spearman; NaN if either vector is constant) and `reward_gap`
     (r(clean) − r(corrupted)); with `method="ranked"` also `exact [component]` (which effects are exact) and
-    `side_by_side` (estimate and exact effect of the patched sites).
+    `side_by_side` (estimate and exact effect of the patched sites). The patching options (`align`,
+    `prompt_len`, `output`, `max_rows`; denoising, no progress bar) are `PatchSpec`'s, as `spec=` or keywords.
     """
+    spec = patch_spec(spec, options, default=PAIR_DEFAULT, fn="faithfulness_pair")
+    output = spec.output
     if by not in ("component", "head"):
         raise InputError(f"by must be 'component' or 'head', got {by!r}.")
     if method not in ("exact", "ranked"):
@@ -175,19 +180,18 @@ def faithfulness_pair(
     )
     idx = [dra.labels["component"].index(lab) for lab in labels]
     attr = dra.values[0, idx].float().cpu()
-    kw = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
     extra: dict[str, Any] = {}
     if method == "ranked":
-        ranked = ranked_patching(model, c_row, x_row, by=by, top_k=top_k, **kw)
+        ranked = ranked_patching(model, c_row, x_row, by=by, top_k=top_k, spec=spec)
         exact = ~torch.isnan(ranked.values)
         eff = torch.where(exact, ranked.values, ranked.estimate).float().cpu()
         extra = {"exact": exact.cpu(), "side_by_side": ranked.side_by_side()}
         r_clean, r_corrupt = ranked.r_clean, ranked.r_corrupt
     else:
         if by == "component":
-            res = patch_block_outputs(model, c_row, x_row, **kw)
+            res = patch_block_outputs(model, c_row, x_row, spec=spec)
         else:
-            res = patch_heads(model, c_row, x_row, act="z", **kw)
+            res = patch_heads(model, c_row, x_row, act="z", spec=spec)
         eff = res.values.reshape(-1).float().cpu()
         r_clean, r_corrupt = res.r_clean, res.r_corrupt
     return {
@@ -252,16 +256,14 @@ def faithfulness_study(
     pairs: Sequence[PreferencePair | tuple[Input, Input]],
     *,
     by: str = "component",
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
     confidence: float = 0.95,
     n_resamples: int = 9999,
-    max_rows: int = 64,
     progress: bool = True,
     seed: int = 0,
     method: str = "exact",
     top_k: int = 8,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> FaithfulnessResult:
     """Spearman ρ between ΔDRA and denoising-patching effects per pair, summarised over `pairs`.
 
@@ -275,17 +277,19 @@ def faithfulness_study(
     `(clean, corrupted)` inputs (text or token rows). `by="component"` compares attention layers and MLPs
     (`hook_attn_out`, `hook_mlp_out`, all positions); `by="head"` compares heads (`hook_z`). Different-length
     pairs need `align` (and `prompt_len`), as in `patching`. Each pair is computed on its own
-    (`faithfulness_pair`), then summarised (`summarise_faithfulness`).
+    (`faithfulness_pair`), then summarised (`summarise_faithfulness`). The patching options (`align`,
+    `prompt_len`, `output`, `max_rows`) are `PatchSpec`'s, as `spec=` or keywords; `progress` is the bar over
+    pairs.
     """
+    spec = patch_spec(spec, options, default=PAIR_DEFAULT, fn="faithfulness_study")
     if by not in ("component", "head"):
         raise InputError(f"by must be 'component' or 'head', got {by!r}.")
     if len(pairs) == 0:
         raise InputError("No pairs given.")
     if method not in ("exact", "ranked"):
         raise InputError(f"method must be 'exact' or 'ranked', got {method!r}.")
-    kw = dict(by=by, align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, method=method, top_k=top_k)
     rows = [
-        faithfulness_pair(model, clean, corrupt, **kw)
+        faithfulness_pair(model, clean, corrupt, by=by, method=method, top_k=top_k, spec=spec)
         for clean, corrupt in tqdm(_input_pairs(model, pairs), desc=f"faithfulness ({by})", disable=not progress)
     ]
     return summarise_faithfulness(
@@ -413,7 +417,7 @@ def recovery_control(
     """
     layer = model.cfg.n_layers - 1 if layer is None else layer
     rows = [(as_row(model, c), as_row(model, x)) for c, x in _input_pairs(model, pairs)]
-    name = f"blocks.{layer}.attn.hook_z"
+    name = act_name("z", layer)
     diffs = []
     for c, x in rows:
         _, cc = model.run_with_cache(c[None], names_filter=name)

@@ -41,6 +41,7 @@ from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
 from hooked_reward.heads.base import Readout
+from hooked_reward.names import act_name
 from hooked_reward.outputs import output_index
 
 if TYPE_CHECKING:
@@ -120,10 +121,10 @@ def lens_points(model: HookedRewardModel, sublayers: bool = True) -> list[tuple[
     """
     points: list[tuple[str, str]] = []
     for layer in range(model.cfg.n_layers):
-        points.append((f"{layer}_pre", f"blocks.{layer}.hook_resid_pre"))
+        points.append((f"{layer}_pre", act_name("resid_pre", layer)))
         if sublayers:
-            points.append((f"{layer}_mid", f"blocks.{layer}.hook_resid_mid"))
-    points.append(("final_post", f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"))
+            points.append((f"{layer}_mid", act_name("resid_mid", layer)))
+    points.append(("final_post", act_name("resid_post", model.cfg.n_layers - 1)))
     return points
 
 

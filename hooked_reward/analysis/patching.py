@@ -38,9 +38,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooked_reward.analysis.lens import token_strings
+from hooked_reward.analysis.patch_spec import ABLATIONS, MODES, Input, PatchSpec, patch_spec
 from hooked_reward.analysis.results import LabeledTensor, require_pandas, require_pyplot
 from hooked_reward.errors import InputError
-from hooked_reward.names import block_components
+from hooked_reward.names import act_name, block_components
 from hooked_reward.outputs import select_output
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Alignment",
     "Patch",
+    "PatchSpec",
     "PatchingResult",
     "as_row",
     "align_pair",
@@ -60,12 +62,12 @@ __all__ = [
     "patch_resid",
     "patch_block_outputs",
     "patch_heads",
+    "reward_position_hook",
+    "write_at_positions",
     "MODES",
+    "ABLATIONS",
 ]
 
-MODES = ("denoise", "noise", "zero", "mean", "resample")
-ABLATIONS = ("zero", "mean", "resample")
-Input = str | Tensor | tuple[Tensor, Tensor]
 HEAD_ACTS = ("z", "q", "k", "v", "pattern")
 
 
@@ -243,6 +245,41 @@ def _patch_views(act: Tensor, src: Tensor, patch: Patch, align: Alignment) -> No
         act.index_copy_(pos_axis, tgt, src.index_select(pos_axis, srci))
 
 
+def write_at_positions(
+    act: Tensor,
+    positions: Int[Tensor, " batch"],
+    value: Tensor | Callable[[Tensor, Tensor], Tensor],
+    *,
+    index: int | None = None,
+) -> Tensor:
+    """A copy of `act` (`[batch, pos, ...]`) with each row b's entry at position `positions[b]` replaced: the
+    whole vector, or with `index` only entry `index` of the axis after the position (a head of `hook_z`, a
+    feature of an SAE's acts). `value` is the new rows (`[batch, ...]`) or a function of the current rows and the
+    row indices (`fn(rows, batch_index) -> new rows`), e.g. `lambda x, _b: x + a * u` to steer. The one place
+    where patches are written at each row's reward position (`model.reward_positions(mask, tokens)`)."""
+    act = act.clone()
+    rows = torch.arange(act.shape[0], device=act.device)
+    where = (rows, positions.to(act.device)) if index is None else (rows, positions.to(act.device), index)
+    new = value(act[where], rows) if callable(value) else value
+    act[where] = new.to(act.device, act.dtype)
+    return act
+
+
+def reward_position_hook(
+    positions: Int[Tensor, " batch"],
+    value: Tensor | Callable[[Tensor, Tensor], Tensor],
+    *,
+    index: int | None = None,
+) -> Callable[[Tensor, HookPoint], Tensor]:
+    """A forward hook that applies `write_at_positions(act, positions, value, index=index)`: patch (or steer) the
+    activation at each row's reward position, whatever the padding."""
+
+    def hook(act: Tensor, hook: HookPoint) -> Tensor:
+        return write_at_positions(act, positions, value, index=index)
+
+    return hook
+
+
 def _check_hook_alignment(hooks: Iterable[str], align: Alignment) -> None:
     if align.kind != "position" and any(is_pattern(h) for h in hooks):
         raise InputError(
@@ -258,18 +295,20 @@ def run_patched(
     patch_sets: Sequence[Sequence[Patch]],
     align: Alignment,
     *,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
     desc: str = "patching",
     extra_hooks: Sequence[tuple[str, Callable]] = (),
+    **options: Any,
 ) -> Float[Tensor, " n_patches"]:
     """The reward of the target run under each set of patches: `[len(patch_sets)]`.
 
     `sources[hook]` is the source activation for that hook without a batch axis (`[pos, ...]`, the source's
     own length). The target row is stacked `max_rows` times along the batch axis; row i gets `patch_sets[i]`
     (all its patches at once). `extra_hooks` are applied to every row (e.g. freezing, for path patching).
+    `output`, `max_rows`, `progress`: the `PatchSpec` fields (`spec=` or keywords).
     """
+    spec = patch_spec(spec, options, fn="run_patched")
+    output, max_rows, progress = spec.output, spec.max_rows, spec.progress
     _check_hook_alignment({p.hook for ps in patch_sets for p in ps}, align)
     if max_rows < 1:
         raise InputError(f"max_rows must be >= 1, got {max_rows}.")
@@ -429,18 +468,10 @@ def _ablation_source(
 
 
 def _setup(
-    model: HookedRewardModel,
-    clean: Input,
-    corrupt: Input | None,
-    hooks: Sequence[str],
-    mode: str,
-    reference: Sequence[Input] | None,
-    align: str | None,
-    prompt_len: int | None,
-    output: int | str | None,
+    model: HookedRewardModel, clean: Input, corrupt: Input | None, hooks: Sequence[str], spec: PatchSpec
 ) -> _Setup:
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
+    """The target row, the source activations (one dict per source run) and the reference rewards of `spec`."""
+    mode, reference, align, prompt_len, output = spec.mode, spec.reference, spec.align, spec.prompt_len, spec.output
     clean_row = as_row(model, clean)
     corrupt_row = None if corrupt is None else as_row(model, corrupt)
     if mode in ("denoise", "noise") and corrupt_row is None:
@@ -478,13 +509,7 @@ def _setup(
 
 
 def _run_sites(
-    model: HookedRewardModel,
-    setup: _Setup,
-    sites: Sequence[Sequence[Patch] | None],
-    output: int | str | None,
-    max_rows: int,
-    progress: bool,
-    desc: str,
+    model: HookedRewardModel, setup: _Setup, sites: Sequence[Sequence[Patch] | None], spec: PatchSpec, desc: str
 ) -> Tensor:
     """Rewards for each site (None: a site with no aligned counterpart → NaN), averaged over sources."""
     live = [i for i, s in enumerate(sites) if s is not None]
@@ -493,17 +518,7 @@ def _run_sites(
         ok = [i for i in live if all(p.positions is None or all(align.has(q) for q in p.positions) for p in sites[i])]
         if len(ok) != len(live):
             raise InputError("A resample reference leaves some sites unaligned; use references of the target's length.")
-        r = run_patched(
-            model,
-            setup.target,
-            source,
-            [sites[i] for i in live],
-            align,
-            output=output,
-            max_rows=max_rows,
-            progress=progress,
-            desc=desc,
-        )
+        r = run_patched(model, setup.target, source, [sites[i] for i in live], align, spec=spec, desc=desc)
         total[live] += r
     total /= len(setup.sources)
     dead = [i for i, s in enumerate(sites) if s is None]
@@ -554,25 +569,22 @@ def patch_hooks(
     corrupt: Input | None = None,
     sites: Mapping[str, Patch | Sequence[Patch]] | None = None,
     *,
-    mode: str = "denoise",
-    reference: Sequence[Input] | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> PatchingResult:
     """Patch arbitrary named sites: `sites = {label: Patch or [Patch, ...]}` (a list is patched together).
 
-    Returns a 1-D result over `("site",)` in the order of `sites`.
+    Returns a 1-D result over `("site",)` in the order of `sites`. The patching options (`mode`, `reference`,
+    `align`, `prompt_len`, `output`, `max_rows`, `progress`) are `PatchSpec`'s, as `spec=` or keywords.
     """
+    spec = patch_spec(spec, options, fn="patch_hooks")
     if not sites:
         raise InputError("sites is empty: pass {label: Patch(hook, positions, head)}.")
     sets = [[s] if isinstance(s, Patch) else list(s) for s in sites.values()]
     hooks = [p.hook for ps in sets for p in ps]
-    setup = _setup(model, clean, corrupt, hooks, mode, reference, align, prompt_len, output)
-    rewards = _run_sites(model, setup, sets, output, max_rows, progress, f"{mode} sites")
-    return _result(setup, rewards, (len(sets),), ("site",), [list(sites)], mode, "custom sites")
+    setup = _setup(model, clean, corrupt, hooks, spec)
+    rewards = _run_sites(model, setup, sets, spec, f"{spec.mode} sites")
+    return _result(setup, rewards, (len(sets),), ("site",), [list(sites)], spec.mode, "custom sites")
 
 
 def _layers(model: HookedRewardModel, layers: Sequence[int] | None) -> list[int]:
@@ -592,15 +604,10 @@ def patch_resid(
     corrupt: Input | None = None,
     *,
     hook: str = "resid_pre",
-    mode: str = "denoise",
     layers: Sequence[int] | None = None,
-    reference: Sequence[Input] | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
     fast: bool | None = None,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> PatchingResult:
     """Residual-stream sweep over layer × position: `values [n_layers, target_len]`.
 
@@ -616,13 +623,16 @@ def patch_resid(
     apply (`resid_mid`, non-causal attention, a block argument it cannot slice, a failed self-check) the plain
     sweep runs; `result.meta["fast"]` says which ran and `meta["fast_reason"]` why not. User hooks active
     around the call fire on the suffix only in the fast path: use `fast=False` to combine the sweep with other
-    hooks.
+    hooks. The patching options (`mode`, `reference`, `align`, `prompt_len`, `output`, `max_rows`, `progress`) are
+    `PatchSpec`'s, as `spec=` or keywords.
     """
+    spec = patch_spec(spec, options, fn="patch_resid")
+    mode = spec.mode
     if hook not in ("resid_pre", "resid_mid", "resid_post"):
         raise InputError(f"hook must be 'resid_pre', 'resid_mid' or 'resid_post', got {hook!r}.")
     layer_list = _layers(model, layers)
-    names = [f"blocks.{l}.hook_{hook}" for l in layer_list]  # noqa: E741
-    setup = _setup(model, clean, corrupt, names, mode, reference, align, prompt_len, output)
+    names = [act_name(hook, layer) for layer in layer_list]
+    setup = _setup(model, clean, corrupt, names, spec)
     n_pos = len(setup.target)
     sites: list[list[Patch] | None] = []
     for name in names:
@@ -633,9 +643,9 @@ def patch_resid(
     if fast is None:
         fast, reason = _fast_pays(model, n_pos)
     if fast:
-        rewards, reason = _fast_resid(model, setup, hook, layer_list, sites, output, max_rows, progress, mode)
+        rewards, reason = _fast_resid(model, setup, hook, layer_list, sites, spec)
     if rewards is None:
-        rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} {hook}")
+        rewards = _run_sites(model, setup, sites, spec, f"{mode} {hook}")
     result = _result(
         setup,
         rewards,
@@ -643,7 +653,7 @@ def patch_resid(
         ("layer", "pos"),
         [[str(layer) for layer in layer_list], position_labels(model, setup.target)],
         mode,
-        f"blocks.*.hook_{hook}",
+        act_name(hook, "*"),
     )
     result.meta.update(fast=reason == "", fast_reason=reason)
     return result
@@ -669,14 +679,12 @@ def _fast_resid(
     hook: str,
     layer_list: list[int],
     sites: Sequence[Sequence[Patch] | None],
-    output: int | str | None,
-    max_rows: int,
-    progress: bool,
-    mode: str,
+    spec: PatchSpec,
 ) -> tuple[Tensor | None, str]:
     """`(rewards, "")` from the fast sweep, or `(None, reason)` when it does not apply."""
     from hooked_reward.analysis import patching_fast as pf
 
+    output, max_rows, progress, mode = spec.output, spec.max_rows, spec.progress, spec.mode
     if hook not in pf.FAST_HOOKS:
         return None, f"{hook} lies inside a block (only resid_pre / resid_post are fast)"
     if max_rows < 1:
@@ -711,22 +719,19 @@ def patch_block_outputs(
     corrupt: Input | None = None,
     *,
     per_position: bool = False,
-    mode: str = "denoise",
     layers: Sequence[int] | None = None,
-    reference: Sequence[Input] | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> PatchingResult:
     """Attention and MLP outputs (`hook_attn_out`, `hook_mlp_out`) per layer: `values [2 * n_layers]` over
     components ``{l}_attn_out``, ``{l}_mlp_out`` (`names.Component`s; all aligned positions patched at once),
     or `[2 * n_layers, pos]` with
-    `per_position=True`. The component order matches `cache.decompose_resid()` without the embeddings."""
+    `per_position=True`. The component order matches `cache.decompose_resid()` without the embeddings. The
+    patching options are `PatchSpec`'s, as `spec=` or keywords."""
+    spec = patch_spec(spec, options, fn="patch_block_outputs")
     layer_list = _layers(model, layers)
     comps = [(c, c.hook_name) for c in block_components(model, layer_list)]
-    setup = _setup(model, clean, corrupt, [h for _, h in comps], mode, reference, align, prompt_len, output)
+    setup = _setup(model, clean, corrupt, [h for _, h in comps], spec)
     n_pos = len(setup.target)
     if per_position:
         sites = [
@@ -737,8 +742,8 @@ def patch_block_outputs(
     else:
         sites = [[Patch(h)] for _, h in comps]
         shape, axes, labels = (len(comps),), ("component",), [[c for c, _ in comps]]
-    rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} attn/mlp")
-    return _result(setup, rewards, shape, axes, labels, mode, "hook_attn_out / hook_mlp_out")
+    rewards = _run_sites(model, setup, sites, spec, f"{spec.mode} attn/mlp")
+    return _result(setup, rewards, shape, axes, labels, spec.mode, "hook_attn_out / hook_mlp_out")
 
 
 def patch_heads(
@@ -748,26 +753,23 @@ def patch_heads(
     *,
     act: str = "z",
     per_position: bool = False,
-    mode: str = "denoise",
     layers: Sequence[int] | None = None,
-    reference: Sequence[Input] | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> PatchingResult:
     """Per-head patching of `blocks.{l}.attn.hook_{act}` (act in z, q, k, v, pattern).
 
     `values [n_layers, n_heads]` (all aligned positions of the head at once), or `[n_layers, n_heads, pos]`
     with `per_position=True` (for patterns, the position is the query/destination row). With grouped-query
-    attention, k and v have `n_key_value_heads` heads. Patterns need an equal-length pair.
+    attention, k and v have `n_key_value_heads` heads. Patterns need an equal-length pair. The patching options
+    are `PatchSpec`'s, as `spec=` or keywords.
     """
+    spec = patch_spec(spec, options, fn="patch_heads")
     if act not in HEAD_ACTS:
         raise InputError(f"act must be one of {HEAD_ACTS}, got {act!r}.")
     layer_list = _layers(model, layers)
-    names = [f"blocks.{l}.attn.hook_{act}" for l in layer_list]  # noqa: E741
-    setup = _setup(model, clean, corrupt, names, mode, reference, align, prompt_len, output)
+    names = [act_name(act, layer) for layer in layer_list]
+    setup = _setup(model, clean, corrupt, names, spec)
     _, head_axis = hook_axes(names[0])
     n_heads = setup.target_acts[names[0]].shape[head_axis - 1]
     n_pos = len(setup.target)
@@ -784,5 +786,5 @@ def patch_heads(
         sites = [[Patch(n, None, h)] for n in names for h in range(n_heads)]
         shape, axes = (len(names), n_heads), ("layer", "head")
         labels = [[str(l) for l in layer_list], [str(h) for h in range(n_heads)]]  # noqa: E741
-    rewards = _run_sites(model, setup, sites, output, max_rows, progress, f"{mode} heads {act}")
-    return _result(setup, rewards, shape, axes, labels, mode, f"blocks.*.attn.hook_{act}")
+    rewards = _run_sites(model, setup, sites, spec, f"{spec.mode} heads {act}")
+    return _result(setup, rewards, shape, axes, labels, spec.mode, act_name(act, "*"))

@@ -18,12 +18,13 @@ Every sender is one row of a batched forward (`max_rows` rows per pass) in both 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import (
     Input,
     PatchingResult,
@@ -31,7 +32,7 @@ from hooked_reward.analysis.patching import (
     reward_alignment,
 )
 from hooked_reward.errors import InputError
-from hooked_reward.names import Component
+from hooked_reward.names import Component, act_name
 from hooked_reward.outputs import select_output
 
 if TYPE_CHECKING:
@@ -77,12 +78,8 @@ def path_patch(
     receiver: str | Receiver | Sequence[Receiver] = "reward",
     senders: Sequence[Sender] | None = None,
     *,
-    mode: str = "denoise",
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> PatchingResult:
     """Path-patched rewards for each sender → `receiver`: `values [n_senders]` (reward change vs the target run).
 
@@ -90,10 +87,19 @@ def path_patch(
     ``"q" | "k" | "v"`` (k/v heads count key-value heads under grouped-query attention), or a list of such
     (patched together, e.g. a head's q, k and v). `senders` defaults to every head and MLP (below the lowest
     receiver layer for head receivers). Sender activations at target positions without an aligned source
-    counterpart stay at their target values (see `align_pair`).
+    counterpart stay at their target values (see `align_pair`). The patching options (`mode`: denoise or noise,
+    `align`, `prompt_len`, `output`, `max_rows`, `progress`) are `PatchSpec`'s, as `spec=` or keywords.
     """
-    if mode not in ("denoise", "noise"):
-        raise InputError(f"path patching supports mode='denoise' or 'noise', got {mode!r}.")
+    spec = patch_spec(spec, options, fn="path_patch")
+    spec.require_modes(("denoise", "noise"), "path patching")
+    mode, align, prompt_len, output, max_rows, progress = (
+        spec.mode,
+        spec.align,
+        spec.prompt_len,
+        spec.output,
+        spec.max_rows,
+        spec.progress,
+    )
     recs = _parse_receivers(receiver)
     if senders is None:
         senders = all_senders(model, None if recs is None else min(r[1] for r in recs))
@@ -105,9 +111,9 @@ def path_patch(
     al = reward_alignment(model, target, source, align, prompt_len)
     tgt_idx, src_idx = al.indices(None)
     n_layers = model.cfg.n_layers
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]  # noqa: E741
-    mlp_names = [f"blocks.{l}.hook_mlp_out" for l in range(n_layers)]  # noqa: E741
-    rec_names = [] if recs is None else [f"blocks.{r[1]}.attn.hook_{r[0]}" for r in recs]
+    z_names = [act_name("z", layer) for layer in range(n_layers)]
+    mlp_names = [act_name("mlp_out", layer) for layer in range(n_layers)]
+    rec_names = [] if recs is None else [act_name(r[0], r[1]) for r in recs]
     names = z_names + mlp_names + rec_names
     r_target_t, base = model.run_with_cache(target[None], names_filter=names)
     r_source_t, src = model.run_with_cache(source[None], names_filter=z_names + mlp_names)

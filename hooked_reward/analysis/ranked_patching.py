@@ -22,15 +22,19 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooked_reward.analysis.attribution_patching import attribution_patch
+from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import Input, Patch, _run_sites, _setup
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
-from hooked_reward.names import block_components
+from hooked_reward.names import act_name, block_components
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["RankedPatchingResult", "ranked_patching", "forward_equivalents"]
+__all__ = ["RankedPatchingResult", "ranked_patching", "forward_equivalents", "RANKED_DEFAULT"]
+
+#: `ranked_patching`'s patching options unless given: pairs aligned at their reward tokens, no progress bar.
+RANKED_DEFAULT = PatchSpec(align="reward", progress=False)
 
 
 @dataclass
@@ -70,7 +74,7 @@ class RankedPatchingResult(LabeledTensor):
 
 
 def _head_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
+    return act_name("z", layer)
 
 
 def ranked_patching(
@@ -80,26 +84,25 @@ def ranked_patching(
     *,
     by: str = "component",
     top_k: int = 12,
-    align: str | None = "reward",
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = False,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> RankedPatchingResult:
     """Attribution-patching estimates at every site of `by` ("component" or "head"), then exact denoising
     patching of the `top_k` sites with the largest |estimate| (all of them when there are at most `top_k`).
 
     `clean`/`corrupt`: text or token rows (chosen, rejected); `align` and `prompt_len` as in `patching`
-    (default: aligned at the reward token). Returns a `RankedPatchingResult`.
+    (default: aligned at the reward token). Returns a `RankedPatchingResult`. The patching options (`align`,
+    `prompt_len`, `output`, `max_rows`, `progress`; the mode is always denoising) are `PatchSpec`'s, as `spec=` or
+    keywords; the defaults here are `RANKED_DEFAULT` (`align="reward"`, no progress bar).
     """
+    spec = patch_spec(spec, options, default=RANKED_DEFAULT, fn="ranked_patching")
+    spec.require_modes(("denoise",), "ranked patching")
     if by not in ("component", "head"):
         raise InputError(f"by must be 'component' or 'head', got {by!r}.")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InputError(f"top_k must be a positive int, got {top_k!r}.")
     sites_asked = ("attn_out", "mlp_out") if by == "component" else ("z",)
-    approx = attribution_patch(
-        model, clean, corrupt, sites=sites_asked, align=align, prompt_len=prompt_len, output=output
-    )
+    approx = attribution_patch(model, clean, corrupt, sites=sites_asked, spec=spec)
     if by == "component":
         sweep = approx.sweep("block_outputs")
         labels = list(sweep.axis_labels("component"))
@@ -115,8 +118,8 @@ def ranked_patching(
     magnitude = torch.nan_to_num(estimate.abs(), nan=-1.0)
     ranked = [int(i) for i in torch.argsort(magnitude, descending=True, stable=True)[: min(top_k, len(labels))]]
     needed = list(dict.fromkeys(patches[i][0].hook for i in ranked))
-    setup = _setup(model, clean, corrupt, needed, "denoise", None, align, prompt_len, output)
-    rewards = _run_sites(model, setup, [patches[i] for i in ranked], output, max_rows, progress, f"exact top-{top_k}")
+    setup = _setup(model, clean, corrupt, needed, spec)
+    rewards = _run_sites(model, setup, [patches[i] for i in ranked], spec, f"exact top-{top_k}")
     exact = torch.full((len(labels),), math.nan)
     exact[ranked] = rewards - setup.r_target
     return RankedPatchingResult(

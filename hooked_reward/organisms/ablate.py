@@ -21,28 +21,35 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from hooked_reward.names import act_name
 from hooked_reward.organisms.data import render
+
+
+def _block_part(layer: int, *parts: object) -> str:
+    """The module path of a part of block `layer` (`blocks.1.attn`, `blocks.1.attn.head.2`): the ids the organism
+    cards use for ablated components (module paths, not hook names; `hook_of` gives the hook)."""
+    return ".".join(["blocks", str(layer), *map(str, parts)])
 
 
 def component_names(n_layers: int, n_heads: int) -> list[str]:
     """Every ablatable component: each head, each attention layer, each MLP."""
     names = []
     for layer in range(n_layers):
-        names += [f"blocks.{layer}.attn.head.{h}" for h in range(n_heads)]
-        names += [f"blocks.{layer}.attn", f"blocks.{layer}.mlp"]
+        names += [_block_part(layer, "attn", "head", h) for h in range(n_heads)]
+        names += [_block_part(layer, "attn"), _block_part(layer, "mlp")]
     return names
 
 
 def hook_of(component: str) -> str:
     """The TransformerLens hook point that a component's ablation acts on."""
     parts = component.split(".")
-    layer = parts[1]
+    layer = int(parts[1])
     if ".attn.head." in component:
-        return f"blocks.{layer}.attn.hook_z"
+        return act_name("z", layer)
     if component.endswith(".attn"):
-        return f"blocks.{layer}.hook_attn_out"
+        return act_name("attn_out", layer)
     if component.endswith(".mlp"):
-        return f"blocks.{layer}.hook_mlp_out"
+        return act_name("mlp_out", layer)
     raise ValueError(f"unknown component {component!r}")
 
 

@@ -22,6 +22,7 @@ from hooked_reward.analysis.extensions.conflict import GATE_HOOKS, conflict_anal
 from hooked_reward.analysis.extensions.distortion import distortion_index
 from hooked_reward.analysis.extensions.divergence import ablation_sweep, fit_residual_density
 from hooked_reward.errors import HookedRewardError, InputError
+from hooked_reward.names import act_name
 from hooked_reward.report.html import Report, format_value, to_jsonable
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def extension_sections(
         held = [all_texts[i] for i in order[third : 2 * third]]
         test = [all_texts[i] for i in order[2 * third :]][:64]
         density = fit_residual_density(model, ref, held, k=min(32, max(2, len(ref) // 4)))
-        comps = [f"blocks.{layer}.hook_{c}_out" for layer in range(model.cfg.n_layers) for c in ("attn", "mlp")]
+        comps = [act_name(f"{c}_out", layer) for layer in range(model.cfg.n_layers) for c in ("attn", "mlp")]
         res = ablation_sweep(model, test, density, comps, reference=ref, seed=seed)
         rows = _frame_rows(res.to_frame())
         report.add_table("Divergence-aware ablation: per component and mode", rows, level=3)

@@ -42,11 +42,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooked_reward.analysis.patching import write_at_positions
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, frozen_final_scale, reward_direction
-from hooked_reward.names import FINAL_SCALE
+from hooked_reward.names import FINAL_SCALE, act_name
 from hooked_reward.outputs import select_output
 from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SparseAutoencoder
@@ -206,7 +207,7 @@ class CausalCheck(LabeledTensor):
 # ---------------------------------------------------------------------------------------------- helpers
 def linear_path(model: HookedRewardModel, hook_name: str) -> Literal["final_resid", "reward_resid"] | None:
     """Whether the reward is a linear function of the activation at ``hook_name`` (norm scale frozen)."""
-    if hook_name in (f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", "ln_final.hook_in"):
+    if hook_name in (act_name("resid_post", model.cfg.n_layers - 1), "ln_final.hook_in"):
         return "final_resid"
     if hook_name == "hook_reward_resid":
         return "reward_resid"
@@ -542,12 +543,12 @@ def patch_features(
 
         def put(src: _Run, dst: _Run, _f: int = f) -> Any:
             def edit(a: Tensor) -> Tensor:
-                a = a.clone()
                 squeeze = a.ndim == 2
                 a3 = a[:, None] if squeeze else a
                 if positions == "reward":
-                    a3[b, dst.reward_pos, _f] = src.acts[b, src.reward_pos, _f].to(a.dtype)
+                    a3 = write_at_positions(a3, dst.reward_pos, src.acts[b, src.reward_pos, _f], index=_f)
                 else:
+                    a3 = a3.clone()
                     m = dst.mask.bool()
                     a3[..., _f] = torch.where(m, src.acts[..., _f].to(a.dtype), a3[..., _f])
                 return a3[:, 0] if squeeze else a3

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from hooked_reward.names import act_name
 from hooked_reward.sae.autoencoder import SAEConfig, SparseAutoencoder, dtype_from_name
 
 if TYPE_CHECKING:
@@ -80,8 +81,8 @@ def _sparsify_hook_name(dirname: str) -> str | None:
         return None
     layer, sub = m.group(1), m.group(2)
     if sub is None:
-        return f"blocks.{layer}.hook_resid_post"
-    return f"blocks.{layer}.hook_mlp_out" if sub == "mlp" else f"blocks.{layer}.hook_attn_out"
+        return act_name("resid_post", layer)
+    return act_name("mlp_out", layer) if sub == "mlp" else act_name("attn_out", layer)
 
 
 def detect_format(path: str | Path) -> Literal["sae_lens", "sparsify"]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from hooked_reward.errors import InputError
@@ -24,8 +24,6 @@ from hooked_reward.final_norm import frozen_final_norm, reward_direction
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
 
 if TYPE_CHECKING:
-    from transformer_lens.hook_points import HookPoint
-
     from hooked_reward.model import HookedRewardModel
 
 
@@ -102,21 +100,6 @@ def cosine_matrix(rows: Float[Tensor, "k d"]) -> Float[Tensor, "k k"]:
 def sign_score(margins: np.ndarray) -> np.ndarray:
     """1 for a positive margin, −1 for a negative one, 0 for a tie: mean(sign) = 2·AUC − 1 (ties ½)."""
     return np.sign(np.asarray(margins, dtype=np.float64))
-
-
-def at_reward_pos_hook(
-    positions: Int[Tensor, " batch"], fn: Callable[[Tensor, Tensor], Tensor]
-) -> Callable[[Tensor, Any], Tensor]:
-    """A forward hook that replaces `act[b, positions[b]]` by `fn(act[b, positions[b]] rows, batch index)`."""
-
-    def hook(act: Tensor, hook: HookPoint) -> Tensor:
-        act = act.clone()
-        rows = torch.arange(act.shape[0], device=act.device)
-        pos = positions.to(act.device)
-        act[rows, pos] = fn(act[rows, pos], rows).to(act.dtype)
-        return act
-
-    return hook
 
 
 def figure(n: int = 1, width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:

@@ -42,7 +42,7 @@ from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows, resampling_p_value
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
-from hooked_reward.names import Component, as_components, head_components
+from hooked_reward.names import Component, act_name, as_components, head_components
 from hooked_reward.pairs import PreferencePair, as_pairs
 
 if TYPE_CHECKING:
@@ -474,7 +474,7 @@ def cascade_from_items(
 
 def _decomposition_filter(name: str, heads: bool) -> bool:
     ends = ("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "ln_final.hook_scale")
-    return name.endswith(ends) or name == "blocks.0.hook_resid_pre" or (heads and name.endswith("attn.hook_result"))
+    return name.endswith(ends) or name == act_name("resid_pre", 0) or (heads and name.endswith("attn.hook_result"))
 
 
 @torch.no_grad()
@@ -492,7 +492,7 @@ def item_attributions(
     heads = components == "heads"
     if heads:
         model.set_use_attn_result(True)
-    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    final = act_name("resid_post", model.cfg.n_layers - 1)
     tokens, mask = model.prepare(list(texts))
     rewards, attrs, normed, labels = [], [], [], []
     try:
@@ -509,10 +509,10 @@ def item_attributions(
             if heads:
                 parts, labels_h = [stack[:1]], [labels[0]]
                 for layer in range(model.cfg.n_layers):
-                    per_head = cache[f"blocks.{layer}.attn.hook_result"]  # [batch, 1, n_heads, d]
+                    per_head = cache[act_name("result", layer)]  # [batch, 1, n_heads, d]
                     per_head = per_head.permute(2, 0, 1, 3)
-                    rest = cache[f"blocks.{layer}.hook_attn_out"][None] - per_head.sum(0, keepdim=True)
-                    parts += [per_head, rest, cache[f"blocks.{layer}.hook_mlp_out"][None]]
+                    rest = cache[act_name("attn_out", layer)][None] - per_head.sum(0, keepdim=True)
+                    parts += [per_head, rest, cache[act_name("mlp_out", layer)][None]]
                     labels_h += head_components(model, [layer]) + [
                         Component("attn_bias", layer),
                         Component("mlp_out", layer),

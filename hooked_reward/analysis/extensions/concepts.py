@@ -35,13 +35,13 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
-    at_reward_pos_hook,
     cosine,
     figure,
     frame,
     reward_direction_or_none,
     reward_position_acts,
 )
+from hooked_reward.analysis.patching import reward_position_hook
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci, bootstrap_percentile, random_cosine_null
 from hooked_reward.errors import InputError
@@ -306,7 +306,7 @@ def dose_response(
     clean_scale = cache[FINAL_SCALE]
     rows = []
     for a in alphas:
-        add = at_reward_pos_hook(rpos, lambda x, _b, a=a: x + float(a) * s * u.to(x.device, x.dtype))
+        add = reward_position_hook(rpos, lambda x, _b, a=a: x + float(a) * s * u.to(x.device, x.dtype))
         with model.hooks(fwd_hooks=[(concept.hook, add)]):
             if freeze_norm:
                 with frozen_final_scale(model, clean_scale):

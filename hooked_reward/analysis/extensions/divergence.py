@@ -29,14 +29,14 @@ from sklearn.covariance import LedoitWolf
 from torch import Tensor
 
 from hooked_reward.analysis.extensions._common import (
-    at_reward_pos_hook,
     figure,
     frame,
     reward_position_acts,
 )
+from hooked_reward.analysis.patching import reward_position_hook
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
-from hooked_reward.names import layer_of
+from hooked_reward.names import act_name, layer_of
 from hooked_reward.positions import position_choice
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def fit_residual_density(
     calibrate on `held_out` clean texts (disjoint from the reference; a few hundred make the 99th percentile
     meaningful: with n held-out texts its resolution is 1/n). `hooks` default: every `blocks.{l}.hook_resid_post`.
     """
-    hooks = list(hooks) if hooks is not None else [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
+    hooks = list(hooks) if hooks is not None else [act_name("resid_post", i) for i in range(model.cfg.n_layers)]
     _, ref = reward_position_acts(model, reference, hooks, batch_size=batch_size)
     _, held = reward_position_acts(model, held_out, hooks, batch_size=batch_size)
     densities = [GaussianDensity.fit(ref[h].double().numpy(), k=k) for h in hooks]
@@ -302,7 +302,7 @@ def ablation_hooks(
     if mode == "zero":
         if positions == "all":
             return [(hook, lambda act, hook: torch.zeros_like(act))]
-        return [(hook, at_reward_pos_hook(rpos, lambda rows, _b: torch.zeros_like(rows)))]
+        return [(hook, reward_position_hook(rpos, lambda rows, _b: torch.zeros_like(rows)))]
     if reference is None:
         raise InputError("Resample ablation needs reference texts (reference=...).")
     ref_tok, ref_mask = model.prepare(reference)
@@ -311,7 +311,7 @@ def ablation_hooks(
     if positions == "reward":
         _, acts = reward_position_acts(model, (ref_tok, ref_mask), [hook])
         src = acts[hook][pick]
-        return [(hook, at_reward_pos_hook(rpos, lambda rows, _b: src.to(rows.device).reshape(rows.shape)))]
+        return [(hook, reward_position_hook(rpos, lambda rows, _b: src.to(rows.device).reshape(rows.shape)))]
     if ref_tok.shape[1] != tokens.shape[1]:
         raise InputError("Resampling at every position needs reference texts of the same padded length.")
     with torch.no_grad():

@@ -19,8 +19,7 @@ For a factor's pairs, two complementary per-component measures of the mean Δ = 
 The two are shown side by side with their Spearman rank agreement over components.  DRA is read with
 :func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split through ``W_O``; rows sum to
 Δreward); patching uses :func:`hooked_reward.analysis.patching.run_patched` per pair with
-``align="reward"`` and only the last (reward) position patched (a batched in-module fallback computes the
-same numbers if that module is absent).
+``align="reward"`` and only the reward position patched.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooked_reward.analysis.attribution import attribution_from_cache
+from hooked_reward.analysis.patching import Patch, reward_alignment, row_reward_position, run_patched
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman
 from hooked_reward.errors import InputError
@@ -167,39 +167,7 @@ def _pair_dra(cache_b, cache_n, by: str, output: int | str | None) -> tuple[list
 
 
 @torch.no_grad()
-def _patched_rewards(
-    model,
-    tokens: Int[Tensor, "batch pos"],
-    mask: Int[Tensor, "batch pos"],
-    hook: str,
-    head: int | None,
-    source: Tensor,
-    output: int | str | None,
-) -> Float[Tensor, " batch"]:
-    """Rewards of ``tokens`` with ``hook`` (head ``head``) at each row's reward position set to ``source``.
-
-    ``source`` is the source run's activation at *its* reward position: ``[batch, d]`` or, for a head,
-    ``[batch, d_head]``.
-    """
-    pos = model.reward_positions(mask, tokens).to(tokens.device)
-    rows = torch.arange(tokens.shape[0], device=tokens.device)
-
-    def patch(act: Tensor, hook=None) -> Tensor:
-        act = act.clone()
-        if head is None:
-            act[rows, pos] = source.to(act.dtype).to(act.device)
-        else:
-            act[rows, pos, head] = source.to(act.dtype).to(act.device)
-        return act
-
-    with model.hooks(fwd_hooks=[(hook, patch)]):
-        out = model(tokens, attention_mask=mask)
-    return select_output(out, output, names=model.output_names).float()
-
-
-@torch.no_grad()
-def _patch_with_module(
-    patching_module,
+def _patch_at_reward(
     model,
     biased: tuple[Tensor, Tensor],
     neutral: tuple[Tensor, Tensor],
@@ -220,10 +188,10 @@ def _patch_with_module(
         target = tn[i][keep_n.to(tn.device)]
         sources = {h: cache[h][i][keep_b.to(cache[h].device)] for h in hooks}
         source = tb[i][keep_b.to(tb.device)]
-        align = patching_module.reward_alignment(model, target, source, "reward")
-        at = patching_module.row_reward_position(model, target)
-        sets = [[patching_module.Patch(h, (at,), hd)] for h, hd in items]
-        r = patching_module.run_patched(model, target, sources, sets, align, output=output, progress=False)
+        align = reward_alignment(model, target, source, "reward")
+        at = row_reward_position(model, target)
+        sets = [[Patch(h, (at,), hd)] for h, hd in items]
+        r = run_patched(model, target, sources, sets, align, output=output, progress=False)
         sums += r.numpy().astype(np.float64) - float(r_neutral[i])
     return sums / tb.shape[0]
 
@@ -251,10 +219,6 @@ def localise_pairs(
     rn = select_output(rn, output, names=model.output_names).float()
     labels, dra = _pair_dra(cb, cn, "component", output)
 
-    def act_at_reward(cache, hook: str, head: int | None) -> Tensor:
-        a = cache[hook][:, 0]  # positions="reward": the reward position sits at index 0
-        return a if head is None else a[:, head]
-
     def patch_all(labs: list[str]) -> np.ndarray:
         vals = np.full(len(labs), np.nan)
         items: list[tuple[int, str, int | None]] = []
@@ -267,20 +231,9 @@ def localise_pairs(
                 items.append((i, hook, head))
         if not items:
             return vals
-        try:
-            from hooked_reward.analysis import patching as patching_module
-        except ImportError:  # pragma: no cover - patching ships with the package
-            patching_module = None
-        if patching_module is not None:
-            effects = _patch_with_module(
-                patching_module, model, (tb, mb), (tn, mn), rn, [(h, hd) for _, h, hd in items], output
-            )
-            for (i, _, _), e in zip(items, effects, strict=True):
-                vals[i] = e
-            return vals
-        for i, hook, head in items:
-            pr = _patched_rewards(model, tn, mn, hook, head, act_at_reward(cb, hook, head), output)
-            vals[i] = float((pr - rn).mean())
+        effects = _patch_at_reward(model, (tb, mb), (tn, mn), rn, [(h, hd) for _, h, hd in items], output)
+        for (i, _, _), e in zip(items, effects, strict=True):
+            vals[i] = e
         return vals
 
     patch_vals = patch_all(labels) if patching else np.full(len(labels), np.nan)
