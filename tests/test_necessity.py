@@ -79,3 +79,12 @@ def test_redundancy_is_flagged_where_restore_and_remove_disagree() -> None:
     assert first["removes"] == pytest.approx(np.mean([r["removes"][0] for r in rows]))
     assert result.ranked(1)[0]["component"] == "L1H0"  # the largest share, whichever measure
     assert result.values.shape == (n, 2, 3)
+
+
+def test_removes_pair_is_restore_remove_without_the_denoising(model) -> None:
+    from hooked_reward.analysis.necessity import removes_pair
+
+    both = restore_remove_pair(model, CLEAN, CORRUPT, by="head")
+    only = removes_pair(model, CLEAN, CORRUPT, by="head")
+    assert "restores" not in only
+    torch.testing.assert_close(only["removes"], both["removes"])

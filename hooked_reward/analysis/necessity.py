@@ -38,7 +38,7 @@ from hooked_reward.names import Component, block_components, head_components
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["NecessityResult", "restore_remove_pair", "summarise_restore_remove", "FLAGS"]
+__all__ = ["NecessityResult", "removes_pair", "restore_remove_pair", "summarise_restore_remove", "FLAGS"]
 
 #: What a component's restore/remove disagreement is called (empty: they agree).
 FLAGS = ("redundant", "joint", "")
@@ -65,11 +65,42 @@ def restore_remove_pair(
 
     Returns `restores [c]`, `removes [c]` (float32, shares of the pair's gap; NaN when the gap is 0) and `gap`
     (r(clean) − r(corrupted)), in the order of `names.block_components` / `head_components`."""
+    return _shares(model, clean, corrupt, ("denoise", "noise"), by, align, prompt_len, output, max_rows)
+
+
+def removes_pair(
+    model: HookedRewardModel,
+    clean: Input,
+    corrupt: Input,
+    *,
+    by: str = "component",
+    align: str | None = "reward",
+    prompt_len: int | None = None,
+    output: int | str | None = None,
+    max_rows: int = 64,
+) -> dict[str, Any]:
+    """Only the remove shares (`removes [c]`, `gap`) of `restore_remove_pair`, for callers that already have the
+    denoising effects (e.g. `faithfulness_pair`'s `patching`: restores = patching / reward_gap)."""
+    return _shares(model, clean, corrupt, ("noise",), by, align, prompt_len, output, max_rows)
+
+
+def _shares(
+    model: HookedRewardModel,
+    clean: Input,
+    corrupt: Input,
+    modes: Sequence[str],
+    by: str,
+    align: str | None,
+    prompt_len: int | None,
+    output: int | str | None,
+    max_rows: int,
+) -> dict[str, Any]:
     labels = _labels(model, by)
     c_row, x_row = as_row(model, clean), as_row(model, corrupt)
     kw: dict[str, Any] = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
     shares = {}
-    for mode in ("denoise", "noise"):
+    gap = math.nan
+    for mode in modes:
         if by == "component":
             res = patch_block_outputs(model, c_row, x_row, mode=mode, **kw)
         else:
@@ -78,9 +109,13 @@ def restore_remove_pair(
         change = res.values.reshape(-1).double()
         share = change / gap if gap != 0 and math.isfinite(gap) else torch.full_like(change, math.nan)
         shares[mode] = (share if mode == "denoise" else -share).float().cpu()
-    if shares["denoise"].shape[0] != len(labels):
-        raise InputError(f"patching gave {shares['denoise'].shape[0]} effects for {len(labels)} {by}s.")
-    return {"restores": shares["denoise"], "removes": shares["noise"], "gap": gap}
+    for share in shares.values():
+        if share.shape[0] != len(labels):
+            raise InputError(f"patching gave {share.shape[0]} effects for {len(labels)} {by}s.")
+    out: dict[str, Any] = {"removes": shares["noise"], "gap": gap}
+    if "denoise" in shares:
+        out["restores"] = shares["denoise"]
+    return out
 
 
 @dataclass(repr=False)
