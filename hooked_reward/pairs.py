@@ -152,6 +152,15 @@ class PreferencePair:
             [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.rejected}],
         )
 
+    def texts(self) -> tuple[str, str]:
+        """`(chosen, rejected)` as strings: the two sides of a text pair (full texts for a rendered pair, whose
+        prompt is ""); `InputError` for a conversation (render it first with `rendered`)."""
+        if not (isinstance(self.chosen, str) and isinstance(self.rejected, str)):
+            raise InputError(
+                f"This pair ({self.label!r}) holds messages, not texts: render it with `pair.rendered(model)` first."
+            )
+        return self.chosen, self.rejected
+
     def render(
         self,
         model_or_tokenizer: HookedRewardModel | PreTrainedTokenizerBase | None = None,

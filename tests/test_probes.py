@@ -183,6 +183,7 @@ def _organism():
         pytest.skip(f"sycophancy organism weights not available: {err}")
 
 
+@pytest.mark.slow  # the whole probe suite on the organism
 def test_organism_known_answers():
     """Planted factors are significant, rewarded, and localised to the card's components; placebo factors
     (two draws from the same pool on each side) are not significant after BH."""

@@ -29,7 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooked_reward.analysis.attribution import pair_reward_attribution
+from hooked_reward.analysis.attribution import Granularity, pair_reward_attribution
 from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
 from hooked_reward.analysis.ranked_patching import ranked_patching
@@ -71,7 +71,7 @@ class FaithfulnessResult(LabeledTensor):
 
     attribution: Float[Tensor, "pair component"] = field(default_factory=lambda: torch.empty(0, 0))
     patching: Float[Tensor, "pair component"] = field(default_factory=lambda: torch.empty(0, 0))
-    components: list[str] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)
     by: str = "component"
     mean: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
@@ -175,8 +175,9 @@ def faithfulness_pair(
         raise InputError(f"method must be 'exact' or 'ranked', got {method!r}.")
     labels = _dra_labels(model, by)
     c_row, x_row = as_row(model, clean), as_row(model, corrupt)
+    granularity: Granularity = "component" if by == "component" else "head"
     dra = pair_reward_attribution(
-        model, c_row[None], x_row[None], by=by, output=_dra_output(model, output), progress=False
+        model, c_row[None], x_row[None], by=granularity, output=_dra_output(model, output), progress=False
     )
     idx = [dra.labels["component"].index(lab) for lab in labels]
     attr = dra.values[0, idx].float().cpu()

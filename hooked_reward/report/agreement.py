@@ -92,13 +92,13 @@ class Agreement:
         self.rho_pooled = _spearman(self.dra_mean, self.patch_mean)
         self.rho_pooled_ci = _pooled_ci(self.dra, self.patching)
 
-    def rank(self, label: str, by: str = "patching") -> int:
+    def rank(self, label: Component, by: str = "patching") -> int:
         """1-based rank of `label` by mean effect (largest first) under patching or DRA."""
         values = self.patch_mean if by == "patching" else self.dra_mean
         order = list(np.argsort(-values, kind="stable"))
         return order.index(self.labels.index(label)) + 1
 
-    def top(self, by: str = "patching") -> str:
+    def top(self, by: str = "patching") -> Component:
         """The component with the largest mean effect under patching or DRA."""
         values = self.patch_mean if by == "patching" else self.dra_mean
         return self.labels[int(np.argmax(values))]

@@ -54,6 +54,11 @@ Pair = PreferencePair
 UNLABELLED = "unlabelled"
 
 
+def _group(pair: Pair) -> str:
+    """The group a pair is analysed in: its label, or UNLABELLED."""
+    return UNLABELLED if pair.label is None else pair.label
+
+
 def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
     """Mean with a BCa bootstrap 95% CI (NaN CI for fewer than 3 values or constant data)."""
     x = np.asarray(x, dtype=float)
@@ -121,12 +126,14 @@ def analyze(
         raise InputError("No pairs to analyse.")
     # Unlabelled pairs (`label=None`, e.g. a pair file with no mechanism column) form one group, as in the CLI.
     pairs = [p if p.label is not None else dataclasses.replace(p, label=UNLABELLED) for p in pairs]
+    for p in pairs:
+        p.texts()  # rendered pairs (texts), else InputError
     check_nan_policy(nan_policy, allowed=("raise", "omit"))
     import matplotlib
 
     matplotlib.use("Agg", force=False)
 
-    mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
+    mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
     colour = plots.colours(mechanisms)
     # The model's output analysed (behaviour, lens, attribution, patching): `output` (index or name), else the first.
     output = output_index(output, model.output_names) if output is not None else None
@@ -136,7 +143,7 @@ def analyze(
     names = model.head.readout_names()
     # The lens/DRA column of that output: ArmoRM's columns are its objectives then the score.
     column = names.index("score") if gated else output
-    by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
+    by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
 
     # ---- compute (or read back from the results store) ---------------------------------------------------
     plan = causal_plan(model, causal, budget)
@@ -154,14 +161,16 @@ def analyze(
             top_k=plan["top_k"],
             progress=progress,
         )
+        if data is None:  # an in-memory study runs in this process alone, as rank 0: it always returns the data
+            raise RuntimeError("analysis_results returned no data for an in-memory study")
     margins = (data.r_chosen - data.r_rejected).double().numpy()
     ok = finite_rows(margins, what="analyze: margins r(chosen) − r(rejected) (pairs by index)", nan_policy=nan_policy)
     n_omitted = int((~ok).sum())
     if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
         pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
-        data, margins = data.select(ok), margins[ok]
-        mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
-        by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
+        data, margins = data.select(ok.tolist()), margins[ok]
+        mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
+        by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
     lens_c, lens_r = data.lens_chosen, data.lens_rejected
     attributions = data.attributions
     found: dict[str, _Mechanism] = {}
@@ -517,10 +526,10 @@ def _mechanism_sections(
 
     heads = m.by["head"]
     top = [heads.labels[i] for i in np.argsort(-heads.patch_mean, kind="stable")[:n_top_heads]]
-    pair = m.pairs[0]
+    chosen, rejected = m.pairs[0].texts()
     views = [
-        ("chosen", head_attention(model, pair.chosen, top)),
-        ("rejected", head_attention(model, pair.rejected, top)),
+        ("chosen", head_attention(model, chosen, top)),
+        ("rejected", head_attention(model, rejected, top)),
     ]
     fig = attention_figure(views, f"{mech}: attention from the reward position, heads {', '.join(top)}")
     caption = (
@@ -552,13 +561,11 @@ def _mechanism_sections(
         from hooked_reward.analysis.attribution_patching import attribution_patch
 
         estimate = attribution_patch(
-            model, pair.chosen, pair.rejected, sites=("resid_pre",), align="reward", output=output
+            model, chosen, rejected, sites=("resid_pre",), align="reward", output=output
         ).sweep("resid_pre")
         result = estimate  # [layer, pos]: row 0 is the estimate of patching blocks.0.hook_resid_pre per position
     else:
-        result = patch_resid(
-            model, pair.chosen, pair.rejected, layers=[0], align="reward", progress=False, output=output
-        )
+        result = patch_resid(model, chosen, rejected, layers=[0], align="reward", progress=False, output=output)
     effects = result.values[0].double().numpy()
     rejected_tokens = view_tokens = views[1][1].tokens
     chosen_tokens = views[0][1].tokens
@@ -588,7 +595,7 @@ def _mechanism_sections(
         f"circuit_{mech}",
         {
             "top_heads": top,
-            "pair": {"chosen": pair.chosen, "rejected": pair.rejected},
+            "pair": {"chosen": chosen, "rejected": rejected},
             "attention_from_reward": {
                 side: {"tokens": v.tokens, "heads": v.heads, "weights": v.from_reward} for side, v in views
             },

@@ -217,13 +217,13 @@ def extension_sections(
         if not gated:
             _, normed, _, _ = final_normed(model, all_texts)
             index = {t: i for i, t in enumerate(all_texts)}
-            rows, names = [], []
+            means, names = [], []
             for name, ps in dimensions.items():
                 a = torch.tensor([index[p] for p, _ in ps])
                 b = torch.tensor([index[d] for _, d in ps])
-                rows.append((normed[a] - normed[b]).mean(0))
+                means.append((normed[a] - normed[b]).mean(0))
                 names.append(name)
-            directions = torch.stack(rows)
+            directions = torch.stack(means)
         res = conflict_analysis(model, all_texts, pairs, directions=directions, names=names, n_boot=n_boot, seed=seed)
         rows = _frame_rows(res.to_frame())
         report.add_table("Reward-term conflict: per pair of terms", rows, level=3)

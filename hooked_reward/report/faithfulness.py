@@ -51,7 +51,7 @@ def write_faithfulness_report(
     if results is None:
         results = {
             by: faithfulness_study(
-                model, [(p.chosen, p.rejected) for p in pairs], by=by, align="reward", output=output, progress=progress
+                model, [p.texts() for p in pairs], by=by, align="reward", output=output, progress=progress
             )
             for by in ("component", "head")
         }

@@ -226,13 +226,14 @@ class Report:
         self,
         heading: str,
         rows: list[dict[str, Any]],
-        caption: str = "",
+        caption: str | list[str] = "",
         *,
         level: int = 2,
         columns: list[str] | None = None,
         css_class: str = "",
     ) -> None:
-        """A table of `rows` (dicts; columns from the first row unless given), values through `format_value`."""
+        """A table of `rows` (dicts; columns from the first row unless given), values through `format_value`;
+        `caption`: one paragraph or several."""
         self._section(heading, level, caption, table=list(rows), columns=columns, css_class=css_class)
 
     def add_html(self, heading: str, markup: str, caption: str = "", *, level: int = 2, css_class: str = "") -> None:
