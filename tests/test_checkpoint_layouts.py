@@ -167,6 +167,8 @@ def test_normalize_reward_override(tmp_path):
     off = HookedRewardModel.from_pretrained(path, normalize_reward=False)
     torch.testing.assert_close(off(tokens, attention_mask=mask), raw, atol=1e-5, rtol=1e-5)
     assert "hook_reward_raw" not in off.hook_dict
+    booted = HookedRewardModel.boot_transformers(str(path), normalize_reward=False)  # TransformerLens's entry point
+    torch.testing.assert_close(booted(tokens, attention_mask=mask), raw, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("std", [0.0, -1.0, float("nan"), float("inf")])
@@ -324,6 +326,15 @@ def test_adapter_without_a_head_over_a_causal_lm_is_refused(tmp_path):
     peft_model = peft.get_peft_model(base, peft.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
     with pytest.raises(UnsupportedArchitectureError, match="not a reward model"):
+        HookedRewardModel.from_pretrained(tmp_path / "adapter")
+
+
+def test_adapter_without_weights_is_a_clear_error(tmp_path):
+    save_checkpoint(build_hf_model("llama"), tmp_path / "base")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+    peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no adapter weights"):
         HookedRewardModel.from_pretrained(tmp_path / "adapter")
 
 
