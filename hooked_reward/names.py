@@ -19,6 +19,9 @@ extended to heads and neurons:
     neuron       "L3N7"           blocks.3.mlp.hook_post         neuron 7
     mlp_bias     "3_mlp_bias"     blocks.3.hook_mlp_out          -      (mlp_out minus its neurons)
 
+A circuit graph (`hooked_reward.analysis.circuits`) labels its nodes "embed", `L3H5`, `L3MLP` and "reward"
+(`node_label`) and its edges `L0H2->L1H0.q`, `embed->L0MLP`, `L1MLP->reward` (`Edge`).
+
 Analyses build labels here (never by formatting strings themselves) and read structure from the attributes
 (never by parsing labels back).
 """
@@ -123,6 +126,51 @@ class Component(str):
     def head(self) -> int | None:
         """The head index of a head component, else None."""
         return self.index if self.kind == "head" else None
+
+
+GRAPH_INPUTS = ("q", "k", "v")
+
+
+def node_label(component: Component | None) -> str:
+    """A circuit-graph node's label: "embed", a head's `L{l}H{h}`, an MLP's `L{l}MLP`, and "reward" for None (the
+    reward readout)."""
+    if component is None:
+        return "reward"
+    if component.kind in ("embed", "head"):
+        return str(component)
+    if component.kind == "mlp_out":
+        return f"L{component.layer}MLP"
+    raise InputError(f"A circuit-graph node is the embedding, a head, an MLP or the reward; got {component!r}.")
+
+
+class Edge(str):
+    """A circuit-graph edge label (a `str`, e.g. `L0H2->L1H0.q`, `embed->L0MLP`, `L1MLP->reward`) with its
+    structure: `sender` (a `Component`: embed, head or mlp_out), `receiver` (a head or mlp_out `Component`, or None
+    for the reward readout) and `input` ("q", "k" or "v" for a head receiver, None otherwise). Build one with
+    `Edge(sender, receiver, input)`."""
+
+    sender: Component
+    receiver: Component | None
+    input: str | None
+
+    def __new__(cls, sender: Component, receiver: Component | None = None, input: str | None = None) -> Edge:
+        if sender.kind not in ("embed", "head", "mlp_out"):
+            raise InputError(f"An edge's sender is the embedding, a head or an MLP; got {sender!r}.")
+        is_head = receiver is not None and receiver.kind == "head"
+        if is_head != (input is not None) or (input is not None and input not in GRAPH_INPUTS):
+            raise InputError(
+                f"A head receiver needs input in {GRAPH_INPUTS} (other receivers none); got {receiver!r}, {input!r}."
+            )
+        label = f"{node_label(sender)}->{node_label(receiver)}" + (f".{input}" if input else "")
+        obj = super().__new__(cls, label)
+        obj.sender, obj.receiver, obj.input = sender, receiver, input
+        return obj
+
+    def __reduce__(self) -> tuple:
+        return (Edge, (self.sender, self.receiver, self.input))
+
+    def __repr__(self) -> str:
+        return f"Edge({str(self)!r})"
 
 
 def head_components(model: HookedRewardModel, layers: Sequence[int] | None = None) -> list[Component]:

@@ -37,6 +37,13 @@ def model(tmp_path_factory):
 def _results(model) -> dict[str, LabeledTensor]:
     from hooked_reward.analysis.attribution import direct_reward_attribution, pair_reward_attribution
     from hooked_reward.analysis.attribution_patching import attribution_patch
+    from hooked_reward.analysis.circuits import (
+        circuit_faithfulness,
+        edge_agreement,
+        edge_attribution,
+        exact_edge_effects,
+        faithfulness_curve,
+    )
     from hooked_reward.analysis.compare import compare_models
     from hooked_reward.analysis.extensions import (
         cascade_from_items,
@@ -63,7 +70,12 @@ def _results(model) -> dict[str, LabeledTensor]:
     probes = run_probe_suite(
         model, factors=["flattery"], n_pairs=6, n_boot=99, progress=False, localise=False, min_effect=0.1
     )
+    edge_scores = edge_attribution(model, pairs, "eap-ig", steps=2, progress=False)
     return {
+        "edge_attribution": edge_scores,
+        "circuit_faithfulness": circuit_faithfulness(model, pairs, edge_scores.top(5), progress=False),
+        "faithfulness_curve": faithfulness_curve(model, pairs, edge_scores, sizes=[0, 5, 20], progress=False),
+        "edge_agreement": edge_agreement(edge_scores, exact_edge_effects(model, pairs, edge_scores.top(6))),
         "attribution": direct_reward_attribution(model, texts[:3], progress=False),
         "pair_attribution": pair_reward_attribution(model, texts[:2], texts[2:4], progress=False),
         "lens": reward_lens(model, texts[:3], progress=False),
