@@ -49,7 +49,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import einops
 import numpy as np
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from transformer_lens.hook_points import HookPoint
 
+    from hooked_reward.cache import RewardActivationCache
     from hooked_reward.model import HookedRewardModel
 
 __all__ = [
@@ -240,13 +241,13 @@ class _PairRun:
     rewards, and each sender's output difference `diffs [sender, target_pos, d_model]` (rejected − chosen at
     aligned positions, 0 elsewhere)."""
 
-    chosen: Int[Tensor, "pos"]
-    rejected: Int[Tensor, "pos_r"]
+    chosen: Int[Tensor, " pos"]
+    rejected: Int[Tensor, " pos_r"]
     align: Alignment
     r_chosen: float
     r_rejected: float
     source: list[Tensor]
-    pos_mask: Float[Tensor, "pos"]
+    pos_mask: Float[Tensor, " pos"]
     diffs: Float[Tensor, "sender pos d_model"]
 
     @property
@@ -254,7 +255,7 @@ class _PairRun:
         return self.r_chosen - self.r_rejected
 
 
-def _sender_outputs(graph: CircuitGraph, cache: Mapping[str, Tensor]) -> list[Tensor]:
+def _sender_outputs(graph: CircuitGraph, cache: RewardActivationCache | Mapping[str, Tensor]) -> list[Tensor]:
     """Each sender's output `[batch, pos, d_model]` from the sender hooks, in sender order."""
     out = []
     for hook in graph.sender_hooks:
@@ -268,7 +269,7 @@ def _pair_rows(model: HookedRewardModel, pair: PairLike, render: Render | None) 
     rendered with `render` (None: the model's chat template), or a `(chosen, rejected)` tuple of inputs."""
     if isinstance(pair, tuple) and len(pair) == 2 and not all(isinstance(x, str) for x in pair):
         return as_row(model, pair[0]), as_row(model, pair[1])
-    chosen, rejected = as_pairs([pair])[0].render(model, render=render)
+    chosen, rejected = as_pairs([cast(PreferencePair | Mapping | Sequence[str], pair)])[0].render(model, render=render)
     return as_row(model, chosen), as_row(model, rejected)
 
 
@@ -358,7 +359,7 @@ def _patched_rewards(
     edge_sets: Sequence[Sequence[int]],
     output: int | str | None,
     max_rows: int,
-) -> Float[Tensor, "n_sets"]:
+) -> Float[Tensor, " n_sets"]:
     """The chosen run's reward with each set of edges patched from the rejected run (one row per set)."""
     if max_rows < 1:
         raise InputError(f"max_rows must be >= 1, got {max_rows}.")
@@ -376,7 +377,9 @@ def _patched_rewards(
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _edge_patch_hooks(graph: CircuitGraph, run: _PairRun, masks: Mapping[str, Tensor]) -> list[tuple[str, Callable]]:
+def _edge_patch_hooks(
+    graph: CircuitGraph, run: _PairRun, masks: Mapping[str, Tensor]
+) -> list[tuple[str | Callable, Callable]]:
     """Forward hooks for one batch of edge sets: each sender hook records `rejected − this run` of its senders'
     outputs (at aligned positions); each receiver hook adds the patched senders' differences, per row and slot
     (`masks[hook] [rows, slots, n_up]`)."""
@@ -438,7 +441,7 @@ def _receiver_grads(
     }
 
 
-def _scores_from_grads(graph: CircuitGraph, run: _PairRun, grads: Mapping[str, Tensor]) -> Float[Tensor, "edge"]:
+def _scores_from_grads(graph: CircuitGraph, run: _PairRun, grads: Mapping[str, Tensor]) -> Float[Tensor, " edge"]:
     """`Σ_pos diff_sender · grad_receiver` for every edge."""
     per_hook = {}
     for name, g in grads.items():
@@ -472,10 +475,10 @@ class EdgeAttribution(LabeledTensor):
         return list(self.axis_labels("edge"))
 
     @property
-    def margin(self) -> Float[Tensor, "pair"]:
+    def margin(self) -> Float[Tensor, " pair"]:
         return self.r_chosen - self.r_rejected
 
-    def mean(self) -> Float[Tensor, "edge"]:
+    def mean(self) -> Float[Tensor, " edge"]:
         """The score of each edge averaged over pairs."""
         return self.values.mean(0)
 
@@ -610,14 +613,14 @@ class EdgeAgreement(LabeledTensor):
 
 # ---------------------------------------------------------------------------------------------------- entry points
 def _check_pairs(pairs: Sequence[PairLike] | PairLike) -> list[PairLike]:
-    if isinstance(pairs, (PreferencePair, Mapping)) or (
+    """The pairs as a list (one pair given alone is a list of one); `InputError` for none."""
+    one = isinstance(pairs, (PreferencePair, Mapping)) or (
         isinstance(pairs, tuple) and len(pairs) == 2 and not isinstance(pairs[0], (PreferencePair, Mapping, tuple))
-    ):
-        pairs = [pairs]
-    pairs = list(pairs)
-    if not pairs:
+    )
+    out: list[PairLike] = [cast(PairLike, pairs)] if one else list(cast(Sequence[PairLike], pairs))
+    if not out:
         raise InputError("No pairs given: pass PreferencePairs (or (chosen, rejected) tuples).")
-    return pairs
+    return out
 
 
 def _runs(
@@ -848,7 +851,7 @@ def faithfulness_curve(
 
 
 def _curve_ci(
-    kept: Float[np.ndarray, "pair size"], margin: Float[np.ndarray, "pair"], confidence: float, n_resamples: int = 2000
+    kept: Float[np.ndarray, "pair size"], margin: Float[np.ndarray, " pair"], confidence: float, n_resamples: int = 2000
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-size percentile bootstrap interval of `mean(kept[:, size]) / mean(margin)`, pairs resampled together
     for every size (seeded)."""
@@ -883,7 +886,7 @@ def edge_agreement(
     ci = (math.nan, math.nan)
     if n_pairs >= 2:
         rows = np.random.default_rng(seed).integers(0, n_pairs, (n_resamples, n_pairs))
-        resampled = spearman_along(approx[rows].mean(1), truth[rows].mean(1))
+        resampled = np.asarray(spearman_along(approx[rows].mean(1), truth[rows].mean(1)))
         lo, hi = percentile_interval(resampled, confidence, ignore_nan=True)
         ci = (float(lo), float(hi))
     return EdgeAgreement(
