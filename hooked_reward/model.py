@@ -32,6 +32,7 @@ from transformer_lens.utilities.slice import Slice
 from hooked_reward import inputs as _inputs
 from hooked_reward.bridge_build import build_bridge, scan_hook_points
 from hooked_reward.cache import CacheRecorder, RewardActivationCache
+from hooked_reward.concurrency import serialise_runs
 from hooked_reward.errors import CheckpointError, InputError, RewardPositionWarning, unknown_hook_error
 from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
@@ -843,3 +844,8 @@ class HookedRewardModel(TransformerBridge):
             f"HookedRewardModel({self.cfg.architecture}, n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, "
             f"head={type(self.head).__name__}, outputs={self.output_names})"
         )
+
+
+# Runs on one model from several threads are serialised (hooks live on the model's HookPoints, so two concurrent
+# runs would read each other's hooks): see hooked_reward.concurrency and docs/guarantees.md.
+serialise_runs(HookedRewardModel)
