@@ -234,6 +234,13 @@ def test_openrlhf_sharded_and_renamed(tmp_path):
     torch.testing.assert_close(hooked(tokens, attention_mask=mask), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_openrlhf_tokenizer_beyond_the_embedding_is_refused(tmp_path):
+    path = save_openrlhf(openrlhf_model("llama", "score", True), tmp_path / "rm", "score")
+    word_tokenizer(extra_words=tuple(f"w{i}" for i in range(VOCAB))).save_pretrained(path)  # ids past the rows
+    with pytest.raises(CheckpointError, match="embedding"):
+        HookedRewardModel.from_pretrained(path)
+
+
 def test_openrlhf_in_memory(tmp_path):
     """OpenRLHF's own model object, passed to from_hf_model, is read as OpenRLHF runs it."""
     model = openrlhf_model("llama", "value_head", True)

@@ -57,6 +57,10 @@ class OpenRLHFRewardModule(nn.Module):
         setattr(self, self.base_model_prefix, backbone)
         setattr(self, value_head_prefix, head)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The base model's token embedding (what `hf_load.check_vocabulary` checks the tokenizer against)."""
+        return getattr(self, self.base_model_prefix).get_input_embeddings()
+
 
 def _is_openrlhf(contents: CheckpointContents) -> bool:
     config = contents.config
