@@ -193,6 +193,16 @@ def test_faithfulness_ends_and_curve_summaries(llama):
     # the top-5 circuit's point equals circuit_faithfulness of the same 5 edges
     top5 = C.circuit_faithfulness(llama, pairs, scores.top(5), progress=False)
     assert float(curve.values[1]) == pytest.approx(top5.fraction, abs=1e-6)
+    assert curve.at(5)[0] == float(curve.values[1]) and curve.at(5)[1] == (
+        float(curve.ci_low[1]),
+        float(curve.ci_high[1]),
+    )
+    # the same curve from the ranked edges themselves, and rebuilt from its per-pair numbers
+    ranked = C.faithfulness_curve(llama, pairs, scores.top(20), sizes=[0, 5, 20], progress=False)
+    torch.testing.assert_close(ranked.values, curve.values[:3])
+    rebuilt = C.FaithfulnessCurve.from_kept(curve.kept, curve.margin, curve.sizes, graph.n_edges, method="eap")
+    torch.testing.assert_close(rebuilt.values, curve.values)
+    assert (rebuilt.cpr, rebuilt.cmd) == (curve.cpr, curve.cmd)
     # CPR and CMD by the trapezoid rule, by hand
     x = [k / graph.n_edges for k in curve.sizes]
     f = curve.values.tolist()

@@ -150,6 +150,14 @@ class CircuitGraph:
             )
         return sorted({lookup[str(e)] for e in edges})
 
+    def index_ordered(self, edges: Iterable[str]) -> list[int]:
+        """Positions of `edges` in `self.edges`, in the order given (`InputError` for unknown or repeated ones)."""
+        edges = [edges] if isinstance(edges, str) else list(edges)
+        idx = [self.index([e])[0] for e in edges]
+        if len(set(idx)) != len(idx):
+            raise InputError(f"An edge is listed twice in {[str(e) for e in edges][:8]}...")
+        return idx
+
     def masks(self, edge_sets: Sequence[Sequence[int]]) -> dict[str, Tensor]:
         """Per receiver hook, which senders each row patches: `[rows, slots, n_up]` (1.0 = patched); hooks with
         no patched edge in any row are left out."""
@@ -565,6 +573,46 @@ class FaithfulnessCurve(LabeledTensor):
     n_edges: int = 0
     value_name: str = "faithfulness"
 
+    @classmethod
+    def from_kept(
+        cls,
+        kept: Float[Tensor, "pair size"],
+        margin: Float[Tensor, " pair"],
+        sizes: Sequence[int],
+        n_edges: int,
+        *,
+        method: str = "",
+        confidence: float = 0.95,
+    ) -> FaithfulnessCurve:
+        """The curve from each pair's kept margin per size (`r_circuit − r_rejected`) and margin: the ratio of
+        means per size, its bootstrap interval over pairs, CPR and CMD (so per-pair work can be stored and joined)."""
+        k, m = kept.double().cpu().numpy(), margin.double().cpu().numpy()
+        if k.shape != (m.shape[0], len(sizes)):
+            raise InputError(f"kept is {tuple(k.shape)}; expected [pairs={m.shape[0]}, sizes={len(sizes)}].")
+        faith = k.mean(0) / m.mean()
+        lo, hi = _curve_ci(k, m, confidence)
+        x = np.asarray(sizes, dtype=np.float64) / n_edges
+        return cls(
+            values=torch.tensor(faith),
+            dims=("size",),
+            labels={"size": list(sizes)},
+            sizes=list(sizes),
+            edge_fraction=torch.tensor(x),
+            ci_low=torch.tensor(lo),
+            ci_high=torch.tensor(hi),
+            kept=torch.tensor(k),
+            margin=torch.tensor(m),
+            cpr=float(np.trapezoid(faith, x)) if len(x) > 1 else math.nan,
+            cmd=float(np.trapezoid(np.abs(1 - faith), x)) if len(x) > 1 else math.nan,
+            method=method,
+            n_edges=n_edges,
+        )
+
+    def at(self, size: int) -> tuple[float, tuple[float, float]]:
+        """`(faithfulness, (ci_low, ci_high))` of the circuit of `size` edges (a size of the curve)."""
+        i = self.index_of("size", int(size))
+        return float(self.values[i]), (float(self.ci_low[i]), float(self.ci_high[i]))
+
     def plot(self, ax: Axes | None = None, label: str | None = None) -> Any:
         """Faithfulness against the fraction of edges kept (log x), with the bootstrap band, on `ax`."""
         plt = require_pyplot()
@@ -800,7 +848,7 @@ def default_sizes(n_edges: int) -> list[int]:
 def faithfulness_curve(
     model: HookedRewardModel,
     pairs: Sequence[PairLike] | PairLike,
-    scores: EdgeAttribution,
+    scores: EdgeAttribution | Sequence[str],
     sizes: Sequence[int] | None = None,
     *,
     render: Render | None = None,
@@ -811,42 +859,32 @@ def faithfulness_curve(
     max_rows: int = 64,
     progress: bool = True,
 ) -> FaithfulnessCurve:
-    """Faithfulness of the top-k circuits of `scores` (by |mean score|) for each k in `sizes` (edge counts;
-    default `default_sizes`), with the area-under-curve summaries CPR and CMD (see `FaithfulnessCurve`)."""
+    """Faithfulness of the top-k circuits of `scores` for each k in `sizes` (edge counts; default
+    `default_sizes`), with the area-under-curve summaries CPR and CMD (see `FaithfulnessCurve`).
+
+    `scores` is an `EdgeAttribution` over every edge (ranked by |mean score|, `EdgeAttribution.top`) or the edges
+    themselves in rank order, best first (at least `max(sizes)` of them).
+    """
     pairs = _check_pairs(pairs)
     graph = circuit_graph(model)
-    if [str(e) for e in scores.edges] != [str(e) for e in graph.edges]:
-        raise InputError("scores must cover every edge of this model's graph, in graph order (from edge_attribution).")
+    if isinstance(scores, EdgeAttribution):
+        if [str(e) for e in scores.edges] != [str(e) for e in graph.edges]:
+            raise InputError("scores must cover every edge of this model's graph, in graph order (edge_attribution).")
+        ranked, method = graph.index_ordered(scores.top(graph.n_edges)), scores.method
+    else:
+        ranked, method = graph.index_ordered(scores), "ranked edges"
     sizes = default_sizes(graph.n_edges) if sizes is None else sorted({int(k) for k in sizes})
-    bad = [k for k in sizes if not 0 <= k <= graph.n_edges]
+    bad = [k for k in sizes if not 0 <= k <= len(ranked)]
     if bad or not sizes:
-        raise InputError(f"sizes must be edge counts in 0..{graph.n_edges}; got {bad or 'none'}.")
-    order = torch.argsort(scores.mean().abs(), descending=True, stable=True).tolist()
-    edge_sets = [sorted(order[k:]) for k in sizes]
+        raise InputError(f"sizes must be edge counts in 0..{len(ranked)} (the edges ranked); got {bad or 'none'}.")
+    edge_sets = [sorted(set(range(graph.n_edges)) - set(ranked[:k])) for k in sizes]
     kept, margins = [], []
     with _graph_hooks(model):
         for run in _runs(model, graph, pairs, render, align, prompt_len, output, progress, "faithfulness curve"):
             kept.append(_patched_rewards(model, graph, run, edge_sets, output, max_rows) - run.r_rejected)
             margins.append(run.margin)
-    k = torch.stack(kept).double().numpy()  # [pair, size]
-    m = np.asarray(margins)
-    faith = k.mean(0) / m.mean()
-    lo, hi = _curve_ci(k, m, confidence)
-    x = np.asarray(sizes, dtype=np.float64) / graph.n_edges
-    return FaithfulnessCurve(
-        values=torch.tensor(faith),
-        dims=("size",),
-        labels={"size": list(sizes)},
-        sizes=list(sizes),
-        edge_fraction=torch.tensor(x),
-        ci_low=torch.tensor(lo),
-        ci_high=torch.tensor(hi),
-        kept=torch.tensor(k),
-        margin=torch.tensor(m),
-        cpr=float(np.trapezoid(faith, x)) if len(x) > 1 else math.nan,
-        cmd=float(np.trapezoid(np.abs(1 - faith), x)) if len(x) > 1 else math.nan,
-        method=scores.method,
-        n_edges=graph.n_edges,
+    return FaithfulnessCurve.from_kept(
+        torch.stack(kept), torch.tensor(margins), sizes, graph.n_edges, method=method, confidence=confidence
     )
 
 
