@@ -66,6 +66,7 @@ from hooked_reward.analysis.stats import (
     spearman,
     spearman_along,
 )
+from hooked_reward.concurrency import run_lock
 from hooked_reward.errors import InputError, UnsupportedArchitectureError
 from hooked_reward.names import Component, Edge, act_name, final_resid_hook, node_label
 from hooked_reward.outputs import select_output
@@ -217,23 +218,25 @@ def circuit_graph(model: HookedRewardModel) -> CircuitGraph:
 @contextmanager
 def _graph_hooks(model: HookedRewardModel) -> Iterator[None]:
     """TransformerLens's per-head result and split q/k/v/MLP-input hook points, on for the duration (the
-    model's own settings restored afterwards). These send attention to TransformerLens's explicit path."""
-    saved = {flag: bool(getattr(model.cfg, flag, False)) for flag in (*_FLAGS, "use_attn_in")}
-    try:
-        if saved["use_attn_in"]:
-            model.set_use_attn_in(False)
-        for flag in _FLAGS:
-            getattr(model, f"set_{flag}")(True)
-    except (ValueError, NotImplementedError, AttributeError) as err:
-        _restore_flags(model, saved)
-        raise UnsupportedArchitectureError(
-            f"Circuits need TransformerLens's per-head result and split q/k/v input hook points, which this "
-            f"architecture's bridge does not offer ({err})."
-        ) from err
-    try:
-        yield
-    finally:
-        _restore_flags(model, saved)
+    model's own settings restored afterwards). These send attention to TransformerLens's explicit path. The model's
+    run lock (`concurrency.run_lock`) is held throughout, so another thread's run never sees these settings."""
+    with run_lock(model):
+        saved = {flag: bool(getattr(model.cfg, flag, False)) for flag in (*_FLAGS, "use_attn_in")}
+        try:
+            if saved["use_attn_in"]:
+                model.set_use_attn_in(False)
+            for flag in _FLAGS:
+                getattr(model, f"set_{flag}")(True)
+        except (ValueError, NotImplementedError, AttributeError) as err:
+            _restore_flags(model, saved)
+            raise UnsupportedArchitectureError(
+                f"Circuits need TransformerLens's per-head result and split q/k/v input hook points, which this "
+                f"architecture's bridge does not offer ({err})."
+            ) from err
+        try:
+            yield
+        finally:
+            _restore_flags(model, saved)
 
 
 def _restore_flags(model: HookedRewardModel, saved: dict[str, bool]) -> None:
