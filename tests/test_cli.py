@@ -119,7 +119,7 @@ def test_cli_checks_output_before_work(tmp_path: Path, capsys: pytest.CaptureFix
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     assert main(["demo", "--out", str(busy), "--quiet"]) == 2
-    assert "other files" in capsys.readouterr().err and (busy / "notes.txt").read_text() == "mine"
+    assert "not a report of ours" in capsys.readouterr().err and (busy / "notes.txt").read_text() == "mine"
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -161,13 +161,13 @@ def test_report_is_atomic(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), Report(out, "second") as report:
         report.add_figure("b", plt.figure(), "new_plot")
         raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "old_plot.png", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".hooked-reward-report", "index.html", "old_plot.png", "report.json"]
     assert json.loads((out / "report.json").read_text())["title"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary folder left behind
     with Report(out, "third") as report:
         report.add_figure("c", plt.figure(), "new_plot")
         report.write()
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "new_plot.png", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".hooked-reward-report", "index.html", "new_plot.png", "report.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
 
 

@@ -5,6 +5,13 @@ Every CLI command writes its folder through `Report`. Writing is atomic: everyth
 folder beside the target (`.NAME.partial-*`), and `write()` renames it into place at the end, so an interrupted
 run leaves the previous report untouched and a new run replaces the old one entirely.
 
+A report folder is ours or untouched. Every report carries a marker file, `.hooked-reward-report` (JSON: the
+report's id, command, the writing process and every file the report wrote). A folder may be replaced only when it
+holds that marker and nothing the marker does not list; any other non-empty folder (a site with an `index.html`,
+a thesis beside a `report.json`, a report with a user's notes added) is refused before any work, naming what is
+there. Folders follow the umask. Temporary folders of a killed run (`.NAME.partial-*`, `.NAME.old-*`, each
+marked as ours, its process gone) are removed by the next run into the same place.
+
     with Report("out", "My analysis", command="analyze", provenance={...}) as report:
         report.add_table("Behaviour", rows, "what the columns mean")
         report.add_figure("Lens", fig, "lens", "caption")
@@ -20,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,13 +41,15 @@ from hooked_reward.errors import InputError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Report", "SCHEMA", "check_output_dir", "format_value", "safe_name", "to_jsonable"]
+__all__ = ["MARKER", "Report", "SCHEMA", "check_output_dir", "format_value", "read_marker", "safe_name", "to_jsonable"]
 
 #: The name and version of `report.json`'s layout: {schema, command, title, provenance, sections, results}.
 SCHEMA = "hooked_reward.report/1"
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
-_REPORT_FILES = {"index.html", "report.json"}
+#: The marker file every report folder (and every temporary folder of one) carries.
+MARKER = ".hooked-reward-report"
+_REPORT_FILES = {"index.html", "report.json", MARKER}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -106,18 +116,57 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def read_marker(folder: str | Path) -> dict[str, Any] | None:
+    """The marker of a report folder written by us (`MARKER`), or None when there is none or it is not ours (not
+    a JSON object with our schema, a report id and the list of files)."""
+    path = Path(folder) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    ok = isinstance(marker, dict) and marker.get("schema") == SCHEMA and isinstance(marker.get("files"), list)
+    return marker if ok and isinstance(marker.get("report_id"), str) else None
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """What `folder` holds that a report of ours did not write: everything when it has no marker of ours, else
+    the entries the marker does not list (a file a user added, a subfolder)."""
+    entries = sorted(p.name for p in folder.iterdir())
+    marker = read_marker(folder)
+    if marker is None:
+        return entries
+    ours = set(marker["files"]) | {MARKER}
+    return [e for e in entries if e not in ours or not (folder / e).is_file() or (folder / e).is_symlink()]
+
+
+def _describe(entries: list[str], folder: Path) -> str:
+    shown = [e + ("/" if (folder / e).is_dir() else "") for e in entries[:5]]
+    return ", ".join(shown) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+
+
 def check_output_dir(path: str | Path) -> Path:
-    """Refuse, before any work, an output folder that cannot receive a report: a path that is a file, a folder
-    holding other things than a previous report, or a place we may not write. Returns the absolute path."""
+    """Refuse, before any work, an output folder that cannot receive a report: a path that is a file, a place we
+    may not write, or a non-empty folder that is not a report of ours holding only what that report wrote (see
+    the module docstring). Returns the absolute path."""
     out = Path(path).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise InputError(f"Output path {str(out)!r} is a file; give a folder for the report (--out DIR).")
     if out.is_dir():
-        entries = {p.name for p in out.iterdir()}
-        if entries and not (entries & _REPORT_FILES):
+        foreign = _foreign_entries(out)
+        if foreign:
+            marker = read_marker(out)
+            what = "a report of ours with files it did not write" if marker else "files that are not a report of ours"
             raise InputError(
-                f"Output folder {str(out)!r} already holds other files ({', '.join(sorted(entries)[:3])}, ...) and "
-                "no report; a report replaces its folder entirely, so give a new folder or a previous report's."
+                f"Output folder {str(out)!r} holds {what} ({_describe(foreign, out)}); a report replaces its "
+                "folder, and nothing of yours is deleted: give a new or empty folder (--out NEW_DIR), or move "
+                "those files out."
+            )
+        if out.resolve() == Path.cwd().resolve() or out.resolve() in Path.cwd().resolve().parents:
+            raise InputError(
+                f"--out {str(path)!r} is the current folder (or holds it); a report replaces its folder, so give a "
+                "new folder for it, e.g. --out report."
             )
     parent = out.parent
     while not parent.exists():
@@ -127,6 +176,50 @@ def check_output_dir(path: str | Path) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"Cannot write the report into {str(out)!r}: {str(parent)!r} is not writable.")
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _process_alive(marker: dict[str, Any]) -> bool:
+    """Whether the process that wrote `marker` may still be running (same host and its pid exists)."""
+    import socket
+
+    if marker.get("host") != socket.gethostname():
+        return True  # another machine's process: we cannot tell, so leave its folder alone
+    pid = marker.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return pid == os.getpid()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Remove the temporary folders a killed run left beside `out` (`.NAME.partial-*`, `.NAME.old-*`): only those
+    that are empty or carry our marker (written when we created them) and whose process is gone. Returns what was
+    removed."""
+    removed: list[Path] = []
+    if not out.parent.is_dir():
+        return removed
+    for prefix in (f".{out.name}.partial-", f".{out.name}.old-"):
+        for leftover in sorted(out.parent.glob(prefix + "*")):
+            if not leftover.is_dir() or leftover.is_symlink():
+                continue
+            if any(leftover.iterdir()):
+                marker = read_marker(leftover)
+                if marker is None or _process_alive(marker):
+                    continue  # not provably ours, or a run in progress: leave it
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
 
 
 @dataclass
@@ -172,8 +265,27 @@ class Report:
         self._names: set[str] = set(_REPORT_FILES)
         self._anchors: set[str] = set()
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.out_dir)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        os.chmod(self.tmp_dir, 0o777 & ~_umask())  # mkdtemp makes 0700; a report folder follows the umask
+        self.report_id = uuid.uuid4().hex
+        self._write_marker()
         self._done = False
+
+    def _write_marker(self) -> None:
+        """(Re)write the marker listing every file now in the temporary folder."""
+        import socket
+
+        files = sorted(p.name for p in self.tmp_dir.iterdir() if p.name != MARKER)
+        marker = {
+            "schema": SCHEMA,
+            "report_id": self.report_id,
+            "command": self.command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "files": files,
+        }
+        (self.tmp_dir / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
     # ------------------------------------------------------------------------------------------ context
     def __enter__(self) -> Report:
@@ -283,6 +395,7 @@ class Report:
             "command": self.command,
             "title": self.title,
             "provenance": to_jsonable(self.provenance),
+            "report_id": self.report_id,
             "sections": [s.heading for s in self.sections],
             "results": self.data,
         }
@@ -295,6 +408,7 @@ class Report:
         try:
             (self.tmp_dir / "report.json").write_text(json.dumps(self.json(), indent=1, allow_nan=False))
             (self.tmp_dir / "index.html").write_text(self.render(), encoding="utf-8")
+            self._write_marker()
             self._replace_target()
         except BaseException:
             self.discard()
@@ -306,8 +420,12 @@ class Report:
         target = self.out_dir
         old: Path | None = None
         if target.exists():
-            check_output_dir(target)  # still a report folder (or empty)
+            check_output_dir(target)  # still a report folder of ours holding only its files (or empty)
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            (old / MARKER).write_text(
+                json.dumps({**json.loads((self.tmp_dir / MARKER).read_text()), "files": [target.name]}),
+                encoding="utf-8",
+            )
             os.replace(target, old / target.name)
         os.replace(self.tmp_dir, target)
         if old is not None:
