@@ -12,6 +12,7 @@ from hooked_reward import organisms
 from hooked_reward.cli import main
 from hooked_reward.errors import InputError
 from hooked_reward.report import SCHEMA, Report, safe_name
+from hooked_reward.report.html import MARKER
 
 
 @pytest.mark.slow  # a whole demo report, end to end
@@ -161,13 +162,14 @@ def test_report_is_atomic(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), Report(out, "second") as report:
         report.add_figure("b", plt.figure(), "new_plot")
         raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == [".hooked-reward-report", "index.html", "old_plot.png", "report.json"]
+    listing = [MARKER, "index.html", "old_plot.png", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == listing
     assert json.loads((out / "report.json").read_text())["title"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary folder left behind
     with Report(out, "third") as report:
         report.add_figure("c", plt.figure(), "new_plot")
         report.write()
-    assert sorted(p.name for p in out.iterdir()) == [".hooked-reward-report", "index.html", "new_plot.png", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "index.html", "new_plot.png", "report.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
 
 
