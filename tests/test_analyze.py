@@ -35,3 +35,28 @@ def test_unlabelled_pairs_are_grouped_as_unlabelled(model, tmp_path) -> None:
     assert behaviour["unlabelled"]["pairs"] == 3
     assert behaviour["unlabelled"]["accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 3)
     assert behaviour["unlabelled"]["mean margin"] == pytest.approx(sum(margins) / 3, abs=1e-5)
+
+
+def test_a_report_without_circuitsvis_says_how_to_get_the_interactive_views(model, tmp_path, monkeypatch) -> None:
+    """Without the [viz] extra the interactive attention views are replaced by a note naming the install command
+    (scripts/demo.sh installs it); with circuitsvis the views are there and the note is not."""
+    import hooked_reward.report.analyze as analyze_module
+
+    pairs = [PreferencePair("", c, r, "m") for c, r in PAIRS]
+    monkeypatch.setattr(analyze_module, "circuitsvis_bundle", lambda: None)
+    analyze(model, pairs, tmp_path / "without", causal="ranked", budget=30, progress=False)
+    page = (tmp_path / "without" / "index.html").read_text()
+    assert "pip install &#39;hooked_reward[viz]&#39;" in page or "pip install 'hooked_reward[viz]'" in page
+    assert not (tmp_path / "without" / "circuitsvis.js").exists()
+    monkeypatch.undo()
+    pytest.importorskip("circuitsvis")
+    analyze(model, pairs, tmp_path / "with", causal="ranked", budget=30, progress=False)
+    page = (tmp_path / "with" / "index.html").read_text()
+    assert "hooked_reward[viz]" not in page and (tmp_path / "with" / "circuitsvis.js").exists()
+
+
+def test_the_demo_script_installs_the_viz_extra() -> None:
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "demo.sh").read_text()
+    assert '. scripts/setup.sh "[viz]"' in script

@@ -44,6 +44,13 @@ if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
     from hooked_reward.study.units import AnalysisData
 
+#: What a report says in place of the interactive attention views when circuitsvis is not installed.
+MISSING_VIEW = (
+    "The interactive attention views need circuitsvis, which is not installed: "
+    "<code>pip install 'hooked_reward[viz]'</code> (or <code>scripts/demo.sh</code>, which installs it), then run "
+    "the command again. The PNG above shows the same attention."
+)
+
 __all__ = ["Pair", "analyze"]
 
 
@@ -554,6 +561,12 @@ def _mechanism_sections(
             circuitsvis_view(views[0][1], f"cv-{safe_name(mech)}-patterns", full=True),
             "circuitsvis, the chosen text: pick a head to see its whole pattern (rows: the token attending, "
             "columns: the token attended to; the last row is the reward position).",
+            level=3,
+        )
+    else:
+        report.add_html(
+            f"{mech}: attention from the reward position (interactive)",
+            f'<p class="missing-view">{MISSING_VIEW}</p>',
             level=3,
         )
 
