@@ -177,6 +177,24 @@ def test_eap_ig_is_complete_over_the_embeddings_edges(llama):
     assert abs(float(eap.values[0, embed_edges].sum()) + float(eap.margin[0])) > 0.03 * abs(float(eap.margin[0]))
 
 
+def test_cost_is_the_counted_passes(llama):
+    """`forward_equivalents` equals the rows that run through the embedding (forward passes) plus two per row
+    that is differentiated (backward passes), less the one graph check per call."""
+    rows: list[int] = []
+    handle = llama.embed.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
+    try:
+        pair = token_pair()
+        for method, steps, backward_rows in (("eap", 1, 1), ("eap-ig", 4, 4)):
+            rows.clear()
+            C.edge_attribution(llama, [pair], method, steps=steps, progress=False)
+            assert sum(rows) - 1 + 2 * backward_rows == C.forward_equivalents(method, steps=steps)
+        rows.clear()
+        C.exact_edge_effects(llama, [pair], C.circuit_graph(llama).edges[:7], progress=False)
+        assert sum(rows) - 1 == C.forward_equivalents("patch", n_sets=7)
+    finally:
+        handle.remove()
+
+
 def test_faithfulness_ends_and_curve_summaries(llama):
     pairs = [token_pair(seed=s) for s in range(3)]
     graph = C.circuit_graph(llama)

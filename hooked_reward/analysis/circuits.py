@@ -39,8 +39,9 @@ Benchmark does: the circuit performance ratio (CPR, area under faithfulness agai
 higher is better) and the circuit-model difference (CMD, area under |1 − faithfulness|: lower is better),
 trapezoid rule over the sizes given.
 
-Cost per pair, in forward-equivalents (a backward pass counted as two): EAP about 4; EAP-IG about 2 + 3·steps;
-exact patching 1 per edge set (batched `max_rows` sets per forward); the graph check 1 per call.
+Cost per pair, in forward-equivalents (a backward pass counted as two; each batched row counted): `forward_equivalents`.
+EAP 5 (the two runs' node outputs, then one forward and backward of the chosen text); EAP-IG 2 + 3·steps; exact
+patching 2 + one row per edge set; plus one forward per call for the graph check.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ __all__ = [
     "circuit_faithfulness",
     "faithfulness_curve",
     "edge_agreement",
+    "forward_equivalents",
     "METHODS",
 ]
 
@@ -839,6 +841,20 @@ def circuit_faithfulness(
         confidence=confidence,
         meta={"circuit": sorted(str(graph.edges[e]) for e in keep)},
     )
+
+
+def forward_equivalents(method: str, *, steps: int = 5, n_sets: int = 0) -> int:
+    """Forward-equivalents per pair of one call (a backward counted as two forwards, each batched row as one):
+    `"eap"` 5 (the rejected and chosen runs' node outputs, one forward and backward), `"eap-ig"` 2 + 3·steps,
+    `"patch"` (exact edge patching, `exact_edge_effects` / faithfulness) 2 + `n_sets` (one row per edge set). The
+    graph check adds one forward per call."""
+    if method == "eap":
+        return 5
+    if method == "eap-ig":
+        return 2 + 3 * steps
+    if method == "patch":
+        return 2 + n_sets
+    raise InputError(f"method must be 'eap', 'eap-ig' or 'patch', got {method!r}.")
 
 
 def default_sizes(n_edges: int) -> list[int]:
