@@ -56,14 +56,25 @@ def write_faithfulness_report(
             for by in ("component", "head")
         }
     title = "Attribution vs patching"
+    labels = [p.label or "unlabelled" for p in pairs]
+    groups = _by_label(labels)
+    per_mechanism = (
+        {mech: {by: _subset(result, idx) for by, result in results.items()} for mech, idx in groups.items()}
+        if len(groups) > 1
+        else {}
+    )
     with Report(out_dir, title, command="faithfulness", provenance=provenance, intro=intro) as report:
+        summary_text = _summary(results, per_mechanism, groups)
+        report.add_text("Summary", summary_text)
+        report.sections[-1].css_class = "summary"
+        report.add_data("summary", summary_text)
         rows = []
         for by, result in results.items():
             a = agreement(result)
             summary = result.summary()
             rows.append(
                 {
-                    "over": "heads" if by == "head" else "attention and MLP layers",
+                    "over": _OVER[by],
                     "pairs used": summary["n_pairs"],
                     "mean ρ per pair": summary["mean_rho"],
                     "CI low": summary["ci_low"],
@@ -77,11 +88,45 @@ def write_faithfulness_report(
             )
             report.add_data(by, {"summary": summary, "agreement": a.to_json()})
         report.add_table(
-            "Summary",
+            "All pairs pooled",
             rows,
-            "Verdict: agree when the interval of the mean ρ lies above 0.5, disagree when it reaches 0, partly agree "
-            "in between.",
+            "Mean ρ per pair: the average over pairs of the Spearman rank correlation between DRA and patching "
+            "effects (1: same order, 0: unrelated). CI: its 95% bootstrap interval. p (sign-flip), p (Wilcoxon): "
+            "the chance of a mean this far from 0 if DRA and patching were unrelated. Pooled ρ: the correlation of "
+            "the mean effects over pairs. Verdict: agree when the interval of the mean ρ lies above 0.5, disagree "
+            "when it reaches 0, partly agree in between.",
         )
+        if per_mechanism:
+            mech_rows = []
+            for mech, by_result in per_mechanism.items():
+                for by, result in by_result.items():
+                    mech_rows.append(
+                        {
+                            "mechanism": mech,
+                            "over": _OVER[by],
+                            "pairs used": result.n,
+                            "mean ρ per pair": result.mean,
+                            "CI low": result.ci[0],
+                            "CI high": result.ci[1],
+                            "verdict": verdict(result.mean, result.ci),
+                        }
+                    )
+            report.add_table(
+                "Per mechanism",
+                mech_rows,
+                "The same agreement within each label of the pairs: a pooled verdict can hide a mechanism on which "
+                "DRA and patching disagree.",
+            )
+            summaries = {m: {b: r.summary() for b, r in d.items()} for m, d in per_mechanism.items()}
+            report.add_data("per_mechanism", summaries)
+        report.add_table(
+            "Pairs used",
+            _pairs_used(pairs),
+            f"The {len(pairs)} pairs this report used, in order"
+            + (f" (the first {_SHOWN} shown; all in report.json)" if len(pairs) > _SHOWN else "")
+            + ". With --max-pairs N, the first N / (number of labels) pairs of each label in file order.",
+        )
+        report.add_data("pairs_used", _pairs_used(pairs, limit=None))
         for by, result in results.items():
             a = agreement(result)
             fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -97,3 +142,82 @@ def write_faithfulness_report(
                 f"{by} (faint) and their means over pairs (large).",
             )
         return report.write()
+
+
+_OVER = {"component": "attention and MLP layers", "head": "heads"}
+_SHOWN = 50
+
+
+def _by_label(labels: list[str]) -> dict[str, list[int]]:
+    """Pair indices per label, labels in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    return groups
+
+
+def _subset(result: FaithfulnessResult, idx: list[int]) -> FaithfulnessResult:
+    """`result` summarised over the pairs `idx` only (the same per-pair rows, `summarise_faithfulness` again)."""
+    from hooked_reward.analysis.faithfulness import summarise_faithfulness
+
+    gaps = result.meta.get("reward_gap", [float("nan")] * len(result.rho))
+    rows = [
+        {
+            "attribution": result.attribution[i],
+            "patching": result.patching[i],
+            "rho": float(result.rho[i]),
+            "reward_gap": gaps[i],
+        }
+        for i in idx
+    ]
+    return summarise_faithfulness(rows, list(result.components), by=result.by, confidence=result.confidence)
+
+
+def _summary(
+    results: dict[str, FaithfulnessResult],
+    per_mechanism: dict[str, dict[str, FaithfulnessResult]],
+    groups: dict[str, list[int]],
+) -> list[str]:
+    """The findings in words: the pooled verdict per granularity, then each mechanism's where labels exist."""
+    n = len(next(iter(results.values())).rho)
+    label_text = ", ".join(f"{m} ({len(i)})" for m, i in groups.items())
+    pooled = "; ".join(
+        f"over {_OVER[by]} they {verdict(r.mean, r.ci)} (mean ρ {r.mean:.2f}, 95% CI {r.ci[0]:.2f} to {r.ci[1]:.2f})"
+        for by, r in results.items()
+    )
+    out = [
+        f"Does direct reward attribution (DRA) rank the components that carry the preference as activation patching "
+        f"does? Over all {n} pairs ({label_text}): {pooled}."
+    ]
+    for mech, by_result in per_mechanism.items():
+        words = "; ".join(
+            f"over {_OVER[by]} {verdict(r.mean, r.ci)} (mean ρ {r.mean:.2f})" for by, r in by_result.items()
+        )
+        out.append(f"{mech} ({len(groups[mech])} pairs): {words}.")
+    disagree = [m for m, d in per_mechanism.items() if any(verdict(r.mean, r.ci) == "disagree" for r in d.values())]
+    if disagree:
+        out.append(
+            "DRA disagrees with patching on " + ", ".join(disagree) + ": there the components that matter act through "
+            "later ones, which DRA cannot see; trust patching for those pairs."
+        )
+    return out
+
+
+def _pairs_used(pairs: Sequence[Pair], limit: int | None = _SHOWN) -> list[dict[str, Any]]:
+    """One row per pair: its index, label, any id, and the start of its two texts."""
+    rows = []
+    for i, p in enumerate(pairs if limit is None else pairs[:limit]):
+        chosen, rejected = p.texts()
+        row: dict[str, Any] = {"pair": i, "label": p.label or "unlabelled"}
+        meta = getattr(p, "metadata", None) or {}
+        if "id" in meta:
+            row["id"] = meta["id"]
+        row["chosen (start)"] = _clip(str(chosen))
+        row["rejected (start)"] = _clip(str(rejected))
+        rows.append(row)
+    return rows
+
+
+def _clip(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
