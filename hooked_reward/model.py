@@ -18,7 +18,7 @@ import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which s
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from jaxtyping import Float, Int
@@ -91,6 +91,8 @@ class HookedRewardModel(TransformerBridge):
     head: RewardHead
     hook_reward_resid: HookPoint
     hook_reward: HookPoint
+    # The checkpoint's own tokenizer; BridgeCore annotates the attribute as None (its class default).
+    _tokenizer: PreTrainedTokenizerBase | None  # type: ignore[assignment]
     max_length: int | None = None
     """Default truncation of text inputs in tokens (`tokenize`: the prompt side is cut); None keeps whole texts."""
 
@@ -176,7 +178,7 @@ class HookedRewardModel(TransformerBridge):
         return cls._from_loaded(loaded, model_name=type(causal_lm).__name__)
 
     @classmethod
-    def boot_transformers(  # type: ignore[override]
+    def boot_transformers(
         cls,
         model_name: str | Path,
         hf_config_overrides: dict | None = None,
@@ -262,7 +264,7 @@ class HookedRewardModel(TransformerBridge):
         """Register the head's hook points under their public names (`hook_score`, `gating.hook_weights`)."""
         add_hook_points(self, self.head.hook_points(), rename=True)
 
-    def _set_reward_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def _set_reward_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
         """Keep the checkpoint's tokenizer exactly as trained: TL's set-up would reload it with BOS forced on,
         which changes the tokens some reward models (e.g. Qwen's) were trained on."""
         self._tokenizer = tokenizer
@@ -381,7 +383,9 @@ class HookedRewardModel(TransformerBridge):
         names = self.head.readout_names()[: weight.shape[0]]
         return Readout(as_float(weight)[None], as_float(bias)[None], names, "affine")
 
-    def process_weights(self, fold_ln: bool = True, center_writing_weights: bool = True, **kwargs: Any) -> None:
+    def process_weights(  # type: ignore[override]  # TL's flags pass through **kwargs; center_unembed is refused
+        self, fold_ln: bool = True, center_writing_weights: bool = True, **kwargs: Any
+    ) -> None:
         """TransformerLens's weight processing, with the unembed never centred.
 
         `center_unembed` would subtract the mean over outputs, which for a scalar head zeroes `W_R`: it is
@@ -508,7 +512,7 @@ class HookedRewardModel(TransformerBridge):
         )
 
     # ------------------------------------------------------------------ forward
-    def forward(
+    def forward(  # type: ignore[override]  # rewards, not logits: attention_mask second, no loss arguments
         self,
         input: TextOrTokens | Float[Tensor, "batch pos d_model"],
         attention_mask: Tensor | None = None,
@@ -687,6 +691,54 @@ class HookedRewardModel(TransformerBridge):
                 continue
             selected.setdefault(id(hook_point), (hook_point, []))[1].append(name)
         return selected
+
+    @overload  # type: ignore[override]  # attention_mask, names_filter, positions come before TL's keywords
+    def run_with_cache(
+        self,
+        input: TextOrTokens | Float[Tensor, "batch pos d_model"],
+        attention_mask: Tensor | None = None,
+        names_filter: NamesFilter = None,
+        positions: PositionsArg = None,
+        device: str | torch.device | None = None,
+        incl_bwd: bool = False,
+        remove_batch_dim: bool = False,
+        nan_policy: NanPolicy = "raise",
+        *,
+        return_cache_object: Literal[True] = True,
+        stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
+        pos_slice: Any = None,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        return_type: str | None = "reward",
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, RewardActivationCache]: ...
+
+    @overload
+    def run_with_cache(
+        self,
+        input: TextOrTokens | Float[Tensor, "batch pos d_model"],
+        attention_mask: Tensor | None = None,
+        names_filter: NamesFilter = None,
+        positions: PositionsArg = None,
+        device: str | torch.device | None = None,
+        incl_bwd: bool = False,
+        remove_batch_dim: bool = False,
+        nan_policy: NanPolicy = "raise",
+        *,
+        return_cache_object: Literal[False],
+        stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
+        pos_slice: Any = None,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        return_type: str | None = "reward",
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, dict[str, Tensor]]: ...
 
     def run_with_cache(
         self,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from jaxtyping import Bool, Int
@@ -296,7 +296,7 @@ def pad_rows(
     return tokens, mask
 
 
-def position_choice(positions: str | None) -> str:
+def position_choice(positions: str | None) -> Literal["all", "reward"]:
     """The one meaning of a `positions=` keyword that picks token positions: "all" (also None: every attended
     token) or "reward" (each row's reward position). Returns "all" or "reward"; `InputError` otherwise."""
     if positions is None or positions == "all":

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import Any
 
 from hooked_reward.errors import InputError, NoVocabularyError
+
+#: What TransformerLens's `run_with_hooks(fwd_hooks=...)` / `hooks(fwd_hooks=...)` take: `(hook name or name
+#: filter, hook function)` pairs, as the list type its signature names (a list is invariant: build it as this type).
+FwdHooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 
 #: `return_type`s that read a reward: "reward", TransformerLens's "logits" (the same tensor), or None.
 REWARD_RETURN_TYPES = ("reward", "logits", None)

@@ -235,7 +235,7 @@ def attribution_from_cache(
     by: Granularity = "component",
     layer: int | None = None,
     output: int | str | None = None,
-) -> tuple[Tensor, list[str]]:
+) -> tuple[Tensor, list[Component]]:
     """Direct reward attribution from a `RewardActivationCache` holding `required_hooks(model, by, layer)`.
 
     Returns `(values, labels)`: for by="component"/"head"/"neuron", values `[row, batch, n_outputs]` (one
@@ -387,7 +387,7 @@ def direct_reward_attribution(
     names = required_hooks(model, by, layer)
     chunks, rewards, biases, tokens_str = [], [], [], []
     gates, transformed = [], []
-    labels: list[str] = []
+    labels: list[Component] = []
     batches = iter_token_batches(
         model, inputs, attention_mask=attention_mask, batch_size=batch_size, progress=progress, desc=f"DRA by {by}"
     )
@@ -432,7 +432,7 @@ def _make_result(
     rewards: Tensor,
     bias: Tensor,
     by: str,
-    labels: list[str],
+    labels: Sequence[str],
     meta: dict[str, Any],
     names: list[str],
     cls: type | None = None,
@@ -444,7 +444,7 @@ def _make_result(
         axis_labels: dict[str, list[Any]] = {}
     else:
         dims = ["text", "component"]
-        axis_labels = {"component": labels}
+        axis_labels = {"component": list(labels)}
     if values.shape[-1] == 1:
         values, rewards, bias = values[..., 0], rewards[..., 0], bias[..., 0]
     else:
@@ -507,14 +507,23 @@ def pair_reward_attribution(
         )
     column = output_index(output, model.head.readout_names())
     gated = model.head.readout_kind == "gate_fixed"
-    kw = dict(by=by, layer=layer, output=None if gated else column, batch_size=batch_size, progress=progress)
-    side_c = direct_reward_attribution(model, chosen, attention_mask=chosen_mask, **kw)
-    side_r = direct_reward_attribution(model, rejected, attention_mask=rejected_mask, **kw)
+
+    def side(texts: Inputs, mask: Tensor | None) -> AttributionResult:
+        return direct_reward_attribution(
+            model,
+            texts,
+            attention_mask=mask,
+            by=by,
+            layer=layer,
+            output=None if gated else column,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+    side_c, side_r = side(chosen, chosen_mask), side(rejected, rejected_mask)
     if side_c.values.shape[0] != side_r.values.shape[0]:
         raise InputError(f"{side_c.values.shape[0]} chosen texts but {side_r.values.shape[0]} rejected ones.")
-    common = dict(
-        value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r, cls=PairAttributionResult
-    )
+    common: dict[str, Any] = dict(value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r)
     if not gated:
         names = list(side_c.labels.get("output", [model.head.readout_names()[column or 0]]))
         values, bias = side_c.values - side_r.values, side_c.bias - side_r.bias
@@ -522,16 +531,26 @@ def pair_reward_attribution(
         if values.ndim == 2:
             values, bias, rewards = values[..., None], bias[..., None], rewards[..., None]
         return _make_result(
-            values, rewards, bias, by, list(side_c.labels["component"]), dict(side_c.meta), names, **common
+            values,
+            rewards,
+            bias,
+            by,
+            list(side_c.labels["component"]),
+            dict(side_c.meta),
+            names,
+            cls=PairAttributionResult,
+            **common,
         )
-    from hooked_reward.heads.armorm import score_difference
+    from hooked_reward.heads.armorm import ArmoRMHead, score_difference
 
+    head = model.head
+    assert isinstance(head, ArmoRMHead)  # the one gate_fixed head
     k = len(model.head.readout_names()) - 1  # the objectives, then "score"
     split = score_difference(
         _shim_cache(model, side_c.meta["gate_weights"], side_c.meta["transformed"]),
         _shim_cache(model, side_r.meta["gate_weights"], side_r.meta["transformed"]),
     )
-    weights = model.head.mean_gate_weights(side_c.meta["gate_weights"], side_r.meta["gate_weights"])  # T ḡ
+    weights = head.mean_gate_weights(side_c.meta["gate_weights"], side_r.meta["gate_weights"])  # T ḡ
     d_obj = side_c.values[..., :k] - side_r.values[..., :k]  # [pair, component, K]
     d_score = einsum(d_obj, weights.to(d_obj.device), "n c k, n k -> n c")
     gate_row = torch.zeros(d_obj.shape[0], 1, k + 1, device=d_obj.device)
@@ -544,4 +563,6 @@ def pair_reward_attribution(
     names = model.head.readout_names()
     if column is not None:
         values, rewards, names = values[..., column : column + 1], rewards[..., column : column + 1], [names[column]]
-    return _make_result(values, rewards, torch.zeros_like(rewards), by, labels, meta, names, **common)
+    return _make_result(
+        values, rewards, torch.zeros_like(rewards), by, labels, meta, names, cls=PairAttributionResult, **common
+    )

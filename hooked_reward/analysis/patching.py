@@ -43,6 +43,7 @@ from hooked_reward.analysis.results import LabeledTensor, require_pandas, requir
 from hooked_reward.errors import InputError
 from hooked_reward.names import act_name, block_components
 from hooked_reward.outputs import select_output
+from hooked_reward.tl_compat import FwdHooks
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,10 +80,10 @@ def as_row(model: HookedRewardModel, x: Input) -> Int[Tensor, " pos"]:
     Padding is removed (the mask's attended tokens are kept), so that positions are the sequence's own.
     """
     if isinstance(x, tuple) and len(x) == 2:
-        x = tuple(t.reshape(1, -1) if isinstance(t, Tensor) and t.ndim == 1 else t for t in x)
-    elif isinstance(x, str):
-        x = [x]
-    tokens, mask = model.prepare(x)
+        ids, attended = (t.reshape(1, -1) if isinstance(t, Tensor) and t.ndim == 1 else t for t in x)
+        tokens, mask = model.prepare((ids, attended))
+    else:
+        tokens, mask = model.prepare([x] if isinstance(x, str) else x)
     if tokens.shape[0] != 1:
         raise InputError(
             f"Pass one sequence per input (text, [pos] or [1, pos] ids, or (tokens, mask)); got {tokens.shape[0]} rows."
@@ -334,10 +335,10 @@ def run_patched(
 
             return hook
 
-        hooks = [(name, make_hook(name, items)) for name, items in by_hook.items()]
+        hooks: FwdHooks = [*extra_hooks, *((name, make_hook(name, items)) for name, items in by_hook.items())]
         tokens = target[None].expand(len(chunk), -1)
         with torch.no_grad():
-            rewards = model.run_with_hooks(tokens, fwd_hooks=list(extra_hooks) + hooks)
+            rewards = model.run_with_hooks(tokens, fwd_hooks=hooks)
         out.append(select_output(rewards, output, names=model.output_names).detach().float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -454,7 +455,7 @@ def _cache_row(
 
 
 def _ablation_source(
-    model: HookedRewardModel, hook: str, mode: str, target_act: Tensor, reference: Sequence[Tensor] | None
+    model: HookedRewardModel, hook: str, mode: str, target_act: Tensor, reference: Sequence[Tensor]
 ) -> Tensor:
     if mode == "zero":
         return torch.zeros_like(target_act)
@@ -474,25 +475,24 @@ def _setup(
     mode, reference, align, prompt_len, output = spec.mode, spec.reference, spec.align, spec.prompt_len, spec.output
     clean_row = as_row(model, clean)
     corrupt_row = None if corrupt is None else as_row(model, corrupt)
-    if mode in ("denoise", "noise") and corrupt_row is None:
-        raise InputError(f"mode={mode!r} needs a corrupted input.")
     hooks = list(dict.fromkeys(hooks))
-    if mode == "denoise":
-        target, source_rows = corrupt_row, [clean_row]
-    elif mode == "noise":
-        target, source_rows = clean_row, [corrupt_row]
+    reference_rows: list[Tensor] = []
+    if mode in ("denoise", "noise"):
+        if corrupt_row is None:
+            raise InputError(f"mode={mode!r} needs a corrupted input.")
+        target, source_rows = (corrupt_row, [clean_row]) if mode == "denoise" else (clean_row, [corrupt_row])
     else:
         target = clean_row
         source_rows = []
         if mode in ("mean", "resample"):
             if not reference:
                 raise InputError(f"mode={mode!r} needs reference=[inputs] (the reference set).")
-            reference = [as_row(model, r) for r in reference]
+            reference_rows = [as_row(model, r) for r in reference]
             if mode == "resample":
-                source_rows = list(reference)
+                source_rows = list(reference_rows)
     r_target, target_acts = _cache_row(model, target, hooks, output)
     if mode in ("zero", "mean"):
-        sources = [{h: _ablation_source(model, h, mode, target_acts[h], reference) for h in hooks}]
+        sources = [{h: _ablation_source(model, h, mode, target_acts[h], reference_rows) for h in hooks}]
         aligns = [align_pair(len(target), len(target))]
     else:
         aligns = [reward_alignment(model, target, row, align, prompt_len) for row in source_rows]
@@ -512,14 +512,15 @@ def _run_sites(
     model: HookedRewardModel, setup: _Setup, sites: Sequence[Sequence[Patch] | None], spec: PatchSpec, desc: str
 ) -> Tensor:
     """Rewards for each site (None: a site with no aligned counterpart → NaN), averaged over sources."""
-    live = [i for i, s in enumerate(sites) if s is not None]
+    live = [(i, s) for i, s in enumerate(sites) if s is not None]
+    rows = [i for i, _ in live]
     total = torch.zeros(len(sites))
     for source, align in zip(setup.sources, setup.aligns, strict=True):
-        ok = [i for i in live if all(p.positions is None or all(align.has(q) for q in p.positions) for p in sites[i])]
+        ok = [i for i, s in live if all(p.positions is None or all(align.has(q) for q in p.positions) for p in s)]
         if len(ok) != len(live):
             raise InputError("A resample reference leaves some sites unaligned; use references of the target's length.")
-        r = run_patched(model, setup.target, source, [sites[i] for i in live], align, spec=spec, desc=desc)
-        total[live] += r
+        r = run_patched(model, setup.target, source, [s for _, s in live], align, spec=spec, desc=desc)
+        total[rows] += r
     total /= len(setup.sources)
     dead = [i for i, s in enumerate(sites) if s is None]
     total[dead] = math.nan
@@ -531,7 +532,7 @@ def _result(
     rewards: Tensor,
     shape: tuple[int, ...],
     axes: tuple[str, ...],
-    labels: list[list[str]],
+    labels: Sequence[Sequence[str]],
     mode: str,
     site: str,
 ) -> PatchingResult:
@@ -540,7 +541,7 @@ def _result(
         values=rewards - setup.r_target,
         rewards=rewards,
         dims=axes,
-        labels=dict(zip(axes, labels, strict=True)),
+        labels={axis: list(names) for axis, names in zip(axes, labels, strict=True)},
         mode=mode,
         site=site,
         r_clean=setup.r_clean,
@@ -704,7 +705,9 @@ def _fast_resid(
             if site is None:
                 fast_sites.append(None)
                 continue
-            layer, p = layer_list[i // n_pos], site[0].positions[0]
+            positions = site[0].positions
+            assert positions is not None  # resid sweep sites patch one position each
+            layer, p = layer_list[i // n_pos], positions[0]
             start = layer if hook == "resid_pre" else layer + 1
             fast_sites.append((start, p, source[site[0].hook][p - align.offset]))
         total += pf.fast_resid_rewards(
@@ -733,6 +736,10 @@ def patch_block_outputs(
     comps = [(c, c.hook_name) for c in block_components(model, layer_list)]
     setup = _setup(model, clean, corrupt, [h for _, h in comps], spec)
     n_pos = len(setup.target)
+    sites: list[list[Patch] | None]
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    labels: Sequence[Sequence[str]]
     if per_position:
         sites = [
             [Patch(h, (p,))] if all(a.has(p) for a in setup.aligns) else None for _, h in comps for p in range(n_pos)
@@ -771,8 +778,13 @@ def patch_heads(
     names = [act_name(act, layer) for layer in layer_list]
     setup = _setup(model, clean, corrupt, names, spec)
     _, head_axis = hook_axes(names[0])
+    assert head_axis is not None  # every HEAD_ACTS hook has a head axis
     n_heads = setup.target_acts[names[0]].shape[head_axis - 1]
     n_pos = len(setup.target)
+    sites: list[list[Patch] | None]
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    labels: Sequence[Sequence[str]]
     if per_position:
         sites = [
             [Patch(n, (p,), h)] if all(a.has(p) for a in setup.aligns) else None

@@ -34,6 +34,7 @@ from hooked_reward.analysis.patching import (
 from hooked_reward.errors import InputError
 from hooked_reward.names import Component, act_name
 from hooked_reward.outputs import select_output
+from hooked_reward.tl_compat import FwdHooks
 
 if TYPE_CHECKING:
     from transformer_lens.hook_points import HookPoint
@@ -64,10 +65,12 @@ def _label(s: Sender) -> Component:
 def _parse_receivers(receiver: str | Receiver | Sequence[Receiver]) -> list[Receiver] | None:
     if receiver == "reward":
         return None
-    recs = [receiver] if isinstance(receiver, tuple) else list(receiver)
-    for r in recs:
+    given: list[object] = [receiver] if isinstance(receiver, tuple) else list(receiver)
+    recs: list[Receiver] = []
+    for r in given:
         if not (isinstance(r, tuple) and len(r) == 3 and r[0] in ("q", "k", "v")):
             raise InputError(f"A receiver is 'reward' or (act, layer, head) with act in q/k/v; got {r!r}.")
+        recs.append((r[0], r[1], r[2]))
     return recs
 
 
@@ -158,7 +161,7 @@ def path_patch(
         chunk = senders[start : start + max_rows]
         tokens = target[None].expand(len(chunk), -1)
         store: dict[str, Tensor] = {}
-        hooks = [(z_names[l], freezer(z_names[l], l, "head", chunk)) for l in range(n_layers)]  # noqa: E741
+        hooks: FwdHooks = [(z_names[l], freezer(z_names[l], l, "head", chunk)) for l in range(n_layers)]  # noqa: E741
         hooks += [(mlp_names[l], freezer(mlp_names[l], l, "mlp", chunk)) for l in range(n_layers)]  # noqa: E741
         hooks += [(name, recorder(name, store)) for name in dict.fromkeys(rec_names)]
         with torch.no_grad():
@@ -166,7 +169,7 @@ def path_patch(
             if recs is None:
                 out.append(step2.float().cpu())
                 continue
-            step3_hooks = [(name, setter(r[2], store[name])) for name, r in zip(rec_names, recs, strict=True)]
+            step3_hooks: FwdHooks = [(name, setter(r[2], store[name])) for name, r in zip(rec_names, recs, strict=True)]
             out.append(
                 select_output(model.run_with_hooks(tokens, fwd_hooks=step3_hooks), output, names=model.output_names)
                 .float()

@@ -201,8 +201,8 @@ def _finite_1d(x: object, what: str, nan_policy: str) -> tuple[np.ndarray, bool]
 
 # ---------------------------------------------------------------------------------------------- correlation
 def spearman_test(
-    x: Float[np.ndarray, " n"],
-    y: Float[np.ndarray, " n"],
+    x: Float[np.ndarray, " n"] | Float[torch.Tensor, " n"],
+    y: Float[np.ndarray, " n"] | Float[torch.Tensor, " n"],
     *,
     nan_policy: str = "raise",
     what: str = "Spearman ρ",

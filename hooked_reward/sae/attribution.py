@@ -48,10 +48,11 @@ from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, frozen_final_scale, reward_direction
 from hooked_reward.names import FINAL_SCALE, act_name
-from hooked_reward.outputs import select_output
+from hooked_reward.outputs import OutputArg, select_output
 from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SparseAutoencoder
 from hooked_reward.sae.splice import _label_texts, _require_pandas, splice_sae
+from hooked_reward.tl_compat import FwdHooks
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -83,10 +84,10 @@ class FeatureAttribution(LabeledTensor):
     activations: Float[Tensor, "n d_sae"]
     hook_name: str
     method: str
-    positions: str
+    positions: Literal["all", "reward"]
     kind: str
     remainder: Float[Tensor, " n"] | None = None
-    output: int | None = None
+    output: OutputArg = None
     _inputs: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def mean(self) -> Float[Tensor, " d_sae"]:
@@ -215,7 +216,7 @@ def linear_path(model: HookedRewardModel, hook_name: str) -> Literal["final_resi
 
 
 def reward_axis_weights(
-    model: HookedRewardModel, sae: SparseAutoencoder, output: int | None = None
+    model: HookedRewardModel, sae: SparseAutoencoder, output: OutputArg = None
 ) -> Float[Tensor, " d_sae"]:
     """Reward per unit activation of each feature before the norm scale: ``centre(W_dec[f]) . W_R_eff``.
 
@@ -232,7 +233,7 @@ def reward_axis_weights(
     return dec @ w
 
 
-def _position_mask(mask: Tensor, reward_pos: Tensor, positions: str) -> Float[Tensor, "batch pos"]:
+def _position_mask(mask: Tensor, reward_pos: Tensor, positions: Literal["all", "reward"]) -> Float[Tensor, "batch pos"]:
     if positions == "all":
         return mask.float()
     if positions == "reward":
@@ -275,7 +276,7 @@ def _run(
     def grab_scale(t: Tensor, hook: HookPoint) -> None:
         store["scale"] = t.detach()
 
-    hooks = [(name, grab_acts)]
+    hooks: FwdHooks = [(name, grab_acts)]
     if FINAL_SCALE in model.hook_dict:
         hooks.append((FINAL_SCALE, grab_scale))
     frozen = frozen_final_scale(model, scale_override) if scale_override is not None else nullcontext()
@@ -308,7 +309,9 @@ def _has_direction(model: HookedRewardModel, output: int | str | None) -> bool:
     return True
 
 
-def _resolve_method(model: HookedRewardModel, sae: SparseAutoencoder, method: Method, output: int | None) -> str:
+def _resolve_method(
+    model: HookedRewardModel, sae: SparseAutoencoder, method: Method, output: OutputArg
+) -> Literal["linear", "gradient"]:
     path = linear_path(model, sae.cfg.hook_name or "")
     linear_ok = path is not None and _has_direction(model, output)
     if method == "auto":
@@ -324,7 +327,7 @@ def _resolve_method(model: HookedRewardModel, sae: SparseAutoencoder, method: Me
 
 
 def _linear_values(
-    model: HookedRewardModel, sae: SparseAutoencoder, run: _Run, output: int | None
+    model: HookedRewardModel, sae: SparseAutoencoder, run: _Run, output: OutputArg
 ) -> tuple[Tensor, Tensor]:
     """``(attribution [b, d_sae], activation at the reward position [b, d_sae])`` on the linear path."""
     b = run.acts.shape[0]
@@ -391,7 +394,7 @@ def attribute_features(
     )
 
 
-def _aligned(mask_c: Tensor, mask_r: Tensor, positions: str) -> None:
+def _aligned(mask_c: Tensor, mask_r: Tensor, positions: Literal["all", "reward"]) -> None:
     if positions == "all" and (mask_c.shape != mask_r.shape or not bool((mask_c == mask_r).all())):
         raise InputError(
             "positions='all' patches position by position, which needs chosen and rejected to have identical "
@@ -592,7 +595,7 @@ def check_attribution(
             feats,
             positions=attribution.positions,
             output=attribution.output,
-        )  # type: ignore[arg-type]
+        )
         kind = "patching"
     else:
         eff = ablate_features(
@@ -601,7 +604,7 @@ def check_attribution(
             inp["tokens"],
             inp["mask"],
             feats,
-            positions=attribution.positions,  # type: ignore[arg-type]
+            positions=attribution.positions,
             freeze_norm_scale=freeze_norm_scale,
             output=attribution.output,
         )
