@@ -47,7 +47,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from hooked_reward.errors import InputError
 
@@ -142,14 +142,15 @@ class PreferencePair:
         """The two full conversations, `(chosen, rejected)`, as the chat template receives them. A text pair with
         a prompt is `[user: prompt, assistant: response]`; a text pair without one has no conversation
         (`InputError`)."""
-        if self.is_conversation:
+        if isinstance(self.chosen, list) and isinstance(self.rejected, list):  # a conversation
             prompt = _as_messages(self.prompt)
             return prompt + list(self.chosen), prompt + list(self.rejected)
-        if not self.prompt:
+        if not self.prompt or not isinstance(self.prompt, str):
             raise InputError("This pair's sides are full texts (no prompt), so it has no conversation form.")
+        chosen, rejected = self.texts()
         return (
-            [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.chosen}],
-            [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.rejected}],
+            [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": chosen}],
+            [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": rejected}],
         )
 
     def texts(self) -> tuple[str, str]:
@@ -185,9 +186,11 @@ class PreferencePair:
                 return render_messages(chosen, None), render_messages(rejected, None)
             return str(self.prompt) + str(self.chosen), str(self.prompt) + str(self.rejected)
         if not self.is_conversation and not self.prompt:
-            return self.chosen, self.rejected
+            return self.texts()
         if render is not None and not self.is_conversation:
-            return render(self.prompt, self.chosen), render(self.prompt, self.rejected)
+            prompt = self.prompt if isinstance(self.prompt, str) else ""  # a text pair's prompt is a string
+            chosen_text, rejected_text = self.texts()
+            return render(prompt, chosen_text), render(prompt, rejected_text)
         chosen, rejected = self.messages()
         return render_messages(chosen, tok), render_messages(rejected, tok)
 
@@ -292,10 +295,10 @@ def as_pairs(
                 )
             pair = _build(PreferencePair, here, *(("", *item) if len(item) == 2 else item))
         else:
-            named = f"'{sides[0]}' and '{sides[1]}' or " if sides else ""
+            named_sides = f"'{sides[0]}' and '{sides[1]}' or " if sides else ""
             tup = " or a (prompt, chosen, rejected) / (chosen, rejected) tuple" if tuples else ""
             raise InputError(
-                f"{here}: expected a PreferencePair or a mapping with {named}'chosen' and 'rejected'{tup}; got "
+                f"{here}: expected a PreferencePair or a mapping with {named_sides}'chosen' and 'rejected'{tup}; got "
                 f"{type(item).__name__} {_short(item)}."
             )
         if label is not None and pair.label is None:
@@ -363,8 +366,8 @@ def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
         try:
             records = json.loads(data.decode("utf-8-sig"))  # a leading BOM (Windows editors) is not an error
         except UnicodeDecodeError as err:
-            line = data[: err.start].count(b"\n") + 1
-            raise InputError(f"{path} line {line}: not UTF-8 text ({err.reason}); save the file as UTF-8.") from err
+            line_no = data[: err.start].count(b"\n") + 1
+            raise InputError(f"{path} line {line_no}: not UTF-8 text ({err.reason}); save the file as UTF-8.") from err
         except json.JSONDecodeError as err:
             raise InputError(f"{path} line {err.lineno}: not valid JSON ({err.msg}, column {err.colno}).") from err
         if not isinstance(records, list):
@@ -408,7 +411,7 @@ def _is_dataset(obj: object) -> bool:
     return type(obj).__name__ in ("Dataset", "IterableDataset") and type(obj).__module__.startswith("datasets")
 
 
-def _is_dataset_dict(obj: object) -> bool:
+def _is_dataset_dict(obj: object) -> TypeGuard[Mapping[str, Any]]:
     return type(obj).__name__ in ("DatasetDict", "IterableDatasetDict") and type(obj).__module__.startswith("datasets")
 
 
