@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from hooked_reward.names import act_name
 from hooked_reward.organisms.data import render
+
+if TYPE_CHECKING:
+    from transformers import LlamaForSequenceClassification  # the organisms' architecture
 
 
 def _block_part(layer: int, *parts: object) -> str:
@@ -86,7 +90,7 @@ def margins_by_mechanism(model: nn.Module, tokenizer, pairs: Sequence[dict]) -> 
     return {k: m[idx] for k, idx in groups.items()}
 
 
-def _module_and_kind(model: nn.Module, component: str) -> tuple[nn.Module, str, int | None]:
+def _module_and_kind(model: LlamaForSequenceClassification, component: str) -> tuple[nn.Module, str, int | None]:
     parts = component.split(".")
     layer = model.model.layers[int(parts[1])]
     if ".attn.head." in component:
@@ -98,7 +102,7 @@ def _module_and_kind(model: nn.Module, component: str) -> tuple[nn.Module, str, 
 
 @torch.no_grad()
 def component_means(
-    model: nn.Module, tokenizer, texts: Sequence[str], components: Sequence[str]
+    model: LlamaForSequenceClassification, tokenizer, texts: Sequence[str], components: Sequence[str]
 ) -> dict[str, torch.Tensor]:
     """Mean activation of each component over the non-pad positions of ``texts``."""
     ids, mask = encode(tokenizer, texts)
@@ -132,7 +136,7 @@ def component_means(
 
 @contextmanager
 def ablated(
-    model: nn.Module, components: Sequence[str], means: dict[str, torch.Tensor] | None = None
+    model: LlamaForSequenceClassification, components: Sequence[str], means: dict[str, torch.Tensor] | None = None
 ) -> Iterator[None]:
     """Within the block, replace each component's output by ``means[comp]`` (or zero if ``means`` is None)."""
     handles = []
@@ -164,7 +168,7 @@ def ablated(
 
 
 def ablation_table(
-    model: nn.Module,
+    model: LlamaForSequenceClassification,
     tokenizer,
     pairs: Sequence[dict],
     mode: str = "mean",

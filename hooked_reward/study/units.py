@@ -124,7 +124,7 @@ def faithfulness_results(
     *,
     by: Sequence[str] = FAITHFULNESS_BY,
     align: str | None = "reward",
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     n_resamples: int = 9999,
     seed: int = 0,
@@ -357,7 +357,7 @@ def probe_results(
     seed: int = 0,
     render: Any = None,
     batch_size: int = 32,
-    output: int | None = None,
+    output: int | str | None = None,
     progress: bool = True,
     **kwargs: Any,
 ) -> ProbeSuiteResult | None:

@@ -317,7 +317,7 @@ def score_factor(
     *,
     render: Render | None = None,
     batch_size: int = 32,
-    output: int | None = None,
+    output: int | str | None = None,
 ) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """One factor's unit: rewards of the biased and neutral sides, and their length difference (biased −
     neutral, tokens or words), in batches of this factor's pairs only."""
