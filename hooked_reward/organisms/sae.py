@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in (argv if argv is not None else sys.argv[1:]) or sorted(RECIPES):
         sae = train_organism_sae(name)
         out = save_sae(sae, organism_sae_dir(name))
-        log = sae.training_log  # type: ignore[attr-defined]
+        log = sae.training_log
         print(f"{name}: {out} (FVU {log.final_fvu:.4f}, {log.n_activations} activations)")
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -41,6 +41,9 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_reward.errors import InputError
+
+if TYPE_CHECKING:
+    from hooked_reward.sae.train import TrainingLog
 
 Architecture = Literal["standard", "topk", "jumprelu", "groupmax"]
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "jumprelu", "groupmax")
@@ -131,6 +134,8 @@ class SparseAutoencoder(nn.Module):
         use_error_term: if True, :meth:`forward` returns ``recons + (input - clean recons)``, i.e. the input
             itself unless feature activations were edited through ``hook_sae_acts``.
     """
+
+    training_log: TrainingLog  # what `train_sae` recorded (set by it; absent on an SAE loaded from files)
 
     def __init__(self, cfg: SAEConfig, use_error_term: bool = False) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ moves the reward.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,12 +53,17 @@ _D_MODEL_HOOK = re.compile(
 _D_MLP_HOOK = re.compile(r"^blocks\.\d+\.mlp\.hook_(pre|post)$")
 
 
+#: The hook points an SAE is spliced into now (one SAE per hook point).
+_SPLICED: weakref.WeakSet[HookPoint] = weakref.WeakSet()
+
+
 def expected_width(model: HookedRewardModel, hook_name: str) -> int | None:
     """The activation width at ``hook_name`` when it is known from the config (d_model / d_mlp), else None."""
     if _D_MODEL_HOOK.match(hook_name):
         return int(model.cfg.d_model)
-    if _D_MLP_HOOK.match(hook_name) and getattr(model.cfg, "d_mlp", None):
-        return int(model.cfg.d_mlp)
+    d_mlp = getattr(model.cfg, "d_mlp", None)
+    if _D_MLP_HOOK.match(hook_name) and d_mlp:
+        return int(d_mlp)
     return None
 
 
@@ -117,10 +123,10 @@ def splice_sae(
     try:
         for sae, name in zip(sae_list, names, strict=True):
             hp = model.hook_dict[name]
-            if getattr(hp, "_hooked_reward_sae_spliced", False):
+            if hp in _SPLICED:
                 raise InputError(f"An SAE is already spliced at {name!r}.")
             sae._set_hook_names(name)
-            extra = {hp_.name: hp_ for hp_ in sae.hook_dict.values()}
+            extra = {hp_.name: hp_ for hp_ in sae.hook_dict.values() if hp_.name is not None}  # named just above
 
             def splice_fn(tensor: Tensor, hook: HookPoint, _sae: SparseAutoencoder = sae, _name: str = name) -> Tensor:
                 if tensor.shape[-1] != _sae.cfg.d_in:
@@ -132,7 +138,7 @@ def splice_sae(
             old_error = sae.use_error_term
             sae.use_error_term = use_error_term
             handle = hp.add_hook(splice_fn, dir="fwd", is_permanent=True)
-            hp._hooked_reward_sae_spliced = True
+            _SPLICED.add(hp)
             splices.append(_Splice(sae, name, hp, handle, list(extra), old_error))
             add_hook_points(model, extra)
         yield model
@@ -140,7 +146,7 @@ def splice_sae(
         for s in reversed(splices):
             s.handle.hook.remove()
             s.hook_point.fwd_hooks = [h for h in s.hook_point.fwd_hooks if h is not s.handle]
-            s.hook_point._hooked_reward_sae_spliced = False
+            _SPLICED.discard(s.hook_point)
             remove_hook_points(model, s.registered)
             s.sae.use_error_term = s.old_error
             s.sae._set_hook_names("")

@@ -247,7 +247,7 @@ def train_topk_sae_on_activations(
     for p in params:
         p.requires_grad_(True)
     log.final_mse = sae.reconstruction_stats(acts.detach().float())["mse"]
-    sae.training_log = log  # type: ignore[attr-defined]
+    sae.training_log = log
     return sae
 
 
