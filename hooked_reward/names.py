@@ -87,7 +87,7 @@ class Component(str):
 
     kind: str
     layer: int | None
-    index: int | None
+    index: int | None  # type: ignore[assignment]  # the head or neuron number: shadows str.index by design
 
     def __new__(cls, kind: str, layer: int | None = None, index: int | None = None) -> Component:
         if kind not in KINDS:

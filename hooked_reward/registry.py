@@ -230,7 +230,7 @@ def causal_lm_architecture(hf_config: Any) -> str:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     model_type = getattr(hf_config, "model_type", None)
-    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) if isinstance(model_type, str) else None
     supported = supported_causal_architectures()
     if arch is None or arch not in supported:
         seq_cls = [

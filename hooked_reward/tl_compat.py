@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Mapping
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any
 
 from hooked_reward.errors import InputError, NoVocabularyError
@@ -69,7 +69,7 @@ def vocabulary_caller(depth: int = 8) -> str | None:
     """The name of a TransformerLens function that reads the model's output as logits (`utils.test_prompt`) when
     it is among the `depth` innermost callers, else None."""
     functions = _vocabulary_functions()
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(depth):
         if frame is None:
             return None

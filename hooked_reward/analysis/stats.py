@@ -94,7 +94,7 @@ BOOTSTRAP_METHODS = ("BCa", "percentile", "basic")
 def _check_confidence(confidence: object) -> None:
     """InputError unless `confidence` is a number strictly between 0 and 1 (a coverage level such as 0.95)."""
     ok = isinstance(confidence, int | float | np.floating) and not isinstance(confidence, bool)
-    if not (ok and 0 < float(confidence) < 1):
+    if not (ok and isinstance(confidence, int | float | np.floating) and 0 < float(confidence) < 1):
         raise InputError(
             f"confidence={confidence!r}: give a coverage level strictly between 0 and 1, e.g. 0.95 for a 95% interval."
         )

@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -68,9 +68,9 @@ class DistContext:
         """Rank 0's `obj` on every rank (picklable objects)."""
         if not self.enabled:
             return obj
-        box = [obj if self.is_main else None]
+        box: list[T | None] = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0, device=self._collective_device())
-        return box[0]
+        return cast(T, box[0])  # every rank's slot now holds rank 0's object
 
     def gather(self, obj: T) -> list[T] | None:
         """Every rank's `obj`, in rank order, on rank 0 (None elsewhere)."""

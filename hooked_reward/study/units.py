@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import Tensor
 
+from hooked_reward.analysis.attribution import Granularity
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.errors import InputError
 from hooked_reward.study.distributed import DistContext
@@ -54,7 +55,7 @@ __all__ = [
 
 LT = TypeVar("LT", bound=LabeledTensor)
 
-FAITHFULNESS_BY = ("component", "head")
+FAITHFULNESS_BY: tuple[Granularity, ...] = ("component", "head")
 
 
 def open_study(

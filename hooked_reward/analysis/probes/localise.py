@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooked_reward.analysis.attribution import attribution_from_cache
+from hooked_reward.analysis.attribution import Granularity, attribution_from_cache
 from hooked_reward.analysis.patching import Patch, reward_alignment, row_reward_position, run_patched
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman
@@ -153,7 +153,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return spearman(a, b, nan_policy="omit", what="DRA vs patching per component")
 
 
-def _pair_dra(cache_b, cache_n, by: str, output: int | str | None) -> tuple[list[str], np.ndarray]:
+def _pair_dra(cache_b, cache_n, by: Granularity, output: int | str | None) -> tuple[list[str], np.ndarray]:
     """Mean over pairs of DRA(biased) − DRA(neutral) per row of granularity ``by`` ("component"/"head").
 
     Uses :func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split with ``W_O``, bias
