@@ -169,6 +169,8 @@ def _study_provenance(args: argparse.Namespace, model: HookedRewardModel, study:
     device, settings, seed, pair count, processes and store; prints the store's counts on stderr."""
     from hooked_reward.study.provenance import merge_provenance
 
+    for damaged in getattr(study, "damaged", []):  # records that failed their checksum: reported, recomputed
+        print(f"{study.command}: {damaged}", file=sys.stderr)
     print(
         f"{study.command}: {study.computed} units computed here, {study.reused} from the store {study.store.dir}",
         file=sys.stderr,

@@ -1,11 +1,15 @@
 """Provenance: what produced a result — the model (path or hub id, revision, weights hash), dtype and device, the
 library and dependency versions, the settings, the seed, the pair count and a timestamp.
 
-`model_fingerprint(source, revision)` identifies a checkpoint by its weights, not its name: the SHA-256 of every
-weight file (`*.safetensors`, `*.bin`, `*.pt`, `*.pth`, `*.gguf`), streamed once in full. The digest of each file is
-cached (in `$HOOKED_REWARD_CACHE` or `~/.cache/hooked_reward/weight_hashes.json`, keyed by the file's absolute path,
-size and modification time in nanoseconds), so a study resumed on an unchanged checkpoint does not read its
-weights twice; a file rewritten in place changes its mtime and is hashed again.
+`model_fingerprint(source, revision)` identifies a checkpoint by its content, not its name: the SHA-256 of every
+weight file (`*.safetensors`, `*.bin`, `*.pt`, `*.pth`, `*.gguf`), streamed once in full, and the SHA-256 of every
+other file that can change a number (`files_sha256`: `config.json`, every tokenizer file, the chat template, head
+files such as ArmoRM's or a value head's, anything else in the folder but documentation). The full digest of each
+weight file is cached (in `$HOOKED_REWARD_CACHE` or `~/.cache/hooked_reward/weight_hashes.json`) under a content
+identity, never under the modification time alone: the file's path, size and mtime plus the SHA-256 of its
+safetensors header (tensor names, shapes, offsets) and of 32 blocks sampled evenly through it. Another model's file
+copied over it with its mtime kept (`cp -p`, `rsync -a`) has other sampled bytes, so it is hashed in full again;
+an unseen identity is always hashed in full.
 
 `provenance(...)` is the flat dict carried by every store record and every `report.json` (and shown at the end of
 each HTML report).
@@ -32,6 +36,8 @@ __all__ = [
     "model_fingerprint",
     "merge_provenance",
     "model_runtime",
+    "content_identity",
+    "input_files_sha256",
     "provenance",
     "weights_sha256",
 ]
@@ -66,6 +72,52 @@ def _write_cache(cache: dict[str, str]) -> None:
         pass
 
 
+#: Files in a checkpoint folder that cannot change a number (documentation, VCS and OS files).
+_NOT_INPUTS = (".md", ".rst", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf")
+_NOT_INPUT_NAMES = ("LICENSE", "LICENCE", "NOTICE", "README", ".gitattributes", ".gitignore", ".DS_Store")
+_SAMPLES, _SAMPLE_BYTES = 32, 4096
+
+
+def content_identity(path: Path) -> str:
+    """A cheap identity of a weight file's content: path, size, mtime (ns), the SHA-256 of its safetensors header
+    (the whole header for `.safetensors`; the first 64 KiB otherwise) and of `_SAMPLES` blocks of `_SAMPLE_BYTES`
+    sampled evenly through the file (the last block included). Reads about 200 KiB whatever the file's size."""
+    st = path.stat()
+    size = st.st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if path.suffix == ".safetensors" and len(head) == 8:
+            n = int.from_bytes(head, "little")
+            digest.update(head + f.read(min(n, 100 << 20)))
+        else:
+            digest.update(head + f.read(65536 - 8))
+        header = digest.hexdigest()
+        sampled = hashlib.sha256()
+        for i in range(_SAMPLES):
+            f.seek(max(0, (size - _SAMPLE_BYTES) * i // max(1, _SAMPLES - 1)))
+            sampled.update(f.read(_SAMPLE_BYTES))
+    return f"{path}|{size}|{st.st_mtime_ns}|{header}|{sampled.hexdigest()}"
+
+
+def input_files_sha256(directory: str | Path) -> tuple[str, list[str]]:
+    """The SHA-256 over every file of a checkpoint folder that is not a weight file or documentation (config,
+    tokenizer files, chat template, head files, generation config, ...): `name:digest` lines, sorted by name,
+    hashed together; and the files' relative names. These are small, so they are hashed in full every time."""
+    root = Path(directory).resolve()
+    lines = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts[:-1]) or ".git" in rel.parts:
+            continue
+        name = path.name
+        if name.endswith(WEIGHT_SUFFIXES) or name.endswith(_NOT_INPUTS) or name.startswith(_NOT_INPUT_NAMES):
+            continue
+        lines.append(f"{rel.as_posix()}:{_file_sha256(path)}")
+    combined = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return combined, [line.rsplit(":", 1)[0] for line in lines]
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -78,8 +130,8 @@ def weights_sha256(directory: str | Path, *, use_cache: bool = True) -> tuple[st
     """The SHA-256 over every weight file in `directory` (sorted by relative name; each file's full contents
     hashed, then `name:digest` lines hashed together), and the files' relative names.
 
-    Per-file digests are cached by (absolute path, size, mtime_ns). Raises FileNotFoundError for a folder without
-    weight files.
+    Per-file digests are cached by `content_identity` (path, size, mtime and sampled content: a `cp -p` of
+    another model's file over this one is hashed again). Raises FileNotFoundError for a folder without weight files.
     """
     root = Path(directory).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
@@ -89,8 +141,7 @@ def weights_sha256(directory: str | Path, *, use_cache: bool = True) -> tuple[st
     changed = False
     lines = []
     for path in files:
-        st = path.stat()
-        cache_key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+        cache_key = content_identity(path)
         digest = cache.get(cache_key)
         if digest is None:
             digest = _file_sha256(path)
@@ -115,7 +166,9 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> tuple[Path | None, str 
 
 
 def model_fingerprint(source: str | Path, revision: str | None = None) -> dict[str, Any]:
-    """Identify a checkpoint: `{"model": path or hub id, "revision", "weights_sha256", "weight_files"}`.
+    """Identify a checkpoint: `{"model": path or hub id, "revision", "weights_sha256", "weight_files",
+    "files_sha256", "input_files"}` (`files_sha256`: config, tokenizer, chat template, head files; see
+    `input_files_sha256`).
 
     A local folder is hashed in place (its revision is the one given, or None). A hub id is looked up in the local
     HF cache (never downloaded): its revision becomes the snapshot's commit, and the snapshot's weights are hashed.
@@ -124,18 +177,44 @@ def model_fingerprint(source: str | Path, revision: str | None = None) -> dict[s
     path = Path(source).expanduser()
     if path.is_dir():
         digest, files = weights_sha256(path)
-        return {"model": str(path.resolve()), "revision": revision, "weights_sha256": digest, "weight_files": files}
+        inputs, names = input_files_sha256(path)
+        return {
+            "model": str(path.resolve()),
+            "revision": revision,
+            "weights_sha256": digest,
+            "weight_files": files,
+            "files_sha256": inputs,
+            "input_files": names,
+        }
     folder, commit = _hub_snapshot(str(source), revision)
     if folder is None:
         return {"model": str(source), "revision": revision, "weights_sha256": None, "weight_files": []}
     digest, files = weights_sha256(folder)
-    return {"model": str(source), "revision": commit, "weights_sha256": digest, "weight_files": files}
+    inputs, names = input_files_sha256(folder)
+    return {
+        "model": str(source),
+        "revision": commit,
+        "weights_sha256": digest,
+        "weight_files": files,
+        "files_sha256": inputs,
+        "input_files": names,
+    }
 
 
 def model_runtime(model: HookedRewardModel) -> dict[str, str]:
-    """The dtype and device the model's weights are on (the first parameter's)."""
+    """The dtype and device the model's weights are on (the first parameter's), and whether its attention runs
+    fused where it can (`set_fused_attention`: the fused and explicit paths agree to ~1e-7, not bitwise)."""
     param = next(model.parameters())
-    return {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device)}
+    fused = [
+        bool(getattr(block.attn, "_fused_attention_enabled", False))
+        for block in getattr(model, "blocks", [])
+        if hasattr(block, "attn")
+    ]
+    return {
+        "dtype": str(param.dtype).removeprefix("torch."),
+        "device": str(param.device),
+        "fused_attention": "on" if any(fused) else "off",
+    }
 
 
 def dependency_versions() -> dict[str, str]:
@@ -175,6 +254,7 @@ def provenance(
         "model": fingerprint["model"],
         "revision": fingerprint.get("revision"),
         "weights_sha256": fingerprint.get("weights_sha256"),
+        "files_sha256": fingerprint.get("files_sha256"),
         "dtype": runtime.get("dtype"),
         "device": runtime.get("device"),
         "versions": dependency_versions(),

@@ -33,7 +33,11 @@ from hooked_reward.study.distributed import DistContext
 from hooked_reward.study.provenance import provenance as make_provenance
 from hooked_reward.study.store import ResultsStore, decode, encode
 
-__all__ = ["Study", "Unit"]
+__all__ = ["MODEL_IDENTITY", "Study", "Unit"]
+
+#: What of a model's fingerprint is in the study key: where it is, its revision, the content of its weights and of
+#: every other file that can change a number (config, tokenizer files, chat template, head files).
+MODEL_IDENTITY = ("model", "revision", "weights_sha256", "files_sha256")
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,10 @@ class Study:
         self.resume = True if resume is None else bool(resume)
         identity = {
             "command": command,
-            "models": [{k: m.get(k) for k in ("model", "revision", "weights_sha256")} for m in models],
+            "models": [{k: m.get(k) for k in MODEL_IDENTITY} for m in models],
             "dtype": runtime.get("dtype"),
             "device_type": str(runtime.get("device", "cpu")).split(":")[0],
+            "fused_attention": runtime.get("fused_attention"),
             "settings": settings,
             "version": hooked_reward.__version__,
         }
@@ -95,12 +100,11 @@ class Study:
             world_size=self.dist.world_size,
         )
         if len(models) > 1:
-            self.provenance["other_models"] = [
-                {k: m.get(k) for k in ("model", "revision", "weights_sha256")} for m in models[1:]
-            ]
+            self.provenance["other_models"] = [{k: m.get(k) for k in MODEL_IDENTITY} for m in models[1:]]
         self.provenance["store"] = str(self.store.dir)
         self.computed = 0  # units computed by this process
         self.reused = 0  # units found in the store (counted on rank 0)
+        self.damaged: list[str] = []  # records whose checksum failed (file:line), recomputed
         self._order: list[str] = []
         self._ordered: set[str] = set()
         if self.dist.is_main:
@@ -115,6 +119,7 @@ class Study:
         study.dist, study.command, study.resume = DistContext(), command, False
         study.store, study.provenance = None, {}
         study.computed = study.reused = 0
+        study.damaged = []
         study._order, study._ordered = [], set()
         return study
 
@@ -141,6 +146,7 @@ class Study:
         existing: dict[str, dict[str, Any]] = {}
         if self.dist.is_main:
             existing = self.store.load()
+            self.damaged.extend(self.store.damaged)
             done = {k for k in keys if k in existing}
         else:
             done = set()

@@ -16,8 +16,10 @@ A record is one JSON object: `key` (SHA-256 of the study key, the unit's id and 
 pair), `study`, `command`, `unit` (id, index and labels such as the mechanism), `result` (the unit's numbers,
 encoded by `encode`; tensors keep their dtype and every float round-trips exactly), `provenance` (model, revision,
 weights hash, dtype, device, versions, settings, seed, pair count, rank and world size, `finished` timestamp) and
-`elapsed_s`. A process killed mid-write leaves a torn last line: `read_records` stops at the last complete record
-and `RecordWriter` cuts the torn tail before appending.
+`elapsed_s`, and `checksum`: the SHA-256 of the record's canonical JSON without it (`record_checksum`). A record
+whose checksum does not match (edited by hand, or rotted on disk) is never used: `ResultsStore.load` lists it in
+`damaged` by file and line, and the study computes that unit again. A process killed mid-write leaves a torn last
+line: `read_records` stops at the last complete record and `RecordWriter` cuts the torn tail before appending.
 
 Read a store with pandas: `pandas.read_json(".../records.jsonl", lines=True)` or `hooked_reward.study.store.
 to_frame(path)` (one row per record, the unit's fields and the result's scalar fields as columns).
@@ -53,6 +55,7 @@ __all__ = [
     "encode",
     "hash_of",
     "read_records",
+    "record_checksum",
     "store_root",
     "to_frame",
 ]
@@ -209,9 +212,22 @@ def store_root(out_dir: str | Path) -> Path:
     return out.with_name(out.name + STORE_SUFFIX)
 
 
+def record_checksum(record: dict[str, Any]) -> str:
+    """SHA-256 of a record's canonical JSON (sorted keys, no spaces) without its `checksum` field."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
+
+
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The complete records of one JSONL file, in file order. A torn last line (a process killed mid-write: no
-    final newline, or not valid JSON) is skipped; so is a blank line. A missing file has no records."""
+    """The complete records of one JSONL file, in file order (see `read_numbered_records`)."""
+    for _, record in read_numbered_records(path):
+        yield record
+
+
+def read_numbered_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """`(line number, record)` of the complete records of one JSONL file, in file order. A torn last line (a
+    process killed mid-write: no final newline, or not valid JSON) is skipped; so is a blank line. A missing file
+    has no records. A line nested too deeply to parse is reported like invalid JSON."""
     path = Path(path)
     if not path.exists():
         return
@@ -223,14 +239,14 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except ValueError:  # a torn line that was later followed by a newline (should not happen: see RecordWriter)
+            yield n, json.loads(line)
+        except (ValueError, RecursionError):  # a torn line later followed by a newline, or junk nested too deep
             import warnings
 
             warnings.warn(f"{path}:{n}: skipped an incomplete record.", stacklevel=2)
     if tail.strip():
-        with contextlib.suppress(ValueError):
-            yield json.loads(tail)  # complete JSON, only its newline missing
+        with contextlib.suppress(ValueError, RecursionError):
+            yield len(complete) + 1, json.loads(tail)  # complete JSON, only its newline missing
 
 
 class RecordWriter:
@@ -264,7 +280,8 @@ class RecordWriter:
                 os.fsync(f.fileno())
 
     def write(self, record: dict[str, Any]) -> int:
-        """Append `record`; returns the bytes written."""
+        """Append `record` with its `checksum` (added to `record` too); returns the bytes written."""
+        record["checksum"] = record_checksum(record)
         line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
         self._file.write(line)
         self._file.flush()
@@ -312,12 +329,21 @@ class ResultsStore:
         return [self.dir / MERGED, *sorted(self.dir.glob("rank-*.jsonl"))]
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Every complete record of this study, by key (the first copy of a key wins; copies are equal)."""
+        """Every complete record of this study whose checksum matches, by key (the first valid copy of a key wins;
+        copies are equal). Records whose checksum is missing or does not match are left out and listed in
+        `self.damaged` as `"FILE:LINE: unit ID: ..."` (so their units are computed again)."""
         records: dict[str, dict[str, Any]] = {}
+        self.damaged: list[str] = []
         for path in self.files():
-            for record in read_records(path):
-                if record.get("study") == self.key and "key" in record:
-                    records.setdefault(record["key"], record)
+            for line, record in read_numbered_records(path):
+                if not isinstance(record, dict) or record.get("study") != self.key or "key" not in record:
+                    continue
+                if record.get("checksum") != record_checksum(record):
+                    unit = (record.get("unit") or {}).get("id") if isinstance(record.get("unit"), dict) else None
+                    why = "no checksum" if "checksum" not in record else "checksum mismatch (edited or damaged)"
+                    self.damaged.append(f"{path}:{line}: unit {unit!r}: {why}; not used, computed again")
+                    continue
+                records.setdefault(record["key"], record)
         return records
 
     def prepare(self, provenance: dict[str, Any], *, resume: bool) -> None:
