@@ -85,6 +85,26 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         ),
     ),
 }
+# CI-sized stand-in (Qwen3 layout, 2 layers) for `run.py --quick`: its figures only show that the code runs.
+TINY: dict[str, tuple[str, dict]] = {
+    "qwen3-tiny": (
+        "Qwen3Config",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=128,
+            vocab_size=2048,
+            max_position_embeddings=4096,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        ),
+    ),
+}
+ALL_CONFIGS = {**CONFIGS, **TINY}
 
 
 def chat_pair(config: dict, tokens: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -118,7 +138,7 @@ def child_make(name: str, dtype: str, out: str) -> dict:
     import torch
     import transformers
 
-    cls_name, kwargs = CONFIGS[name]
+    cls_name, kwargs = ALL_CONFIGS[name]
     config = getattr(transformers, cls_name)(num_labels=1, **kwargs)
     arch = cls_name.replace("Config", "ForSequenceClassification")
     torch.manual_seed(0)
@@ -138,7 +158,7 @@ def child_hf(name: str, dtype: str, path: str, tokens: int) -> dict:
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
     load = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
-    chosen, rejected = chat_pair(CONFIGS[name][1], tokens)
+    chosen, rejected = chat_pair(ALL_CONFIGS[name][1], tokens)
     with torch.no_grad():
         t0 = time.perf_counter()
         logits = model(torch.tensor([chosen, rejected])).logits[:, 0]
@@ -158,7 +178,7 @@ def _import_model_class(name: str) -> None:
     first `from_pretrained`; hooked_reward's import of TransformerLens imports it up front)."""
     import transformers
 
-    getattr(transformers, CONFIGS[name][0].replace("Config", "ForSequenceClassification"))
+    getattr(transformers, ALL_CONFIGS[name][0].replace("Config", "ForSequenceClassification"))
 
 
 def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dict:
@@ -174,7 +194,7 @@ def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dic
     model = HookedRewardModel.from_pretrained(path, dtype=getattr(torch, dtype))
     load = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
-    chosen, rejected = chat_pair(CONFIGS[name][1], tokens)
+    chosen, rejected = chat_pair(ALL_CONFIGS[name][1], tokens)
     c, r = torch.tensor(chosen), torch.tensor(rejected)
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -214,6 +234,85 @@ def child_ours(name: str, dtype: str, path: str, tokens: int, top_k: int) -> dic
         "side_by_side": out,
         "n_layers": n_layers,
         "n_heads": model.cfg.n_heads,
+    }
+
+
+def child_load(which: str, name: str, dtype: str, path: str) -> dict:
+    """CPU seconds of this process (one torch thread) for one load: `hf` (AutoModelForSequenceClassification) or
+    `ours` (HookedRewardModel), after the imports and the modeling module (not counted)."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    _import_model_class(name)
+    if which == "ours":
+        from hooked_reward import HookedRewardModel
+
+        load = lambda: HookedRewardModel.from_pretrained(path, dtype=getattr(torch, dtype))  # noqa: E731
+    else:
+        auto = transformers.AutoModelForSequenceClassification
+        load = lambda: auto.from_pretrained(path, dtype=getattr(torch, dtype)).eval()  # noqa: E731
+    t0 = time.process_time()
+    load()
+    return {"cpu_s": time.process_time() - t0}
+
+
+def child_atp(name: str, dtype: str, path: str, tokens: int) -> dict:
+    """Peak RSS of `attribution_patch` (every default site: resid_pre, attn_out, mlp_out, z) over the pair, after
+    loading; and its checkpointed gradients against nothing else (the numbers are tested in the unit tests)."""
+    import torch
+
+    from hooked_reward import HookedRewardModel
+    from hooked_reward.analysis.attribution_patching import attribution_patch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _import_model_class(name)
+    model = HookedRewardModel.from_pretrained(path, dtype=getattr(torch, dtype))
+    rss_loaded = peak_rss_mb()
+    chosen, rejected = chat_pair(ALL_CONFIGS[name][1], tokens)
+    t0 = time.perf_counter()
+    result = attribution_patch(model, torch.tensor(chosen), torch.tensor(rejected))
+    return {
+        "atp_s": time.perf_counter() - t0,
+        "rss_loaded_mb": rss_loaded,
+        "peak_rss_mb": peak_rss_mb(),
+        "finite": bool(torch.isfinite(result.values[~result.values.isnan()]).all()),
+    }
+
+
+def real_config_figures(name: str, dtype: str, tokens: int, load_repeats: int, timeout: float = 3600) -> dict:
+    """Load time (CPU seconds of each loading process, hf and ours alternating, medians) and attribution patching's
+    peak RSS against HF's forward peak (each in its own process) at one config; the checkpoint is random weights
+    saved in `dtype` to a temporary directory (read once first, so that every load reads from the page cache)."""
+    import statistics
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"real-{name}-{dtype}-"))
+    try:
+        made = run_child("make", name, dtype, str(tmp), timeout=timeout)
+        for file in tmp.glob("*.safetensors"):
+            with open(file, "rb") as f:
+                while f.read(1 << 26):
+                    pass
+        loads: dict[str, list[float]] = {"hf": [], "ours": []}
+        for r in range(load_repeats):
+            for which in ("hf", "ours") if r % 2 == 0 else ("ours", "hf"):
+                loads[which].append(run_child("load", which, name, dtype, str(tmp), timeout=timeout)["cpu_s"])
+        hf = run_child("hf", name, dtype, str(tmp), str(tokens), timeout=timeout)
+        atp = run_child("atp", name, dtype, str(tmp), str(tokens), timeout=timeout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    hf_load, ours_load = statistics.median(loads["hf"]), statistics.median(loads["ours"])
+    return {
+        "config": name,
+        "dtype": dtype,
+        "tokens": tokens,
+        "params": made["params"],
+        "load_cpu_s": loads,
+        "load_ratio_vs_hf": ours_load / hf_load,
+        "load_seconds_over_hf": ours_load - hf_load,
+        "hf_forward_peak_rss_mb": hf["peak_rss_mb"],
+        "atp": atp,
+        "atp_peak_rss_ratio_vs_hf_forward": atp["peak_rss_mb"] / hf["peak_rss_mb"],
     }
 
 
@@ -316,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
             result = child_make(rest[0], rest[1], rest[2])
         elif role == "hf":
             result = child_hf(rest[0], rest[1], rest[2], int(rest[3]))
+        elif role == "load":
+            result = child_load(rest[0], rest[1], rest[2], rest[3])
+        elif role == "atp":
+            result = child_atp(rest[0], rest[1], rest[2], int(rest[3]))
         else:
             result = child_ours(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))
         print(json.dumps(result))

@@ -8,7 +8,15 @@ from conftest import build_hf_model, load_tiny
 
 from hooked_reward import HookedRewardModel, InputError
 from hooked_reward.analysis.attribution_patching import attribution_patch, gradients_and_deltas, plot_comparison
-from hooked_reward.analysis.patching import Patch, align_pair, as_row, patch_block_outputs, patch_hooks, patch_resid
+from hooked_reward.analysis.patching import (
+    Patch,
+    align_pair,
+    as_row,
+    patch_block_outputs,
+    patch_hooks,
+    patch_resid,
+    reward_alignment,
+)
 
 CLEAN, CORRUPT = "the cat is very good", "the dog is not bad"
 
@@ -73,3 +81,29 @@ def test_alignment_rules_apply(model):
     res = attribution_patch(model, CLEAN, "the cat is good", sites=("resid_post",), align="prompt", prompt_len=3)
     grid = res.sweep("resid_post").values
     assert torch.isnan(grid[:, 3:]).all() and torch.allclose(grid[:, :3], torch.zeros_like(grid[:, :3]), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gpt2"])
+def test_checkpointed_gradients_equal_a_plain_backward(tmp_path, arch):
+    """Issue 33: the blocks run checkpointed (one block's intermediates at a time during the backward); the
+    gradients equal those of a plain forward/backward with hooks keeping the activations, at every site, and the
+    model is left as it was (no block forward overridden, hooks removed)."""
+    model = load_tiny(build_hf_model(arch), tmp_path / arch)
+    target, source = as_row(model, CORRUPT), as_row(model, CLEAN)
+    n = model.cfg.n_layers
+    hooks = [f"blocks.{l}.{h}" for l in range(n) for h in ("hook_resid_pre", "hook_attn_out", "attn.hook_z")]  # noqa: E741
+    hooks += ["ln_final.hook_normalized", "hook_reward_resid"]
+    align = reward_alignment(model, target, source, None, None)
+    r_t, _, grads, _ = gradients_and_deltas(model, target, source, hooks, align)
+    store = {}
+    fwd = [(h, lambda act, hook, h=h: store.setdefault(h, act)) for h in hooks]  # returned: in the graph
+    with torch.enable_grad():
+        reward = model.run_with_hooks(target[None], fwd_hooks=fwd)[0]
+        reference = torch.autograd.grad(reward, [store[h] for h in hooks], allow_unused=True)
+    assert r_t == pytest.approx(float(reward), abs=1e-6)
+    for h, ref in zip(hooks, reference, strict=True):
+        ref = torch.zeros_like(store[h]) if ref is None else ref  # a hook value the model does not use
+        assert torch.allclose(grads[h], ref[0], atol=1e-6, rtol=1e-5), h
+        assert not h.startswith("blocks.") or ref.abs().max() > 0, h
+    assert all("forward" not in block.__dict__ for block in model.blocks)
+    assert not any(hp.has_hooks() for hp in model.hook_dict.values())

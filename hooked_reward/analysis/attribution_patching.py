@@ -20,8 +20,10 @@ norm's scale or attention patterns move a lot between the two runs.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import (
@@ -59,6 +62,26 @@ def _hook_name(site: str, layer: int) -> str:
     return act_name(site, layer)
 
 
+@contextmanager
+def checkpointed_blocks(model: HookedRewardModel) -> Iterator[None]:
+    """While active, each block of `model` runs under non-reentrant activation checkpointing
+    (`torch.utils.checkpoint`): a forward with grad keeps only each block's inputs, and the backward recomputes
+    one block's intermediates at a time. The graph is the first forward's and the recomputation runs the same ops
+    on the same values, so gradients (also with respect to activations captured by hooks in that forward) are
+    those of the plain backward. Keep the forward's hooks on until the backward is done: the recomputation must
+    take the same paths (a pattern hook sends its layer to the explicit attention). Peak memory: the block inputs
+    and one block's intermediates instead of every block's (a 512-token backward on Qwen3-0.6B held 2.2x a
+    forward's peak before, docs/performance.md)."""
+    blocks = list(model.blocks)
+    try:
+        for block in blocks:
+            object.__setattr__(block, "forward", functools.partial(checkpoint, block.forward, use_reentrant=False))
+        yield
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward", None)
+
+
 def gradients_and_deltas(
     model: HookedRewardModel,
     target: Tensor,
@@ -69,21 +92,23 @@ def gradients_and_deltas(
 ) -> tuple[float, float, dict[str, Tensor], dict[str, Tensor]]:
     """`(r_target, r_source, grads, deltas)` for hooks of `[batch, pos, ...]` activations (batch dropped).
 
-    `grads[h]` is ∂r_target/∂a_h at the target run (`[target_len, ...]`); `deltas[h]` is `a_source − a_target`
-    at aligned target positions, zero elsewhere (an unaligned position is never patched).
+    `grads[h]` is ∂r_target/∂a_h at the target run (`[target_len, ...]`), computed under `checkpointed_blocks`
+    (one block's intermediates in memory at a time); `deltas[h]` is
+    `a_source − a_target` at aligned target positions, zero elsewhere (an unaligned position is never patched).
     """
     store: dict[str, Tensor] = {}
 
     def keeper(name: str):
         def keep(act: Tensor, hook: HookPoint) -> Tensor:
-            store[name] = act
+            store.setdefault(name, act)  # the first forward's value (the backward's recomputation fires it again)
             return act
 
         return keep
 
     names = list(dict.fromkeys(hooks))
-    with torch.enable_grad():
-        rewards = model.run_with_hooks(target[None], fwd_hooks=[(name, keeper(name)) for name in names])
+    fwd_hooks = [(name, keeper(name)) for name in names]
+    with torch.enable_grad(), checkpointed_blocks(model), model.hooks(fwd_hooks=fwd_hooks):
+        rewards = model(target[None])
         r = select_output(rewards, output, names=model.output_names)[0]
         acts = [store[name] for name in names]
         grads = torch.autograd.grad(r, acts, allow_unused=True)
