@@ -130,8 +130,10 @@ def test_corrupt_tensor_bytes_giving_nan_name_the_tensor(base, tmp_path):
     offset = 8 + header_len + start
     data[offset : offset + 16] = b"\xff" * 16  # four float32 NaNs
     file.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"model\.layers\.0\.self_attn\.q_proj\.weight.*4 non-finite"):
-        HookedRewardModel.from_pretrained(path)
+    model = HookedRewardModel.from_pretrained(path)  # checked when the layer first runs (issue 33: lazy load)
+    for _ in range(2):  # and on every forward until fixed
+        with pytest.raises(CheckpointError, match=r"model\.layers\.0\.self_attn\.q_proj\.weight.*4 non-finite"):
+            model(torch.tensor([[1, 2, 3]]))
 
 
 def test_armorm_and_value_head_missing_backbone_weight(tmp_path):
@@ -184,5 +186,29 @@ def test_non_finite_half_precision_weight(tmp_path, dtype):
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight[3, 5] = float("inf")
     path = save_checkpoint(model, tmp_path / "ckpt")
+    loaded = HookedRewardModel.from_pretrained(path, dtype=dtype)
     with pytest.raises(CheckpointError, match=r"model\.layers\.1\.mlp\.down_proj\.weight.*1 non-finite"):
-        HookedRewardModel.from_pretrained(path, dtype=dtype)
+        loaded(torch.tensor([[1, 2, 3]]))
+
+
+def test_finite_check_runs_once_per_module_on_first_use(base, tmp_path):
+    """Issue 33: the backbone's weights are checked at the first call of the module owning them (not at load), then
+    the check is gone; weights outside the backbone (the score head) are checked at load."""
+    from hooked_reward.hf_load import FirstUseCheck
+
+    def pending(model: HookedRewardModel) -> list[str]:
+        """The weights whose check has not run yet."""
+        hooks = [h for m in model.modules() for h in m._forward_pre_hooks.values() if isinstance(h, FirstUseCheck)]
+        return [name for hook in hooks for name, _ in hook.named]
+
+    model = HookedRewardModel.from_pretrained(_copy(base, tmp_path))
+    assert {"model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"} <= set(pending(model))
+    model(torch.tensor([[1, 2, 3]]), stop_at_layer=1)  # layer 0 ran, layer 1 did not
+    assert "model.layers.1.mlp.down_proj.weight" in pending(model)
+    assert not any(name.startswith("model.layers.0.") for name in pending(model))
+    model(torch.tensor([[1, 2, 3]]))
+    assert pending(model) == []
+    path = _copy(base, tmp_path / "score")
+    _edit_weights(path, lambda s: s["score.weight"].fill_(float("nan")))
+    with pytest.raises(CheckpointError, match=r"score\.weight"):
+        HookedRewardModel.from_pretrained(path)
