@@ -61,6 +61,12 @@ SHAPES: dict[str, dict[str, Any]] = {
         lengths=(128, 512, 2048),
         length_repeats=5,
         sweep_sample_positions=4,
+        fixed_cost=((128, 1), (128, 8), (512, 1), (512, 8)),
+        fixed_cost_repeats=9,
+        real_configs=("qwen3-0.6b",),
+        real_dtype="float32",
+        real_tokens=512,
+        real_load_repeats=5,
     ),
     "quick": dict(
         d_model=64,
@@ -76,6 +82,12 @@ SHAPES: dict[str, dict[str, Any]] = {
         lengths=(16, 48),
         length_repeats=1,
         sweep_sample_positions=2,
+        fixed_cost=((16, 1), (16, 2)),
+        fixed_cost_repeats=3,
+        real_configs=("qwen3-tiny",),
+        real_dtype="float32",
+        real_tokens=48,
+        real_load_repeats=2,
     ),
 }
 
@@ -99,10 +111,13 @@ TARGETS: dict[str, tuple[str, float]] = {
     "lengths.longest.pattern_hook_cost_vs_explicit_layer": ("le", 1.0),
     "lengths.max_sweep_chosen_over_plain": ("le", 1.0),
     "lengths.max_sweep_abs_diff_fast_vs_plain": ("le", 1e-4),
+    "fixed_cost.max_forward_ratio_vs_hf": ("le", 1.05),
+    "real.max_load_ratio_vs_hf": ("le", 1.3),
+    "real.max_atp_peak_rss_ratio_vs_hf_forward": ("le", 1.3),
 }
 
 RESID_HOOKS = ("hook_resid_pre", "hook_resid_post")
-SECTIONS = ("forward", "memory", "patching", "lengths", "loading", "imports")
+SECTIONS = ("forward", "memory", "patching", "lengths", "fixed_cost", "loading", "real", "imports")
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -583,6 +598,70 @@ def length_timings(
     }
 
 
+def bench_fixed_cost(model: Any, hf: Any, shape: dict[str, Any]) -> dict[str, Any]:
+    """Issue 33 item 2: the forward against HF at each (tokens, batch) of `fixed_cost`, in CPU seconds of this
+    process (one torch thread; interleaved, medians), and the fixed cost per forward: the difference on a
+    4-token row of a model of the same depth and d_model 64, where the compute is negligible."""
+    repeats = shape["fixed_cost_repeats"]
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    out: dict[str, Any] = {"clock": clock.__name__, "by_shape": {}}
+    for seq, batch in shape["fixed_cost"]:
+        log(f"fixed cost: {batch} x {seq}")
+        g = torch.Generator().manual_seed(seq + batch)
+        tokens = torch.randint(1, shape["vocab"], (batch, seq), generator=g)
+        with torch.no_grad():
+            t = time_interleaved(
+                {"hf": lambda: hf(input_ids=tokens).logits, "ours": lambda: model(tokens)}, repeats, clock=clock
+            )
+        out["by_shape"][f"{batch}x{seq}"] = {"seconds": t, "ratio_vs_hf": t["ours"] / t["hf"]}
+    out["max_forward_ratio_vs_hf"] = max(r["ratio_vs_hf"] for r in out["by_shape"].values())
+    from transformers import AutoModelForSequenceClassification
+
+    from hooked_reward import HookedRewardModel
+
+    small = dict(shape, d_model=64, d_mlp=128, vocab=512, n_heads=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_checkpoint(small, Path(tmp) / "small")
+        hf_small = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+        ours_small = HookedRewardModel.from_pretrained(path)
+    tokens = torch.randint(1, 512, (1, 4))
+    n = 20
+
+    def many(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(n):
+                    fn()
+
+        return run
+
+    t = time_interleaved(
+        {"hf": many(lambda: hf_small(input_ids=tokens)), "ours": many(lambda: ours_small(tokens))}, repeats, clock=clock
+    )
+    out["fixed_ms_per_forward"] = {k: 1000 * v / n for k, v in t.items()}
+    out["fixed_ms_over_hf"] = 1000 * (t["ours"] - t["hf"]) / n
+    out["n_layers"] = shape["n_layers"]
+    return out
+
+
+def bench_real(shape: dict[str, Any]) -> dict[str, Any]:
+    """Issue 33 items 3-4 at the real configs (`benchmarks/scale.py`): load time (CPU seconds per loading process,
+    alternating, medians) and attribution patching's peak RSS against HF's forward peak, each in its own process."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import scale
+
+    out: dict[str, Any] = {"by_config": {}}
+    for name in shape["real_configs"]:
+        log(f"real config: {name}")
+        out["by_config"][name] = scale.real_config_figures(
+            name, shape["real_dtype"], shape["real_tokens"], shape["real_load_repeats"]
+        )
+    rows = out["by_config"].values()
+    out["max_load_ratio_vs_hf"] = max(r["load_ratio_vs_hf"] for r in rows)
+    out["max_atp_peak_rss_ratio_vs_hf_forward"] = max(r["atp_peak_rss_ratio_vs_hf_forward"] for r in rows)
+    return out
+
+
 def sampled_sweep(model: Any, shape: dict[str, Any], seq: int, device: torch.device) -> dict[str, Any]:
     """Both paths of the denoising `resid_pre` sweep on sampled positions x every layer, scaled to the full grid."""
     from hooked_reward.analysis import patching_fast as pf
@@ -854,6 +933,10 @@ def format_table(results: dict[str, Any]) -> str:
         rows += patching_rows(results["patching"], results["attribution_patching"], mark)
     if "lengths" in results:
         rows += length_rows(results["lengths"], mark)
+    if "fixed_cost" in results:
+        rows += fixed_cost_rows(results["fixed_cost"], mark)
+    if "real" in results:
+        rows += real_rows(results["real"], mark)
     if "imports" in results:
         rows += import_rows(results["imports"], mark)
     if "loading" in results:
@@ -992,6 +1075,60 @@ def length_rows(lg: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     return rows
 
 
+def fixed_cost_rows(fc: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    rows = [
+        (f"forward / HF, batch x tokens {key} ({fc['clock']})", f"{r['ratio_vs_hf']:.3f}", "")
+        for key, r in fc["by_shape"].items()
+    ]
+    rows.append(
+        (
+            "forward / HF, worst shape",
+            f"{fc['max_forward_ratio_vs_hf']:.3f}",
+            mark("fixed_cost.max_forward_ratio_vs_hf"),
+        )
+    )
+    rows.append(
+        (
+            f"fixed cost per forward over HF ({fc['n_layers']} layers, 4 tokens, d_model 64)",
+            f"{fc['fixed_ms_over_hf']:.2f} ms",
+            "",
+        )
+    )
+    return rows
+
+
+def real_rows(rl: dict[str, Any], mark: Callable[[str], str]) -> Rows:
+    rows: Rows = []
+    for name, r in rl["by_config"].items():
+        loads = {k: statistics.median(v) for k, v in r["load_cpu_s"].items()}
+        rows.append(
+            (
+                f"{name} {r['dtype']}: load / HF (CPU s {loads['ours']:.2f} / {loads['hf']:.2f})",
+                f"{r['load_ratio_vs_hf']:.2f}x",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"{name} {r['dtype']} {r['tokens']} tokens: AtP peak RSS / HF forward peak "
+                f"({r['atp']['peak_rss_mb']:.0f} / {r['hf_forward_peak_rss_mb']:.0f} MB)",
+                f"{r['atp_peak_rss_ratio_vs_hf_forward']:.2f}x",
+                "",
+            )
+        )
+    rows.append(
+        ("real configs: worst load / HF", f"{rl['max_load_ratio_vs_hf']:.2f}x", mark("real.max_load_ratio_vs_hf"))
+    )
+    rows.append(
+        (
+            "real configs: worst AtP peak RSS / HF forward",
+            f"{rl['max_atp_peak_rss_ratio_vs_hf_forward']:.2f}x",
+            mark("real.max_atp_peak_rss_ratio_vs_hf_forward"),
+        )
+    )
+    return rows
+
+
 def import_rows(im: dict[str, Any], mark: Callable[[str], str]) -> Rows:
     sec = im["seconds"]
     return [
@@ -1117,6 +1254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "lengths" in only:
                 results["lengths"] = bench_lengths(model, hf, shape, device)
                 sections["lengths"], t0 = time.perf_counter() - t0, time.perf_counter()
+            if "fixed_cost" in only:
+                results["fixed_cost"] = bench_fixed_cost(model, hf, shape)
+                sections["fixed_cost"], t0 = time.perf_counter() - t0, time.perf_counter()
             if "forward" in only:  # last: it changes how this process's allocator returns memory, for good
                 log("forward, retain_freed_cpu_memory()")
                 results["forward"].update(measure_retained())
@@ -1136,6 +1276,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if server is not None and server.poll() is None:
             server.kill()  # a section failed before loading (or loading was left out)
+    if "real" in only:
+        t0 = time.perf_counter()
+        results["real"] = bench_real(shape)
+        results["section_seconds"]["real"] = time.perf_counter() - t0
     if "imports" in only:
         log("imports")
         results["imports"] = bench_imports(shape["load_repeats"])
