@@ -107,3 +107,29 @@ def test_checkpointed_gradients_equal_a_plain_backward(tmp_path, arch):
         assert not h.startswith("blocks.") or ref.abs().max() > 0, h
     assert all("forward" not in block.__dict__ for block in model.blocks)
     assert not any(hp.has_hooks() for hp in model.hook_dict.values())
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gpt2"])
+def test_attribution_values_equal_gradient_times_delta(tmp_path, arch):
+    """Issue 33: `attribution_values` (deltas formed as the target run fires, products taken in the backward,
+    parameters not requiring grad) gives `gradients_and_deltas`'s gradient x delta at every site, including the
+    fallback for a hook before block 0; the parameters require grad again afterwards."""
+    from hooked_reward.analysis.attribution_patching import attribution_values
+
+    model = load_tiny(build_hf_model(arch), tmp_path / arch)
+    target, source = as_row(model, CORRUPT), as_row(model, CLEAN)
+    align = reward_alignment(model, target, source, None, None)
+    n = model.cfg.n_layers
+    sites = ("hook_resid_pre", "hook_resid_mid", "hook_attn_out", "hook_mlp_out", "attn.hook_z")
+    hooks = [f"blocks.{l}.{h}" for l in range(n) for h in sites] + ["hook_reward_resid"]  # noqa: E741
+    for names in (hooks, ["hook_embed", *hooks[:3]]):
+        r_t, r_s, grads, deltas = gradients_and_deltas(model, target, source, names, align)
+        r_t2, r_s2, values = attribution_values(model, target, source, names, align)
+        assert (r_t2, r_s2) == pytest.approx((r_t, r_s), abs=1e-6)
+        for h in names:
+            expected = (grads[h] * deltas[h]).sum(-1)
+            assert values[h].shape == expected.shape, h
+            assert torch.allclose(values[h], expected, atol=1e-6, rtol=1e-5), h
+        assert values[names[-1]].abs().max() > 0
+    assert all(p.requires_grad for p in model.parameters())
+    assert all("forward" not in block.__dict__ for block in model.blocks)

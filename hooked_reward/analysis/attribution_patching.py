@@ -53,7 +53,14 @@ if TYPE_CHECKING:
 
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["SITES", "AttributionPatchingResult", "attribution_patch", "gradients_and_deltas", "plot_comparison"]
+__all__ = [
+    "SITES",
+    "AttributionPatchingResult",
+    "attribution_patch",
+    "attribution_values",
+    "gradients_and_deltas",
+    "plot_comparison",
+]
 
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 
@@ -128,6 +135,93 @@ def gradients_and_deltas(
         grad_out[name] = torch.zeros_like(a_t) if grad is None else grad[0].float()
         delta_out[name] = delta
     return float(r.detach()), r_source, grad_out, delta_out
+
+
+def _before_blocks(model: HookedRewardModel) -> set[int]:
+    """Ids of the hook points that fire before the residual enters block 0 (embeddings, rotary tables)."""
+    after = {"blocks", "ln_final", "head", "unembed"}
+    return {
+        id(hook)
+        for name, child in model.named_children()
+        if name not in after
+        for hook in child.modules()
+        if hasattr(hook, "add_hook")
+    }
+
+
+def attribution_values(
+    model: HookedRewardModel,
+    target: Tensor,
+    source: Tensor,
+    hooks: Sequence[str],
+    align: Alignment,
+    output: int | str | None = None,
+) -> tuple[float, float, dict[str, Tensor]]:
+    """`(r_target, r_source, values)`: for each hook, `values[h] = (∂r_target/∂a_h · (a_source − a_target))` summed
+    over the activation's last axis (`[target_len]`, `[target_len, head]` for `hook_z`, a scalar for the head's
+    hooks): `gradients_and_deltas`'s gradient × delta, computed without holding every site's gradient.
+
+    The source run is cached first; the target run's hooks turn each source activation into its delta as the
+    target activation fires (the source copy is dropped then), and a tensor hook multiplies the delta with the
+    gradient as the backward reaches it. The parameters do not require grad during the run (the residual entering
+    block 0 is the graph's leaf, so no weight gradient is computed or kept for) and the blocks run checkpointed:
+    peak memory is one copy of the sites (the deltas) plus one block's intermediates. A hook that fires before
+    block 0 (embeddings) needs the parameters' graph: then the plain `gradients_and_deltas` is used."""
+    names = list(dict.fromkeys(hooks))
+    early = _before_blocks(model)
+    if any(id(model.hook_dict[name]) in early for name in names if name in model.hook_dict):
+        r_t, r_s, grads, deltas = gradients_and_deltas(model, target, source, names, align, output)
+        return r_t, r_s, {name: (grads[name] * deltas[name]).sum(-1) for name in names}
+    with torch.no_grad():
+        r_source_all, cache = model.run_with_cache(source[None], names_filter=names)
+    r_source = float(select_output(r_source_all, output, names=model.output_names)[0])
+    sources = {name: cache[name] for name in names}
+    del cache
+    tgt_idx, src_idx = align.indices(None)
+    values: dict[str, Tensor] = {}
+    seen: set[str] = set()
+
+    def keeper(name: str):
+        def keep(act: Tensor, hook: HookPoint) -> Tensor:
+            if name in seen:  # the backward's recomputation fires the hook again
+                return act
+            seen.add(name)
+            a_t, a_s = act.detach()[0].float(), sources.pop(name)[0].float()
+            if has_position_axis(name):
+                delta = torch.zeros_like(a_t)
+                delta[tgt_idx] = a_s[src_idx] - a_t[tgt_idx]
+            else:
+                delta = a_s - a_t
+            values[name] = torch.zeros(delta.shape[:-1])  # unused by the reward: no gradient reaches it
+
+            def product(grad: Tensor) -> None:
+                values[name] = (grad[0].float() * delta).sum(-1)
+
+            if act.requires_grad:
+                act.register_hook(product)
+            return act
+
+        return keep
+
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    fwd_hooks = [("blocks.0.hook_resid_pre", _leaf), *[(name, keeper(name)) for name in names]]
+    try:
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        with torch.enable_grad(), checkpointed_blocks(model), model.hooks(fwd_hooks=fwd_hooks):
+            rewards = model(target[None])
+            r = select_output(rewards, output, names=model.output_names)[0]
+            r.backward()
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+    return float(r.detach()), r_source, values
+
+
+def _leaf(act: Tensor, hook: HookPoint) -> Tensor:
+    """The residual entering block 0 as a leaf that requires grad: the start of the activations' graph (the
+    parameters do not require grad in `attribution_values`). Fired again by the recomputation, identically."""
+    return act.detach().requires_grad_(True)
 
 
 @dataclass(repr=False)
@@ -235,14 +329,14 @@ def attribution_patch(
     al = reward_alignment(model, target, source, align, prompt_len)
     n_layers = model.cfg.n_layers
     hooks = [_hook_name(s, l) for s in sites for l in range(n_layers)]  # noqa: E741
-    r_target, r_source, grads, deltas = gradients_and_deltas(model, target, source, hooks, al, output)
+    r_target, r_source, products = attribution_values(model, target, source, hooks, al, output)
     r_clean, r_corrupt = (r_source, r_target) if mode == "denoise" else (r_target, r_source)
     n_pos = len(target)
     unaligned = torch.tensor([not al.has(p) for p in range(n_pos)])
 
     def per_pos(name: str) -> Float[Tensor, "pos ..."]:
         """Gradient × delta summed over the last (feature) axis: `[pos]` or `[pos, head]`."""
-        return (grads[name] * deltas[name]).sum(-1)
+        return products[name]
 
     head_values = None
     rows = []
