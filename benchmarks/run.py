@@ -611,7 +611,7 @@ def bench_fixed_cost(model: Any, hf: Any, shape: dict[str, Any]) -> dict[str, An
         tokens = torch.randint(1, shape["vocab"], (batch, seq), generator=g)
         with torch.no_grad():
             t = time_interleaved(
-                {"hf": lambda: hf(input_ids=tokens).logits, "ours": lambda: model(tokens)}, repeats, clock=clock
+                {"hf": lambda t=tokens: hf(input_ids=t).logits, "ours": lambda t=tokens: model(t)}, repeats, clock=clock
             )
         out["by_shape"][f"{batch}x{seq}"] = {"seconds": t, "ratio_vs_hf": t["ours"] / t["hf"]}
     out["max_forward_ratio_vs_hf"] = max(r["ratio_vs_hf"] for r in out["by_shape"].values())
