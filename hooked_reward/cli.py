@@ -518,8 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hooked_reward._hf_logging import disable_hf_progress_bars
 
         disable_hf_progress_bars()
+    lock = None
     try:
         check_output_dir(args.out)  # before loading anything: a bad --out fails in a second, not after the run
+        from hooked_reward.study.lock import RunLock
+
+        lock = RunLock(args.out).acquire()  # one writer per --out (torchrun: rank 0 holds it for the launch)
         out = args.func(args)
     except (HookedRewardError, HookNameError, FileNotFoundError) as err:
         print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
@@ -543,6 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if args.dist is not None:
             args.dist.close()
+        if lock is not None:
+            lock.release()
     if out is not None:  # None: a rank other than 0 of a torchrun launch (rank 0 writes the report)
         print(f"Report written to {out} ({time.time() - start:.1f} s)")
     return 0
