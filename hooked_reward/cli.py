@@ -183,7 +183,8 @@ def _pairs(
 ) -> list:
     """The pairs of `--pairs` (any format `pairs.read_pairs` reads) or the organism's own, rendered into the texts
     the model scores (`PreferencePair.rendered`; unlabelled pairs are grouped as "unlabelled"), at most
-    `--max-pairs` of them spread evenly over the labels."""
+    `--max-pairs` of them, balanced over the labels (`balanced_subset`; the number used is printed and is the
+    report's `n_pairs`)."""
     from hooked_reward.errors import InputError
     from hooked_reward.pairs import PreferencePair, as_pairs, read_pairs
 
@@ -203,13 +204,36 @@ def _pairs(
         rendered.append(PreferencePair("", r.chosen, r.rejected, r.label or "unlabelled", r.metadata))
     pairs = rendered
     _refuse_identical_tokens(pairs, model)
-    if args.max_pairs:
-        by_mech: dict[str, list] = {}
+    if args.max_pairs and args.max_pairs < len(pairs):
+        total = len(pairs)
+        pairs = balanced_subset(pairs, args.max_pairs)
+        counts: dict[str, int] = {}
         for p in pairs:
-            by_mech.setdefault(p.label, []).append(p)
-        per = max(1, args.max_pairs // max(1, len(by_mech)))
-        pairs = [p for group in by_mech.values() for p in group[:per]]
+            counts[p.label] = counts.get(p.label, 0) + 1
+        print(
+            f"--max-pairs {args.max_pairs}: using {len(pairs)} of {total} pairs, taken in file order and balanced "
+            f"over labels ({', '.join(f'{k} {v}' for k, v in counts.items())}).",
+            file=sys.stderr,
+        )
     return pairs
+
+
+def balanced_subset(pairs: list, n: int) -> list:
+    """At most `n` pairs, balanced over their labels: labels take turns (in order of first appearance), each
+    giving its next pair in file order, until `n` are taken or every label is used up; so the labels' counts differ
+    by at most one unless a label has fewer pairs, and then the others fill its share. Returned grouped by label
+    (in order of first appearance), each label's pairs in file order."""
+    groups: dict[str, list] = {}
+    for p in pairs:
+        groups.setdefault(p.label, []).append(p)
+    taken = dict.fromkeys(groups, 0)
+    left = n
+    while left > 0 and any(taken[k] < len(g) for k, g in groups.items()):
+        for k, g in groups.items():
+            if left > 0 and taken[k] < len(g):
+                taken[k] += 1
+                left -= 1
+    return [p for k, g in groups.items() for p in g[: taken[k]]]
 
 
 def _refuse_identical_tokens(pairs: list, model: Any) -> None:

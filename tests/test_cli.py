@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hooked_reward import organisms
+from hooked_reward import HookedRewardModel, organisms
 from hooked_reward.cli import main
 from hooked_reward.errors import InputError
 from hooked_reward.report import SCHEMA, Report, safe_name
@@ -260,3 +260,40 @@ def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
     row = json.loads((out / "report.json").read_text())["results"]["probes"]["factors"][0]
     assert row["significant"] and row["negligible"] is True and row["beyond_min_effect"] is False
     assert "smaller (negligible)" in (out / "index.html").read_text()
+
+
+def test_max_pairs_means_at_most_n_balanced_over_labels(tmp_path, capsys, make_checkpoint):
+    """`--max-pairs N` takes at most N pairs (before: 3 when asked for 2 of 3 labels, 5 of 12 with uneven labels),
+    labels taking turns in file order; the number used is printed (and is the report's n_pairs)."""
+    import argparse
+
+    from hooked_reward.cli import _pairs, balanced_subset
+    from hooked_reward.pairs import PreferencePair
+
+    def pp(label, i):
+        return PreferencePair("", f"good {label} {i}", f"bad {label} {i}", label)
+
+    uneven = [pp("a", i) for i in range(8)] + [pp("b", i) for i in range(3)] + [pp("c", 0)]  # 12 pairs, 8/3/1
+    picked = balanced_subset(uneven, 5)  # turns: a, b, c, a, b
+    assert [(p.label, p.chosen) for p in picked] == [
+        ("a", "good a 0"),
+        ("a", "good a 1"),
+        ("b", "good b 0"),
+        ("b", "good b 1"),
+        ("c", "good c 0"),
+    ]
+    assert len(balanced_subset(uneven, 2)) == 2 and {p.label for p in balanced_subset(uneven, 2)} == {"a", "b"}
+    assert [p.label for p in balanced_subset(uneven, 9)].count("a") == 5  # c runs out: a and b fill its share
+    assert balanced_subset(uneven, 50) == uneven
+    three = [pp("x", 0), pp("y", 0), pp("z", 0)]
+    assert len(balanced_subset(three, 2)) == 2  # at most N, never one per label regardless
+    even = [pp(k, i) for k in "ab" for i in range(5)]
+    assert balanced_subset(even, 4) == even[:2] + even[5:7]  # the first N/labels of each, as before
+
+    model = HookedRewardModel.from_pretrained(make_checkpoint("llama"))
+    rows = [{"prompt": "", "chosen": p.chosen, "rejected": p.rejected, "label": p.label} for p in uneven]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    args = argparse.Namespace(pairs=str(path), max_pairs=5, rendering="chat")
+    assert len(_pairs(args, None, model, None)) == 5
+    assert "--max-pairs 5: using 5 of 12 pairs" in capsys.readouterr().err

@@ -395,7 +395,6 @@ class Report:
             "command": self.command,
             "title": self.title,
             "provenance": to_jsonable(self.provenance),
-            "report_id": self.report_id,
             "sections": [s.heading for s in self.sections],
             "results": self.data,
         }
