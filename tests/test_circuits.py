@@ -19,6 +19,7 @@ from conftest import build_hf_model, load_tiny
 
 from hooked_reward import organisms
 from hooked_reward.analysis import circuits as C
+from hooked_reward.analysis.patch_spec import PatchSpec
 from hooked_reward.analysis.patching import Patch, patch_hooks
 from hooked_reward.errors import InputError, UnsupportedArchitectureError
 from hooked_reward.names import act_name
@@ -243,6 +244,14 @@ def test_bad_inputs_are_refused(llama, tmp_path):
         C.circuit_faithfulness(llama, [], [])
     with pytest.raises(InputError, match="Unknown edge"):
         C.patch_edges(llama, pair, ["L0H2->L7MLP"])
+    with pytest.raises(InputError, match="noise"):
+        C.patch_edges(llama, pair, [], mode="denoise")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        C.patch_edges(llama, pair, [], alignment="reward")
+    # the options as one PatchSpec run the same experiment as keywords
+    spec = PatchSpec(mode="noise", align="reward", progress=False)
+    by_spec = C.edge_attribution(llama, [pair], spec=spec)
+    torch.testing.assert_close(by_spec.values, C.edge_attribution(llama, [pair], align="reward", progress=False).values)
     gemma = load_tiny(build_hf_model("gemma2"), tmp_path / "gemma2")
     with pytest.raises(UnsupportedArchitectureError, match="not a sum of head and MLP outputs"):
         C.patch_edges(gemma, token_pair(), [])

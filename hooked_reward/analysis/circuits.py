@@ -15,7 +15,9 @@ replaced by the rejected run's: the receiver of a patched edge reads `input + (a
 where `a_s(this run)` is the sender's output in the patched run itself (so effects of other patched edges
 propagate, as in Hanna et al.'s EAP-IG evaluation). Patching every edge gives the rejected run exactly, patching
 none the chosen run, and patching every edge out of one sender equals patching that sender's node output. Only
-positions aligned between the two texts are patched (`align` / `prompt_len`, as in `analysis.patching`).
+positions aligned between the two texts are patched. Every entry point takes the patching options of
+`analysis.patch_spec.PatchSpec` (`align`, `prompt_len`, `output`, `max_rows`, `progress`), as `spec=` or keywords;
+the mode is always "noise" (the chosen run, the rejected run's edges written in).
 
 **The margin** is `r(chosen) − r(rejected)` of the model's own output (`output` picks one of several), through
 the whole model: a multi-objective head (ArmoRM's gate and transform) is run, not linearised, so the margin of a
@@ -59,6 +61,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import Alignment, Input, align_pair, as_row
 from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.analysis.stats import (
@@ -665,6 +668,14 @@ class EdgeAgreement(LabeledTensor):
 
 
 # ---------------------------------------------------------------------------------------------------- entry points
+def _spec(spec: PatchSpec | None, options: Mapping[str, Any], fn: str) -> PatchSpec:
+    """The patching options of an entry point (`PatchSpec`, as `spec=` or keywords). The direction is fixed: the
+    chosen run with the rejected run's edge contributions written in, i.e. `mode="noise"` (the default here)."""
+    spec = patch_spec(spec, options, default=PatchSpec(mode="noise"), fn=fn)
+    spec.require_modes(("noise",), f"{fn} (the chosen run patched with the rejected run's edges)")
+    return spec
+
+
 def _check_pairs(pairs: Sequence[PairLike] | PairLike) -> list[PairLike]:
     """The pairs as a list (one pair given alone is a list of one); `InputError` for none."""
     one = isinstance(pairs, (PreferencePair, Mapping)) or (
@@ -702,10 +713,8 @@ def edge_attribution(
     steps: int = 5,
     *,
     render: Render | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> EdgeAttribution:
     """First-order scores of patching each edge from the rejected run into the chosen run, on the margin.
 
@@ -714,6 +723,8 @@ def edge_attribution(
     Pairs are `PreferencePair`s (or what `as_pairs` reads), rendered with `render` (None: the chat template), or
     `(chosen, rejected)` tuples of token rows; `align` / `prompt_len` for pairs of different lengths.
     """
+    spec = _spec(spec, options, "edge_attribution")
+    align, prompt_len, output, progress = spec.align, spec.prompt_len, spec.output, spec.progress
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -745,14 +756,19 @@ def exact_edge_effects(
     edges: Iterable[str] | None = None,
     *,
     render: Render | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> EdgeAttribution:
     """The exact change of the margin when each edge alone is patched (one forward row per edge and pair):
     `values [pair, edge]` over `edges` (default: every edge), `method="exact"`."""
+    spec = _spec(spec, options, "exact_edge_effects")
+    align, prompt_len, output, max_rows, progress = (
+        spec.align,
+        spec.prompt_len,
+        spec.output,
+        spec.max_rows,
+        spec.progress,
+    )
     pairs = _check_pairs(pairs)
     graph = circuit_graph(model)
     idx = list(range(graph.n_edges)) if edges is None else graph.index(edges)
@@ -779,12 +795,13 @@ def patch_edges(
     edges: Iterable[str],
     *,
     render: Render | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> float:
     """The chosen text's reward with exactly `edges` (labels or `Edge`s) patched from the rejected run, every
     other path clean (see the module docstring). Every edge gives `r(rejected)`, none `r(chosen)`."""
+    spec = _spec(spec, options, "patch_edges")
+    align, prompt_len, output = spec.align, spec.prompt_len, spec.output
     graph = circuit_graph(model)
     idx = graph.index(edges)
     with _graph_hooks(model):
@@ -812,14 +829,14 @@ def circuit_faithfulness(
     circuit: Iterable[str],
     *,
     render: Render | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
     confidence: float = 0.95,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> CircuitFaithfulness:
     """The fraction of the margin `circuit` (edge labels) keeps when every other edge is patched, over pairs, with
     a BCa bootstrap interval (see `CircuitFaithfulness`)."""
+    spec = _spec(spec, options, "circuit_faithfulness")
+    align, prompt_len, output, progress = spec.align, spec.prompt_len, spec.output, spec.progress
     pairs = _check_pairs(pairs)
     graph = circuit_graph(model)
     keep = set(_circuit_index(graph, circuit))
@@ -871,12 +888,9 @@ def faithfulness_curve(
     sizes: Sequence[int] | None = None,
     *,
     render: Render | None = None,
-    align: str | None = None,
-    prompt_len: int | None = None,
-    output: int | str | None = None,
     confidence: float = 0.95,
-    max_rows: int = 64,
-    progress: bool = True,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> FaithfulnessCurve:
     """Faithfulness of the top-k circuits of `scores` for each k in `sizes` (edge counts; default
     `default_sizes`), with the area-under-curve summaries CPR and CMD (see `FaithfulnessCurve`).
@@ -884,6 +898,14 @@ def faithfulness_curve(
     `scores` is an `EdgeAttribution` over every edge (ranked by |mean score|, `EdgeAttribution.top`) or the edges
     themselves in rank order, best first (at least `max(sizes)` of them).
     """
+    spec = _spec(spec, options, "faithfulness_curve")
+    align, prompt_len, output, max_rows, progress = (
+        spec.align,
+        spec.prompt_len,
+        spec.output,
+        spec.max_rows,
+        spec.progress,
+    )
     pairs = _check_pairs(pairs)
     graph = circuit_graph(model)
     if isinstance(scores, EdgeAttribution):
