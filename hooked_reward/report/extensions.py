@@ -91,6 +91,10 @@ def write_extensions_report(
         "vectors, each on the model's preference pairs grouped into dimensions (see the docs' Extensions pages).",
     )
     with report:
+        summary = _summary(outputs)
+        report.add_text("Summary", summary)
+        report.sections[-1].css_class = "summary"
+        report.add_data("summary", summary)
         for name, heading in SECTIONS.items():
             out = outputs[name]
             if "skipped" in out:
@@ -102,6 +106,50 @@ def write_extensions_report(
                 report.add_table(table["heading"], table["rows"], table["caption"], level=table["level"])
             report.add_data(name, out["data"])
         return report.write()
+
+
+def _summary(outputs: Mapping[str, dict[str, Any]]) -> list[str]:
+    """One sentence per extension, in words, from its numbers (an extension that was skipped says so)."""
+    out = []
+    for name, heading in SECTIONS.items():
+        o = outputs[name]
+        title = heading.split(". ", 1)[-1]
+        if "skipped" in o:
+            out.append(f"{title}: not run on this model ({o['skipped']}).")
+            continue
+        d = o["data"]
+        if name == "distortion":
+            s = d["summary"]
+            inverted = format_value(s["inverted"])
+            out.append(
+                f"{title}: {format_value(s['overall'])} overall (0: every pair ranked right, 1: chance or worse); "
+                f"dimensions the reward gets backwards: {inverted}."
+            )
+        elif name == "divergence":
+            flagged = [r for r in d["rows"] if r.get("flagged")]
+            out.append(
+                f"{title}: {len(flagged)} of {len(d['rows'])} ablations push the residual stream off the model's "
+                "distribution (their reward changes are not to be trusted as they stand)."
+            )
+        elif name == "cascade":
+            out.append(
+                f"{title}: strength {format_value(d['strength'])} (share of the failures explained by one shared "
+                f"pattern), p = {format_value(d['p_value'])}."
+            )
+        elif name == "conflict":
+            rows = d["rows"]
+            worst = max(rows, key=lambda r: r.get("disagree_rate", 0.0), default=None)
+            if worst is None:
+                out.append(f"{title}: no pair of terms.")
+            else:
+                out.append(
+                    f"{title}: the terms {worst['i']} and {worst['j']} conflict most, on "
+                    f"{format_value(worst['disagree_rate'])} of the pairs (share)."
+                )
+        elif name == "concepts":
+            aucs = ", ".join(f"{r['concept']} {format_value(r['test_auc'])}" for r in d["rows"])
+            out.append(f"{title}: held-out AUC of each concept direction (0.5: chance, 1: perfect): {aucs}.")
+    return out
 
 
 #: The sections, in report order: name -> heading.

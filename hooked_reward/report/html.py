@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from hooked_reward.errors import InputError
+from hooked_reward.report.glossary import column_help, column_label, readable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -378,11 +379,15 @@ class Report:
             lstrip_blocks=True,
         )
         env.filters["fmt"] = format_value
+        env.filters["cell"] = lambda v: readable(v) if isinstance(v, str) else format_value(v)
+        env.tests["defined_column"] = lambda c: bool(column_help(c))
         return env.get_template("base.html.j2").render(
             title=self.title,
             intro=self.intro,
             sections=self.sections,
             columns_of=lambda s: s.columns or (list(s.table[0]) if s.table else []),
+            label_of=column_label,
+            help_of=column_help,
             provenance={k: format_value(v) for k, v in self.provenance.items()},
             scripts=self.scripts,
             markup=jinja2.utils.markupsafe.Markup,

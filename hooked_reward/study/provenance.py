@@ -272,6 +272,12 @@ def merge_provenance(base: dict[str, Any], study: dict[str, Any]) -> dict[str, A
     (model files, revision, weights hash, dtype, device, settings, seed, pair count, processes, store)."""
     merged = dict(base)
     skip = {"command", "argv", "model"}
+    # each fact once: the study's dtype and device, and its versions, replace the CLI's shorter rows of them
+    if "dtype" in study and "device" in study:
+        merged.pop("dtype, device", None)
+    if isinstance(study.get("versions"), dict):
+        for name in study["versions"]:
+            merged.pop(name, None)
     merged["model files"] = study.get("model")
     merged.update({k: v for k, v in study.items() if k not in skip})
     return merged
