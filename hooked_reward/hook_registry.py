@@ -45,5 +45,5 @@ def _update_supported(model: HookedRewardModel, added: Iterable[str] = (), remov
     """Keep the driver's `supported_hook_points` (when it has one) in step with the registry."""
     driver = getattr(model, "_driver", None)
     supported = getattr(driver, "supported_hook_points", None)
-    if supported is not None:
+    if driver is not None and supported is not None:
         driver.supported_hook_points = (frozenset(supported) | frozenset(added)) - frozenset(removed)

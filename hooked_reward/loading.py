@@ -15,7 +15,7 @@ import torch
 
 import hooked_reward.heads
 import hooked_reward.peft_adapter  # noqa: F401  (registers the PEFT adapter layout)
-from hooked_reward.heads.sequence_classification import from_sequence_classifier  # noqa: F401  (public here before)
+from hooked_reward.heads import from_sequence_classifier  # noqa: F401  (public here before)
 from hooked_reward.hf_load import (  # noqa: F401  (read_config, load_tokenizer: public here before)
     WEIGHT_FILES,
     check_vocabulary,

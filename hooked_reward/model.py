@@ -172,7 +172,7 @@ class HookedRewardModel(TransformerBridge):
         """Wrap a loaded `*ForCausalLM` and its value head (modified in place, not copied): `head` is an
         `nn.Linear` (TRL's `v_head.summary`) or `nn.Sequential(Linear, act, Linear)` with `activation` naming
         its nonlinearity (relu, gelu, gelu_tanh, tanh, silu)."""
-        from hooked_reward.heads.value_head import value_head_checkpoint
+        from hooked_reward.heads import value_head_checkpoint
 
         loaded = value_head_checkpoint(causal_lm, head, tokenizer, activation)
         return cls._from_loaded(loaded, model_name=type(causal_lm).__name__)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hooked_reward.errors import CheckpointError, UnsupportedArchitectureError
-from hooked_reward.heads.sequence_classification import from_sequence_classifier
+from hooked_reward.heads import from_sequence_classifier
 from hooked_reward.hf_load import check_finite_weights, load_hf_model, load_tokenizer, read_json, resolve_dtype
 from hooked_reward.registry import (
     ADAPTER_CONFIG,

@@ -319,7 +319,7 @@ def test_armorm_dra_per_objective_and_gate_fixed_score(armorm) -> None:
         for part in ("attn", "mlp"):
             expected = cache.reward_attrs(cache[f"blocks.{l_}.hook_{part}_out"][None], output="score")[0]
             assert (comp.sel(component=f"{l_}_{part}_out").values - expected).abs().max() <= TOL
-    assert (comp.meta["gate_weights"] - ref["weights"]).abs().max() <= TOL
+    assert (comp.meta["head_state"]["gating.hook_weights"] - ref["weights"]).abs().max() <= TOL
 
 
 def test_armorm_pair_attribution_has_a_gate_row(armorm) -> None:
@@ -378,3 +378,37 @@ def test_mlp_value_head_dra_is_the_linearisation() -> None:
         model, tokens, tokens.flip(0), chosen_mask=mask, rejected_mask=mask.flip(0), progress=False
     )
     assert (pair.values.sum(1) + pair.bias - (values - values.flip(0))).abs().max() <= TOL
+
+
+def test_pair_split_is_one_call_for_affine_and_gated_heads(tiny_model, armorm) -> None:
+    """`head.pair_split(cache_a, cache_b).apply(...)` is how every head's pair difference is read: an affine head's
+    split is the plain per-column difference (Δ = a − b, nothing of its own); ArmoRM's reads the score column as
+    `T ḡ` times the objectives' differences plus its gate's own term, so that applied to the two runs' readout
+    values (one "component" per run: the whole readout) it gives Δscore exactly."""
+    from test_armorm import ROWS, pad
+
+    linear = tiny_model("llama", num_labels=2)
+    tokens, mask = linear.tokenize(["the cat is good", "a dog"])
+    _, cache = linear.run_with_cache(tokens, attention_mask=mask)
+    split = linear.head.pair_split(cache, cache)
+    assert split.weights is None and split.own is None and not split.detail
+    delta, delta_bias = torch.randn(2, 3, 2), torch.randn(2)
+    values, bias, extra = split.apply(delta, delta_bias)
+    assert values is delta and bias is delta_bias and extra == []
+
+    model, _, _ = armorm
+    chosen, c_mask = pad(ROWS, "left")
+    rejected, r_mask = pad(ROWS[1:] + ROWS[:1], "right")
+    hooks = model.head.readout_hooks()
+    s_c, cache_c = model.run_with_cache(chosen, attention_mask=c_mask, names_filter=hooks)
+    s_r, cache_r = model.run_with_cache(rejected, attention_mask=r_mask, names_filter=hooks)
+    split = model.head.pair_split(cache_c, cache_r)
+    k = len(model.head.term_names())
+    # each side's objectives r_k, and its score read with its own gate: what the per-side DRA rows sum to
+    side = [torch.cat([c["objectives.hook_rewards"], s[:, None]], -1) for c, s in ((cache_c, s_c), (cache_r, s_r))]
+    values, bias, extra = split.apply((side[0] - side[1])[:, None].float(), torch.zeros(len(s_c), k + 1))
+    assert extra == ["gate"] and values.shape == (len(s_c), 2, k + 1)
+    total = values.sum(1)
+    assert (total[:, -1] - (s_c - s_r)).abs().max() <= TOL
+    assert (total[:, :k] - (side[0] - side[1])[:, :k]).abs().max() <= TOL
+    assert float(values[:, 1, :k].abs().max()) == 0.0 and float(values[:, 1, k].abs().max()) > 1e-3

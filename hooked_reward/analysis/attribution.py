@@ -22,10 +22,10 @@ so it is read with u_post = P(g_post ⊙ u) / σ_post, and the post-norm's bias 
 Heads that are not one affine map are read through the lens's `Readout` (per-row directions): ArmoRM gives one
 column per objective (`W_R` rows) and a "score" column along `(T g) @ W_R` **with the gate held fixed at this
 run's weights** (components plus the per-row bias sum to the score exactly; what the gate does is not in any
-component). For pairs, the score column is split with `score_difference`: each component's Δ per-objective
-attributions weighted by the two runs' mean gate, plus a separate "gate" row for the change of the gate, so the
-rows sum to Δscore exactly. MLP value heads are read along their linearisation at the run's point
-(`head.linearise_at` of `hook_reward_resid`); the bias then holds the linearisation's offset.
+component). For pairs, the head's `pair_split` reads the difference (ArmoRM: `score_difference`): each
+component's Δ per-objective attributions weighted by the two runs' mean gate, plus a separate "gate" row for the
+change of the gate, so the rows sum to Δscore exactly. MLP value heads are read along their linearisation at the
+run's point (`head.linearise_at` of `hook_reward_resid`); the bias then holds the linearisation's offset.
 
 Direct only: a part's effect through later layers (its indirect effect) is not in its number, and the frozen
 σ means a part is credited as if the others had left the norm unchanged. See docs/tools/attribution.md.
@@ -45,6 +45,7 @@ from torch import Tensor
 
 from hooked_reward.analysis.lens import Inputs, iter_token_batches, token_strings
 from hooked_reward.analysis.results import LabeledTensor, require_pyplot
+from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm, frozen_norm, norm_gain_bias, norm_is_layernorm
 from hooked_reward.heads.base import as_float
@@ -55,7 +56,6 @@ from hooked_reward.positions import gather_at_positions
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from hooked_reward.cache import RewardActivationCache
     from hooked_reward.model import HookedRewardModel
 
 Granularity = Literal["component", "head", "position", "neuron"]
@@ -376,8 +376,9 @@ def direct_reward_attribution(
 
     ArmoRM heads: the output axis is the objectives (`head.objective_names`; rows sum to
     `objectives.hook_rewards`) then "score", attributed with the gate held fixed at each run's
-    `gating.hook_weights` (rows + bias sum to the score exactly; `bias` is then per text). The gate's weights and
-    the transformed rewards are kept in `meta["gate_weights"]`, `meta["transformed"]`. MLP value heads: read
+    `gating.hook_weights` (rows + bias sum to the score exactly; `bias` is then per text). What the head's
+    `pair_split` reads (its `pair_split_hooks()`, e.g. the gate's weights and the transformed rewards) is kept in
+    `meta["head_state"]` (`{hook: [text, ...]}`), so that pairs can be split later. MLP value heads: read
     along the head's linearisation at the run's point (`head.linearise_at(hook_reward_resid)`); `bias` holds each
     text's linearisation offset.
     """
@@ -386,7 +387,8 @@ def direct_reward_attribution(
     column = output_index(output, model.head.readout_names())
     names = required_hooks(model, by, layer)
     chunks, rewards, biases, tokens_str = [], [], [], []
-    gates, transformed = [], []
+    state_hooks = model.head.pair_split_hooks()
+    state: dict[str, list[Tensor]] = {hook: [] for hook in state_hooks}
     labels: list[Component] = []
     batches = iter_token_batches(
         model, inputs, attention_mask=attention_mask, batch_size=batch_size, progress=progress, desc=f"DRA by {by}"
@@ -405,22 +407,21 @@ def direct_reward_attribution(
         r = model.head.readout_values(cache, r)
         rewards.append(r if column is None else r[:, column : column + 1])
         biases.append(readout_bias(model, cache, column).to(r.device))
-        if "gating.hook_weights" in cache.cache_dict:  # a gated head: keep what score_difference reads
-            gates.append(cache["gating.hook_weights"].to(torch.float32))
-            transformed.append(cache["objectives.hook_transformed"].to(torch.float32))
+        for hook in state_hooks:  # what the head's pair_split reads
+            state[hook].append(cache[hook].to(torch.float32))
     if by == "position":
         width = max(c.shape[3] for c in chunks)
         chunks = [torch.nn.functional.pad(c, (0, 0, 0, width - c.shape[3]), value=float("nan")) for c in chunks]
     values = torch.cat(chunks)
     all_rewards = torch.cat(rewards)
     bias = torch.cat(biases)  # [text, o]
-    if model.head.readout_kind == "affine":
+    if model.head.readout_is_shared:
         bias = bias[0]  # b_R_eff, the same on every row
     meta: dict[str, Any] = {"layer": layer} if by == "neuron" else {}
     if tokens_str:
         meta["tokens"] = tokens_str
-    if gates:
-        meta["gate_weights"], meta["transformed"] = torch.cat(gates), torch.cat(transformed)
+    if state_hooks:
+        meta["head_state"] = {hook: torch.cat(values) for hook, values in state.items()}
     names_out = model.head.readout_names()
     return _make_result(
         values, all_rewards, bias, by, labels, meta, names_out if column is None else [names_out[column]]
@@ -463,15 +464,10 @@ def _make_result(
     )
 
 
-def _shim_cache(model: HookedRewardModel, gate: Tensor, transformed: Tensor) -> Any:
-    """A cache holding only what `score_difference` reads (the gate's weights and transformed rewards)."""
-    from hooked_reward.cache import RewardActivationCache
-
-    return RewardActivationCache(
-        {"gating.hook_weights": gate, "objectives.hook_transformed": transformed},
-        model,
-        reward_pos=torch.zeros(gate.shape[0], dtype=torch.long),
-    )
+def _state_cache(model: HookedRewardModel, state: dict[str, Tensor]) -> RewardActivationCache:
+    """A cache holding only the head state one side's DRA kept (`meta["head_state"]`), for `head.pair_split`."""
+    batch = next(iter(state.values())).shape[0] if state else 0
+    return RewardActivationCache(dict(state), model, reward_pos=torch.zeros(batch, dtype=torch.long))
 
 
 def pair_reward_attribution(
@@ -494,7 +490,7 @@ def pair_reward_attribution(
     score column follows `score_difference`'s exact split Δscore = Σ_k ḡ_k Δt_k + Σ_k Δg_k t̄_k: each
     component's Δ per-objective attributions weighted by `T ḡ` (the two runs' mean gate through the transform),
     and a last row "gate" = Σ_k Δg_k t̄_k, what the change of the gate between the two texts contributes (0 in the
-    objective columns). The rows then sum to Δscore exactly (`bias` 0). `meta["score_difference"]` keeps the
+    objective columns). The rows then sum to Δscore exactly (`bias` 0). `meta["pair_split"]` keeps the
     per-objective split (`objectives`, `gate`: `[pair, K]`).
 
     by="position" is refused: the two texts' source positions are different tokens, so a position-wise
@@ -506,7 +502,8 @@ def pair_reward_attribution(
             "tokens. Run direct_reward_attribution(model, chosen, by='position') and the same for rejected."
         )
     column = output_index(output, model.head.readout_names())
-    gated = model.head.readout_kind == "gate_fixed"
+    # a split that mixes columns (its head reads state for it) needs every column of both sides
+    mixes = bool(model.head.pair_split_hooks())
 
     def side(texts: Inputs, mask: Tensor | None) -> AttributionResult:
         return direct_reward_attribution(
@@ -515,7 +512,7 @@ def pair_reward_attribution(
             attention_mask=mask,
             by=by,
             layer=layer,
-            output=None if gated else column,
+            output=None if mixes else column,
             batch_size=batch_size,
             progress=progress,
         )
@@ -524,45 +521,24 @@ def pair_reward_attribution(
     if side_c.values.shape[0] != side_r.values.shape[0]:
         raise InputError(f"{side_c.values.shape[0]} chosen texts but {side_r.values.shape[0]} rejected ones.")
     common: dict[str, Any] = dict(value_name="Δ direct reward (chosen − rejected)", chosen=side_c, rejected=side_r)
-    if not gated:
-        names = list(side_c.labels.get("output", [model.head.readout_names()[column or 0]]))
-        values, bias = side_c.values - side_r.values, side_c.bias - side_r.bias
-        rewards = side_c.rewards - side_r.rewards
-        if values.ndim == 2:
-            values, bias, rewards = values[..., None], bias[..., None], rewards[..., None]
-        return _make_result(
-            values,
-            rewards,
-            bias,
-            by,
-            list(side_c.labels["component"]),
-            dict(side_c.meta),
-            names,
-            cls=PairAttributionResult,
-            **common,
+    split = model.head.pair_split(
+        _state_cache(model, side_c.meta.get("head_state", {})), _state_cache(model, side_r.meta.get("head_state", {}))
+    )
+    names = list(side_c.labels.get("output", [model.head.readout_names()[column or 0]]))
+    delta, delta_bias = side_c.values - side_r.values, side_c.bias - side_r.bias
+    rewards = side_c.rewards - side_r.rewards
+    if delta.ndim == 2:
+        delta, delta_bias, rewards = delta[..., None], delta_bias[..., None], rewards[..., None]
+    values, bias, own_rows = split.apply(delta, delta_bias)
+    meta = {key: v for key, v in side_c.meta.items() if key != "head_state"}
+    if split.detail:
+        meta["pair_split"] = dict(split.detail)
+    labels: list[Any] = list(side_c.labels["component"]) + own_rows
+    if mixes and column is not None:
+        values, rewards, bias, names = (
+            values[..., column : column + 1],
+            rewards[..., column : column + 1],
+            bias[..., column : column + 1],
+            [names[column]],
         )
-    from hooked_reward.heads.armorm import ArmoRMHead, score_difference
-
-    head = model.head
-    assert isinstance(head, ArmoRMHead)  # the one gate_fixed head
-    k = len(model.head.readout_names()) - 1  # the objectives, then "score"
-    split = score_difference(
-        _shim_cache(model, side_c.meta["gate_weights"], side_c.meta["transformed"]),
-        _shim_cache(model, side_r.meta["gate_weights"], side_r.meta["transformed"]),
-    )
-    weights = head.mean_gate_weights(side_c.meta["gate_weights"], side_r.meta["gate_weights"])  # T ḡ
-    d_obj = side_c.values[..., :k] - side_r.values[..., :k]  # [pair, component, K]
-    d_score = einsum(d_obj, weights.to(d_obj.device), "n c k, n k -> n c")
-    gate_row = torch.zeros(d_obj.shape[0], 1, k + 1, device=d_obj.device)
-    gate_row[:, 0, k] = split.gate.sum(-1).to(d_obj.device)
-    values = torch.cat([torch.cat([d_obj, d_score[..., None]], dim=-1), gate_row], dim=1)
-    rewards = side_c.rewards - side_r.rewards  # [pair, K + 1]
-    meta = {key: v for key, v in side_c.meta.items() if key not in ("gate_weights", "transformed")}
-    meta["score_difference"] = {"objectives": split.objectives, "gate": split.gate}
-    labels = list(side_c.labels["component"]) + ["gate"]
-    names = model.head.readout_names()
-    if column is not None:
-        values, rewards, names = values[..., column : column + 1], rewards[..., column : column + 1], [names[column]]
-    return _make_result(
-        values, rewards, torch.zeros_like(rewards), by, labels, meta, names, cls=PairAttributionResult, **common
-    )
+    return _make_result(values, rewards, bias, by, labels, meta, names, cls=PairAttributionResult, **common)

@@ -346,18 +346,18 @@ def _check_graph(model: HookedRewardModel, graph: CircuitGraph, row: Tensor) -> 
         for inp in ("q", "k", "v"):
             forked = cache[act_name(f"{inp}_input", layer)]
             if not close(forked, pre[:, :, None].expand_as(forked)):
-                problems.append(f"blocks.{layer} {inp} input is not the residual entering the block")
+                problems.append(f"block {layer}: {inp} input is not the residual entering the block")
         mid = cache[act_name("resid_mid", layer)]
         if not close(cache[act_name("mlp_in", layer)], mid):
-            problems.append(f"blocks.{layer} MLP input is not resid_mid (a parallel block?)")
+            problems.append(f"block {layer}: MLP input is not resid_mid (a parallel block?)")
         if not close(pre + cache[act_name("attn_out", layer)], mid):
-            problems.append(f"blocks.{layer} resid_mid is not resid_pre + attn_out (a post-attention norm?)")
+            problems.append(f"block {layer}: resid_mid is not resid_pre + attn_out (a post-attention norm?)")
         nxt = cache[act_name("resid_pre", layer + 1)] if layer + 1 < n_layers else cache[final_resid_hook(model)]
         if not close(mid + cache[act_name("mlp_out", layer)], nxt):
-            problems.append(f"blocks.{layer} output is not resid_mid + mlp_out (a post-MLP norm?)")
+            problems.append(f"block {layer}: output is not resid_mid + mlp_out (a post-MLP norm?)")
         bias = cache[act_name("attn_out", layer)] - cache[act_name("result", layer)].sum(2)
         if not close(bias, bias[:, :1].expand_as(bias)):
-            problems.append(f"blocks.{layer} attention output is not the sum of its heads' results plus a bias")
+            problems.append(f"block {layer}: attention output is not the sum of its heads' results plus a bias")
     if problems:
         raise UnsupportedArchitectureError(
             "This model's residual stream is not a sum of head and MLP outputs as the circuit graph needs: "

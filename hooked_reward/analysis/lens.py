@@ -286,7 +286,7 @@ def _lens_batch(
 def _batch_readout(model: HookedRewardModel, cache: RewardActivationCache, stack: Tensor) -> Readout:
     """The head's readout for a lens batch; a linearised head is linearised at ln_final of the final point (the
     head's own input at every position read)."""
-    normed = _apply_ln_final(model, stack[:, -1]) if model.head.readout_kind == "linearised" else None
+    normed = _apply_ln_final(model, stack[:, -1]) if model.head.readout_needs_point else None
     return model.head.readout(cache, normed=normed)
 
 

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from hooked_reward.errors import CheckpointError, InputError
-from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
+from hooked_reward.heads.base import HeadInputs, HeadTerms, PairSplit, Readout, RewardHead, as_float
 from hooked_reward.hf_load import check_finite_weights, execution_device, load_hf_model
 from hooked_reward.positions import BeforeFirstPadRule, PositionRule
 from hooked_reward.registry import CheckpointContents, LoadedCheckpoint, register_layout
@@ -264,6 +264,47 @@ class ArmoRMHead(RewardHead):
         objectives term (Δscore = Σ_j (T ḡ)_j Δr_j + the gate's own term)."""
         g_mean = (gate_a + gate_b) / 2
         return g_mean @ as_float(self.transform).to(g_mean.device).T
+
+    def readout_column(self, output: int | None) -> int | None:  # noqa: ARG002 (one output: the score)
+        """The score's column (after the objectives): the lens and DRA of the model's one output."""
+        return self.readout_names().index("score")
+
+    # -------------------------------------------------------------- pairs and terms
+    def pair_split_hooks(self) -> list[str]:
+        return ["gating.hook_weights", "objectives.hook_transformed"]
+
+    def pair_split(self, cache_a: RewardActivationCache, cache_b: RewardActivationCache) -> PairSplit:
+        """Objective columns: their plain differences. Score column: `T ḡ` (ḡ the two runs' mean gate) times each
+        objective's difference, plus the gate's own term `Σ_k Δg_k t̄_k` as the row "gate" (`score_difference`'s
+        exact split: the rows then sum to Δscore)."""
+        split = score_difference(cache_a, cache_b)
+        k = self.n_objectives
+        gate_a, gate_b = cache_a["gating.hook_weights"].float(), cache_b["gating.hook_weights"].float()
+        mean_gate = self.mean_gate_weights(gate_a, gate_b)
+        batch = mean_gate.shape[0]
+        weights = torch.zeros(batch, k + 1, k + 1, device=mean_gate.device)
+        weights[:, :k, :k] = torch.eye(k, device=mean_gate.device)
+        weights[:, k, :k] = mean_gate
+        own = torch.zeros(batch, k + 1, device=split.gate.device)
+        own[:, k] = split.gate.sum(-1)
+        return PairSplit(weights, own, "gate", {"objectives": split.objectives, "gate": split.gate})
+
+    def term_names(self) -> list[str]:
+        return list(self.objective_names)
+
+    def term_hooks(self) -> list[str]:
+        return ["objectives.hook_rewards", "objectives.hook_transformed", "gating.hook_weights"]
+
+    def terms(self, cache: RewardActivationCache, *, transformed: bool = True) -> HeadTerms:
+        """The objectives (transformed `r T`, what the gate combines, or the raw `r`) and the gate's weights."""
+        values = cache["objectives.hook_transformed" if transformed else "objectives.hook_rewards"]
+        return HeadTerms(self.term_names(), values, cache["gating.hook_weights"])
+
+    def term_directions(
+        self, directions: Float[Tensor, "n_obj d_model"], transformed: bool = True
+    ) -> Float[Tensor, "n_obj d_model"]:
+        """`Tᵀ directions` for the transformed objectives (what they read), else `directions`."""
+        return self.transform_objectives(directions) if transformed else directions
 
     def readout_values(self, cache: RewardActivationCache, rewards: Tensor) -> Float[Tensor, "batch n_cols"]:
         """`[objectives.hook_rewards, score]` per row."""

@@ -146,10 +146,10 @@ def analyze(
     output = output_index(output, model.output_names) if output is not None else None
     if output is None and model.n_outputs > 1:
         output = 0
-    gated = model.head.readout_kind == "gate_fixed"
-    names = model.head.readout_names()
-    # The lens/DRA column of that output: ArmoRM's columns are its objectives then the score.
-    column = names.index("score") if gated else output
+    # A head that sums gated terms (ArmoRM's objectives) is read in every column (the terms, then the score)
+    gated = bool(model.head.term_names())
+    # The lens/DRA column of that output (ArmoRM: the score, after its objectives).
+    column = model.head.readout_column(output)
     by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
 
     # ---- compute (or read back from the results store) ---------------------------------------------------

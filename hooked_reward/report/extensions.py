@@ -18,7 +18,7 @@ import torch
 from hooked_reward.analysis.extensions._common import final_normed
 from hooked_reward.analysis.extensions.cascade import cascade_analysis, misalignment_pairs
 from hooked_reward.analysis.extensions.concepts import dose_response, fit_concept
-from hooked_reward.analysis.extensions.conflict import GATE_HOOKS, conflict_analysis
+from hooked_reward.analysis.extensions.conflict import conflict_analysis, has_gated_terms
 from hooked_reward.analysis.extensions.distortion import distortion_index
 from hooked_reward.analysis.extensions.divergence import ablation_sweep, fit_residual_density
 from hooked_reward.errors import HookedRewardError, InputError
@@ -260,7 +260,7 @@ def extension_sections(
 
     def conflict() -> tuple[Any, Any, str]:
         pairs = [p for ps in dimensions.values() for p in ps]
-        gated = all(h in model.hook_dict for h in GATE_HOOKS)
+        gated = has_gated_terms(model)
         directions, names = None, None
         if not gated:
             _, normed, _, _ = final_normed(model, all_texts)

@@ -35,7 +35,7 @@ def objectives_section(
     colour = plots.colours(list(mechanisms))
     objectives = [name for name in model.head.readout_names() if name != "score"]
     k = len(objectives)
-    split = attr.meta["score_difference"]
+    split = attr.meta["pair_split"]
     obj_term = split["objectives"].numpy()  # [pair, K]: ḡ_k Δt_k
     gate_term = split["gate"].numpy()  # [pair, K]: Δg_k t̄_k
     delta_raw = attr.rewards[:, :k].numpy()  # [pair, K]: Δ objectives.hook_rewards

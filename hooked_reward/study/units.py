@@ -245,7 +245,7 @@ def analysis_results(
     output = output_index(output, model.output_names) if output is not None else None
     if output is None and model.n_outputs > 1:
         output = 0
-    gated = model.head.readout_kind == "gate_fixed"
+    gated = bool(model.head.term_names())  # a head summing gated terms is read in every column
 
     def compute(unit: Unit) -> dict[str, Any]:
         return analysis_pair(

@@ -41,6 +41,7 @@ from hooked_reward.analysis.extensions._common import (
 )
 from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_percentile
+from hooked_reward.cache import RewardActivationCache
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
 from hooked_reward.names import FINAL_SCALE, final_resid_hook
@@ -51,9 +52,14 @@ if TYPE_CHECKING:
 
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["ConflictResult", "whitened_cosine", "conflict_analysis"]
+__all__ = ["ConflictResult", "whitened_cosine", "conflict_analysis", "has_gated_terms"]
 
-GATE_HOOKS = ("objectives.hook_rewards", "objectives.hook_transformed", "gating.hook_weights")
+
+def has_gated_terms(model: HookedRewardModel) -> bool:
+    """Whether the model's head sums named terms under a gate (`head.term_names()`, e.g. ArmoRM's objectives) and
+    the model has the hooks its `terms` read: then conflicts are analysed between those terms."""
+    head = model.head
+    return bool(head.term_names()) and all(h in model.hook_dict for h in head.term_hooks())
 
 
 def whitened_cosine(
@@ -255,6 +261,12 @@ def _run(
     return torch.cat(rewards), {h: torch.cat(v) for h, v in store.items()}
 
 
+def _acts_cache(model: HookedRewardModel, acts: dict[str, Tensor]) -> RewardActivationCache:
+    """`_run`'s per-text activations (one row per text, at the reward position) as a cache, for the head's
+    `terms` and `pair_split`."""
+    return RewardActivationCache(dict(acts), model, reward_pos=torch.zeros(len(acts["normed"]), dtype=torch.long))
+
+
 def _is_batch_pair(pairs: Any) -> bool:
     return (
         isinstance(pairs, tuple)
@@ -292,16 +304,17 @@ def conflict_analysis(
     """
     rng = np.random.default_rng(seed)
     head = model.head
-    gated = head.readout_kind == "gate_fixed" and all(h in model.hook_dict for h in GATE_HOOKS)
+    term_hooks = head.term_hooks()
+    gated = has_gated_terms(model)
     if gated and directions is None:
-        names = head.readout_names()[:-1]  # the objectives (the last column is the gated score)
+        names = head.term_names()  # e.g. the objectives, which the gate weighs
         w_eff = model.W_R_eff.detach().float().cpu().reshape(len(names), -1).double()
-        transformed = head.transform_objectives(w_eff)  # Tᵀ W_R_eff: what the transformed objectives read
+        transformed = head.term_directions(w_eff, transformed=True)  # ArmoRM: Tᵀ W_R_eff
         rows = (transformed if use_transform else w_eff).numpy()
-        score_hook = "objectives.hook_transformed" if use_transform else "objectives.hook_rewards"
-        rewards, acts = _run(model, texts, list(GATE_HOOKS), batch_size)
-        scores = acts[score_hook].double().numpy()
-        g = acts["gating.hook_weights"].double().numpy()
+        rewards, acts = _run(model, texts, term_hooks, batch_size)
+        head_terms = head.terms(_acts_cache(model, acts), transformed=use_transform)
+        scores = head_terms.values.double().numpy()
+        g = head_terms.weights.double().numpy()
         p = g / g.sum(1, keepdims=True)
         entropy = -(np.where(p > 0, p * np.log(p), 0.0)).sum(1)
         eff = g @ transformed.numpy()
@@ -352,16 +365,14 @@ def conflict_analysis(
         else:
             rendered = [p.render(model) for p in as_pairs(pairs, where="pairs")]
             a_texts, b_texts = [a for a, _ in rendered], [b for _, b in rendered]
-        hooks = list(GATE_HOOKS) if result.meta["gated"] else []
+        hooks = term_hooks if result.meta["gated"] else []
         r_a, acts_a = _run(model, a_texts, hooks, batch_size)
         r_b, acts_b = _run(model, b_texts, hooks, batch_size)
         delta = (r_a - r_b).double().numpy()
-        if result.meta["gated"]:
-            ga, gb = acts_a["gating.hook_weights"].double().numpy(), acts_b["gating.hook_weights"].double().numpy()
-            ta = acts_a["objectives.hook_transformed"].double().numpy()
-            tb = acts_b["objectives.hook_transformed"].double().numpy()
-            terms = (ga + gb) / 2 * (ta - tb)
-            gate_term = ((ga - gb) * (ta + tb) / 2).sum(1)
+        if result.meta["gated"]:  # the head's own split of Δscore: per-term pieces and its gate's term
+            split = head.pair_split(_acts_cache(model, acts_a), _acts_cache(model, acts_b)).detail
+            terms = split["objectives"].double().numpy()
+            gate_term = split["gate"].double().numpy().sum(1)
             remainder = np.zeros(len(delta))
         else:
             dx = (acts_a["normed"] - acts_b["normed"]).double().numpy()

@@ -29,7 +29,7 @@ BATCH = 256
 
 @torch.no_grad()
 def _score_texts(model: HookedRewardModel, texts: list[str], hooks: list | None = None) -> dict[str, torch.Tensor]:
-    from hooked_reward.heads.armorm import ARMORM_HOOKS
+    from hooked_reward.heads import ARMORM_HOOKS
 
     outs: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(texts), BATCH):

@@ -257,7 +257,7 @@ class Organism(torch.nn.Module):
 
     def __init__(self, cfg: TrainConfig, vocab_size: int) -> None:
         super().__init__()
-        from hooked_reward.heads.armorm import GatingNetwork
+        from hooked_reward.heads import GatingNetwork
 
         self.llama_config = LlamaConfig(
             vocab_size=vocab_size,
