@@ -200,7 +200,7 @@ def markdown(card: dict) -> str:
         "",
         "```python",
         "from hooked_reward import HookedRewardModel",
-        "from hooked_reward.heads.armorm import armorm_outputs",
+        "from hooked_reward.heads import armorm_outputs",
         "model = HookedRewardModel.from_pretrained('hooked_reward/organisms/armorm/weights')",
         "out = armorm_outputs(model, ['user : briefly the moon . assistant : gravity'])",
         "```",
