@@ -103,14 +103,16 @@ def attention_figure(views: Sequence[tuple[str, HeadAttention]], title: str) -> 
         squeeze=False,
         layout="constrained",
     )
+    # one colour scale for every text, scaled to the data (weights of a few percent would be invisible on 0-1)
+    vmax = max(float(np.nanmax(v.from_reward)) for _, v in views if np.size(v.from_reward)) or 1.0
     for ax, (name, view) in zip(axes[:, 0], views, strict=True):
-        im = ax.imshow(view.from_reward, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        im = ax.imshow(view.from_reward, cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
         ax.set_yticks(range(len(view.heads)), view.heads, fontsize=8)
         ax.set_xticks(range(len(view.tokens)), view.tokens, rotation=60, ha="right", fontsize=8)
         ax.set_title(name, fontsize=9, loc="left")
         for j, row in enumerate(view.from_reward):
             k = int(row.argmax())
-            ax.text(k, j, f"{row[k]:.2f}", ha="center", va="center", fontsize=6, color="white" if row[k] > 0.5 else "k")
+            ax.text(k, j, f"{row[k]:.2f}", ha="center", va="center", fontsize=6, color="white" if row[k] > 0.5 * vmax else "k")
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="attention weight", shrink=0.8, aspect=30)
     fig.suptitle(title, fontsize=10)
     return fig

@@ -124,7 +124,7 @@ def write_faithfulness_report(
             _pairs_used(pairs),
             f"The {len(pairs)} pairs this report used, in order"
             + (f" (the first {_SHOWN} shown; all in report.json)" if len(pairs) > _SHOWN else "")
-            + ". With --max-pairs N, the first N / (number of labels) pairs of each label in file order.",
+            + ". With --max-pairs N: at most N pairs, the labels taking turns in file order.",
         )
         report.add_data("pairs_used", _pairs_used(pairs, limit=None))
         for by, result in results.items():

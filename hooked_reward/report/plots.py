@@ -123,10 +123,26 @@ def scatter_agreement(
     mx, my = np.nanmean(dra, 0), np.nanmean(patching, 0)
     ax.scatter(mx, my, s=36, color=colour, edgecolors="k", linewidths=0.6, label="mean over pairs", zorder=3)
     size = np.abs(np.nan_to_num(my)) + np.abs(np.nan_to_num(mx))
+    span_x = float(np.nanmax(mx) - np.nanmin(mx)) if np.isfinite(mx).any() else 0.0
+    span_y = float(np.nanmax(my) - np.nanmin(my)) if np.isfinite(my).any() else 0.0
+    placed: list[tuple[float, float, list[str]]] = []  # labels at (nearly) the same place share one annotation
     for i in np.argsort(-np.abs(np.nan_to_num(my)))[:annotate]:
         if size[i] < 0.1 * size.max():
             continue  # unlabelled: a cluster of near-zero components would only print over each other
-        ax.annotate(str(labels[i]), (mx[i], my[i]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        near = next(
+            (
+                p
+                for p in placed
+                if abs(p[0] - mx[i]) <= 0.08 * (span_x or 1.0) and abs(p[1] - my[i]) <= 0.08 * (span_y or 1.0)
+            ),
+            None,
+        )
+        if near is None:
+            placed.append((float(mx[i]), float(my[i]), [str(labels[i])]))
+        else:
+            near[2].append(str(labels[i]))
+    for x, y, names in placed:
+        ax.annotate(", ".join(names), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
     finite = np.concatenate([dra.ravel(), patching.ravel()])
     finite = finite[np.isfinite(finite)]
     if finite.size:
