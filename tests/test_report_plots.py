@@ -7,10 +7,10 @@ import numpy as np
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from hooked_reward.report import plots  # noqa: E402
-from hooked_reward.report.attention import HeadAttention, attention_figure  # noqa: E402
+from hooked_reward.report import plots
+from hooked_reward.report.attention import HeadAttention, attention_figure
 
 
 def _view(weights: list[list[float]]) -> HeadAttention:

@@ -112,7 +112,8 @@ def attention_figure(views: Sequence[tuple[str, HeadAttention]], title: str) -> 
         ax.set_title(name, fontsize=9, loc="left")
         for j, row in enumerate(view.from_reward):
             k = int(row.argmax())
-            ax.text(k, j, f"{row[k]:.2f}", ha="center", va="center", fontsize=6, color="white" if row[k] > 0.5 * vmax else "k")
+            colour = "white" if row[k] > 0.5 * vmax else "k"
+            ax.text(k, j, f"{row[k]:.2f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="attention weight", shrink=0.8, aspect=30)
     fig.suptitle(title, fontsize=10)
     return fig
