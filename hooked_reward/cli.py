@@ -492,7 +492,28 @@ def build_parser() -> argparse.ArgumentParser:
     ext = sub.add_parser("extensions", help="the five extensions")
     common(ext, "hooked_reward_extensions", pairs=False)
     ext.set_defaults(func=cmd_extensions)
+    verify = sub.add_parser(
+        "verify", help="check a report folder and its results store (marker, files, study keys, record checksums)"
+    )
+    verify.add_argument("folder", help="the report folder (its store is FOLDER.store beside it)")
+    verify.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    verify.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+    verify.set_defaults(func=cmd_verify, out=None)
     return parser
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    """Print what `study.verify.verify_output` finds, one line each; exit 2 (an `InputError`) when it finds a
+    fault. Nothing is run or changed."""
+    from hooked_reward.errors import InputError
+    from hooked_reward.study.verify import verify_output
+
+    found = verify_output(args.folder)
+    for line in found.lines:
+        print(line)
+    if found.problems:
+        raise InputError(f"{len(found.problems)} problem(s) in {args.folder} (the lines marked PROBLEM above).")
+    print(f"verified {args.folder}: no problem found")
 
 
 def _positive_int(text: str) -> int:
@@ -544,13 +565,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         disable_hf_progress_bars()
     lock = None
     try:
-        check_output_dir(args.out)  # before loading anything: a bad --out fails in a second, not after the run
-        from hooked_reward.study.lock import RunLock
+        if args.out is not None:  # commands that write a report (not `verify`)
+            check_output_dir(args.out)  # before loading anything: a bad --out fails in a second, not after the run
+            from hooked_reward.study.lock import RunLock
 
-        lock = RunLock(args.out).acquire()  # one writer per --out (torchrun: rank 0 holds it for the launch)
+            lock = RunLock(args.out).acquire()  # one writer per --out (torchrun: rank 0 holds it for the launch)
         out = args.func(args)
     except (HookedRewardError, HookNameError, FileNotFoundError) as err:
-        print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prefix}: error: {_cli_terms(_one_line(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        message = _os_error(err, args.out)
+        if message is None or args.debug:
+            raise
+        print(f"{prefix}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -576,6 +604,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:  # None: a rank other than 0 of a torchrun launch (rank 0 writes the report)
         print(f"Report written to {out} ({time.time() - start:.1f} s)")
     return 0
+
+
+#: Fixes the library states in Python terms, as the CLI's options say them (pattern, replacement).
+_CLI_TERMS = (
+    (r"`?model\.tokenize\([^)`]*max_length=(\w+)\)`?", r"--max-length \1"),
+    (r"\bmax_length=(\d+)", r"--max-length \1"),
+    (
+        r"pass nan_policy='omit' to drop those rows \(the result says how many were dropped\)",
+        "from Python, nan_policy='omit' drops those rows (the CLI refuses them)",
+    ),
+    (r"device_map / max_memory / dtype", "--device / --device-map / --dtype"),
+)
+
+
+def _cli_terms(message: str) -> str:
+    """A library error's fix in the CLI's terms: `--max-length 512`, not `model.tokenize(..., max_length=512)`."""
+    import re
+
+    for pattern, replacement in _CLI_TERMS:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
+def _os_error(err: OSError, out: str | None) -> str | None:
+    """One line for the file-system errors a user can fix (a full disk, a quota, no permission, a read-only file
+    system), naming the file and the fix; None for any other OSError (an unexpected error)."""
+    import errno
+    import shutil
+
+    name = err.filename or (out or "the output folder")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = Path(str(name)).expanduser().absolute()
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            free = shutil.disk_usage(where).free
+            left = f"{free / 2**20:.1f} MiB free there"
+        except OSError:
+            left = "free space unknown"
+        what = "the disk is full" if err.errno == errno.ENOSPC else "the disk quota is exceeded"
+        needed = getattr(err, "needed_bytes", None)
+        need = f"that write needed {needed / 2**20:.2f} MiB" if needed else "the file being written needed more"
+        return (
+            f"{what} writing {name} ({left}; {need}). Free some space or give "
+            "--out on another disk; finished units are kept in the results store, so the same command resumes."
+        )
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write {name}: change its permissions, or give --out a folder you can write."
+    if err.errno == errno.EROFS:
+        return f"{name} is on a read-only file system: give --out a folder on a writable disk."
+    return None
 
 
 def _one_line(err: BaseException) -> str:

@@ -360,6 +360,12 @@ def _read_file(path: Path) -> list[PreferencePair]:
     return pairs
 
 
+_TOO_DEEP = (
+    "{where}: JSON nested too deeply to read (arrays or objects inside each other thousands of levels deep); a pair "
+    "is an object of texts or message lists: fix or remove that line."
+)
+
+
 def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
     data = path.read_bytes()
     if not lines:
@@ -370,6 +376,8 @@ def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
             raise InputError(f"{path} line {line_no}: not UTF-8 text ({err.reason}); save the file as UTF-8.") from err
         except json.JSONDecodeError as err:
             raise InputError(f"{path} line {err.lineno}: not valid JSON ({err.msg}, column {err.colno}).") from err
+        except RecursionError:
+            raise InputError(_TOO_DEEP.format(where=str(path))) from None
         if not isinstance(records, list):
             raise InputError(
                 f"{path}: a .json pairs file must hold an array of objects, got a JSON {type(records).__name__}. "
@@ -389,6 +397,8 @@ def _json_pairs(path: Path, lines: bool) -> list[PreferencePair]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path} line {n}: not valid JSON ({err.msg}, column {err.colno}).") from err
+        except RecursionError:
+            raise InputError(_TOO_DEEP.format(where=f"{path} line {n}")) from None
         pairs.append(PreferencePair.from_record(record, where=f"{path} line {n}"))
     return pairs
 

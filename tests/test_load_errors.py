@@ -125,3 +125,71 @@ def test_relative_path_is_not_looked_up_on_the_hub(capsys, pairs, tmp_path, monk
     status, err = run_cli(capsys, "analyze", "--model", "./elsewhere/m", "--pairs", str(pairs), "--out", "o")
     assert status == 2
     assert_one_line(err, "does not exist", "was not looked up there")
+
+
+# ------------------------------------------------------------------------------------------ disk and file mistakes
+def _failing_command(monkeypatch, exc_factory):
+    """Make the command's work end in the OSError `exc_factory()` raises from the results store's writer."""
+    from hooked_reward.study.store import RecordWriter
+
+    def work(args, *rest, **kw):
+        with RecordWriter(Path(args.out + ".store") / "study" / "rank-00000.jsonl") as writer:
+            writer.write({"key": "k", "result": [0.5] * 1000})
+
+    monkeypatch.setattr("hooked_reward.cli._load_model", work)
+    monkeypatch.setattr("os.fsync", exc_factory)
+
+
+def test_disk_full_names_the_file_and_the_bytes(capsys, tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _failing_command(monkeypatch, full)
+    status, err = run_cli(capsys, "demo", "--out", str(tmp_path / "o"))
+    assert status == 2
+    assert_one_line(err, "the disk is full writing", "rank-00000.jsonl", "MiB free there", "that write needed", "--out")
+
+
+def test_unwritable_store_file_names_it(capsys, tmp_path, monkeypatch):
+    import errno
+
+    from hooked_reward.study import store
+
+    def denied(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(store.RecordWriter, "_repair", denied)
+    _failing_command(monkeypatch, lambda fd: None)
+    status, err = run_cli(capsys, "demo", "--out", str(tmp_path / "o"))
+    assert status == 2
+    assert_one_line(err, "no permission to write", "rank-00000.jsonl", "--out")
+
+
+def test_deeply_nested_json_line_is_named(capsys, tmp_path, make_checkpoint):
+    from hooked_reward.pairs import read_pairs
+
+    deep = tmp_path / "deep.jsonl"
+    good = json.dumps({"prompt": "", "chosen": "the cat is good", "rejected": "the cat is bad"})
+    deep.write_text(good + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(InputError, match=r"deep.jsonl line 2: JSON nested too deeply"):
+        read_pairs(deep)
+    status, err = run_cli(
+        capsys, "analyze", "--model", str(make_checkpoint("llama")), "--pairs", str(deep), "--out", str(tmp_path / "o")
+    )
+    assert status == 2
+    assert_one_line(err, "deep.jsonl line 2", "nested too deeply")
+
+
+def test_cli_errors_name_the_cli_option_not_python(capsys, tmp_path, make_checkpoint):
+    """A text longer than the context: the CLI says `--max-length N`, not `model.tokenize(..., max_length=N)`."""
+    ckpt = make_checkpoint("llama")
+    n_ctx = HookedRewardModel.from_pretrained(ckpt).cfg.n_ctx
+    long = " ".join(["cat"] * (n_ctx + 10))
+    pairs = tmp_path / "long.jsonl"
+    pairs.write_text(json.dumps({"prompt": "", "chosen": long + " good", "rejected": long + " bad"}) + "\n")
+    status, err = run_cli(capsys, "analyze", "--model", str(ckpt), "--pairs", str(pairs), "--out", str(tmp_path / "o"))
+    assert status == 2
+    assert_one_line(err, f"--max-length {n_ctx}")
+    assert "max_length=" not in err and "model.tokenize" not in err

@@ -129,3 +129,33 @@ def test_weight_digest_cache_survives_cp_p(make_checkpoint, tmp_path, monkeypatc
     fp = model_fingerprint(a)
     assert fp["weights_sha256"] == digest_b and "config.json" in fp["input_files"]
     assert "tokenizer.json" in fp["input_files"] and "model.safetensors" not in fp["input_files"]
+
+
+def test_verify_checks_report_store_and_records(setup, capsys):
+    """`hooked-reward verify OUT` (issue 29 item 3): counts, checksums and the key of a store, and the report's
+    marker and files; exit 0 when clean, 2 naming each problem (file and line of an edited record)."""
+    from hooked_reward.cli import main
+    from hooked_reward.report.html import Report
+
+    ckpt, model, out = setup
+    _, _, study = run(out, ckpt, model)
+    with Report(out, "r", command="analyze") as report:
+        report.add_data("n", 3)
+        report.write()
+    assert main(["verify", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "key matches its inputs" in text and "records.jsonl: 3 record(s) with valid checksums" in text
+    assert f"verified {out}: no problem found" in text
+    merged = study.store.dir / "records.jsonl"
+    lines = merged.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["result"]["r_chosen"]["__tensor__"] = [42.0]
+    lines[2] = json.dumps(record)
+    merged.write_text("\n".join(lines) + "\n")
+    (out / "notes.txt").write_text("mine")
+    assert main(["verify", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"PROBLEM: {merged}:3: unit 'pair/2': checksum mismatch" in captured.out
+    assert "file(s) the report did not write: notes.txt" in captured.out
+    assert "2 problem(s)" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert (out / "notes.txt").read_text() == "mine"  # verify changes nothing

@@ -283,9 +283,12 @@ class RecordWriter:
         """Append `record` with its `checksum` (added to `record` too); returns the bytes written."""
         record["checksum"] = record_checksum(record)
         line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
-        self._file.write(line)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:  # a full disk or quota: say which file and how much one record needed
+            raise _named(err, self.path, len(line)) from err
         return len(line)
 
     def close(self) -> None:
@@ -370,12 +373,24 @@ class ResultsStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _named(err: OSError, path: Path, needed: int) -> OSError:
+    """`err` with the file it was writing and the bytes that write needed (`needed_bytes`), for a one-line message."""
+    named = OSError(err.errno, err.strerror, str(path))
+    named.needed_bytes = needed  # type: ignore[attr-defined]
+    return named
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    data = text.encode("utf-8")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _named(err, path, len(data)) from err
     os.replace(tmp, path)
 
 
