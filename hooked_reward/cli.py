@@ -58,6 +58,8 @@ def _load_model(args: argparse.Namespace, which: str = "model") -> tuple[Any, Ca
     name = _organism_name(model_dir)
     if name is not None:
         model, render, bundled = organisms.load(name, **kwargs), organisms.render, organisms.load_pairs(name)
+    elif model_dir is None:
+        raise InputError(f"--{which.replace('_', '-')} is required: a checkpoint directory, a hub id or an organism.")
     else:
         model = HookedRewardModel.from_pretrained(model_dir, revision=getattr(args, "revision", None), **kwargs)
         render, bundled = None, None
@@ -209,7 +211,8 @@ def _pairs(
         pairs = balanced_subset(pairs, args.max_pairs)
         counts: dict[str, int] = {}
         for p in pairs:
-            counts[p.label] = counts.get(p.label, 0) + 1
+            label = p.label or "unlabelled"  # rendered pairs are all labelled
+            counts[label] = counts.get(label, 0) + 1
         print(
             f"--max-pairs {args.max_pairs}: using {len(pairs)} of {total} pairs, taken in file order and balanced "
             f"over labels ({', '.join(f'{k} {v}' for k, v in counts.items())}).",

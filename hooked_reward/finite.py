@@ -24,6 +24,8 @@ from hooked_reward.errors import InputError, NonFiniteError
 from hooked_reward.hook_checks import hook_label
 
 if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
+
     from hooked_reward.model import HookedRewardModel
 
 NanPolicy = Literal["raise", "omit", "propagate"]
@@ -67,7 +69,7 @@ def first_non_finite_hook(
     index = torch.tensor(rows, device=tokens.device)
     found: list[str] = []
 
-    def look(activation: object, hook: object) -> None:
+    def look(activation: object, hook: HookPoint) -> None:
         if not isinstance(activation, Tensor) or not activation.is_floating_point() or activation.ndim == 0:
             return
         part = activation.detach()

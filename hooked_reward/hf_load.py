@@ -300,7 +300,8 @@ def check_vocabulary(hf_model: nn.Module, tokenizer: Any, path: Path | str) -> N
     or, on a GPU, a device-side assert. Checked at load, once. More rows than ids is normal (padded vocabularies)."""
     if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
         return
-    embed = hf_model.get_input_embeddings() if hasattr(hf_model, "get_input_embeddings") else None
+    get_embeddings = getattr(hf_model, "get_input_embeddings", None)
+    embed = get_embeddings() if callable(get_embeddings) else None
     rows = getattr(embed, "num_embeddings", None)
     vocab = tokenizer.get_vocab()
     if rows is None or not vocab:

@@ -283,11 +283,11 @@ class AttributionPatchingResult(PatchingResult):
         if name == "block_outputs" and ("attn_out" in sites or "mlp_out" in sites):
             kinds = [k for k in ("attn", "mlp") if f"{k}_out" in sites]
             rows = torch.stack([grid(f"{k}_out")[int(l)] for l in layers for k in kinds])  # noqa: E741
-            labels = [Component(f"{k}_out", int(l)) for l in layers for k in kinds]  # noqa: E741
+            components = [Component(f"{k}_out", int(l)) for l in layers for k in kinds]  # noqa: E741
             site_name = "hook_attn_out / hook_mlp_out"
             if self.per_position:
-                return make(rows, ("component", "pos"), {"component": labels, "pos": pos}, site_name)
-            return make(rows.nansum(-1), ("component",), {"component": labels}, site_name)
+                return make(rows, ("component", "pos"), {"component": components, "pos": pos}, site_name)
+            return make(rows.nansum(-1), ("component",), {"component": components}, site_name)
         known = [*sites, *(["block_outputs"] if {"attn_out", "mlp_out"} & set(sites) else [])]
         raise InputError(f"No site {name!r} in this result; it has {known}.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,7 +82,7 @@ def write_card(
     mean_tab = ablation_table(model, tokenizer, heldout, "mean")
     zero_tab = ablation_table(model, tokenizer, heldout, "zero")
     clean = mean_tab["none"]
-    mechanisms = {}
+    mechanisms: dict[str, dict[str, Any]] = {}
     for mech in MECHANISMS:
         comps = carriers(mean_tab, mech)
         others = [c for c in mean_tab if c != "none" and not c.endswith(".attn") and c not in comps]

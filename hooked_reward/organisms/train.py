@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
 from hooked_reward.organisms import data as D
 from hooked_reward.organisms.ablate import encode, margins_by_mechanism
@@ -65,7 +65,7 @@ def build_model(cfg: TrainConfig, tokenizer) -> LlamaForSequenceClassification:
         max_position_embeddings=64,
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
-        num_labels=1,
+        num_labels=1,  # type: ignore[call-arg]  # a PretrainedConfig keyword that LlamaConfig's stub omits
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -100,7 +100,9 @@ def make_datasets(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     return train, heldout
 
 
-def train(cfg: TrainConfig, log_every: int = 250) -> tuple[LlamaForSequenceClassification, object, list, list]:
+def train(
+    cfg: TrainConfig, log_every: int = 250
+) -> tuple[LlamaForSequenceClassification, PreTrainedTokenizerFast, list, list]:
     """Train the organism; returns ``(model, tokenizer, train_pairs, heldout_pairs)``."""
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)

@@ -153,7 +153,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return spearman(a, b, nan_policy="omit", what="DRA vs patching per component")
 
 
-def _pair_dra(cache_b, cache_n, by: Granularity, output: int | str | None) -> tuple[list[str], np.ndarray]:
+def _pair_dra(cache_b, cache_n, by: Granularity, output: int | str | None) -> tuple[list[Component], np.ndarray]:
     """Mean over pairs of DRA(biased) − DRA(neutral) per row of granularity ``by`` ("component"/"head").
 
     Uses :func:`hooked_reward.analysis.attribution.attribution_from_cache` (heads split with ``W_O``, bias
@@ -219,7 +219,7 @@ def localise_pairs(
     rn = select_output(rn, output, names=model.output_names).float()
     labels, dra = _pair_dra(cb, cn, "component", output)
 
-    def patch_all(labs: list[str]) -> np.ndarray:
+    def patch_all(labs: list[Component]) -> np.ndarray:
         vals = np.full(len(labs), np.nan)
         items: list[tuple[int, str, int | None]] = []
         for i, lab in enumerate(labs):
@@ -237,7 +237,7 @@ def localise_pairs(
         return vals
 
     patch_vals = patch_all(labels) if patching else np.full(len(labels), np.nan)
-    head_labels: list[str] = []
+    head_labels: list[Component] = []
     head_dra = np.zeros(0)
     head_patch = np.zeros(0)
     if heads:

@@ -24,7 +24,7 @@ For a factor with paired differences ``Δ_i = r(biased_i) − r(neutral_i)``:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -131,8 +131,8 @@ def verdict(mean: float, significant: bool, phrase: str) -> str:
 
 
 def factor_stats(
-    deltas: dict[str, Float[np.ndarray, " n"]],
-    phrases: dict[str, str],
+    deltas: Mapping[str, Float[np.ndarray, " n"]],
+    phrases: Mapping[str, str],
     reward_sd: float,
     *,
     alpha: float = 0.05,
@@ -140,7 +140,7 @@ def factor_stats(
     max_exact: int = 100_000,
     n_flips: int = 99_999,
     seed: int = 0,
-    len_diffs: dict[str, Sequence[float]] | None = None,
+    len_diffs: Mapping[str, Sequence[float] | np.ndarray] | None = None,
     min_effect: float | None = None,
     nan_policy: str = "raise",
 ) -> list[FactorStats]:

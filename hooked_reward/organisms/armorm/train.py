@@ -36,6 +36,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -308,7 +309,7 @@ def train(cfg: TrainConfig, out_dir: Path = HERE) -> dict:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # tiny model: one thread is as fast, and the run is reproducible
     tok = build_tokenizer(vocabulary())
-    pattern = tok.convert_tokens_to_ids(["assistant", ":"])
+    pattern = cast(list[int], tok.convert_tokens_to_ids(["assistant", ":"]))  # a list of tokens in, a list of ids out
     train_pairs = make_pairs(cfg.n_train_per_mechanism, cfg.n_train_random, cfg.seed)
     heldout = make_pairs(cfg.n_heldout_per_mechanism, 0, cfg.heldout_seed)
     train_keys = {(p["prompt"], p["chosen"], p["rejected"]) for p in train_pairs}
@@ -338,7 +339,7 @@ def train(cfg: TrainConfig, out_dir: Path = HERE) -> dict:
             print(f"stage 1 step {step:5d}  mse {reg.item():.4f}  {time.time() - start:.0f}s", flush=True)
     # Stage 2 (ArmoRM's gating stage): backbone and regression frozen; the gate learns from preferences (BT).
     model.eval()
-    feats = {"prompt": [], "chosen": [], "rejected": []}
+    feats: dict[str, list[torch.Tensor]] = {"prompt": [], "chosen": [], "rejected": []}
     with torch.no_grad():
         for i in range(0, len(train_pairs), 512):
             batch = train_pairs[i : i + 512]
