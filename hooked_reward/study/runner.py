@@ -139,9 +139,9 @@ class Study:
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InputError(f"Unit id {dup!r} appears twice in the study's units; ids must be unique.")
         if self.store is None:
-            results = [compute(u) for u in tqdm(units, desc=desc or self.command, disable=not progress)]
-            self.computed += len(results)
-            return results
+            computed = [compute(u) for u in tqdm(units, desc=desc or self.command, disable=not progress)]
+            self.computed += len(computed)
+            return computed
         keys = [self.store.record_key(u.id, u.input) for u in units]
         existing: dict[str, dict[str, Any]] = {}
         if self.dist.is_main:

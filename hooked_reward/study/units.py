@@ -75,10 +75,10 @@ def open_study(
     """The study of `command` on `model` (loaded from `source`, at `revision`); `others`: further models' (source,
     revision), e.g. `compare`'s second model. The weights are hashed once, on rank 0."""
     dist = dist or DistContext()
-    fingerprints = None
+    mine: list[dict[str, Any]] = []  # hashed on rank 0 only; the other ranks receive its list
     if dist.is_main:
-        fingerprints = [model_fingerprint(source, revision)] + [model_fingerprint(s, r) for s, r in others]
-    fingerprints = dist.broadcast(fingerprints)
+        mine = [model_fingerprint(source, revision)] + [model_fingerprint(s, r) for s, r in others]
+    fingerprints = dist.broadcast(mine)
     return Study(
         out_dir,
         command,
@@ -288,10 +288,10 @@ def concat_texts(parts: Sequence[LT]) -> LT:
         kw["labels"] = {**first.labels, "text": [lab for p in parts for lab in p.labels["text"]]}
     rewards = getattr(first, "rewards", None)
     if isinstance(rewards, Tensor) and rewards.ndim > 0:
-        kw["rewards"] = torch.cat([p.rewards for p in parts])
+        kw["rewards"] = torch.cat([getattr(p, "rewards") for p in parts])  # noqa: B009 (LT: not every result has it)
         bias = getattr(first, "bias", None)
         if isinstance(bias, Tensor) and bias.ndim == rewards.ndim:
-            kw["bias"] = torch.cat([p.bias for p in parts])
+            kw["bias"] = torch.cat([getattr(p, "bias") for p in parts])  # noqa: B009 (as rewards)
     kw["meta"] = _concat_meta([p.meta for p in parts], sizes)
     for name in ("chosen", "rejected"):
         if isinstance(kw.get(name), LabeledTensor):
@@ -313,7 +313,7 @@ def _one_text(result: LT, i: int | slice, n: int) -> LT:
     kw = {f.name: getattr(result, f.name) for f in fields(result) if f.init}
     kw["values"] = result.values.index_select(axis, torch.arange(n)[sel])
     if "text" in result.labels:
-        kw["labels"] = {**result.labels, "text": [result.labels["text"][j] for j in range(n)[sel]]}
+        kw["labels"] = {**result.labels, "text": [result.labels["text"][j] for j in torch.arange(n)[sel].tolist()]}
     rewards = getattr(result, "rewards", None)
     if isinstance(rewards, Tensor) and rewards.ndim > 0:
         kw["rewards"] = rewards[sel]
