@@ -101,7 +101,7 @@ class ModelRun:
     lens_rejected: np.ndarray
     attr_chosen: np.ndarray
     attr_rejected: np.ndarray
-    labels: list[str]
+    labels: list[Component]
     resid_chosen: np.ndarray
     resid_rejected: np.ndarray
     xnorm_chosen: np.ndarray
@@ -166,7 +166,7 @@ def _frozen_lens(cache, acc: torch.Tensor, output: int | str | None) -> torch.Te
 @torch.no_grad()
 def _collect_side(model, prompts, responses, render, batch_size, output, progress, desc):
     r_all, lens_all, attr_all, resid_all, xn_all = [], [], [], [], []
-    labels: list[str] = []
+    labels: list[Component] = []
     starts = range(0, len(prompts), batch_size)
     for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
         tokens, mask = render_and_tokenize(model, prompts[s : s + batch_size], responses[s : s + batch_size], render)
@@ -231,7 +231,7 @@ def behaviour_stats(ma: np.ndarray, mb: np.ndarray, labelled: bool, n_boot: int,
         ("kendall", kendall, False, min(n_boot, 1999)),
     ):
         val = fn(ma, mb)
-        out[key] = _estimate(val, bootstrap_ci((ma, mb), fn, vectorized=vec, n_resamples=nb, seed=seed))
+        out[key] = _estimate(float(val), bootstrap_ci((ma, mb), fn, vectorized=vec, n_resamples=nb, seed=seed))
     agree = agreement(ma, mb)
     out["agreement"] = _estimate(agree.mean(), bootstrap_ci(agree, n_resamples=n_boot, seed=seed))
     for tag, m in (("a", ma), ("b", mb)):
@@ -259,7 +259,7 @@ def _depth_of(label: Component, n_layers: int) -> float:
 
 
 def attribution_profile(
-    attr_margin: Float[np.ndarray, "n comp"], labels: Sequence[str], n_layers: int, bins: np.ndarray
+    attr_margin: Float[np.ndarray, "n comp"], labels: Sequence[Component], n_layers: int, bins: np.ndarray
 ) -> Float[np.ndarray, "bin"]:
     """Share of per-pair |attribution| in each relative-depth bin (sums to 1)."""
     share = np.abs(attr_margin).mean(0)
@@ -354,14 +354,14 @@ class CompareResult(LabeledTensor):
     behaviour: dict[str, Estimate] = field(default_factory=dict)
     depth_a: np.ndarray = field(default_factory=lambda: np.zeros(0))
     depth_b: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    lens_a: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
-    lens_b: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
+    lens_a: tuple[np.ndarray, ...] = field(default_factory=tuple)  # (mean, low, high)
+    lens_b: tuple[np.ndarray, ...] = field(default_factory=tuple)  # (mean, low, high)
     formation: dict[str, Estimate] = field(default_factory=dict)
     bins: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    profile_a: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
-    profile_b: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default_factory=tuple)
+    profile_a: tuple[np.ndarray, ...] = field(default_factory=tuple)  # (mean, low, high)
+    profile_b: tuple[np.ndarray, ...] = field(default_factory=tuple)  # (mean, low, high)
     mechanism_scalars: dict[str, Estimate] = field(default_factory=dict)
-    cka_ci: tuple[np.ndarray, np.ndarray] = field(default_factory=tuple)
+    cka_ci: tuple[np.ndarray, ...] = field(default_factory=tuple)  # (low, high)
     geometry_scalars: dict[str, Estimate] = field(default_factory=dict)
     shared_basis: bool = False
     basis_reason: str = ""
@@ -603,9 +603,12 @@ def _compare_runs(
     lens_b = (lb.mean(0), *bootstrap_mean_ci(lb, n_resamples=n_boot, seed=seed))
     formation: dict[str, Estimate] = {}
     for key, lm in (("depth_a", la), ("depth_b", lb)):
+
+        def depth_of_items(i: np.ndarray, lm: np.ndarray = lm) -> float:
+            return formation_depth(lm[i].mean(0))
+
         formation[key] = _estimate(
-            formation_depth(lm.mean(0)),
-            bootstrap_items_ci(n, lambda i, lm=lm: formation_depth(lm[i].mean(0)), n_resamples=n_boot, seed=seed),
+            formation_depth(lm.mean(0)), bootstrap_items_ci(n, depth_of_items, n_resamples=n_boot, seed=seed)
         )
     formation["depth_difference"] = _estimate(
         formation["depth_a"][0] - formation["depth_b"][0],
