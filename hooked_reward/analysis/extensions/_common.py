@@ -43,7 +43,8 @@ def reward_position_acts(
     """
     tokens, mask = model.prepare(texts_or_tokens, attention_mask=attention_mask)
     hooks = list(dict.fromkeys(hooks))
-    rewards, acts = [], {h: [] for h in hooks}
+    rewards: list[Tensor] = []
+    acts: dict[str, list[Tensor]] = {h: [] for h in hooks}
     for start in range(0, tokens.shape[0], batch_size):
         tok, msk = tokens[start : start + batch_size], mask[start : start + batch_size]
         with model.hooks(fwd_hooks=list(fwd_hooks)), warnings.catch_warnings():

@@ -111,7 +111,7 @@ class ConceptVector(LabeledTensor):
         if ax is None:
             _, ax = figure()
         pos, neg = self.meta.get("test_scores", (np.zeros(0), np.zeros(0)))
-        bins = np.histogram_bin_edges(np.concatenate([pos, neg]) if len(pos) + len(neg) else [0, 1], 20)
+        bins = np.histogram_bin_edges(np.concatenate([pos, neg]) if len(pos) + len(neg) else [0, 1], 20).tolist()
         ax.hist(pos, bins=bins, alpha=0.6, label=f"{self.name} (positive)")
         ax.hist(neg, bins=bins, alpha=0.6, label=f"not {self.name} (negative)")
         ax.set_xlabel(f"u · resid at {self.hook} (held out)")
@@ -298,15 +298,19 @@ def dose_response(
     """Add `α · s · u` at `concept.hook`, at each row's reward position, for each α; s = `scale` or the concept's
     typical residual norm. `freeze_norm` holds `ln_final.hook_scale` at the clean run's values."""
     tokens, mask = model.prepare(texts)
-    alphas = np.asarray(sorted(set(float(a) for a in alphas) | {0.0}))
+    levels = np.asarray(sorted(set(float(a) for a in alphas) | {0.0}))
     s = float(scale if scale is not None else concept.typical_norm)
     u = concept.direction.float()
     rpos = model.reward_positions(mask, tokens)
     clean_r, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[FINAL_SCALE])
     clean_scale = cache[FINAL_SCALE]
     rows = []
-    for a in alphas:
-        add = reward_position_hook(rpos, lambda x, _b, a=a: x + float(a) * s * u.to(x.device, x.dtype))
+    for a in levels:
+
+        def shift(x: Tensor, _b: Tensor, a: float = float(a)) -> Tensor:
+            return x + a * s * u.to(x.device, x.dtype)
+
+        add = reward_position_hook(rpos, shift)
         with model.hooks(fwd_hooks=[(concept.hook, add)]):
             if freeze_norm:
                 with frozen_final_scale(model, clean_scale):
@@ -317,7 +321,7 @@ def dose_response(
             raise InputError("dose_response needs a single-output reward head.")
         rows.append(r.detach().double().cpu().numpy())
     rewards = np.stack(rows)
-    x = alphas - alphas.mean()
+    x = levels - levels.mean()
     slopes = (x[:, None] * (rewards - rewards.mean(0))).sum(0) / (x**2).sum()
     lo, hi = (
         bootstrap_ci(slopes, confidence=confidence, n_resamples=n_boot, seed=seed)
@@ -332,7 +336,7 @@ def dose_response(
         predicted = (s * float(u_c.double() @ w_r.double()) / sigma).numpy()
     return DoseResponse(
         concept=concept.name,
-        alphas=alphas,
+        alphas=levels,
         rewards=rewards,
         slopes=slopes,
         slope=float(slopes.mean()),

@@ -288,8 +288,8 @@ def distortion_index(
     """
     if basis not in ("normed", "raw"):
         raise InputError(f"basis must be 'normed' or 'raw', got {basis!r}.")
-    dims = dict(dimensions) if isinstance(dimensions, Mapping) else dimensions_from_tagged(dimensions)
-    dims = {name: [p.render(model) for p in as_pairs(items, label=name)] for name, items in dims.items()}
+    given = dict(dimensions) if isinstance(dimensions, Mapping) else dimensions_from_tagged(dimensions)
+    dims = {name: [p.render(model) for p in as_pairs(items, label=name)] for name, items in given.items()}
     texts = list(dict.fromkeys(t for pairs in dims.values() for pair in pairs for t in pair))
     index = {t: i for i, t in enumerate(texts)}
     rewards, normed, raw, _ = final_normed(model, texts, batch_size=batch_size)
