@@ -32,6 +32,7 @@ from __future__ import annotations
 import hooked_reward._hf_logging  # noqa: F401  (before TransformerLens, which silences HF's logger)
 
 # isort: split
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,13 @@ def hf_sdpa(
 RowCallback = Callable[[Tensor], None]
 
 
-class FusedAttentionMixin:
+if TYPE_CHECKING:  # the mixin is only ever combined with a TransformerLens attention bridge: type it as one
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge as _AttentionHost
+else:
+    _AttentionHost = object
+
+
+class FusedAttentionMixin(_AttentionHost):
     """Shared state of the fused attention bridges: whether fusing is on, which path the last call took, and the
     pattern rows a reward-position cache asks for (`pattern_rows`)."""
 
@@ -284,6 +291,7 @@ class FusedJointQKVAttention(FusedAttentionMixin, JointQKVAttentionBridge):
 
     def _reconstruct_attention(self, q: Tensor, k: Tensor, v: Tensor, **kwargs: Any) -> tuple:
         blocker = fused_attention_blocker(self, kwargs)
+        assert self.config is not None  # a bridge built from a model has its TransformerLens config
         num_heads = self.config.n_heads
         num_kv_heads = getattr(self.config, "n_key_value_heads", None) or num_heads
         if blocker is None and num_kv_heads != num_heads:
@@ -302,6 +310,7 @@ class FusedJointQKVAttention(FusedAttentionMixin, JointQKVAttentionBridge):
         if getattr(self.config, "scale_attn_by_inverse_layer_idx", False) and self._layer_idx is not None:
             scale /= float(self._layer_idx + 1)
         self._emit_rows(q, k, kwargs.get("attention_mask"), scale)
+        assert self.original_component is not None  # the HF attention module this bridge wraps
         attn_output = hf_sdpa(self.original_component, q, k, v, kwargs.get("attention_mask"), scale)
         attn_output = attn_output.reshape(batch_size, seq_len, num_heads * head_dim)
         return self._apply_output_projection(attn_output), None
@@ -370,7 +379,7 @@ def pattern_rows(
     for attn, which, names in rows:
         if attn._row_requests is None:
             attn._row_requests = {}
-        attn._row_requests[which] = lambda t, names=names: store(names, t)
+        attn._row_requests[which] = functools.partial(store, names)
         attn._row_positions = positions
     try:
         yield

@@ -359,13 +359,14 @@ def cascade_from_items(
     n_omitted: dict[str, int] = {}
     for n in names:
         aligned = items[n].shape[0] == deltas[n].shape[0]  # a [1, C] precomputed profile has its own Δs
-        with_dirs = dirs_in is not None and dirs_in[n].shape[0] == items[n].shape[0]
-        parts = [items[n]] + ([deltas[n]] if aligned else []) + ([dirs_in[n]] if with_dirs else [])
+        dirs_n = dirs_in[n] if dirs_in is not None else None
+        with_dirs = dirs_n is not None and dirs_n.shape[0] == items[n].shape[0]
+        parts = [items[n]] + ([deltas[n]] if aligned else []) + ([dirs_n] if dirs_n is not None and with_dirs else [])
         ok = finite_rows(*parts, what=f"cascade dimension {n!r}: items", nan_policy=nan_policy)
         ok_d = ok if aligned else finite_rows(deltas[n], what=f"cascade dimension {n!r}: Δ", nan_policy=nan_policy)
         items[n], deltas[n] = items[n][ok], deltas[n][ok_d]
-        if with_dirs:
-            dirs_in[n] = dirs_in[n][ok]
+        if dirs_in is not None and dirs_n is not None and with_dirs:
+            dirs_in[n] = dirs_n[ok]
         n_omitted[n] = int((~ok).sum()) + (0 if aligned else int((~ok_d).sum()))
         if items[n].shape[0] == 0 or deltas[n].shape[0] == 0:
             raise InputError(f"cascade dimension {n!r} has no item with finite values left.")
@@ -567,8 +568,8 @@ def cascade_analysis(
         index[dim] = (mis_idx, al_idx)
     rewards, attrs, normed, labels = item_attributions(model, list(texts), components=components, batch_size=batch_size)
     profiles, dirs, deltas = {}, {}, {}
-    for dim, (mi, ai) in index.items():
-        mi, ai = torch.tensor(mi), torch.tensor(ai)
+    for dim, (mis_rows, al_rows) in index.items():
+        mi, ai = torch.tensor(mis_rows), torch.tensor(al_rows)
         profiles[dim] = (attrs[mi] - attrs[ai]).double().numpy()
         dirs[dim] = (normed[mi] - normed[ai]).double().numpy()
         deltas[dim] = (rewards[mi] - rewards[ai]).double().numpy()

@@ -145,7 +145,7 @@ class ConflictResult(LabeledTensor):
 
     def gate_frame(self) -> Any:
         """One row per objective: mean gate weight and its variance across prompts (empty without a gate)."""
-        if self.gate_mean is None:
+        if self.gate_mean is None or self.gate_var is None:
             return frame([])
         return frame(
             [
@@ -187,7 +187,7 @@ class ConflictResult(LabeledTensor):
             axes = fig.subplots(1, n_panels)
         self.plot(ax=axes[0], which="correlation")
         self.plot(ax=axes[1], which="whitened")
-        if self.terms is not None:
+        if self.terms is not None and self.gate_term is not None and self.remainder is not None:
             labels = list(self.names) + ["gate", "remainder"]
             vals = np.concatenate([self.terms.mean(0), [self.gate_term.mean(), self.remainder.mean()]])
             axes[2].bar(np.arange(len(labels)), vals, color=["tab:blue"] * len(self.names) + ["tab:orange", "tab:gray"])
@@ -248,7 +248,8 @@ def _run(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     tokens, mask = model.prepare(texts)
     final = final_resid_hook(model)
-    rewards, store = [], {h: [] for h in [*hooks, "normed"]}
+    rewards: list[Tensor] = []
+    store: dict[str, list[Tensor]] = {h: [] for h in [*hooks, "normed"]}
     for s in range(0, tokens.shape[0], batch_size):
         tok, msk = tokens[s : s + batch_size], mask[s : s + batch_size]
         r, cache = model.run_with_cache(
@@ -379,10 +380,10 @@ def conflict_analysis(
             w_r = reward_direction_or_none(model)
             if w_r is None:
                 raise InputError("Splitting Δscore on term directions needs a single-output linear head (W_R_eff).")
-            w_r = w_r.double().numpy()
-            coef, *_ = np.linalg.lstsq(rows.T, w_r, rcond=None)
+            w_np = w_r.double().numpy()
+            coef, *_ = np.linalg.lstsq(rows.T, w_np, rcond=None)
             terms = (dx @ rows.T) * coef
-            remainder = dx @ (w_r - coef @ rows)
+            remainder = dx @ (w_np - coef @ rows)
             gate_term = np.zeros(len(delta))
             result.meta["term_coefficients"] = coef
         result.terms, result.gate_term, result.remainder, result.delta = terms, gate_term, remainder, delta

@@ -18,7 +18,7 @@ at the nominal rate (≈1%) whichever site is patched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +132,7 @@ class ResidualDensity:
         cols = [dens.distance(np.asarray(acts[h], dtype=np.float64)) for h, dens in pairs]
         return np.stack(cols, axis=1)
 
-    def score(self, acts: dict[str, Tensor | np.ndarray], layer: int = -1) -> Float[np.ndarray, " n"]:
+    def score(self, acts: Mapping[str, Tensor | np.ndarray], layer: int = -1) -> Float[np.ndarray, " n"]:
         """The run score S: max over hooks from `layer` on of distance / held-out median."""
         idx = self.layers_from(layer)
         return (self.layer_distances(acts) / self.medians)[:, idx].max(1)
