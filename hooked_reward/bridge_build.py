@@ -96,7 +96,8 @@ def _attribute_names(module: nn.Module) -> list[str]:
     if type(module).__dir__ is not nn.Module.__dir__:  # a custom __dir__: read it as TransformerLens does
         names = set(dir(module))
     else:
-        names = set(_class_attributes_that_may_hold_hooks(type(module)))
+        # Classes are hashable; typeshed's Module.__hash__ signature fails the Hashable protocol check.
+        names = set(_class_attributes_that_may_hold_hooks(type(module)))  # type: ignore[arg-type]
         for table in (module.__dict__, module._parameters, module._modules, module._buffers):
             names.update(table)
     return sorted(name for name in names if _is_scanned(name))

@@ -369,7 +369,7 @@ def split_pattern_rows(
 @contextmanager
 def pattern_rows(
     rows: list[tuple[FusedAttentionMixin, str, list[str]]],
-    positions: Int[Tensor, " batch"],
+    positions: Int[Tensor, " batch"] | None,
     store: Callable[[list[str], Tensor], None],
 ) -> Iterator[None]:
     """While active, each `(attention, "hook_attn_scores" | "hook_pattern", names)` hands `store(names, rows)`

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from jaxtyping import Float, Int
@@ -97,7 +97,7 @@ def tokenize(
         if isinstance(text, TokenizedText):  # the training tool's own ids (e.g. TRL's), used as they are
             row = list(text.input_ids)
         else:
-            has_bos = bool(bos_text) and text.startswith(bos_text)
+            has_bos = isinstance(bos_text, str) and bool(bos_text) and text.startswith(bos_text)
             special = prepend_bos is not False and not (has_bos or isinstance(text, ChatText))
             row = tok(text, add_special_tokens=special)["input_ids"]
             if has_bos and bos_id is not None and len(row) > 1 and row[0] == bos_id == row[1]:
@@ -142,6 +142,18 @@ def check_length(model: HookedRewardModel, tokens: Tensor) -> None:
         )
 
 
+def _is_text_input(inputs: object) -> TypeGuard[str | Sequence[str]]:
+    """Text input for `prepare`: a string or a sequence that is not a tensor (its items are checked later)."""
+    return isinstance(inputs, str) or (isinstance(inputs, Sequence) and not isinstance(inputs, Tensor))
+
+
+def _is_all_text(inputs: object) -> TypeGuard[str | Sequence[str]]:
+    """A string, or a list of strings (not a `(tokens, mask)` tuple)."""
+    return isinstance(inputs, str) or (
+        isinstance(inputs, Sequence) and not isinstance(inputs, tuple) and all(isinstance(t, str) for t in inputs)
+    )
+
+
 def prepare(
     model: HookedRewardModel,
     inputs: ModelInputs,
@@ -180,7 +192,7 @@ def prepare(
         if attention_mask is not None:
             raise InputError("attention_mask is given twice: in the (tokens, mask) pair and as a keyword.")
         inputs, attention_mask = inputs
-    if isinstance(inputs, str) or (isinstance(inputs, Sequence) and not isinstance(inputs, Tensor)):
+    if _is_text_input(inputs):
         if attention_mask is not None:
             raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
         tokens, mask = tokenize(model, inputs, max_length=max_length)
@@ -312,10 +324,7 @@ def prepare_tl(
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """`prepare`, with TransformerLens's tokenization keywords applied to text input (ignored for token ids,
     as in TransformerLens)."""
-    is_text = isinstance(input, str) or (
-        isinstance(input, Sequence) and not isinstance(input, tuple) and all(isinstance(t, str) for t in input)
-    )
-    if is_text and (prepend_bos is not None or padding_side is not None):
+    if _is_all_text(input) and (prepend_bos is not None or padding_side is not None):
         if attention_mask is not None:
             raise InputError("attention_mask is given with text input; pass token ids with a mask, or text alone.")
         return prepare(model, tokenize(model, input, prepend_bos=prepend_bos, padding_side=padding_side))

@@ -821,7 +821,7 @@ class HookedRewardModel(TransformerBridge):
             )
             if incl_bwd:
                 self._backward_for_cache(output, bad, nan_policy)
-        kept = apply_nan_policy(self, output, tokens, mask, nan_policy) if bad else None
+        kept = apply_nan_policy(self, output, tokens, mask, nan_policy) if bad and tokens is not None else None
         if kept is not None:  # nan_policy="omit": drop the rows from the rewards and from every cached tensor
             recorder.keep_rows(kept)
             output, mask = output[kept], mask[kept]

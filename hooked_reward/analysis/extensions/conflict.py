@@ -187,7 +187,9 @@ class ConflictResult(LabeledTensor):
             axes = fig.subplots(1, n_panels)
         self.plot(ax=axes[0], which="correlation")
         self.plot(ax=axes[1], which="whitened")
-        if self.terms is not None and self.gate_term is not None and self.remainder is not None:
+        if all(x is not None for x in (self.terms, self.gate_term, self.remainder, self.delta)):
+            assert self.terms is not None and self.gate_term is not None  # (narrowed for the type checker)
+            assert self.remainder is not None and self.delta is not None
             labels = list(self.names) + ["gate", "remainder"]
             vals = np.concatenate([self.terms.mean(0), [self.gate_term.mean(), self.remainder.mean()]])
             axes[2].bar(np.arange(len(labels)), vals, color=["tab:blue"] * len(self.names) + ["tab:orange", "tab:gray"])

@@ -126,7 +126,7 @@ class ResidualDensity:
         """The `quantile` of the held-out score over the hooks from `layer` on (the flag threshold)."""
         return float(np.quantile(self.held_out[:, self.layers_from(layer)].max(1), self.quantile))
 
-    def layer_distances(self, acts: dict[str, Tensor | np.ndarray]) -> Float[np.ndarray, "n n_hooks"]:
+    def layer_distances(self, acts: Mapping[str, Tensor | np.ndarray]) -> Float[np.ndarray, "n n_hooks"]:
         """Mahalanobis distance per layer `[n, n_hooks]` of reward-position residuals `{hook: [n, d]}`."""
         pairs = zip(self.hooks, self.densities, strict=True)
         cols = [dens.distance(np.asarray(acts[h], dtype=np.float64)) for h, dens in pairs]
