@@ -32,6 +32,8 @@ HOOK_STATE_METHODS = ("add_hook", "reset_hooks", "remove_all_hook_fns")
 
 _ATTRIBUTE = "_hooked_reward_run_lock"
 _CREATE = threading.Lock()
+
+
 C = TypeVar("C", bound=type)
 
 
@@ -85,11 +87,12 @@ def serialise_runs(cls: C, methods: Iterable[str] = RUN_METHODS + HOOK_STATE_MET
     Applied once to `HookedRewardModel`; returns `cls`."""
     for name in methods:
         setattr(cls, name, _locked(getattr(cls, name)))
-    hooks = cls.hooks
+    # `hooks` is TransformerLens's context manager on the class given (HookedRewardModel); `type` cannot say so.
+    hooks = cls.hooks  # type: ignore[attr-defined]
 
     @functools.wraps(hooks)
     def locked_hooks(self: Any, *args: Any, **kwargs: Any) -> _LockedContext:
         return _LockedContext(run_lock(self), hooks(self, *args, **kwargs))
 
-    cls.hooks = locked_hooks
+    cls.hooks = locked_hooks  # type: ignore[attr-defined]  # (as above)
     return cls

@@ -11,14 +11,26 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     echo "chromium/chromium-driver missing and not root: the browser tests will be skipped" >&2
   fi
 fi
-ruff check hooked_reward tests benchmarks
-ruff format --check hooked_reward tests benchmarks
-# The type checker ([tool.mypy] in pyproject.toml). Not gating yet: hooked_reward/ is not clean (issue 20 item 6);
-# make this line gating (drop the `||` part) once `mypy hooked_reward` reports no errors.
-mypy hooked_reward || echo "mypy: errors above (not gating yet)" >&2
+# Each check prints one summary line; a failing check's full output follows its line, and the script fails.
+check() {  # check NAME COMMAND...: run it, print "NAME: ok" or "NAME: FAILED" with its output
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    echo "$name: ok"
+  else
+    echo "$name: FAILED"
+    printf '%s\n' "$out"
+    return 1
+  fi
+}
+check "ruff check" ruff check hooked_reward tests benchmarks
+check "ruff format" ruff format --check hooked_reward tests benchmarks
+# The type checker ([tool.mypy] in pyproject.toml): zero errors on hooked_reward/ (gating).
+check "mypy" mypy hooked_reward
 set +e
 python -m pytest tests "$@"
 rc=$?
 set -e
-if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
+if [ "$rc" -eq 5 ]; then echo "pytest: FAILED (collected no tests)" >&2; exit 1; fi
+if [ "$rc" -eq 0 ]; then echo "pytest: ok"; else echo "pytest: FAILED (exit $rc)"; fi
 exit "$rc"

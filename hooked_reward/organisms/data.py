@@ -182,7 +182,7 @@ def make_pair(rng: random.Random, mechanism: str) -> tuple[Example, Example]:
 
 def _replace(ex: Example, **changes: object) -> Example:
     fields = {**ex.__dict__, **changes}
-    return Example(**fields)  # type: ignore[arg-type]
+    return Example(**fields)
 
 
 def pair_record(chosen: Example, rejected: Example, mechanism: str) -> dict:
