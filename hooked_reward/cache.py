@@ -30,7 +30,7 @@ from transformer_lens.utilities.slice import Slice
 
 from hooked_reward.errors import HookNameError, InputError, missing_cache_key_error
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
-from hooked_reward.names import Component, as_components
+from hooked_reward.names import FINAL_SCALE, Component, as_components
 from hooked_reward.outputs import output_index
 from hooked_reward.positions import gather_at_positions
 
@@ -213,11 +213,11 @@ class RewardActivationCache(ActivationCache):
 
     def final_scale_at_reward(self) -> Float[Tensor, "batch 1"]:
         """The final norm's scale (`ln_final.hook_scale`) at each row's reward position, frozen from this run."""
-        if "ln_final.hook_scale" not in self.cache_dict:
+        if FINAL_SCALE not in self.cache_dict:
             raise InputError(
                 "The cache lacks 'ln_final.hook_scale', which the reward views need; include it in names_filter."
             )
-        scale = self["ln_final.hook_scale"]
+        scale = self[FINAL_SCALE]
         if scale.ndim == 2:
             scale = scale[..., None]
         return self.at_reward(scale)

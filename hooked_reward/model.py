@@ -42,6 +42,7 @@ from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.hook_registry import add_hook_points
 from hooked_reward.inputs import ModelInputs, NamesFilter, PositionsArg, TextOrTokens
 from hooked_reward.loading import LoadedCheckpoint, from_sequence_classifier, load_checkpoint
+from hooked_reward.names import REWARD, REWARD_RESID
 from hooked_reward.positions import (
     PositionRule,
     gather_at_positions,
@@ -63,7 +64,7 @@ from hooked_reward.unhooked import install_unhooked_shortcuts
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-REWARD_HOOKS = ("hook_reward_resid", "hook_reward")
+REWARD_HOOKS = (REWARD_RESID, REWARD)
 
 
 def unembed_at_head(head_path: str | None) -> Callable[[Any], None]:

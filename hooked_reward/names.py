@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
 FINAL_SCALE = "ln_final.hook_scale"
+FINAL_NORM_IN = "ln_final.hook_in"
 REWARD_RESID = "hook_reward_resid"
 REWARD = "hook_reward"
 

@@ -204,7 +204,7 @@ def attribution_values(
         return keep
 
     frozen = [p for p in model.parameters() if p.requires_grad]
-    fwd_hooks = [("blocks.0.hook_resid_pre", _leaf), *[(name, keeper(name)) for name in names]]
+    fwd_hooks = [(act_name("resid_pre", 0), _leaf), *[(name, keeper(name)) for name in names]]
     try:
         for parameter in frozen:
             parameter.requires_grad_(False)

@@ -41,7 +41,7 @@ from hooked_reward.analysis.results import LabeledTensor, require_pyplot
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import fold_final_norm, frozen_final_norm
 from hooked_reward.heads.base import Readout
-from hooked_reward.names import act_name
+from hooked_reward.names import FINAL_SCALE, REWARD, act_name
 from hooked_reward.outputs import output_index
 
 if TYPE_CHECKING:
@@ -258,12 +258,12 @@ def _lens_batch(
     per_position: bool,
 ) -> tuple[Tensor, Tensor, list[list[str]]]:
     """One batch: `(values [variant, b, point(, pos), n_cols], rewards [b, n_cols], token strings)`."""
-    names = [hook for _, hook in points] + ["ln_final.hook_scale"] + model.head.readout_hooks()
+    names = [hook for _, hook in points] + [FINAL_SCALE] + model.head.readout_hooks()
     rewards, cache = model.run_with_cache(
         tokens, attention_mask=mask, names_filter=names, positions=None if per_position else "reward"
     )
     stack = torch.stack([cache[hook] for _, hook in points], dim=1)  # [b, point, pos, d]
-    scale = cache["ln_final.hook_scale"]
+    scale = cache[FINAL_SCALE]
     scale = scale[..., None] if scale.ndim == 2 else scale  # [b, pos, 1]
     if not per_position:
         stack, scale = stack[:, :, 0], scale[:, 0][:, None]  # the kept (reward) position: [b, point, d], [b, 1, 1]
@@ -356,8 +356,8 @@ def reward_lens_from_cache(
     scale = cache.final_scale_at_reward()[:, None]  # [b, 1, 1]
     readout = _batch_readout(model, cache, stack)
     values = torch.stack([readout_lens(model, stack, scale, readout, variant) for variant in variants])
-    if "hook_reward" in cache.cache_dict and all(h in cache.cache_dict for h in model.head.readout_hooks()):
-        rewards = model.head.readout_values(cache, cache["hook_reward"])
+    if REWARD in cache.cache_dict and all(h in cache.cache_dict for h in model.head.readout_hooks()):
+        rewards = model.head.readout_values(cache, cache[REWARD])
     else:  # the frozen lens at the final point is the reward (tested)
         final = stack[:, -1:]
         rewards = readout_lens(model, final, scale, readout, "frozen")[:, -1]

@@ -47,7 +47,7 @@ from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import spearman_test
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import final_norm_centre, frozen_final_scale, reward_direction
-from hooked_reward.names import FINAL_SCALE, act_name
+from hooked_reward.names import FINAL_NORM_IN, FINAL_SCALE, REWARD_RESID, act_name
 from hooked_reward.outputs import OutputArg, select_output
 from hooked_reward.positions import position_choice
 from hooked_reward.sae.autoencoder import SparseAutoencoder
@@ -208,9 +208,9 @@ class CausalCheck(LabeledTensor):
 # ---------------------------------------------------------------------------------------------- helpers
 def linear_path(model: HookedRewardModel, hook_name: str) -> Literal["final_resid", "reward_resid"] | None:
     """Whether the reward is a linear function of the activation at ``hook_name`` (norm scale frozen)."""
-    if hook_name in (act_name("resid_post", model.cfg.n_layers - 1), "ln_final.hook_in"):
+    if hook_name in (act_name("resid_post", model.cfg.n_layers - 1), FINAL_NORM_IN):
         return "final_resid"
-    if hook_name == "hook_reward_resid":
+    if hook_name == REWARD_RESID:
         return "reward_resid"
     return None
 

@@ -42,7 +42,7 @@ from hooked_reward.analysis.results import LabeledTensor
 from hooked_reward.analysis.stats import bootstrap_ci, check_nan_policy, finite_rows, resampling_p_value
 from hooked_reward.errors import InputError
 from hooked_reward.final_norm import frozen_final_norm
-from hooked_reward.names import Component, act_name, as_components, head_components
+from hooked_reward.names import FINAL_SCALE, Component, act_name, as_components, head_components
 from hooked_reward.pairs import PreferencePair, as_pairs
 
 if TYPE_CHECKING:
@@ -474,7 +474,7 @@ def cascade_from_items(
 
 
 def _decomposition_filter(name: str, heads: bool) -> bool:
-    ends = ("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "ln_final.hook_scale")
+    ends = ("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", FINAL_SCALE)
     return name.endswith(ends) or name == act_name("resid_pre", 0) or (heads and name.endswith("attn.hook_result"))
 
 
@@ -527,7 +527,7 @@ def item_attributions(
                 raise InputError("Cascade attribution needs a single-output reward head.")
             rewards.append(r.float().cpu())
             attrs.append(a.T.float().cpu())
-            scale = cache["ln_final.hook_scale"].reshape(-1)
+            scale = cache[FINAL_SCALE].reshape(-1)
             normed.append(frozen_final_norm(model, cache[final][:, 0], scale.reshape(-1, 1)).cpu())
     finally:
         if heads:
