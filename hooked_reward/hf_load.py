@@ -294,7 +294,12 @@ def load_hf_model(
     return hf_model
 
 
-def check_vocabulary(hf_model: nn.Module, tokenizer: Any, path: Path | str) -> None:
+def check_vocabulary(
+    hf_model: nn.Module,
+    tokenizer: Any,
+    path: Path | str,
+    fix: str = "The tokenizer files are not this model's (or were edited): restore the checkpoint's own ones.",
+) -> None:
     """Raise `CheckpointError` when the tokenizer can produce ids the model has no embedding row for (its largest
     id is at least the embedding's row count): such a text would end in an `IndexError` deep inside the forward,
     or, on a GPU, a device-side assert. Checked at load, once. More rows than ids is normal (padded vocabularies)."""
@@ -312,8 +317,7 @@ def check_vocabulary(hf_model: nn.Module, tokenizer: Any, path: Path | str) -> N
         shown = ", ".join(f"{t!r} = {i}" for i, t in beyond[:5]) + (" ..." if len(beyond) > 5 else "")
         raise CheckpointError(
             f"{str(path)!r}: the tokenizer has ids up to {largest} but the model's embedding has {rows} rows "
-            f"(config vocab_size), so {len(beyond)} token(s) ({shown}) have no embedding. The tokenizer files are not "
-            "this model's (or were edited): restore the checkpoint's own tokenizer files."
+            f"(config vocab_size), so {len(beyond)} token(s) ({shown}) have no embedding. {fix}"
         )
 
 

@@ -38,6 +38,7 @@ from hooked_reward.final_norm import fold_final_norm, norm_gain_bias
 from hooked_reward.finite import NanPolicy, apply_nan_policy, check_nan_policy, non_finite_rows
 from hooked_reward.fused_attention import install_fused_attention, pattern_rows, set_fused_attention, split_pattern_rows
 from hooked_reward.heads.base import HeadInputs, Readout, RewardHead, as_float
+from hooked_reward.hf_load import check_vocabulary
 from hooked_reward.hook_checks import check_hook_outputs
 from hooked_reward.hook_registry import add_hook_points
 from hooked_reward.inputs import ModelInputs, NamesFilter, PositionsArg, TextOrTokens
@@ -158,7 +159,9 @@ class HookedRewardModel(TransformerBridge):
 
     @classmethod
     def from_hf_model(cls, hf_model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None) -> HookedRewardModel:
-        """Wrap an already-loaded HF `*ForSequenceClassification` model (modified in place, not copied)."""
+        """Wrap an already-loaded HF `*ForSequenceClassification` model (modified in place, not copied). A tokenizer
+        with ids beyond the model's embedding is refused here (`hf_load.check_vocabulary`)."""
+        check_vocabulary(hf_model, tokenizer, type(hf_model).__name__, fix="Pass the model's own tokenizer.")
         return cls._from_loaded(from_sequence_classifier(hf_model, tokenizer), model_name=type(hf_model).__name__)
 
     @classmethod

@@ -108,7 +108,7 @@ def test_tokenizer_beyond_the_embedding_refused_at_load(capsys, make_checkpoint,
         HookedRewardModel.from_pretrained(ckpt)  # at load, not at the first text holding "cat"
     status, err = run_cli(capsys, "analyze", "--model", str(ckpt), "--pairs", str(pairs), "--out", str(tmp_path / "o"))
     assert status == 2
-    assert_one_line(err, "'cat' = ", "restore the checkpoint's own tokenizer files")
+    assert_one_line(err, "'cat' = ", "restore the checkpoint's own ones")
 
 
 def test_relative_path_is_not_looked_up_on_the_hub(capsys, pairs, tmp_path, monkeypatch):
@@ -193,3 +193,13 @@ def test_cli_errors_name_the_cli_option_not_python(capsys, tmp_path, make_checkp
     assert status == 2
     assert_one_line(err, f"--max-length {n_ctx}")
     assert "max_length=" not in err and "model.tokenize" not in err
+
+
+def test_from_hf_model_refuses_a_tokenizer_beyond_the_embedding():
+    from conftest import build_hf_model, word_tokenizer
+
+    hf = build_hf_model("llama")
+    tok = word_tokenizer(extra_words=tuple(f"w{i}" for i in range(hf.config.vocab_size)))  # more ids than rows
+    with pytest.raises(CheckpointError, match="have no embedding. Pass the model's own tokenizer"):
+        HookedRewardModel.from_hf_model(hf, tokenizer=tok)
+    HookedRewardModel.from_hf_model(build_hf_model("llama"), tokenizer=word_tokenizer())  # its own: fine
