@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from hooked_reward.analysis.patch_spec import PatchSpec, patch_spec
 from hooked_reward.analysis.patching import Input, as_row, patch_block_outputs, patch_heads
 from hooked_reward.analysis.results import LabeledTensor, require_pandas
 from hooked_reward.analysis.stats import bootstrap_mean_ci
@@ -38,7 +39,17 @@ from hooked_reward.names import Component, block_components, head_components
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["NecessityResult", "removes_pair", "restore_remove_pair", "summarise_restore_remove", "FLAGS"]
+__all__ = [
+    "NecessityResult",
+    "removes_pair",
+    "restore_remove_pair",
+    "summarise_restore_remove",
+    "FLAGS",
+    "NECESSITY_DEFAULT",
+]
+
+#: The patching options of `restore_remove_pair` / `removes_pair` unless given: reward-aligned, no progress bar.
+NECESSITY_DEFAULT = PatchSpec(align="reward", progress=False)
 
 #: What a component's restore/remove disagreement is called (empty: they agree).
 FLAGS = ("redundant", "joint", "")
@@ -56,16 +67,17 @@ def restore_remove_pair(
     corrupt: Input,
     *,
     by: str = "component",
-    align: str | None = "reward",
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """One pair's restore and remove shares for every component (`by="component"`) or head (`by="head"`).
 
     Returns `restores [c]`, `removes [c]` (float32, shares of the pair's gap; NaN when the gap is 0) and `gap`
-    (r(clean) − r(corrupted)), in the order of `names.block_components` / `head_components`."""
-    return _shares(model, clean, corrupt, ("denoise", "noise"), by, align, prompt_len, output, max_rows)
+    (r(clean) − r(corrupted)), in the order of `names.block_components` / `head_components`. The patching options
+    (`align`, `prompt_len`, `output`, `max_rows`; the modes are denoise and noise) are `PatchSpec`'s, as `spec=`
+    or keywords; the defaults here are `NECESSITY_DEFAULT` (`align="reward"`, no progress bar)."""
+    spec = patch_spec(spec, options, default=NECESSITY_DEFAULT, fn="restore_remove_pair")
+    return _shares(model, clean, corrupt, ("denoise", "noise"), by, spec)
 
 
 def removes_pair(
@@ -74,14 +86,14 @@ def removes_pair(
     corrupt: Input,
     *,
     by: str = "component",
-    align: str | None = "reward",
-    prompt_len: int | None = None,
-    output: int | str | None = None,
-    max_rows: int = 64,
+    spec: PatchSpec | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Only the remove shares (`removes [c]`, `gap`) of `restore_remove_pair`, for callers that already have the
-    denoising effects (e.g. `faithfulness_pair`'s `patching`: restores = patching / reward_gap)."""
-    return _shares(model, clean, corrupt, ("noise",), by, align, prompt_len, output, max_rows)
+    denoising effects (e.g. `faithfulness_pair`'s `patching`: restores = patching / reward_gap). Patching options
+    as in `restore_remove_pair`."""
+    spec = patch_spec(spec, options, default=NECESSITY_DEFAULT, fn="removes_pair")
+    return _shares(model, clean, corrupt, ("noise",), by, spec)
 
 
 def _shares(
@@ -90,21 +102,17 @@ def _shares(
     corrupt: Input,
     modes: Sequence[str],
     by: str,
-    align: str | None,
-    prompt_len: int | None,
-    output: int | str | None,
-    max_rows: int,
+    spec: PatchSpec,
 ) -> dict[str, Any]:
     labels = _labels(model, by)
     c_row, x_row = as_row(model, clean), as_row(model, corrupt)
-    kw: dict[str, Any] = dict(align=align, prompt_len=prompt_len, output=output, max_rows=max_rows, progress=False)
     shares = {}
     gap = math.nan
     for mode in modes:
         if by == "component":
-            res = patch_block_outputs(model, c_row, x_row, mode=mode, **kw)
+            res = patch_block_outputs(model, c_row, x_row, spec=spec, mode=mode)
         else:
-            res = patch_heads(model, c_row, x_row, act="z", mode=mode, **kw)
+            res = patch_heads(model, c_row, x_row, act="z", spec=spec, mode=mode)
         gap = float(res.r_clean - res.r_corrupt)
         change = res.values.reshape(-1).double()
         share = change / gap if gap != 0 and math.isfinite(gap) else torch.full_like(change, math.nan)
