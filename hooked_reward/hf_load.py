@@ -13,6 +13,7 @@ tokenizer (`load_tokenizer`), `dtype="auto"` (`resolve_dtype`), the tensors a ch
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -231,6 +232,13 @@ def resolve_dtype(dtype: torch.dtype | str, config: dict) -> torch.dtype:
     return resolved
 
 
+def _no_load_report(record: logging.LogRecord) -> bool:
+    """A logging filter dropping transformers' LOAD REPORT table (missing / unexpected / mismatched keys), which
+    `load_hf_model` reads from the loading info and reports itself: an error for what would be random, one warning
+    for unused weights, nothing for the head weights our own loader reads (ArmoRM's gating and regression layers)."""
+    return "LOAD REPORT" not in str(record.msg)
+
+
 def load_hf_model(
     auto_class: Any,
     path: Path,
@@ -250,6 +258,8 @@ def load_hf_model(
     """
     from safetensors import SafetensorError
 
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    hf_logger.addFilter(_no_load_report)  # its findings are read from `info` below and reported once, our way
     try:
         hf_model, info = auto_class.from_pretrained(
             str(path), output_loading_info=True, ignore_mismatched_sizes=True, trust_remote_code=False, **kwargs
@@ -266,6 +276,8 @@ def load_hf_model(
             "they are corrupt or do not fit config.json: download or save the checkpoint again; if it is about "
             "device_map / max_memory / dtype, fix those arguments."
         ) from err
+    finally:
+        hf_logger.removeFilter(_no_load_report)
     mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
     if mismatched:
         shapes = "; ".join(

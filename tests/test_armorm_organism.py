@@ -67,3 +67,29 @@ def test_gate_routes_by_intent(organism):
     for prompt, expect_long in (("explain the moon .", True), ("briefly the moon .", False)):
         s = model([render(prompt, long_informative), render(prompt, short)])
         assert bool(s[0] > s[1]) == expect_long, prompt
+
+
+def test_loading_prints_no_load_report():
+    """The backbone's loader would log transformers' LOAD REPORT listing the head weights as UNEXPECTED (our own
+    head loader reads them); loading logs nothing of it (a real problem is still an error or one warning: hf_load)."""
+    import logging
+    import warnings
+
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    assert hf_logger.isEnabledFor(logging.WARNING)  # so the report would be logged if nothing stopped it
+    handler = Collect()
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            HookedRewardModel.from_pretrained(WEIGHTS_DIR)
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [r for r in records if "LOAD REPORT" in str(r.msg) or "UNEXPECTED" in r.getMessage()]
+    assert not [w for w in caught if "does not use" in str(w.message)]
