@@ -553,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted)."""
     from hooked_reward.errors import HookedRewardError, HookNameError
     from hooked_reward.report.html import check_output_dir
+    from hooked_reward.run_warnings import one_per_kind
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -573,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hooked_reward.study.lock import RunLock
 
             lock = RunLock(args.out).acquire()  # one writer per --out (torchrun: rank 0 holds it for the launch)
-        out = args.func(args)
+        with one_per_kind(prefix):  # a per-pair warning is printed once, with its count
+            out = args.func(args)
     except (HookedRewardError, HookNameError, FileNotFoundError) as err:
         print(f"{prefix}: error: {_cli_terms(_one_line(err))}", file=sys.stderr)
         return 2
