@@ -345,6 +345,15 @@ class CacheRecorder:
 
         return record
 
+    def hooks(
+        self, selected: list[list[str]], *, backward: bool = False
+    ) -> tuple[list[tuple[str, Callable]], list[tuple[str, Callable]]]:
+        """`(fwd_hooks, bwd_hooks)` recording each selected hook point (a list of its names, the first its own),
+        for `model.hooks(...)`; backward hooks (`"<name>_grad"`) only with `backward`."""
+        fwd = [(names[0], self.hook(names)) for names in selected]
+        bwd = [(names[0], self.hook(names, "_grad")) for names in selected] if backward else []
+        return fwd, bwd
+
     def store_rows(self, names: list[str], tensor: Tensor) -> None:
         """Store an already-reduced tensor (the pattern rows fused attention computes) under `names`."""
         for name in names:

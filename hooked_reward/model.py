@@ -789,12 +789,7 @@ class HookedRewardModel(TransformerBridge):
         check_forward_kwargs(kwargs, "run_with_cache")
         check_return_type(return_type)
         self._check_cache_options(incl_bwd, stop_at_layer, pos_slice, positions)
-        if start_at_layer is not None:
-            tokens, (_, mask) = None, _inputs.residual_input(self, input, attention_mask)
-            model_input: Any = input
-        else:
-            tokens, mask = _inputs.prepare_tl(self, input, attention_mask, prepend_bos, padding_side)
-            model_input = tokens
+        tokens, mask, model_input = self._run_input(input, attention_mask, start_at_layer, prepend_bos, padding_side)
         keep_pos = _inputs.cache_positions(self, positions, mask, tokens)
         if remove_batch_dim and mask.shape[0] != 1:
             raise InputError(
@@ -807,8 +802,7 @@ class HookedRewardModel(TransformerBridge):
         if keep_pos is not None and slicer is None and not incl_bwd:
             # a reward-position cache keeps one query row of each pattern: fused layers compute only that row
             selected, rows = split_pattern_rows(self, selected)
-        fwd = [(names[0], recorder.hook(names)) for names in selected]
-        bwd = [(names[0], recorder.hook(names, "_grad")) for names in selected] if incl_bwd else []
+        fwd, bwd = recorder.hooks(selected, backward=incl_bwd)
         hooks = self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts)
         with hooks, pattern_rows(rows, keep_pos, recorder.store_rows):
             output = self.forward(
@@ -842,6 +836,22 @@ class HookedRewardModel(TransformerBridge):
             cache.remove_batch_dim(batch_size=recorder.batch)
         output = None if return_type is None and stop_at_layer is None else output
         return (output, cache) if return_cache_object else (output, cache.cache_dict)
+
+    def _run_input(
+        self,
+        input: Any,
+        attention_mask: Tensor | None,
+        start_at_layer: int | None,
+        prepend_bos: bool | None,
+        padding_side: str | None,
+    ) -> tuple[Int[Tensor, "batch pos"] | None, Int[Tensor, "batch pos"], Any]:
+        """`(tokens, mask, what forward is given)`: token ids and their mask (`inputs.prepare_tl`), or, for a run
+        from a residual (`start_at_layer`), no tokens, the residual's mask and the residual itself."""
+        if start_at_layer is not None:
+            _, mask = _inputs.residual_input(self, input, attention_mask)
+            return None, mask, input
+        tokens, mask = _inputs.prepare_tl(self, input, attention_mask, prepend_bos, padding_side)
+        return tokens, mask, tokens
 
     @staticmethod
     def _check_cache_options(
