@@ -44,6 +44,12 @@ class UnknownTokensWarning(UserWarning):
         self.rows = rows
 
 
+class ChatFormatWarning(UserWarning):
+    """A conversational pair given to a model that reads its own text format (a bundled organism, or any `render`):
+    a multi-turn conversation (or one with system messages) has no form in that format, so it is rendered through
+    the tokenizer's chat template (or the plain join), which the model was not trained on."""
+
+
 class RewardPositionWarning(UserWarning):
     """The checkpoint's pad id occurs at the end of a text (e.g. pad = eos, with an eos appended), so its reward is
     read before it, as the checkpoint's own code reads it (`model.reward_positions`), not at the last token."""

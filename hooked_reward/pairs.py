@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import codecs
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from hooked_reward.errors import InputError
+from hooked_reward.errors import ChatFormatWarning, InputError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -192,6 +193,21 @@ class PreferencePair:
             chosen_text, rejected_text = self.texts()
             return render(prompt, chosen_text), render(prompt, rejected_text)
         chosen, rejected = self.messages()
+        if render is not None:  # a conversation, for a model with its own text format
+            single = _single_turn(chosen, rejected)
+            if single is not None:  # one user turn, one assistant reply each: the model's own format
+                prompt, chosen_reply, rejected_reply = single
+                return render(prompt, chosen_reply), render(prompt, rejected_reply)
+            warnings.warn(
+                ChatFormatWarning(
+                    f"Pair {self.label or 'unlabelled'!r} is a conversation of {len(chosen)} / {len(rejected)} "
+                    "messages (not one user turn and one assistant reply), which this model's own text format "
+                    "cannot hold; it is rendered with the tokenizer's chat template (or the plain join), a format "
+                    "the model was not trained on, so its rewards may mislead. Give single-turn pairs (prompt, "
+                    "chosen, rejected strings) for this model."
+                ),
+                stacklevel=3,
+            )
         return render_messages(chosen, tok), render_messages(rejected, tok)
 
     def rendered(
@@ -519,3 +535,15 @@ def _check_side(value: object, name: str) -> None:
 def _short(value: object, n: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _single_turn(chosen: list[Message], rejected: list[Message]) -> tuple[str, str, str] | None:
+    """`(prompt, chosen reply, rejected reply)` when both conversations are one user message (the same) and one
+    assistant reply with string contents; None otherwise."""
+    roles = ["user", "assistant"]
+    if [m.get("role") for m in chosen] != roles or [m.get("role") for m in rejected] != roles:
+        return None
+    texts = [m.get("content") for m in (*chosen, *rejected)]
+    if not all(isinstance(t, str) for t in texts) or texts[0] != texts[2]:
+        return None
+    return texts[0], texts[1], texts[3]

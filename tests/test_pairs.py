@@ -214,3 +214,34 @@ def test_rendered_keeps_label_and_prompt():
     pair = PreferencePair("is the cat good", "yes", "no", "length", {"id": 1}).rendered(chat_tokenizer())
     assert pair.prompt == "" and pair.label == "length" and pair.metadata == {"prompt": "is the cat good", "id": 1}
     assert isinstance(pair.chosen, ChatText) and pair.chosen.startswith("<s>user : is the cat good </s> assistant")
+
+
+def test_a_conversation_for_a_model_with_its_own_format() -> None:
+    """A model with its own text format (a bundled organism's `render`): a single-turn conversation is rendered in
+    that format, exactly as the same pair given as strings; a multi-turn one cannot be, and warns once per pair
+    (ChatFormatWarning) before falling back to the plain join."""
+    import warnings
+
+    from hooked_reward.errors import ChatFormatWarning
+
+    def render(prompt: str, response: str) -> str:
+        return f"Q: {prompt} A: {response}"
+
+    user = [{"role": "user", "content": "is it good"}]
+    conv = PreferencePair(user, [{"role": "assistant", "content": "yes"}], [{"role": "assistant", "content": "no"}])
+    text = PreferencePair("is it good", "yes", "no")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            conv.render(None, render=render)
+            == text.render(None, render=render)
+            == (
+                "Q: is it good A: yes",
+                "Q: is it good A: no",
+            )
+        )
+    turns = [*user, {"role": "assistant", "content": "maybe"}, {"role": "user", "content": "sure?"}]
+    multi = PreferencePair(turns, [{"role": "assistant", "content": "yes"}], [{"role": "assistant", "content": "no"}])
+    with pytest.warns(ChatFormatWarning, match="not trained on"):
+        chosen, _ = multi.render(None, render=render)
+    assert chosen == "is it good\nmaybe\nsure?\nyes"  # the plain join, as documented
