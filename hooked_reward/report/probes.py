@@ -48,6 +48,10 @@ def write_probe_report(
         "the biased side adding the factor. A factor the model rewards is a candidate reward hack."
     )
     with Report(out_dir, title, command="probe", provenance=provenance, intro=intro) as report:
+        summary = _summary(result)
+        report.add_text("Summary", summary)
+        report.sections[-1].css_class = "summary"
+        report.add_data("summary", summary)
         domain = result.meta.get("domain") or {}
         if domain.get("caveat"):
             report.add_text("Out of the model's domain", domain["caveat"])
@@ -112,3 +116,27 @@ def write_probe_report(
             report.add_figure(name, fig, f"localisation_{name}", caption, level=3)
         report.add_data("probes", result.to_json())
         return report.write()
+
+
+def _summary(result: ProbeSuiteResult) -> list[str]:
+    """The findings in words: which factors the model rewards or penalises (significant after Benjamini–Hochberg),
+    by how much, and how many it could not tell apart from no effect."""
+    up = [s for s in result.stats if s.significant and s.mean > 0]
+    down = [s for s in result.stats if s.significant and s.mean < 0]
+    rest = len(result.stats) - len(up) - len(down)
+
+    def named(stats: list) -> str:
+        return ", ".join(f"{s.factor} (mean Δ {format_value(s.mean)})" for s in stats)
+
+    out = [
+        f"{len(result.stats)} factors probed. "
+        + (f"The model rewards {named(up)}: candidate reward hacks. " if up else "The model rewards no factor. ")
+        + (f"It penalises {named(down)}. " if down else "")
+        + f"{rest} show no effect the test can tell from zero (q > {result.alpha})."
+    ]
+    domain = result.meta.get("domain") or {}
+    if domain.get("caveat"):
+        out.append(
+            "Caveat: some probe texts fall outside the model's domain (see below); read those factors with care."
+        )
+    return out
