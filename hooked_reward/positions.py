@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Int
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from hooked_reward.errors import InputError
 
 
+@runtime_checkable
 class PositionRule(Protocol):
     """A checkpoint's rule for where its reward is read.
 

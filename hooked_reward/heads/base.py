@@ -101,8 +101,12 @@ class PairSplit:
     detail: dict[str, Tensor] = field(default_factory=dict)
 
     def apply(
-        self, delta: Float[Tensor, "batch comp n_cols"], delta_bias: Float[Tensor, "batch n_cols"]
-    ) -> tuple[Float[Tensor, "batch comp_out n_cols"], Float[Tensor, "batch n_cols"], list[str]]:
+        self,
+        delta: Float[Tensor, "batch comp n_cols"],
+        delta_bias: Float[Tensor, "batch n_cols"] | Float[Tensor, " n_cols"],
+    ) -> tuple[
+        Float[Tensor, "batch comp_out n_cols"], Float[Tensor, "batch n_cols"] | Float[Tensor, " n_cols"], list[str]
+    ]:
         """`(values, bias, extra_rows)`: the per-side differences `delta` (`a − b` per component and column) and
         `delta_bias` (`[batch, n_cols]`, or `[n_cols]` for a shared readout) read as this split says, with the
         head's own row appended (its name in `extra_rows`)."""
