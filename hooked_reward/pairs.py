@@ -543,7 +543,7 @@ def _single_turn(chosen: list[Message], rejected: list[Message]) -> tuple[str, s
     roles = ["user", "assistant"]
     if [m.get("role") for m in chosen] != roles or [m.get("role") for m in rejected] != roles:
         return None
-    texts = [m.get("content") for m in (*chosen, *rejected)]
-    if not all(isinstance(t, str) for t in texts) or texts[0] != texts[2]:
+    texts = [t for m in (*chosen, *rejected) if isinstance(t := m.get("content"), str)]
+    if len(texts) != 4 or texts[0] != texts[2]:  # every content a string, the same user message
         return None
     return texts[0], texts[1], texts[3]
