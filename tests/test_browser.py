@@ -138,3 +138,33 @@ def test_demo_interactive_views_and_planted_head(reports: dict[str, Path], brows
     assert "1 of 8" in row and "yes" in row, row  # patching ranks the planted head first
     tokens = browser.find_elements("css selector", "#sycophancy_the_tokens_that_matter span.tok")
     assert tokens and any("Δ reward" in (t.get_attribute("title") or "") for t in tokens)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_report_opens_with_a_summary_and_no_table_overflows_its_column(
+    reports: dict[str, Path], browser: object, command: str
+) -> None:
+    """Issue 32: the first section is a summary in words; every table stays inside its column (a wide one scrolls
+    in its own box) and no cell's text runs out of its cell."""
+    _open(browser, reports[command])
+    first = browser.execute_script(
+        "const s = document.querySelector('section');"
+        "return s ? [s.className, s.querySelector('h2') && s.querySelector('h2').textContent, s.innerText] : null;"
+    )
+    assert first is not None and "summary" in first[0].split() and first[1] == "Summary", first
+    assert len(first[2]) > 80, first  # sentences, not a heading alone
+    problems = browser.execute_script(
+        "const out = [];"
+        "for (const w of document.querySelectorAll('.table-wrap')) {"
+        "  const col = w.parentElement.getBoundingClientRect();"
+        "  const box = w.getBoundingClientRect();"
+        "  if (box.right > col.right + 1 || box.left < col.left - 1) out.push(['table box', box.right, col.right]);"
+        "  if (w.scrollWidth > w.clientWidth + 1 && getComputedStyle(w).overflowX !== 'auto')"
+        "    out.push(['clipped table', w.scrollWidth, w.clientWidth]);"
+        "}"
+        "for (const c of document.querySelectorAll('td, th')) {"
+        "  if (c.scrollWidth > c.clientWidth + 1) out.push(['cell', c.textContent.slice(0, 40)]);"
+        "}"
+        "return out;"
+    )
+    assert not problems, problems[:10]
