@@ -232,3 +232,16 @@ def test_hooked_hook_z_ablation_matches_card(pairs, gt):
                     .item()
                 )
             assert m / clean == pytest.approx(info["zero_ablation_fraction_of_clean"][comp], abs=1e-3)
+
+
+def test_resolve_names_the_bundled_organisms(tmp_path, monkeypatch) -> None:
+    """`--model sycophancy` / `--model armorm` name the bundled organisms (as do their folders); a folder of your
+    own with that name wins; anything else is not an organism."""
+    from hooked_reward import organisms
+
+    monkeypatch.chdir(tmp_path)
+    assert organisms.resolve("sycophancy") == "sycophancy" and organisms.resolve("armorm") == "armorm"
+    assert organisms.resolve(organisms.checkpoint_dir("armorm")) == "armorm"
+    assert organisms.resolve("org/some-model") is None and organisms.resolve(str(tmp_path)) is None
+    (tmp_path / "sycophancy").mkdir()
+    assert organisms.resolve("sycophancy") is None  # ./sycophancy is the user's own checkpoint

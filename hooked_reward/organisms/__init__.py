@@ -108,6 +108,19 @@ def load_card(name: str) -> dict:
     return card(name)
 
 
+def resolve(model: str | Path) -> str | None:
+    """The bundled organism `model` names, or None: its name (`"sycophancy"`, `"armorm"`) when no folder of that
+    name exists here (a folder of your own wins), or its checkpoint folder. Reads no weights, imports no torch."""
+    model = str(model)
+    if model in REGISTRY and not Path(model).exists():
+        return model
+    try:
+        where = Path(model).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return next((name for name in list_organisms() if where == checkpoint_dir(name).resolve()), None)
+
+
 def load(name: str = "sycophancy", **kwargs):
     """The organism as a :class:`hooked_reward.HookedRewardModel` (``kwargs`` go to ``from_pretrained``)."""
     from hooked_reward.model import HookedRewardModel
@@ -125,5 +138,6 @@ __all__ = [
     "load_card",
     "load_pairs",
     "register",
+    "resolve",
     "render",
 ]
