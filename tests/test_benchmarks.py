@@ -61,6 +61,8 @@ FIGURES = {
         "max_sweep_chosen_over_plain",
         "max_sweep_abs_diff_fast_vs_plain",
     ],
+    "fixed_cost": ["by_shape", "max_forward_ratio_vs_hf", "fixed_ms_per_forward", "fixed_ms_over_hf"],
+    "real": ["by_config", "max_load_ratio_vs_hf", "max_atp_peak_rss_ratio_vs_hf_forward"],
     "imports": [
         "seconds",
         "hooked_reward_ratio_vs_transformer_lens",
@@ -118,6 +120,14 @@ def test_targets_and_exact_figures(results: dict) -> None:
         sweep = row["sweep"]
         assert sweep["max_abs_diff_fast_vs_plain"] <= 1e-4  # both paths of the sampled sweep agree
         assert sweep["rule_picks"] in ("fast", "plain") and sweep["sampled_patches"] > 0
+    fixed = results["fixed_cost"]["by_shape"]
+    assert list(fixed) == [f"{b}x{s}" for s, b in run.SHAPES["quick"]["fixed_cost"]]
+    assert all(math.isfinite(row["ratio_vs_hf"]) and row["ratio_vs_hf"] > 0 for row in fixed.values())
+    for row in results["real"]["by_config"].values():  # issue 33: load and AtP memory at a (tiny) real layout
+        assert row["atp"]["finite"] and row["atp"]["peak_rss_mb"] > 0
+        assert (
+            len(row["load_cpu_s"]["hf"]) == len(row["load_cpu_s"]["ours"]) == run.SHAPES["quick"]["real_load_repeats"]
+        )
 
 
 def test_targets_are_judged(results: dict) -> None:
