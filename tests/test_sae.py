@@ -235,6 +235,7 @@ def test_format_errors_name_the_problem(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- trainer
+@pytest.mark.slow  # trains an SAE to convergence
 def test_trainer_recovers_planted_features():
     g = torch.Generator().manual_seed(1)
     d, m, n, per = 32, 48, 4096, 3
