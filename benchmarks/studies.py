@@ -112,8 +112,8 @@ def store_overhead(n_records: int) -> dict[str, Any]:
     from hooked_reward import organisms
     from hooked_reward.analysis.faithfulness import faithfulness_pair
     from hooked_reward.pairs import PreferencePair
+    from hooked_reward.study.analyze import analysis_pair
     from hooked_reward.study.store import RecordWriter, encode
-    from hooked_reward.study.units import analysis_pair
 
     model = organisms.load("sycophancy")
     pairs = [

@@ -7,7 +7,10 @@
     hooked-reward faithfulness [--model DIR --pairs FILE.jsonl]
     hooked-reward extensions [--model DIR]
 
-Each writes a report folder (`index.html`, PNG plots, `report.json`) and prints its path. The folder is written
+Each command is one module of `hooked_reward.study` (its arguments, units, summary and report), listed in
+`hooked_reward.study.registry`; this module builds the sub-commands from that table and runs every one on the
+same path (`run_command`: parse, check the arguments, load, run the study, write). Each writes a report folder
+(`index.html`, PNG plots, `report.json`) and prints its path. The folder is written
 atomically (a temporary folder beside it, renamed into place at the end). Errors in the input print one line and
 exit with status 2; anything unexpected prints a short message (the traceback with `--debug`) and exits 1.
 """
@@ -15,7 +18,6 @@ exit with status 2; anything unexpected prints a short message (the traceback wi
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -24,8 +26,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hooked_reward.study import registry
+from hooked_reward.study.arguments import count, positive_int
+from hooked_reward.study.registry import commands
+
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
+    from hooked_reward.study.command import Command
 
 DEFAULT_ORGANISM = "sycophancy"
 
@@ -153,7 +160,7 @@ def _open_study(
         settings["rendering"] = args.rendering
     return open_study(
         args.out,
-        "analyze" if args.command == "demo" else args.command,
+        registry.command(args.command).store_name,
         model,
         _model_source(args.model),
         revision=getattr(args, "revision", None),
@@ -261,102 +268,6 @@ def _refuse_identical_tokens(pairs: list, model: Any) -> None:
         )
 
 
-def cmd_analyze(args: argparse.Namespace) -> Path | None:
-    from hooked_reward import organisms
-    from hooked_reward.report.analyze import analyze, causal_plan
-    from hooked_reward.study.units import analysis_results
-
-    model, render, bundled = _load_on_device(args)
-    pairs = _pairs(args, bundled, model, render)
-    plan = causal_plan(model)  # analyze's default: exact patching when it fits the budget, else ranked
-    settings = {"align": "reward", "units": "pair", "method": plan["method"], "top_k": plan["top_k"]}
-    study = _open_study(args, model, settings, len(pairs))
-    data = analysis_results(
-        study, model, pairs, output=_output(args), method=plan["method"], top_k=plan["top_k"], progress=not args.quiet
-    )
-    if data is None:  # a rank other than 0 of a torchrun launch: its share is in the store
-        return None
-    organism = _organism_name(args.model)
-    planted = organisms.card(organism) if organism is not None and args.pairs is None else None
-    what = f"the {organism} organism" if organism is not None else args.model
-    return analyze(
-        model,
-        pairs,
-        args.out,
-        title=f"How {what} rewards its pairs",
-        planted=planted,
-        provenance=_study_provenance(args, model, study),
-        command=args.command,
-        progress=not args.quiet,
-        output=_output(args),
-        data=data,
-    )
-
-
-def cmd_probe(args: argparse.Namespace) -> Path | None:
-    from hooked_reward import organisms
-    from hooked_reward.organisms.factors import organism_factors
-    from hooked_reward.report import write_probe_report
-    from hooked_reward.study.units import probe_results
-
-    model, render, bundled = _load_on_device(args)
-    kwargs: dict[str, Any] = {}
-    if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
-        kwargs = {"factors": organism_factors(), "render": organisms.render}
-    settings = {
-        "n_pairs": args.n_pairs,
-        "factors": "organism" if kwargs else "default",
-        "batch_size": args.batch_size,  # a factor's pairs are scored in batches of this size
-    }
-    study = _open_study(args, model, settings, None)
-    result = probe_results(
-        study,
-        model,
-        n_pairs=args.n_pairs,
-        seed=args.seed,
-        progress=not args.quiet,
-        min_effect=args.min_effect,
-        batch_size=args.batch_size,
-        output=_output(args),
-        **kwargs,
-    )
-    if result is None:  # a rank other than 0 of a torchrun launch: its share is in the store
-        return None
-    return write_probe_report(result, args.out, provenance=_study_provenance(args, model, study))
-
-
-def cmd_compare(args: argparse.Namespace) -> Path | None:
-    from hooked_reward.report import write_compare_report
-    from hooked_reward.study.units import compare_results
-
-    model_a, render, bundled = _load_on_device(args)
-    model_b, render_b, _ = _load_on_device(args, "model_b")
-    # The same pairs, rendered for each model as it reads them (its own chat template, or the organisms' render)
-    pairs = _pairs(args, bundled, model_a, render)
-    pairs_b = _pairs(args, bundled, model_b, render_b)
-    output = _output(args)
-    names = (_short_name(args.model), _short_name(args.model_b))
-    if names[0] == names[1]:
-        names = (f"{names[0]} (A)", f"{names[1]} (B)")
-    study = _open_study(args, model_a, {"units": "model x pair"}, len(pairs), [(_model_source(args.model_b), None)])
-    result = compare_results(
-        study,
-        model_a,
-        model_b,
-        pairs,
-        names=names,
-        progress=not args.quiet,
-        output_a=output,
-        output_b=output,
-        pairs_b=pairs_b,
-    )
-    if result is None:  # a rank other than 0 of a torchrun launch: its share is in the store
-        return None
-    provenance = _study_provenance(args, model_a, study)
-    provenance["model B"] = args.model_b
-    return write_compare_report(result, args.out, provenance=provenance)
-
-
 def _short_name(model_dir: str | None) -> str:
     """How a model is named in a report: the organism's name, or the checkpoint folder's name."""
     organism = _organism_name(model_dir)
@@ -369,49 +280,47 @@ def _output(args: argparse.Namespace) -> int | str | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
 
 
-def cmd_faithfulness(args: argparse.Namespace) -> Path | None:
-    from hooked_reward.report.faithfulness import write_faithfulness_report
-    from hooked_reward.study.units import faithfulness_results
-
-    model, render, bundled = _load_on_device(args)
-    pairs = _pairs(args, bundled, model, render)
-    output = _output(args)
-    study = _open_study(args, model, {"align": "reward", "max_rows": 64}, len(pairs))
-    results = faithfulness_results(study, model, pairs, align="reward", output=output, progress=not args.quiet)
-    if results is None:  # a rank other than 0 of a torchrun launch: its share is in the store
-        return None
-    return write_faithfulness_report(
-        model,
-        pairs,
-        args.out,
-        provenance=_study_provenance(args, model, study),
-        progress=not args.quiet,
-        results=results,
-    )
-
-
-def cmd_extensions(args: argparse.Namespace) -> Path | None:
+def run_command(command: Command, args: argparse.Namespace) -> Path | None:
+    """The one path every command takes: load the model(s) and pairs into `Inputs`, open the command's study,
+    run it (`Command.run`), and write its report with the provenance. Returns the report's `index.html` (None on
+    ranks other than 0 of a torchrun launch: their share is in the store)."""
     from hooked_reward import organisms
-    from hooked_reward.report import write_extensions_report
-    from hooked_reward.study.units import extension_results
+    from hooked_reward.study.command import Inputs
 
     model, render, bundled = _load_on_device(args)
-    kwargs: dict[str, Any] = {}
-    if bundled is not None:  # an organism: its own held-out pairs, grouped by mechanism
-        dims: dict[str, list[tuple[str, str]]] = {}
-        for p in bundled:
-            group = dims.setdefault(p["mechanism"], [])
-            if len(group) < 40:
-                group.append((organisms.render(p["prompt"], p["chosen"]), organisms.render(p["prompt"], p["rejected"])))
-        kwargs = {"dimensions": dims, "render": organisms.render}
-    settings = {"n_boot": 999, "n_perm": 499, "dimensions": "organism pairs" if kwargs else "templates"}
-    study = _open_study(args, model, settings, None)
-    outputs = extension_results(study, model, progress=not args.quiet, **kwargs)
-    if outputs is None:  # a rank other than 0 of a torchrun launch: its share is in the store
-        return None
-    return write_extensions_report(
-        model, args.out, progress=not args.quiet, provenance=_study_provenance(args, model, study), outputs=outputs
+    organism = _organism_name(args.model)
+    inputs = Inputs(
+        args=args,
+        model=model,
+        render=render,
+        bundled=bundled,
+        names={"model": _short_name(args.model)},
+        organism=organism,
+        card=organisms.card(organism) if organism is not None and getattr(args, "pairs", None) is None else None,
+        output=_output(args),
+        progress=not args.quiet,
     )
+    if render is organisms.render:  # the organism's word-level vocabulary: its own factor templates
+        from hooked_reward.organisms.factors import organism_factors
+
+        inputs.factors = organism_factors()
+    renders = {}
+    for which in command.extra_models:
+        inputs.models[which], renders[which], _ = _load_on_device(args, which)
+        inputs.names[which] = _short_name(getattr(args, which))
+    if command.takes_pairs:
+        inputs.pairs = _pairs(args, bundled, model, render)
+        for which in command.extra_models:  # the same pairs, rendered as that model reads them
+            inputs.pairs_for[which] = _pairs(args, bundled, inputs.models[which], renders[which])
+    inputs.settings = command.settings(inputs)
+    others = [(_model_source(getattr(args, which)), None) for which in command.extra_models]
+    study = _open_study(args, model, inputs.settings, command.n_pairs(inputs), others)
+    result = command.run(study, inputs)
+    if result is None:  # a rank other than 0 of a torchrun launch: its share is in the store
+        return None
+    provenance = _study_provenance(args, model, study)
+    provenance.update(command.provenance(inputs))
+    return command.write_report(result, inputs, args.out, provenance)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="preference pairs: .jsonl, .json or .parquet in TRL standard/conversational, RewardBench or our "
                 "format (default: the organism's bundled pairs); see docs/cli.md",
             )
-            p.add_argument("--max-pairs", type=_count, default=0, help="use at most this many pairs (0: all)")
+            p.add_argument("--max-pairs", type=count, default=0, help="use at most this many pairs (0: all)")
             p.add_argument(
                 "--rendering",
                 choices=["chat", "trl", "raw"],
@@ -459,42 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             "--device-map", choices=["auto"], help="split the model over the GPUs and CPU (accelerate's device_map)"
         )
-        g.add_argument("--batch-size", type=_positive_int, default=32, help="texts per forward pass (default 32)")
+        g.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
         g.add_argument(
             "--max-length",
-            type=_positive_int,
+            type=positive_int,
             help="truncate each text to this many tokens, cutting the prompt side (the reward token is kept)",
         )
         g.add_argument("--output", help="the output of a multi-output head to analyse: its name or index (default 0)")
 
-    demo = sub.add_parser("demo", help="lens, attribution and patching on the bundled organism")
-    common(demo, "hooked_reward_report")
-    demo.set_defaults(func=cmd_analyze, max_pairs_default=48)
-    analyze = sub.add_parser("analyze", help="lens, attribution and patching on your checkpoint and pairs")
-    common(analyze, "hooked_reward_report")
-    analyze.set_defaults(func=cmd_analyze)
-    probe = sub.add_parser("probe", help="the reward-hacking probe suite")
-    common(probe, "hooked_reward_probe", pairs=False)
-    probe.add_argument("--n-pairs", type=_positive_int, default=30, help="pairs per factor (default 30)")
-    probe.add_argument("--seed", type=int, default=0)
-    probe.add_argument(
-        "--min-effect",
-        type=_min_effect,
-        default=None,
-        help="smallest mean Δ (reward units) that matters: each factor says whether its CI excludes it",
-    )
-    probe.set_defaults(func=cmd_probe)
-    compare = sub.add_parser("compare", help="compare two reward models on the same pairs")
-    common(compare, "hooked_reward_compare")
-    compare.add_argument("--model-b", required=True, help="the second checkpoint directory")
-    compare.set_defaults(func=cmd_compare)
-    faith = sub.add_parser("faithfulness", help="DRA vs patching agreement over pairs")
-    common(faith, "hooked_reward_faithfulness")
-    faith.set_defaults(max_pairs_default=30)
-    faith.set_defaults(func=cmd_faithfulness)
-    ext = sub.add_parser("extensions", help="the five extensions")
-    common(ext, "hooked_reward_extensions", pairs=False)
-    ext.set_defaults(func=cmd_extensions)
+    for command in commands():
+        p = sub.add_parser(command.name, help=command.help)
+        common(p, command.default_out, pairs=command.takes_pairs)
+        command.add_arguments(p)
+        if command.max_pairs_default:
+            p.set_defaults(max_pairs_default=command.max_pairs_default)
+    # `verify` reads a report folder and its store: no model, no study, so not a registry command.
     verify = sub.add_parser(
         "verify", help="check a report folder and its results store (marker, files, study keys, record checksums)"
     )
@@ -519,36 +407,6 @@ def cmd_verify(args: argparse.Namespace) -> None:
     print(f"verified {args.folder}: no problem found")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _min_effect(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite size >= 0 in reward units, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (all) or a positive integer, got {text!r}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted)."""
     from hooked_reward.errors import HookedRewardError, HookNameError
@@ -557,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    command = registry.command(args.command) if args.command in registry.COMMANDS else None
     args.argv = argv
     if getattr(args, "max_pairs", None) == 0 and getattr(args, "max_pairs_default", None):
         args.max_pairs = args.max_pairs_default
@@ -571,11 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.out is not None:  # commands that write a report (not `verify`)
             check_output_dir(args.out)  # before loading anything: a bad --out fails in a second, not after the run
+            if command is not None:
+                command.check_arguments(args)
             from hooked_reward.study.lock import RunLock
 
             lock = RunLock(args.out).acquire()  # one writer per --out (torchrun: rank 0 holds it for the launch)
         with one_per_kind(prefix):  # a per-pair warning is printed once, with its count
-            out = args.func(args)
+            out = run_command(command, args) if command is not None else args.func(args)
     except (HookedRewardError, HookNameError, FileNotFoundError) as err:
         print(f"{prefix}: error: {_cli_terms(_one_line(err))}", file=sys.stderr)
         return 2

@@ -231,7 +231,7 @@ def test_probe_takes_a_minimum_effect(tmp_path: Path, monkeypatch) -> None:
 
     import hooked_reward.analysis.probes as probes
     import hooked_reward.cli as cli
-    import hooked_reward.study.units as study_units
+    import hooked_reward.study.probe as study_units
 
     def tiny_bias_rm(texts):  # +0.044 on texts with "!", nothing else: significant, but below δ = 0.1
         return np.array([0.044 * ("!" in t) for t in texts])

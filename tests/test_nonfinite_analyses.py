@@ -128,7 +128,7 @@ def test_analyze_refuses_nan_margins_before_writing(llama, tmp_path, monkeypatch
     import torch
 
     import hooked_reward.report.analyze as report_analyze
-    import hooked_reward.study.units as study_units
+    import hooked_reward.study.analyze as study_units
     from hooked_reward.pairs import PreferencePair
 
     real = study_units.analysis_pair  # analyze computes each pair on its own (one unit of the results store)

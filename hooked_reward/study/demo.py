@@ -1,0 +1,19 @@
+"""`hooked-reward demo`: `analyze` on the bundled organism and its own pairs (48 by default), no arguments needed.
+It shares `analyze`'s units, summary, report and results store."""
+
+from __future__ import annotations
+
+from hooked_reward.study.analyze import Analyze
+
+__all__ = ["COMMAND", "Demo"]
+
+
+class Demo(Analyze):
+    name = "demo"
+    help = "lens, attribution and patching on the bundled organism"
+    default_out = "hooked_reward_report"
+    max_pairs_default = 48
+    study_name = "analyze"
+
+
+COMMAND = Demo()
