@@ -361,11 +361,11 @@ def measure(name: str, dtype: str, tokens: int, top_k: int, timeout: float) -> d
 
 def markdown(results: list[dict]) -> str:
     """The recorded runs as the table in docs/performance.md. Forward-equivalents per pair are `analyze`'s at its
-    defaults (`report.analyze.causal_plan`: budget 30), from the counted cost of ranked patching (`6 + k` per
+    defaults (`study.analyze.causal_plan`: budget 30), from the counted cost of ranked patching (`6 + k` per
     granularity, checked by the block counter at the run's `top_k`) plus the fixed forwards of the other views."""
     from types import SimpleNamespace
 
-    from hooked_reward.report.analyze import causal_plan
+    from hooked_reward.study.analyze import causal_plan
 
     def met(ok: bool) -> str:
         return "met" if ok else "**missed**"

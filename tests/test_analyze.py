@@ -9,7 +9,7 @@ import torch
 from conftest import build_hf_model, load_tiny
 
 from hooked_reward.pairs import PreferencePair
-from hooked_reward.report.analyze import analyze
+from hooked_reward.study.analyze import analyze
 
 PAIRS = [("the cat is good", "the cat is bad"), ("yes very good answer", "no very bad answer"), ("a dog", "a cat")]
 

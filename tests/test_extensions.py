@@ -28,7 +28,7 @@ from hooked_reward.analysis.extensions import (
 )
 from hooked_reward.analysis.extensions.divergence import GaussianDensity, ablation_hooks
 from hooked_reward.analysis.stats import random_cosine_null
-from hooked_reward.report import write_extensions_report
+from hooked_reward.study.extensions import extensions_report
 
 VOCAB_IDS = {t: i for i, t in enumerate(SPECIALS + WORDS)}
 FILLER = "the a is was question answer great awful".split()
@@ -295,7 +295,7 @@ def test_write_extensions_report(llama, tmp_path):
         "a": [(t + " good", t + " bad") for t in random_texts(15, 11)],
         "b": [(t + " yes", t + " no") for t in random_texts(15, 12)],
     }
-    path = write_extensions_report(llama, tmp_path / "rep", dimensions=dims, n_boot=100, n_perm=99, progress=False)
+    path = extensions_report(llama, tmp_path / "rep", dimensions=dims, n_boot=100, n_perm=99, progress=False)
     html = path.read_text()
     results = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
     for name in ("distortion", "divergence", "cascade", "conflict", "concepts"):

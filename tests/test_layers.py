@@ -2,8 +2,8 @@
 
     core (model, cache, positions, names, pairs, loading, heads, errors, ...)
       <- analysis, sae
-        <- report
-          <- study (runner, results store, provenance, distributed, units of each command)
+        <- report      (renders result objects: from analysis it imports result types only)
+          <- study     (runner, results store, provenance, distributed, one module per command, registry)
             <- cli, __main__
     organisms: a leaf that nothing in the library imports except the CLI.
 
@@ -13,17 +13,19 @@ run). A new module falls into its layer by its path, so the contract holds for c
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
 import grimp
 import pytest
+
+import hooked_reward
 
 PACKAGE = "hooked_reward"
 RANK = {"core": 0, "analysis": 1, "report": 2, "study": 3, "app": 4}
 MAY_IMPORT_ORGANISMS = {"app"}
-# Moving to study/ (issue 30): report.analyze's in-memory path still runs the analyze units itself.
-KNOWN_UPWARD = {
-    ("hooked_reward.report.analyze", "hooked_reward.study.runner"),
-    ("hooked_reward.report.analyze", "hooked_reward.study.units"),
-}
 
 
 def layer_of(module: str) -> str:
@@ -59,9 +61,37 @@ def test_layers_point_one_way(graph: grimp.ImportGraph) -> None:
             if dst == "organisms":
                 if src not in MAY_IMPORT_ORGANISMS:
                     upward.append(f"{importer} ({src}) imports the organisms leaf {imported}")
-            elif RANK[dst] > RANK[src] and (importer, imported) not in KNOWN_UPWARD:
+            elif RANK[dst] > RANK[src]:
                 upward.append(f"{importer} ({src}) imports {imported} ({dst}), a higher layer")
     assert not upward, "Imports against the layers of docs/architecture.md:\n" + "\n".join(upward)
+
+
+def _report_imports() -> list[tuple[str, str, str]]:
+    """Every `from hooked_reward.X import name` in report/ (type-checking and in-function imports included), as
+    (file, module, name); `import hooked_reward.X` as (file, module, "")."""
+    found = []
+    for path in sorted((Path(hooked_reward.__file__).parent / "report").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE + "."):
+                found += [(path.name, node.module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                found += [(path.name, a.name, "") for a in node.names if a.name.startswith(PACKAGE + ".")]
+    return found
+
+
+def test_report_renders_only():
+    """report/ draws result objects: from analysis/ and sae/ it may import result types (classes) only, never a
+    function that computes, and nothing from the study layer (which calls report/, not the other way)."""
+    wrong = []
+    for file, module, name in _report_imports():
+        layer = layer_of(module)
+        if layer in ("study", "app"):
+            wrong.append(f"report/{file} imports {module}.{name} from the {layer} layer")
+        elif layer == "analysis":
+            obj = getattr(importlib.import_module(module), name, None) if name else None
+            if not inspect.isclass(obj):
+                wrong.append(f"report/{file} imports {module}.{name or '*'}, not a result type")
+    assert not wrong, "report/ computing instead of rendering:\n" + "\n".join(wrong)
 
 
 def test_package_root_imports_only_core(graph: grimp.ImportGraph) -> None:
@@ -96,5 +126,6 @@ def test_layer_rule_sorts_known_modules() -> None:
     assert layer_of("hooked_reward.sae.splice") == "analysis"
     assert layer_of("hooked_reward.report.html") == "report"
     assert layer_of("hooked_reward.study.runner") == "study"
+    assert layer_of("hooked_reward.study.analyze") == "study"
     assert layer_of("hooked_reward.cli") == "app"
     assert layer_of("hooked_reward.organisms.train") == "organisms"

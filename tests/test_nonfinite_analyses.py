@@ -127,7 +127,7 @@ def test_distortion_refuses_non_finite_margins():
 def test_analyze_refuses_nan_margins_before_writing(llama, tmp_path, monkeypatch):
     import torch
 
-    import hooked_reward.report.analyze as report_analyze
+    import hooked_reward.study.analyze as report_analyze
     import hooked_reward.study.analyze as study_units
     from hooked_reward.pairs import PreferencePair
 

@@ -63,7 +63,7 @@ def test_forward_equivalents_at_real_shapes():
 def test_causal_plan_by_budget(model):
     from types import SimpleNamespace
 
-    from hooked_reward.report.analyze import causal_plan
+    from hooked_reward.study.analyze import causal_plan
 
     qwen3 = causal_plan(SimpleNamespace(cfg=SimpleNamespace(n_layers=28, n_heads=16)))
     assert qwen3["method"] == "ranked" and qwen3["forward_equivalents_per_pair"] <= 30 and qwen3["top_k"] >= 1
@@ -81,7 +81,7 @@ def test_analyze_ranked_reports_estimate_and_exact_side_by_side(model, tmp_path)
     import json
 
     from hooked_reward.pairs import PreferencePair
-    from hooked_reward.report.analyze import analyze
+    from hooked_reward.study.analyze import analyze
 
     pairs = [
         PreferencePair("", CHOSEN, REJECTED, "m"),

@@ -198,20 +198,20 @@ def test_store_of_a_report_folder_lives_beside_it(tmp_path):
     assert store.dir.parent == tmp_path / "report.store"
 
 
-def test_concat_texts_equals_one_call_on_all_texts():
+def test_concat_along_text_equals_one_call_on_all_texts():
     """Per-text results joined along `text` equal the analysis run on all texts at once (to float precision: one
     batch pads, single texts do not), with every per-text field joined and the rest kept."""
     from hooked_reward import organisms
     from hooked_reward.analysis.attribution import pair_reward_attribution
     from hooked_reward.analysis.lens import reward_lens
-    from hooked_reward.study.units import concat_texts
+    from hooked_reward.analysis.results import LabeledTensor
 
     model = organisms.load("sycophancy")
     recs = organisms.load_pairs("sycophancy")[:3]
     chosen = [organisms.render(r["prompt"], r["chosen"]) for r in recs]
     rejected = [organisms.render(r["prompt"], r["rejected"]) for r in recs]
     whole = reward_lens(model, chosen, progress=False)
-    joined = concat_texts([reward_lens(model, [t], progress=False) for t in chosen])
+    joined = LabeledTensor.concat([reward_lens(model, [t], progress=False) for t in chosen], "text")
     assert joined.dims == whole.dims and joined.labels == whole.labels and joined.hook_names == whole.hook_names
     torch.testing.assert_close(joined.values, whole.values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(joined.rewards, whole.rewards, rtol=1e-5, atol=1e-5)
@@ -220,13 +220,11 @@ def test_concat_texts_equals_one_call_on_all_texts():
         pair_reward_attribution(model, [c], [r], by="head", progress=False)
         for c, r in zip(chosen, rejected, strict=True)
     ]
-    joined = concat_texts(parts)
+    joined = LabeledTensor.concat(parts, "text")
     assert joined.labels == whole.labels and joined.values.shape == whole.values.shape
     torch.testing.assert_close(joined.values, whole.values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(joined.chosen.values, whole.chosen.values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(joined.rewards, whole.rewards, rtol=1e-5, atol=1e-5)
-    from hooked_reward.study.units import select_texts
-
-    picked = select_texts(joined, [2, 0])
+    picked = joined.isel("text", [2, 0])
     assert torch.equal(picked.values, torch.cat([parts[2].values, parts[0].values]))
     assert torch.equal(picked.rejected.rewards, torch.cat([parts[2].rejected.rewards, parts[0].rejected.rewards]))

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from hooked_reward.errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
+LT = TypeVar("LT", bound="LabeledTensor")
 
 __all__ = ["LabeledTensor", "jsonable", "require_pandas", "require_pyplot"]
 
@@ -161,6 +163,52 @@ class LabeledTensor:
         return LabeledTensor(values, tuple(dims), labels, self.value_name, dict(self.meta))
 
     # ------------------------------------------------------------------ views
+    @classmethod
+    def concat(cls, parts: Sequence[LT], dim: str = "text") -> LT:
+        """Results of one analysis on successive inputs (e.g. one text at a time) joined along axis `dim`.
+
+        `values` (and `dim`'s labels) are concatenated; so are the fields holding one entry per position along
+        `dim`: for `dim="text"`, `rewards` and a per-text `bias` (as many axes as `rewards`); `meta` entries with
+        one item per position (tensors or lists as long as the part's axis); nested results (a pair
+        attribution's `chosen`/`rejected`). Everything else is the first part's (the same in every part: labels
+        of other axes, settings).
+        """
+        if not parts:
+            raise InputError(f"{cls.__name__}.concat needs at least one part to join along {dim!r}.")
+        first = parts[0]
+        axis = first._axis(dim)
+        sizes = [p.values.shape[axis] for p in parts]
+        kw = {f.name: getattr(first, f.name) for f in dataclasses.fields(first) if f.init}
+        kw["values"] = torch.cat([p.values for p in parts], dim=axis)
+        if dim in first.labels:
+            kw["labels"] = {**first.labels, dim: [lab for p in parts for lab in p.labels[dim]]}
+        rewards = getattr(first, "rewards", None)
+        if dim == "text" and isinstance(rewards, Tensor) and rewards.ndim > 0:
+            kw["rewards"] = torch.cat([p.rewards for p in parts])
+            bias = getattr(first, "bias", None)
+            if isinstance(bias, Tensor) and bias.ndim == rewards.ndim:
+                kw["bias"] = torch.cat([p.bias for p in parts])
+        kw["meta"] = _concat_meta([p.meta for p in parts], sizes)
+        for name in ("chosen", "rejected"):
+            if isinstance(kw.get(name), LabeledTensor):
+                kw[name] = LabeledTensor.concat([getattr(p, name) for p in parts], dim)
+        return type(first)(**kw)
+
+    def isel(self: LT, dim: str, index: Sequence[int]) -> LT:
+        """This result restricted to the positions `index` (in that order) along axis `dim`, the axis kept; the
+        per-position fields follow as in `concat`."""
+        n = self.values.shape[self._axis(dim)]
+        bad = [i for i in index if not -n <= int(i) < n]
+        if bad:
+            raise InputError(f"isel: positions {bad[:5]} are outside axis {dim!r} of size {n}.")
+        parts = [_positions(self, dim, [int(i)], n) for i in index]
+        return LabeledTensor.concat(parts, dim) if parts else _positions(self, dim, [], n)
+
+    def _axis(self, dim: str) -> int:
+        if dim not in self.dims:
+            raise InputError(f"{dim!r} is not an axis; axes are {self.dims}.")
+        return self.dims.index(dim)
+
     def to_frame(self) -> Any:
         """A tidy pandas DataFrame: one row per entry, one column per axis (its labels) plus `value_name`."""
         pd = require_pandas()
@@ -225,3 +273,46 @@ class LabeledTensor:
     def __repr__(self) -> str:
         dims = ", ".join(f"{d}={n}" for d, n in zip(self.dims, self.values.shape, strict=True))
         return f"{type(self).__name__}({self.value_name}: {dims})"
+
+
+def _positions(result: LT, dim: str, sel: list[int], n: int) -> LT:
+    """`result` at positions `sel` along `dim` (per-position fields as in `LabeledTensor.concat`)."""
+    axis = result.dims.index(dim)
+    kw = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.init}
+    kw["values"] = result.values.index_select(axis, torch.tensor(sel, dtype=torch.long))
+    if dim in result.labels:
+        kw["labels"] = {**result.labels, dim: [result.labels[dim][j] for j in sel]}
+    rewards = getattr(result, "rewards", None)
+    if dim == "text" and isinstance(rewards, Tensor) and rewards.ndim > 0:
+        kw["rewards"] = rewards[sel]
+        bias = getattr(result, "bias", None)
+        if isinstance(bias, Tensor) and bias.ndim == rewards.ndim:
+            kw["bias"] = bias[sel]
+    kw["meta"] = _meta_rows(result.meta, sel, n)
+    for name in ("chosen", "rejected"):
+        if isinstance(kw.get(name), LabeledTensor):
+            kw[name] = _positions(kw[name], dim, sel, n)
+    return type(result)(**kw)
+
+
+def _meta_rows(meta: Any, sel: list[int], n: int) -> Any:
+    """`meta` entries holding one item per position (tensor or list of length `n`) at positions `sel`."""
+    if isinstance(meta, dict):
+        return {k: _meta_rows(v, sel, n) for k, v in meta.items()}
+    if isinstance(meta, Tensor) and meta.ndim > 0 and meta.shape[0] == n:
+        return meta[sel]
+    if isinstance(meta, list) and len(meta) == n:
+        return [meta[j] for j in sel]
+    return meta
+
+
+def _concat_meta(metas: Sequence[Any], sizes: Sequence[int]) -> Any:
+    """`meta` of successive parts joined: entries with one item per position concatenated, the rest the first's."""
+    first = metas[0]
+    if isinstance(first, dict):
+        return {k: _concat_meta([m[k] for m in metas], sizes) for k in first}
+    if isinstance(first, Tensor) and first.ndim > 0 and all(m.shape[0] == n for m, n in zip(metas, sizes, strict=True)):
+        return torch.cat(list(metas))
+    if isinstance(first, list) and all(len(m) == n for m, n in zip(metas, sizes, strict=True)):
+        return [item for m in metas for item in m]
+    return first

@@ -1,6 +1,8 @@
 """Reports: every command's HTML page (one Jinja2 base template), its PNG plots and one `report.json`.
 
-Analyses return data; only this package (and the CLI) writes files, always atomically (`Report`).
+Renderers only: each takes result objects (computed by `hooked_reward.study` or by the caller) and draws and
+words them; nothing here runs an analysis or imports the study layer. Only this package writes report files,
+always atomically (`Report`).
 """
 
 from typing import TYPE_CHECKING
@@ -9,7 +11,7 @@ from hooked_reward._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hooked_reward.report.compare import write_compare_report
-    from hooked_reward.report.extensions import default_dimensions, write_extensions_report
+    from hooked_reward.report.extensions import write_extensions_report
     from hooked_reward.report.html import SCHEMA, Report, check_output_dir, format_value, safe_name, to_jsonable
     from hooked_reward.report.probes import write_probe_report
 
@@ -17,7 +19,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "hooked_reward.report.compare": ["write_compare_report"],
-        "hooked_reward.report.extensions": ["default_dimensions", "write_extensions_report"],
+        "hooked_reward.report.extensions": ["write_extensions_report"],
         "hooked_reward.report.html": [
             "SCHEMA",
             "Report",
@@ -34,7 +36,6 @@ __all__ = [
     "SCHEMA",
     "Report",
     "check_output_dir",
-    "default_dimensions",
     "format_value",
     "safe_name",
     "to_jsonable",

@@ -1,13 +1,14 @@
 """The main job: how each mechanism (or label) moves the reward, and where observational attribution and causal
 patching agree about which components carry it.
 
-`analyze(model, pairs, out_dir)` writes `index.html` and `report.json`. Per mechanism: behaviour with intervals;
-the reward lens; direct reward attribution (DRA) by component and by head; exact denoising patching by component
-and by head, aggregated over all pairs with intervals; DRA against patching (scatter, Spearman ρ per pair and
-pooled, with intervals) and a plain-language summary; attention of the top heads (by patching) from the reward
-position over a pair's texts (interactive circuitsvis view and a PNG); the pair's tokens coloured by how much each
-one matters. With a model card (`planted=`, the organisms' ground truth), a "found vs planted" table.
-`hooked-reward demo` runs it on the bundled organism.
+`write_analyze_report(summary, out_dir)` writes `index.html` and `report.json` from an `AnalyzeSummary` (every
+number already computed: `hooked_reward.study.analyze.analyze` computes it, this module only draws and words
+it). Per mechanism: behaviour with intervals; the reward lens; direct reward attribution (DRA) by component and
+by head; exact denoising patching by component and by head, aggregated over all pairs with intervals; DRA against
+patching (scatter, Spearman ρ per pair and pooled, with intervals) and a plain-language summary; attention of the
+top heads (by patching) from the reward position over a pair's texts (interactive circuitsvis view and a PNG);
+the pair's tokens coloured by how much each one matters. With a model card (`planted=`, the organisms' ground
+truth), a "found vs planted" table. `hooked-reward demo` runs it on the bundled organism.
 
 Multi-objective (ArmoRM) heads: the main views follow the final score (lens and attribution read with the gate held
 fixed at each text's own gate weights; pair attributions add a "gate" row for the change of the gate, so they sum
@@ -17,32 +18,26 @@ per-objective margins, per-objective lens curves and a component × objective at
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
-from hooked_reward.errors import InputError
-from hooked_reward.outputs import output_index
 from hooked_reward.pairs import PreferencePair
 from hooked_reward.report import plots
-from hooked_reward.report.agreement import Agreement, agreement, card_label, verdict
-from hooked_reward.report.attention import (
-    attention_figure,
-    circuitsvis_bundle,
-    circuitsvis_view,
-    head_attention,
-    highlight_tokens,
-)
+from hooked_reward.report.agreement import card_label, verdict
+from hooked_reward.report.attention import attention_figure, circuitsvis_bundle, circuitsvis_view, highlight_tokens
 from hooked_reward.report.html import Report, safe_name
 
 if TYPE_CHECKING:
-    from hooked_reward.model import HookedRewardModel
-    from hooked_reward.study.units import AnalysisData
+    from hooked_reward.analysis.agreement import Agreement
+    from hooked_reward.analysis.attention import HeadAttention
+    from hooked_reward.analysis.attribution import PairAttributionResult
+    from hooked_reward.analysis.lens import RewardLensResult
+    from hooked_reward.names import Component
+
+__all__ = ["MISSING_VIEW", "AnalyzeSummary", "MechanismSummary", "Pair", "write_analyze_report"]
 
 #: What a report says in place of the interactive attention views when circuitsvis is not installed.
 MISSING_VIEW = (
@@ -51,26 +46,57 @@ MISSING_VIEW = (
     "the command again. The PNG above shows the same attention."
 )
 
-__all__ = ["Pair", "analyze"]
-
 
 #: A rendered preference pair: `PreferencePair("", chosen_text, rejected_text, label=mechanism,
 #: metadata={"prompt": prompt, ...})`, as `PreferencePair.rendered` makes it.
 Pair = PreferencePair
-#: The group name of pairs whose `label` is None.
-UNLABELLED = "unlabelled"
 
 
-def _group(pair: Pair) -> str:
-    """The group a pair is analysed in: its label, or UNLABELLED."""
-    return UNLABELLED if pair.label is None else pair.label
+@dataclass
+class MechanismSummary:
+    """What the report shows for one mechanism: its pairs, mean margin with a BCa 95% interval `(mean, low,
+    high)`, accuracy, DRA against patching by component and by head (`Agreement`), the `top_heads` by mean
+    patching effect with their attention on the first pair (`attention`: `[("chosen", ...), ("rejected", ...)]`),
+    and that pair's token effects (`token_effects [position]`: the reward change when the rejected run's
+    `blocks.0.hook_resid_pre` at a position is patched from the chosen run, aligned at the reward end; `token_gap`
+    the pair's reward gap)."""
+
+    name: str
+    pairs: list[Pair]
+    margin: tuple[float, float, float]
+    accuracy: float
+    by: dict[str, Agreement]
+    top_heads: list[Component] = field(default_factory=list)
+    attention: list[tuple[str, HeadAttention]] = field(default_factory=list)
+    token_effects: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    token_gap: float = float("nan")
 
 
-def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean with a BCa bootstrap 95% CI (NaN CI for fewer than 3 values or constant data)."""
-    x = np.asarray(x, dtype=float)
-    low, high = bootstrap_ci(x, n_resamples=1999)
-    return float(x.mean()), float(low), float(high)
+@dataclass
+class AnalyzeSummary:
+    """Every number of the analyze report. `mechanisms` in order with `by_mech[m]` the mask of their pairs;
+    `margins [pair]`; `n_omitted` pairs left out for a non-finite margin; `causal` how patching was computed
+    (`causal_plan`, plus ranked patching's estimate and exact effect side by side); `method` "exact" or "ranked";
+    `gated` an ArmoRM head (views follow its score, at lens/DRA `column`); the lens of each side with, per
+    mechanism, the 95% bootstrap band of the frozen margin curve (`lens_bands[m] = (low, high)`, 3 pairs or more);
+    the pair attributions by component and head with `attribution_ci[by][m] = (mean, low, high)` over pairs;
+    `objectives`: a gated head's objective names."""
+
+    mechanisms: list[str]
+    by_mech: dict[str, np.ndarray]
+    found: dict[str, MechanismSummary]
+    margins: np.ndarray
+    n_omitted: int
+    causal: dict[str, Any]
+    method: str
+    gated: bool
+    column: int | None
+    lens_chosen: RewardLensResult
+    lens_rejected: RewardLensResult
+    lens_bands: dict[str, tuple[np.ndarray, np.ndarray]]
+    attributions: dict[str, PairAttributionResult]
+    attribution_ci: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    objectives: list[str] | None = None
 
 
 def _ci_text(mean: float, low: float, high: float, digits: int = 2) -> str:
@@ -80,132 +106,27 @@ def _ci_text(mean: float, low: float, high: float, digits: int = 2) -> str:
     return f"{f(mean)} [{f(low)}, {f(high)}]"
 
 
-@dataclass
-class _Mechanism:
-    """Everything the report computed for one mechanism."""
-
-    name: str
-    pairs: list[Pair]
-    margin: tuple[float, float, float]
-    accuracy: float
-    by: dict[str, Agreement]
-
-
-def analyze(
-    model: HookedRewardModel,
-    pairs: Sequence[Pair],
+def write_analyze_report(
+    summary: AnalyzeSummary,
     out_dir: str | Path,
     *,
     title: str = "hooked_reward analysis",
     planted: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     command: str = "analyze",
-    n_top_heads: int = 3,
-    progress: bool = True,
-    nan_policy: str = "raise",
-    output: int | str | None = None,
-    causal: str = "auto",
-    budget: int = 30,
-    data: AnalysisData | None = None,
 ) -> Path:
-    """Analyse `pairs` (grouped by their `mechanism`) and write the report into `out_dir`; returns index.html.
-
-    `planted`: a model card's ground truth (`organisms.card(name)`: `mechanisms[m]["components"]`, e.g.
-    `blocks.0.attn.head.2`), which adds the "found vs planted" table. `n_top_heads`: heads shown in the attention
-    views (the largest by mean patching effect). A pair with a non-finite margin raises `NonFiniteError` naming
-    it; `nan_policy="omit"` drops those pairs (`report.json` records `n_omitted`). `output`: which output of a
-    multi-output head is analysed (index or name; default the first); ArmoRM's views follow its score.
-
-    `causal` picks how patching effects are computed, by `budget` (forward-equivalents per pair, a backward counted
-    as two): "exact" patches every component and head of every pair; "ranked" uses attribution patching over
-    every site and exact patching of the top-k sites it ranks (`ranked_patching`; k is what the budget leaves,
-    at least 1), and the token-importance view uses attribution patching; "auto" (default) is "exact" when it
-    fits the budget, else "ranked". `report.json`'s "causal" entry holds the method, k, the cost per pair and,
-    for "ranked", each pair's estimate and exact effect side by side.
-
-    `data`: the per-pair numbers already computed (`study.units.analysis_results` with this plan, read back from
-    the results store); without it they are computed here, one pair at a time (the same units, so the same
-    numbers).
-    """
-    from hooked_reward.analysis.faithfulness import _dra_labels, summarise_faithfulness
-
-    if not pairs:
-        raise InputError("No pairs to analyse.")
-    # Unlabelled pairs (`label=None`, e.g. a pair file with no mechanism column) form one group, as in the CLI.
-    pairs = [p if p.label is not None else dataclasses.replace(p, label=UNLABELLED) for p in pairs]
-    for p in pairs:
-        p.texts()  # rendered pairs (texts), else InputError
-    check_nan_policy(nan_policy, allowed=("raise", "omit"))
+    """Write the analyze report of `summary` into `out_dir`; returns index.html. `planted`: a model card's ground
+    truth (`mechanisms[m]["components"]`, e.g. `blocks.0.attn.head.2`), which adds the "found vs planted" table."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
 
-    mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
+    found, mechanisms = summary.found, summary.mechanisms
     colour = plots.colours(mechanisms)
-    # The model's output analysed (behaviour, lens, attribution, patching): `output` (index or name), else the first.
-    output = output_index(output, model.output_names) if output is not None else None
-    if output is None and model.n_outputs > 1:
-        output = 0
-    # A head that sums gated terms (ArmoRM's objectives) is read in every column (the terms, then the score)
-    gated = bool(model.head.term_names())
-    # The lens/DRA column of that output (ArmoRM: the score, after its objectives).
-    column = model.head.readout_column(output)
-    by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
-
-    # ---- compute (or read back from the results store) ---------------------------------------------------
-    plan = causal_plan(model, causal, budget)
-    causal_data: dict[str, Any] = dict(plan)
-    if data is None:
-        from hooked_reward.study.runner import Study
-        from hooked_reward.study.units import analysis_results
-
-        data = analysis_results(
-            Study.in_memory(command),
-            model,
-            pairs,
-            output=output,
-            method=plan["method"],
-            top_k=plan["top_k"],
-            progress=progress,
-        )
-        if data is None:  # an in-memory study runs in this process alone, as rank 0: it always returns the data
-            raise RuntimeError("analysis_results returned no data for an in-memory study")
-    margins = (data.r_chosen - data.r_rejected).double().numpy()
-    ok = finite_rows(margins, what="analyze: margins r(chosen) − r(rejected) (pairs by index)", nan_policy=nan_policy)
-    n_omitted = int((~ok).sum())
-    if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
-        pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
-        data, margins = data.select(ok.tolist()), margins[ok]
-        mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
-        by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
-    lens_c, lens_r = data.lens_chosen, data.lens_rejected
-    attributions = data.attributions
-    found: dict[str, _Mechanism] = {}
-    for mech in mechanisms:
-        group = [p for p in pairs if p.label == mech]
-        idx = np.flatnonzero(by_mech[mech])
-        studies = {
-            granularity: summarise_faithfulness(
-                [data.faithfulness[granularity][i] for i in idx],
-                _dra_labels(model, granularity),
-                by=granularity,
-                n_resamples=999,
-                method=plan["method"],
-                top_k=plan["top_k"],
-            )
-            for granularity in ("component", "head")
-        }
-        by = {granularity: agreement(study) for granularity, study in studies.items()}
-        if plan["method"] == "ranked":
-            causal_data.setdefault("side_by_side", {})[mech] = {
-                g: study.meta["side_by_side"] for g, study in studies.items()
-            }
-        m = margins[by_mech[mech]]
-        found[mech] = _Mechanism(mech, group, _mean_ci(m), accuracy(m), by)
-
-    # ---- write -------------------------------------------------------------------------------------------
+    column = summary.column if summary.gated else None
+    n_pairs = int(sum(len(m.pairs) for m in found.values()))
     intro = (
-        f"{len(pairs)} preference pairs in {len(mechanisms)} groups ({', '.join(mechanisms)}). For each group: how "
+        f"{n_pairs} preference pairs in {len(mechanisms)} groups ({', '.join(mechanisms)}). For each group: how "
         "much the model prefers the chosen text, where in the network the preference forms, which components "
         "carry it according to direct reward attribution (DRA, observational: each component's direct write onto "
         "the reward direction W_R) and according to activation patching (causal: the reward change when one "
@@ -218,30 +139,36 @@ def analyze(
             _summary(found),
         )
         report.sections[-1].css_class = "summary"
-        report.add_data("causal", causal_data)
+        report.add_data("causal", summary.causal)
         if planted is not None:
             _found_vs_planted(report, found, planted)
-        _behaviour(report, found, margins)
-        if n_omitted:
-            report.add_data("n_omitted", n_omitted)
-        _lens(report, mechanisms, by_mech, lens_c, lens_r, column if gated else None, colour)
-        _attribution(report, mechanisms, by_mech, attributions, column if gated else None, gated, colour)
+        _behaviour(report, found, summary.margins)
+        if summary.n_omitted:
+            report.add_data("n_omitted", summary.n_omitted)
+        _lens(report, summary, column, colour)
+        _attribution(report, summary, column, colour)
         _agreement_table(report, found)
         bundle = circuitsvis_bundle()
         if bundle is not None:
             report.add_asset("circuitsvis.js", bundle, script=True)
         for mech, mechanism in found.items():
-            _mechanism_sections(
-                report, model, mechanism, colour[mech], n_top_heads, bundle is not None, output, plan["method"]
-            )
-        if gated:
+            _mechanism_sections(report, mechanism, colour[mech], bundle is not None, summary.method)
+        if summary.gated:
             from hooked_reward.report.objectives import objectives_section
 
-            objectives_section(report, model, mechanisms, by_mech, attributions["component"], lens_c, lens_r)
+            objectives_section(
+                report,
+                summary.objectives or [],
+                mechanisms,
+                summary.by_mech,
+                summary.attributions["component"],
+                summary.lens_chosen,
+                summary.lens_rejected,
+            )
         return report.write()
 
 
-def _summary(found: dict[str, _Mechanism]) -> list[str]:
+def _summary(found: dict[str, MechanismSummary]) -> list[str]:
     """One paragraph per mechanism, in words: the preference, who carries it by patching and by DRA, agreement."""
     out = []
     for mech, m in found.items():
@@ -268,7 +195,7 @@ def _summary(found: dict[str, _Mechanism]) -> list[str]:
     return out
 
 
-def _found_vs_planted(report: Report, found: dict[str, _Mechanism], card: dict[str, Any]) -> None:
+def _found_vs_planted(report: Report, found: dict[str, MechanismSummary], card: dict[str, Any]) -> None:
     rows = []
     for mech, info in card.get("mechanisms", {}).items():
         if mech not in found or not isinstance(info, dict):
@@ -307,7 +234,7 @@ def _found_vs_planted(report: Report, found: dict[str, _Mechanism], card: dict[s
     report.add_data("found_vs_planted", rows)
 
 
-def _behaviour(report: Report, found: dict[str, _Mechanism], margins: np.ndarray) -> None:
+def _behaviour(report: Report, found: dict[str, MechanismSummary], margins: np.ndarray) -> None:
     rows = [
         {
             "mechanism": mech,
@@ -329,17 +256,11 @@ def _behaviour(report: Report, found: dict[str, _Mechanism], margins: np.ndarray
     report.add_data("margins", margins)
 
 
-def _lens(
-    report: Report,
-    mechanisms: list[str],
-    by_mech: dict[str, np.ndarray],
-    lens_c: Any,
-    lens_r: Any,
-    column: int | None,
-    colour: dict[str, str],
-) -> None:
+def _lens(report: Report, summary: AnalyzeSummary, column: int | None, colour: dict[str, str]) -> None:
     import matplotlib.pyplot as plt
 
+    mechanisms, by_mech = summary.mechanisms, summary.by_mech
+    lens_c, lens_r = summary.lens_chosen, summary.lens_rejected
     lens_margin = (lens_c.values - lens_r.values).double().numpy()  # [variant, pair, point(, column)]
     if column is not None:
         lens_margin = lens_margin[..., column]
@@ -355,8 +276,8 @@ def _lens(
             curves[f"{variant}/{mech}"] = curve
             style = plots.VARIANT_STYLES.get(variant, ":")
             ax.plot(x, curve, style, marker=".", color=colour[mech], label=f"{mech} ({variant})")
-            if variant == "frozen" and len(values) >= 3:
-                low, high = bootstrap_mean_ci(values, n_resamples=999)
+            if variant == "frozen" and mech in summary.lens_bands:
+                low, high = summary.lens_bands[mech]
                 ax.fill_between(x, low, high, color=colour[mech], alpha=0.12, linewidth=0)
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     ax.set_xlabel("residual stream after each sublayer")
@@ -376,18 +297,11 @@ def _lens(
     report.add_data("lens", {"points": points, "point_names": names, "curves": curves})
 
 
-def _attribution(
-    report: Report,
-    mechanisms: list[str],
-    by_mech: dict[str, np.ndarray],
-    attributions: dict[str, Any],
-    column: int | None,
-    gated: bool,
-    colour: dict[str, str],
-) -> None:
+def _attribution(report: Report, summary: AnalyzeSummary, column: int | None, colour: dict[str, str]) -> None:
     import matplotlib.pyplot as plt
 
-    for by, attr in attributions.items():
+    mechanisms, gated = summary.mechanisms, summary.gated
+    for by, attr in summary.attributions.items():
         labels = [str(x) for x in attr.labels["component"]]
         values = attr.values.double().numpy()
         values = values[..., column] if column is not None else values
@@ -395,9 +309,7 @@ def _attribution(
         fig, ax = plt.subplots(figsize=(max(6.5, 0.42 * len(keep) * max(1, len(mechanisms)) / 2 + 3), 3.8))
         table, series = {}, {}
         for mech in mechanisms:
-            v = values[by_mech[mech]]
-            mean = v.mean(0)
-            low, high = bootstrap_mean_ci(v, n_resamples=999)
+            mean, low, high = summary.attribution_ci[by][mech]
             table[mech] = {"mean": mean, "ci_low": low, "ci_high": high}
             series[mech] = (mean[keep], low[keep], high[keep])
         what = "Δscore" if gated else "Δreward"
@@ -435,7 +347,7 @@ def _attribution(
         )
 
 
-def _agreement_table(report: Report, found: dict[str, _Mechanism]) -> None:
+def _agreement_table(report: Report, found: dict[str, MechanismSummary]) -> None:
     rows = []
     for mech, m in found.items():
         for by in ("component", "head"):
@@ -463,18 +375,9 @@ def _agreement_table(report: Report, found: dict[str, _Mechanism]) -> None:
 
 
 def _mechanism_sections(
-    report: Report,
-    model: HookedRewardModel,
-    m: _Mechanism,
-    colour: str,
-    n_top_heads: int,
-    interactive: bool,
-    output: int | None = None,
-    method: str = "exact",
+    report: Report, m: MechanismSummary, colour: str, interactive: bool, method: str = "exact"
 ) -> None:
     import matplotlib.pyplot as plt
-
-    from hooked_reward.analysis.patching import patch_resid
 
     mech = m.name
     report.add_text(
@@ -531,13 +434,7 @@ def _mechanism_sections(
         level=3,
     )
 
-    heads = m.by["head"]
-    top = [heads.labels[i] for i in np.argsort(-heads.patch_mean, kind="stable")[:n_top_heads]]
-    chosen, rejected = m.pairs[0].texts()
-    views = [
-        ("chosen", head_attention(model, chosen, top)),
-        ("rejected", head_attention(model, rejected, top)),
-    ]
+    top, pair, views = m.top_heads, m.pairs[0], m.attention
     fig = attention_figure(views, f"{mech}: attention from the reward position, heads {', '.join(top)}")
     caption = (
         f"The {len(top)} heads with the largest mean patching effect for {mech} ({', '.join(top)}), on the first pair: "
@@ -570,16 +467,7 @@ def _mechanism_sections(
             level=3,
         )
 
-    if method == "ranked":  # one forward/backward instead of one forward per position
-        from hooked_reward.analysis.attribution_patching import attribution_patch
-
-        estimate = attribution_patch(
-            model, chosen, rejected, sites=("resid_pre",), align="reward", output=output
-        ).sweep("resid_pre")
-        result = estimate  # [layer, pos]: row 0 is the estimate of patching blocks.0.hook_resid_pre per position
-    else:
-        result = patch_resid(model, chosen, rejected, layers=[0], align="reward", progress=False, output=output)
-    effects = result.values[0].double().numpy()
+    effects = m.token_effects
     rejected_tokens = view_tokens = views[1][1].tokens
     chosen_tokens = views[0][1].tokens
     offset = len(chosen_tokens) - len(rejected_tokens)
@@ -600,7 +488,7 @@ def _mechanism_sections(
         f"{mech}: the tokens that matter",
         markup,
         f"The first {mech} pair, each token coloured by the reward change when the rejected text's token at that "
-        f"position is replaced by the chosen text's (the reward gap is {result.r_clean - result.r_corrupt:.2f})"
+        f"position is replaced by the chosen text's (the reward gap is {m.token_gap:.2f})"
         + ("; first-order estimates (attribution patching), as the budget allows." if method == "ranked" else "."),
         level=3,
     )
@@ -608,35 +496,10 @@ def _mechanism_sections(
         f"circuit_{mech}",
         {
             "top_heads": top,
-            "pair": {"chosen": chosen, "rejected": rejected},
+            "pair": dict(zip(("chosen", "rejected"), pair.texts(), strict=True)),
             "attention_from_reward": {
                 side: {"tokens": v.tokens, "heads": v.heads, "weights": v.from_reward} for side, v in views
             },
             "token_effects": {"tokens": rejected_tokens, "delta_reward": effects},
         },
     )
-
-
-def causal_plan(model: HookedRewardModel, causal: str = "auto", budget: int = 30) -> dict[str, Any]:
-    """How `analyze` computes patching effects within `budget` forward-equivalents per pair (see `analyze`).
-
-    Per pair, besides patching: 2 forwards for the rewards, 2 for the lens, and 2 per granularity each for the
-    batched and the per-pair DRA (8): 12 in all. Exact patching adds `2 + sites` per granularity; ranked patching
-    `6 + k` (a forward and a backward of the corrupted run, a forward of the clean one, 2 cached forwards, k
-    patched ones). Returns `{"method", "top_k", "budget", "forward_equivalents_per_pair", "exact_would_cost"}`.
-    """
-    if causal not in ("auto", "exact", "ranked"):
-        raise InputError(f"causal must be 'auto', 'exact' or 'ranked', got {causal!r}.")
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    fixed = 12
-    exact = fixed + (2 + 2 * n_layers) + (2 + n_layers * n_heads)
-    method = causal if causal != "auto" else ("exact" if exact <= budget else "ranked")
-    top_k = max(1, (budget - fixed - 12) // 2)
-    cost = exact if method == "exact" else fixed + 2 * (6 + top_k)
-    return {
-        "method": method,
-        "top_k": top_k if method == "ranked" else None,
-        "budget": budget,
-        "forward_equivalents_per_pair": cost,
-        "exact_would_cost": exact,
-    }

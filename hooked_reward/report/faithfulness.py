@@ -1,44 +1,42 @@
 """The report of `hooked-reward faithfulness`: does direct reward attribution rank components as patching does,
-over every pair (not per mechanism): per-pair Spearman ρ with its tests, and the pooled comparison."""
+over every pair and per mechanism: per-pair Spearman ρ with its tests, and the pooled comparison. It draws result
+objects (`hooked_reward.study.faithfulness` computes them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hooked_reward.report import plots
-from hooked_reward.report.agreement import agreement, verdict
+from hooked_reward.report.agreement import verdict
 from hooked_reward.report.html import Report, format_value
 
 if TYPE_CHECKING:
+    from hooked_reward.analysis.agreement import Agreement
     from hooked_reward.analysis.faithfulness import FaithfulnessResult
-    from hooked_reward.model import HookedRewardModel
     from hooked_reward.report.analyze import Pair
 
-__all__ = ["write_faithfulness_report"]
+__all__ = ["by_label", "write_faithfulness_report"]
 
 
 def write_faithfulness_report(
-    model: HookedRewardModel,
+    results: Mapping[str, FaithfulnessResult],
+    agreements: Mapping[str, Agreement],
     pairs: Sequence[Pair],
     out_dir: str | Path,
     *,
+    per_mechanism: Mapping[str, Mapping[str, FaithfulnessResult]] | None = None,
     provenance: dict[str, Any] | None = None,
-    progress: bool = True,
-    results: dict[str, FaithfulnessResult] | None = None,
 ) -> Path:
-    """Run `faithfulness_study` by component and by head on `pairs` (chosen as clean, rejected as corrupted,
-    aligned at the reward token) and write `index.html`, PNGs and `report.json`; returns the HTML path.
-
-    `results`: `{"component": ..., "head": ...}` already computed (`study.units.faithfulness_results`, read back
-    from the results store); without it they are computed here."""
+    """Write `index.html`, PNGs and `report.json` of a faithfulness study by component and by head over `pairs`
+    (chosen as clean, rejected as corrupted, aligned at the reward token): `results` (`{"component": ...,
+    "head": ...}`), their `agreements` (`analysis.agreement.agreement` of each) and, where the pairs carry
+    several labels, `per_mechanism[label][by]` (the same study over that label's pairs); returns the HTML path."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from hooked_reward.analysis.faithfulness import faithfulness_study
 
     intro = (
         "Per pair, the Spearman correlation between each component's direct reward attribution of "
@@ -47,22 +45,9 @@ def write_faithfulness_report(
         "mean ρ with a BCa bootstrap 95% interval, sign-flip and Wilcoxon tests against 0, and the pooled ρ of the "
         "mean effects."
     )
-    output = None if model.n_outputs == 1 else 0
-    if results is None:
-        results = {
-            by: faithfulness_study(
-                model, [p.texts() for p in pairs], by=by, align="reward", output=output, progress=progress
-            )
-            for by in ("component", "head")
-        }
     title = "Attribution vs patching"
-    labels = [p.label or "unlabelled" for p in pairs]
-    groups = _by_label(labels)
-    per_mechanism = (
-        {mech: {by: _subset(result, idx) for by, result in results.items()} for mech, idx in groups.items()}
-        if len(groups) > 1
-        else {}
-    )
+    groups = by_label(pairs)
+    per_mechanism = per_mechanism or {}
     with Report(out_dir, title, command="faithfulness", provenance=provenance, intro=intro) as report:
         summary_text = _summary(results, per_mechanism, groups)
         report.add_text("Summary", summary_text)
@@ -70,7 +55,7 @@ def write_faithfulness_report(
         report.add_data("summary", summary_text)
         rows = []
         for by, result in results.items():
-            a = agreement(result)
+            a = agreements[by]
             summary = result.summary()
             rows.append(
                 {
@@ -128,7 +113,7 @@ def write_faithfulness_report(
         )
         report.add_data("pairs_used", _pairs_used(pairs, limit=None))
         for by, result in results.items():
-            a = agreement(result)
+            a = agreements[by]
             fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
             result.plot(ax=axes[0])
             axes[0].set_title(f"Per-pair ρ by {by}: mean {result.mean:.2f}", fontsize=9)
@@ -148,34 +133,17 @@ _OVER = {"component": "attention and MLP layers", "head": "heads"}
 _SHOWN = 50
 
 
-def _by_label(labels: list[str]) -> dict[str, list[int]]:
-    """Pair indices per label, labels in order of first appearance."""
+def by_label(pairs: Sequence[Pair]) -> dict[str, list[int]]:
+    """Pair indices per label ("unlabelled" for none), labels in order of first appearance."""
     groups: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        groups.setdefault(label, []).append(i)
+    for i, p in enumerate(pairs):
+        groups.setdefault(p.label or "unlabelled", []).append(i)
     return groups
 
 
-def _subset(result: FaithfulnessResult, idx: list[int]) -> FaithfulnessResult:
-    """`result` summarised over the pairs `idx` only (the same per-pair rows, `summarise_faithfulness` again)."""
-    from hooked_reward.analysis.faithfulness import summarise_faithfulness
-
-    gaps = result.meta.get("reward_gap", [float("nan")] * len(result.rho))
-    rows = [
-        {
-            "attribution": result.attribution[i],
-            "patching": result.patching[i],
-            "rho": float(result.rho[i]),
-            "reward_gap": gaps[i],
-        }
-        for i in idx
-    ]
-    return summarise_faithfulness(rows, list(result.components), by=result.by, confidence=result.confidence)
-
-
 def _summary(
-    results: dict[str, FaithfulnessResult],
-    per_mechanism: dict[str, dict[str, FaithfulnessResult]],
+    results: Mapping[str, FaithfulnessResult],
+    per_mechanism: Mapping[str, Mapping[str, FaithfulnessResult]],
     groups: dict[str, list[int]],
 ) -> list[str]:
     """The findings in words: the pooled verdict per granularity, then each mechanism's where labels exist."""

@@ -13,7 +13,6 @@ from hooked_reward.report import plots
 if TYPE_CHECKING:
     from hooked_reward.analysis.attribution import PairAttributionResult
     from hooked_reward.analysis.lens import RewardLensResult
-    from hooked_reward.model import HookedRewardModel
     from hooked_reward.report.html import Report
 
 __all__ = ["objectives_section"]
@@ -21,7 +20,7 @@ __all__ = ["objectives_section"]
 
 def objectives_section(
     report: Report,
-    model: HookedRewardModel,
+    objectives: Sequence[str],
     mechanisms: Sequence[str],
     by_mech: dict[str, np.ndarray],
     attr: PairAttributionResult,
@@ -29,11 +28,12 @@ def objectives_section(
     lens_r: RewardLensResult,
 ) -> None:
     """ArmoRM: Δscore split per objective and the gate (`score_difference`), per-objective margins, per-objective
-    frozen-lens margin curves, and a component × objective attribution heatmap per mechanism."""
+    frozen-lens margin curves, and a component × objective attribution heatmap per mechanism. `objectives`: the
+    head's objective names (its readout names but "score")."""
     import matplotlib.pyplot as plt
 
     colour = plots.colours(list(mechanisms))
-    objectives = [name for name in model.head.readout_names() if name != "score"]
+    objectives = list(objectives)
     k = len(objectives)
     split = attr.meta["pair_split"]
     obj_term = split["objectives"].numpy()  # [pair, K]: ḡ_k Δt_k

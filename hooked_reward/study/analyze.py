@@ -2,12 +2,15 @@
 attribution and causal patching agree about which components carry it.
 
 Units: one per pair (`pair/17`): `analysis_pair`, that pair's rewards, reward lens of each side, attributions and
-faithfulness rows by component and by head, computed on its own. Summary: `AnalysisData` (every pair's numbers,
-in pair order). Report: `report.analyze.analyze` (per-mechanism statistics, plots and the page).
+faithfulness rows by component and by head, computed on its own. Summary: `summarise_analysis` (per-mechanism
+statistics, attention of the top heads, token effects: `report.analyze.AnalyzeSummary`) over `AnalysisData` (every
+pair's numbers, in pair order). Report: `report.analyze.write_analyze_report`. `analyze(model, pairs, out_dir)`
+does all of it from Python.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +19,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from hooked_reward.analysis.results import LabeledTensor
+from hooked_reward.errors import InputError
 from hooked_reward.study.command import Command, Inputs
 from hooked_reward.study.faithfulness import FAITHFULNESS_BY
 from hooked_reward.study.runner import Study, Unit
-from hooked_reward.study.units import concat_texts, pair_input, pair_label, select_texts
+from hooked_reward.study.units import pair_input, pair_label
 
 if TYPE_CHECKING:
     from hooked_reward.analysis.attribution import PairAttributionResult
     from hooked_reward.analysis.lens import RewardLensResult
     from hooked_reward.model import HookedRewardModel
     from hooked_reward.pairs import PreferencePair
+    from hooked_reward.report.analyze import AnalyzeSummary
+
+#: The group name of pairs whose `label` is None.
+UNLABELLED = "unlabelled"
 
 __all__ = [
     "COMMAND",
+    "UNLABELLED",
     "Analyze",
     "AnalysisData",
     "analysed_output",
@@ -36,6 +46,9 @@ __all__ = [
     "analysis_results",
     "analysis_unit",
     "analysis_units",
+    "analyze",
+    "causal_plan",
+    "summarise_analysis",
 ]
 
 
@@ -59,9 +72,9 @@ class AnalysisData:
         return AnalysisData(
             r_chosen=self.r_chosen[idx],
             r_rejected=self.r_rejected[idx],
-            lens_chosen=select_texts(self.lens_chosen, idx),
-            lens_rejected=select_texts(self.lens_rejected, idx),
-            attributions={by: select_texts(a, idx) for by, a in self.attributions.items()},
+            lens_chosen=self.lens_chosen.isel("text", idx),
+            lens_rejected=self.lens_rejected.isel("text", idx),
+            attributions={by: a.isel("text", idx) for by, a in self.attributions.items()},
             faithfulness={by: [rows[i] for i in idx] for by, rows in self.faithfulness.items()},
         )
 
@@ -140,9 +153,11 @@ def summarise_units(rows: Sequence[dict[str, Any]]) -> AnalysisData:
     return AnalysisData(
         r_chosen=torch.cat([r["r_chosen"] for r in rows]),
         r_rejected=torch.cat([r["r_rejected"] for r in rows]),
-        lens_chosen=concat_texts([r["lens_chosen"] for r in rows]),
-        lens_rejected=concat_texts([r["lens_rejected"] for r in rows]),
-        attributions={by: concat_texts([r["attributions"][by] for r in rows]) for by in FAITHFULNESS_BY},
+        lens_chosen=LabeledTensor.concat([r["lens_chosen"] for r in rows], "text"),
+        lens_rejected=LabeledTensor.concat([r["lens_rejected"] for r in rows], "text"),
+        attributions={
+            by: LabeledTensor.concat([r["attributions"][by] for r in rows], "text") for by in FAITHFULNESS_BY
+        },
         faithfulness={by: [r["faithfulness"][by] for r in rows] for by in FAITHFULNESS_BY},
     )
 
@@ -169,14 +184,247 @@ def analysis_results(
     return None if rows is None else summarise_units(rows)
 
 
+def causal_plan(model: HookedRewardModel, causal: str = "auto", budget: int = 30) -> dict[str, Any]:
+    """How `analyze` computes patching effects within `budget` forward-equivalents per pair (see `analyze`).
+
+    Per pair, besides patching: 2 forwards for the rewards, 2 for the lens, and 2 per granularity each for the
+    batched and the per-pair DRA (8): 12 in all. Exact patching adds `2 + sites` per granularity; ranked patching
+    `6 + k` (a forward and a backward of the corrupted run, a forward of the clean one, 2 cached forwards, k
+    patched ones). Returns `{"method", "top_k", "budget", "forward_equivalents_per_pair", "exact_would_cost"}`.
+    """
+    if causal not in ("auto", "exact", "ranked"):
+        raise InputError(f"causal must be 'auto', 'exact' or 'ranked', got {causal!r}.")
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    fixed = 12
+    exact = fixed + (2 + 2 * n_layers) + (2 + n_layers * n_heads)
+    method = causal if causal != "auto" else ("exact" if exact <= budget else "ranked")
+    top_k = max(1, (budget - fixed - 12) // 2)
+    cost = exact if method == "exact" else fixed + 2 * (6 + top_k)
+    return {
+        "method": method,
+        "top_k": top_k if method == "ranked" else None,
+        "budget": budget,
+        "forward_equivalents_per_pair": cost,
+        "exact_would_cost": exact,
+    }
+
+
+def analyze(
+    model: HookedRewardModel,
+    pairs: Sequence[PreferencePair],
+    out_dir: str | Path,
+    *,
+    title: str = "hooked_reward analysis",
+    planted: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    command: str = "analyze",
+    n_top_heads: int = 3,
+    progress: bool = True,
+    nan_policy: str = "raise",
+    output: int | str | None = None,
+    causal: str = "auto",
+    budget: int = 30,
+    data: AnalysisData | None = None,
+) -> Path:
+    """Analyse `pairs` (grouped by their `mechanism`) and write the report into `out_dir`; returns index.html.
+
+    `planted`: a model card's ground truth (`organisms.card(name)`: `mechanisms[m]["components"]`, e.g.
+    `blocks.0.attn.head.2`), which adds the "found vs planted" table. `n_top_heads`: heads shown in the attention
+    views (the largest by mean patching effect). A pair with a non-finite margin raises `NonFiniteError` naming
+    it; `nan_policy="omit"` drops those pairs (`report.json` records `n_omitted`). `output`: which output of a
+    multi-output head is analysed (index or name; default the first); ArmoRM's views follow its score.
+
+    `causal` picks how patching effects are computed, by `budget` (forward-equivalents per pair, a backward counted
+    as two): "exact" patches every component and head of every pair; "ranked" uses attribution patching over
+    every site and exact patching of the top-k sites it ranks (`ranked_patching`; k is what the budget leaves,
+    at least 1), and the token-importance view uses attribution patching; "auto" (default) is "exact" when it
+    fits the budget, else "ranked". `report.json`'s "causal" entry holds the method, k, the cost per pair and,
+    for "ranked", each pair's estimate and exact effect side by side.
+
+    `data`: the per-pair numbers already computed (`analysis_results` with this plan, read back from the results
+    store); without it they are computed here, one pair at a time (the same units, so the same numbers).
+    """
+    from hooked_reward.report.analyze import write_analyze_report
+
+    summary = summarise_analysis(
+        model,
+        pairs,
+        command=command,
+        n_top_heads=n_top_heads,
+        progress=progress,
+        nan_policy=nan_policy,
+        output=output,
+        causal=causal,
+        budget=budget,
+        data=data,
+    )
+    return write_analyze_report(summary, out_dir, title=title, planted=planted, provenance=provenance, command=command)
+
+
+def summarise_analysis(
+    model: HookedRewardModel,
+    pairs: Sequence[PreferencePair],
+    *,
+    command: str = "analyze",
+    n_top_heads: int = 3,
+    progress: bool = True,
+    nan_policy: str = "raise",
+    output: int | str | None = None,
+    causal: str = "auto",
+    budget: int = 30,
+    data: AnalysisData | None = None,
+) -> AnalyzeSummary:
+    """Every number of `analyze`'s report (`report.analyze.AnalyzeSummary`), from the per-pair `data` (computed
+    here when None): per mechanism the margin with a BCa interval and accuracy, DRA against patching
+    (`summarise_faithfulness`, `Agreement`), bootstrap bands of the lens and the attributions, the top heads'
+    attention and the first pair's token effects. Arguments as in `analyze`."""
+    import numpy as np
+
+    from hooked_reward.analysis.agreement import agreement
+    from hooked_reward.analysis.attention import head_attention
+    from hooked_reward.analysis.faithfulness import _dra_labels, summarise_faithfulness
+    from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
+    from hooked_reward.report.analyze import AnalyzeSummary, MechanismSummary
+
+    if not pairs:
+        raise InputError("No pairs to analyse.")
+    # Unlabelled pairs (`label=None`, e.g. a pair file with no mechanism column) form one group, as in the CLI.
+    pairs = [p if p.label is not None else dataclasses.replace(p, label=UNLABELLED) for p in pairs]
+    for p in pairs:
+        p.texts()  # rendered pairs (texts), else InputError
+    check_nan_policy(nan_policy, allowed=("raise", "omit"))
+    mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
+    # The model's output analysed (behaviour, lens, attribution, patching): `output` (index or name), else the first.
+    output = analysed_output(model, output)
+    # A head that sums gated terms (ArmoRM's objectives) is read in every column (the terms, then the score)
+    gated = bool(model.head.term_names())
+    names = model.head.readout_names()
+    # The lens/DRA column of that output (ArmoRM: the score, after its objectives).
+    column = model.head.readout_column(output)
+    by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
+
+    plan = causal_plan(model, causal, budget)
+    causal_data: dict[str, Any] = dict(plan)
+    if data is None:
+        data = analysis_results(
+            Study.in_memory(command),
+            model,
+            pairs,
+            output=output,
+            method=plan["method"],
+            top_k=plan["top_k"],
+            progress=progress,
+        )
+        if data is None:  # an in-memory study runs in this process alone, as rank 0: it always returns the data
+            raise RuntimeError("analysis_results returned no data for an in-memory study")
+    margins = (data.r_chosen - data.r_rejected).double().numpy()
+    ok = finite_rows(margins, what="analyze: margins r(chosen) − r(rejected) (pairs by index)", nan_policy=nan_policy)
+    n_omitted = int((~ok).sum())
+    if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
+        pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
+        data, margins = data.select(ok.tolist()), margins[ok]
+        mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
+        by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
+    found: dict[str, MechanismSummary] = {}
+    for mech in mechanisms:
+        group = [p for p in pairs if p.label == mech]
+        idx = np.flatnonzero(by_mech[mech])
+        studies = {
+            granularity: summarise_faithfulness(
+                [data.faithfulness[granularity][i] for i in idx],
+                _dra_labels(model, granularity),
+                by=granularity,
+                n_resamples=999,
+                method=plan["method"],
+                top_k=plan["top_k"],
+            )
+            for granularity in FAITHFULNESS_BY
+        }
+        by = {granularity: agreement(study) for granularity, study in studies.items()}
+        if plan["method"] == "ranked":
+            causal_data.setdefault("side_by_side", {})[mech] = {
+                g: study.meta["side_by_side"] for g, study in studies.items()
+            }
+        m = margins[by_mech[mech]]
+        low, high = bootstrap_ci(np.asarray(m, dtype=float), n_resamples=1999)
+        found[mech] = MechanismSummary(mech, group, (float(m.mean()), float(low), float(high)), accuracy(m), by)
+
+    # Bootstrap bands of the frozen lens margin curve and of the attributions, per mechanism.
+    lens_margin = (data.lens_chosen.values - data.lens_rejected.values).double().numpy()  # [variant, pair, point, ...]
+    lens_column = column if gated else None
+    if lens_column is not None:
+        lens_margin = lens_margin[..., lens_column]
+    lens_bands = {}
+    if "frozen" in data.lens_chosen.labels["variant"]:
+        frozen = list(data.lens_chosen.labels["variant"]).index("frozen")
+        for mech in mechanisms:
+            values = lens_margin[frozen][by_mech[mech]]
+            if len(values) >= 3:
+                lens_bands[mech] = bootstrap_mean_ci(values, n_resamples=999)
+    attribution_ci = {}
+    for granularity, attr in data.attributions.items():
+        values = attr.values.double().numpy()
+        values = values[..., lens_column] if lens_column is not None else values
+        attribution_ci[granularity] = {}
+        for mech in mechanisms:
+            v = values[by_mech[mech]]
+            attribution_ci[granularity][mech] = (v.mean(0), *bootstrap_mean_ci(v, n_resamples=999))
+
+    # The heads that matter most (by mean patching), what they attend to, and the first pair's token effects.
+    for m in found.values():
+        heads = m.by["head"]
+        m.top_heads = [heads.labels[i] for i in np.argsort(-heads.patch_mean, kind="stable")[:n_top_heads]]
+        chosen, rejected = m.pairs[0].texts()
+        m.attention = [
+            ("chosen", head_attention(model, chosen, m.top_heads)),
+            ("rejected", head_attention(model, rejected, m.top_heads)),
+        ]
+        m.token_effects, m.token_gap = _token_effects(model, chosen, rejected, output, plan["method"])
+
+    return AnalyzeSummary(
+        mechanisms=mechanisms,
+        by_mech=by_mech,
+        found=found,
+        margins=margins,
+        n_omitted=n_omitted,
+        causal=causal_data,
+        method=plan["method"],
+        gated=gated,
+        column=column,
+        lens_chosen=data.lens_chosen,
+        lens_rejected=data.lens_rejected,
+        lens_bands=lens_bands,
+        attributions=data.attributions,
+        attribution_ci=attribution_ci,
+        objectives=[name for name in names if name != "score"] if gated else None,
+    )
+
+
+def _token_effects(
+    model: HookedRewardModel, chosen: str, rejected: str, output: int | None, method: str
+) -> tuple[Any, float]:
+    """The reward change when the rejected run's `blocks.0.hook_resid_pre` at each position is patched from the
+    chosen run (aligned at the reward end), `[position]`, and the pair's reward gap. Exact patching, or for
+    "ranked" attribution patching's first-order estimate (one forward/backward instead of one per position)."""
+    if method == "ranked":
+        from hooked_reward.analysis.attribution_patching import attribution_patch
+
+        result = attribution_patch(model, chosen, rejected, sites=("resid_pre",), align="reward", output=output).sweep(
+            "resid_pre"
+        )  # [layer, pos]: row 0 is the estimate of patching blocks.0.hook_resid_pre per position
+    else:
+        from hooked_reward.analysis.patching import patch_resid
+
+        result = patch_resid(model, chosen, rejected, layers=[0], align="reward", progress=False, output=output)
+    return result.values[0].double().numpy(), float(result.r_clean - result.r_corrupt)
+
+
 class Analyze(Command):
     name = "analyze"
     help = "lens, attribution and patching on your checkpoint and pairs"
     default_out = "hooked_reward_report"
 
     def settings(self, inputs: Inputs) -> dict[str, Any]:
-        from hooked_reward.report.analyze import causal_plan
-
         plan = causal_plan(inputs.model)  # analyze's default: exact patching when it fits the budget, else ranked
         return {"align": "reward", "units": "pair", "method": plan["method"], "top_k": plan["top_k"]}
 
@@ -187,26 +435,29 @@ class Analyze(Command):
         method, top_k = inputs.settings["method"], inputs.settings["top_k"]
         return analysis_unit(inputs.model, unit, output=inputs.output, method=method, top_k=top_k)
 
-    def summarise(self, inputs: Inputs, rows: list[Any]) -> AnalysisData:
-        return summarise_units(rows)
-
-    def write_report(
-        self, result: AnalysisData, inputs: Inputs, out_dir: str | Path, provenance: dict[str, Any]
-    ) -> Path:
-        from hooked_reward.report.analyze import analyze
-
-        what = f"the {inputs.organism} organism" if inputs.organism is not None else inputs.args.model
-        return analyze(
+    def summarise(self, inputs: Inputs, rows: list[Any]) -> AnalyzeSummary:
+        return summarise_analysis(
             inputs.model,
             inputs.pairs or [],
+            command=self.name,
+            progress=inputs.progress,
+            output=inputs.output,
+            data=summarise_units(rows),
+        )
+
+    def write_report(
+        self, result: AnalyzeSummary, inputs: Inputs, out_dir: str | Path, provenance: dict[str, Any]
+    ) -> Path:
+        from hooked_reward.report.analyze import write_analyze_report
+
+        what = f"the {inputs.organism} organism" if inputs.organism is not None else inputs.args.model
+        return write_analyze_report(
+            result,
             out_dir,
             title=f"How {what} rewards its pairs",
             planted=inputs.card,
             provenance=provenance,
             command=self.name,
-            progress=inputs.progress,
-            output=inputs.output,
-            data=result,
         )
 
 

@@ -8,26 +8,192 @@ pairs grouped by mechanism, else the templated misalignment pairs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hooked_reward.errors import HookedRewardError, InputError
 from hooked_reward.study.command import Command, Inputs
 from hooked_reward.study.runner import Study, Unit
 
 if TYPE_CHECKING:
     from hooked_reward.model import HookedRewardModel
 
-__all__ = ["COMMAND", "Extensions", "extension_results"]
+__all__ = [
+    "COMMAND",
+    "Extensions",
+    "default_dimensions",
+    "extension_results",
+    "extension_sections",
+    "extensions_report",
+]
+
+
+#: A (preferred, dispreferred) pair of rendered texts.
+Pair = tuple[str, str]
+
+
+def default_dimensions(
+    model: HookedRewardModel, render: Callable[[str, str], str] | None = None, max_per_dimension: int = 40
+) -> tuple[dict[str, list[Pair]], Callable[[str, str], str]]:
+    """`({dimension: [(preferred, dispreferred)]}, render)`: the misalignment templates with the aligned response
+    preferred, rendered with `render` (default: the model's chat template)."""
+    from hooked_reward.analysis.extensions.cascade import misalignment_pairs
+
+    render = render or model.render_chat
+    return (
+        {
+            d: [pair.render(model, render=render) for pair in items][:max_per_dimension]
+            for d, items in misalignment_pairs().items()
+        },
+        render,
+    )
+
+
+def extension_sections(
+    model: HookedRewardModel,
+    *,
+    dimensions: Mapping[str, Sequence[Pair]] | None = None,
+    render: Callable[[str, str], str] | None = None,
+    texts: Sequence[str] | None = None,
+    n_boot: int = 999,
+    n_perm: int = 499,
+    seed: int = 0,
+) -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
+    """The five sections as units of work: `{name: (heading, compute)}`, where `compute()` runs that extension and
+    returns its section drawn as data (`report.extensions.*_section`: `{"tables": [{heading, rows, caption}],
+    "png": bytes of the figure, "text": caption, "data": numbers for report.json}`), or `{"skipped": reason}` when
+    it cannot run on this model.
+
+    `dimensions`: `{name: [(preferred, dispreferred)]}` (default: `default_dimensions`); `texts`: reference texts
+    for divergence and conflict (default: every text of the dimensions)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import numpy as np
+    import torch
+
+    from hooked_reward.analysis.extensions._common import final_normed
+    from hooked_reward.analysis.extensions.cascade import cascade_analysis
+    from hooked_reward.analysis.extensions.concepts import dose_response, fit_concept
+    from hooked_reward.analysis.extensions.conflict import conflict_analysis, has_gated_terms
+    from hooked_reward.analysis.extensions.distortion import distortion_index
+    from hooked_reward.analysis.extensions.divergence import ablation_sweep, fit_residual_density
+    from hooked_reward.names import act_name
+    from hooked_reward.report import extensions as sections
+
+    if dimensions is None:
+        dimensions, render = default_dimensions(model, render)
+    else:
+        render = render or model.render_chat
+    dimensions = {k: list(v) for k, v in dimensions.items()}
+    all_texts = (
+        list(texts)
+        if texts is not None
+        else list(dict.fromkeys(t for pairs in dimensions.values() for pair in pairs for t in pair))
+    )
+
+    def distortion() -> dict[str, Any]:
+        return sections.distortion_section(distortion_index(model, dimensions, n_boot=n_boot, seed=seed))
+
+    def divergence() -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(all_texts))
+        if len(order) < 30:
+            raise InputError(f"Divergence calibration needs at least 30 texts, got {len(order)}.")
+        third = len(order) // 3
+        ref = [all_texts[i] for i in order[:third]]
+        held = [all_texts[i] for i in order[third : 2 * third]]
+        test = [all_texts[i] for i in order[2 * third :]][:64]
+        density = fit_residual_density(model, ref, held, k=min(32, max(2, len(ref) // 4)))
+        comps = [act_name(f"{c}_out", layer) for layer in range(model.cfg.n_layers) for c in ("attn", "mlp")]
+        res = ablation_sweep(model, test, density, comps, reference=ref, seed=seed)
+        return sections.divergence_section(res, density.meta, len(ref), len(held))
+
+    def cascade() -> dict[str, Any]:
+        res = cascade_analysis(model, render=render, n_perm=n_perm, n_boot=n_boot, seed=seed)
+        return sections.cascade_section(res)
+
+    def conflict() -> dict[str, Any]:
+        pairs = [p for ps in dimensions.values() for p in ps]
+        gated = has_gated_terms(model)
+        directions, names = None, None
+        if not gated:
+            _, normed, _, _ = final_normed(model, all_texts)
+            index = {t: i for i, t in enumerate(all_texts)}
+            means, names = [], []
+            for name, ps in dimensions.items():
+                a = torch.tensor([index[p] for p, _ in ps])
+                b = torch.tensor([index[d] for _, d in ps])
+                means.append((normed[a] - normed[b]).mean(0))
+                names.append(name)
+            directions = torch.stack(means)
+        res = conflict_analysis(model, all_texts, pairs, directions=directions, names=names, n_boot=n_boot, seed=seed)
+        return sections.conflict_section(res)
+
+    def concepts() -> dict[str, Any]:
+        fits = []
+        for name in list(dimensions)[:3]:
+            ps = dimensions[name]
+            cv = fit_concept(model, [p for p, _ in ps], [d for _, d in ps], name=name, n_boot=n_boot, seed=seed)
+            probe_texts = [d for _, d in ps][:32]
+            dr = dose_response(model, cv, probe_texts, freeze_norm=True, n_boot=n_boot, seed=seed)
+            dr_free = dose_response(model, cv, probe_texts, n_boot=n_boot, seed=seed)
+            fits.append((cv, dr, dr_free))
+        return sections.concepts_section(fits)
+
+    def run(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        def compute() -> dict[str, Any]:
+            try:
+                return fn()
+            except (HookedRewardError, ValueError, RuntimeError, AttributeError) as err:
+                return {"skipped": str(err)}
+
+        return compute
+
+    fns = {
+        "distortion": distortion,
+        "divergence": divergence,
+        "cascade": cascade,
+        "conflict": conflict,
+        "concepts": concepts,
+    }
+    return {name: (heading, run(fns[name])) for name, heading in sections.SECTIONS.items()}
+
+
+def extensions_report(
+    model: HookedRewardModel,
+    out_dir: str | Path = "hooked_reward_extensions",
+    *,
+    dimensions: Mapping[str, Sequence[Pair]] | None = None,
+    render: Callable[[str, str], str] | None = None,
+    texts: Sequence[str] | None = None,
+    n_boot: int = 999,
+    n_perm: int = 499,
+    progress: bool = True,
+    seed: int = 0,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Run the five extensions on `model` (`extension_sections`, in this process) and write their report
+    (`report.extensions.write_extensions_report`); returns the HTML path."""
+    from hooked_reward.report.extensions import write_extensions_report
+
+    outputs = {}
+    for name, (_, compute) in extension_sections(
+        model, dimensions=dimensions, render=render, texts=texts, n_boot=n_boot, n_perm=n_perm, seed=seed
+    ).items():
+        if progress:
+            print(f"[extensions] {name} ...")
+        outputs[name] = compute()
+    return write_extensions_report(outputs, out_dir, provenance=provenance)
 
 
 def extension_results(
     study: Study, model: HookedRewardModel, *, progress: bool = True, **kwargs: Any
 ) -> dict[str, dict[str, Any]] | None:
     """The five extensions with one stored unit per extension (`extension/distortion`, ...): its tables, figure
-    (PNG bytes), caption and numbers (`report.extensions.extension_sections`; `kwargs` go there). Rank 0 gets
+    (PNG bytes), caption and numbers (`extension_sections`; `kwargs` go there). Rank 0 gets
     `{name: output}`; other ranks None."""
-    from hooked_reward.report.extensions import extension_sections
-
     sections = extension_sections(model, **kwargs)
     inputs = {
         "dimensions": {k: [list(p) for p in v] for k, v in (kwargs.get("dimensions") or {}).items()},
@@ -71,9 +237,7 @@ class Extensions(Command):
     ) -> Path:
         from hooked_reward.report.extensions import write_extensions_report
 
-        return write_extensions_report(
-            inputs.model, out_dir, progress=inputs.progress, provenance=provenance, outputs=result
-        )
+        return write_extensions_report(result, out_dir, provenance=provenance)
 
 
 COMMAND = Extensions()

@@ -1,13 +1,15 @@
 """`hooked-reward faithfulness`: does direct reward attribution rank components as patching does, over every pair.
 
 Units: one per (granularity, pair) (`component/17`, `head/17`): `faithfulness_pair` of that pair, chosen as clean
-and rejected as corrupted. Summary: `summarise_faithfulness` per granularity (`{by: FaithfulnessResult}`).
+and rejected as corrupted. Summary: `summarise_faithfulness` per granularity (`{by: FaithfulnessResult}`), their
+agreement statistics and, where the pairs carry several labels, the same per label (`FaithfulnessSummary`).
 Report: `report.faithfulness.write_faithfulness_report`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +19,21 @@ from hooked_reward.study.runner import Study, Unit
 from hooked_reward.study.units import pair_input, pair_label
 
 if TYPE_CHECKING:
+    from hooked_reward.analysis.agreement import Agreement
     from hooked_reward.analysis.faithfulness import FaithfulnessResult
     from hooked_reward.model import HookedRewardModel
     from hooked_reward.pairs import PreferencePair
 
-__all__ = ["COMMAND", "FAITHFULNESS_BY", "Faithfulness", "faithfulness_results", "faithfulness_units"]
+__all__ = [
+    "COMMAND",
+    "FAITHFULNESS_BY",
+    "Faithfulness",
+    "FaithfulnessSummary",
+    "faithfulness_by_label",
+    "faithfulness_results",
+    "faithfulness_subset",
+    "faithfulness_units",
+]
 
 #: The granularities of the faithfulness study (and of `analyze`'s attributions).
 FAITHFULNESS_BY: tuple[Granularity, ...] = ("component", "head")
@@ -97,6 +109,46 @@ def faithfulness_results(
     return None if rows is None else summarise_units(model, rows, by, n_resamples=n_resamples, seed=seed)
 
 
+def faithfulness_subset(result: FaithfulnessResult, idx: Sequence[int]) -> FaithfulnessResult:
+    """`result` summarised over the pairs `idx` only (the same per-pair rows, `summarise_faithfulness` again)."""
+    from hooked_reward.analysis.faithfulness import summarise_faithfulness
+
+    gaps = result.meta.get("reward_gap", [float("nan")] * len(result.rho))
+    rows = [
+        {
+            "attribution": result.attribution[i],
+            "patching": result.patching[i],
+            "rho": float(result.rho[i]),
+            "reward_gap": gaps[i],
+        }
+        for i in idx
+    ]
+    return summarise_faithfulness(rows, list(result.components), by=result.by, confidence=result.confidence)
+
+
+def faithfulness_by_label(
+    results: dict[str, FaithfulnessResult], pairs: Sequence[PreferencePair]
+) -> dict[str, dict[str, FaithfulnessResult]]:
+    """`{label: {by: result over that label's pairs}}` when the pairs carry several labels, else `{}` (a pooled
+    verdict can hide a mechanism on which DRA and patching disagree)."""
+    from hooked_reward.report.faithfulness import by_label
+
+    groups = by_label(pairs)
+    if len(groups) < 2:
+        return {}
+    return {mech: {by: faithfulness_subset(r, idx) for by, r in results.items()} for mech, idx in groups.items()}
+
+
+@dataclass
+class FaithfulnessSummary:
+    """What the faithfulness report shows: `results[by]` over all pairs, their `agreements[by]`, and
+    `per_mechanism[label][by]` (empty for pairs of one label)."""
+
+    results: dict[str, FaithfulnessResult]
+    agreements: dict[str, Agreement]
+    per_mechanism: dict[str, dict[str, FaithfulnessResult]]
+
+
 class Faithfulness(Command):
     name = "faithfulness"
     help = "DRA vs patching agreement over pairs"
@@ -112,16 +164,25 @@ class Faithfulness(Command):
     def compute_unit(self, inputs: Inputs, unit: Unit) -> dict[str, Any]:
         return faithfulness_unit(inputs.model, unit, align="reward", output=inputs.output, max_rows=64)
 
-    def summarise(self, inputs: Inputs, rows: list[Any]) -> dict[str, FaithfulnessResult]:
-        return summarise_units(inputs.model, rows)
+    def summarise(self, inputs: Inputs, rows: list[Any]) -> FaithfulnessSummary:
+        from hooked_reward.analysis.agreement import agreement
+
+        results = summarise_units(inputs.model, rows)
+        agreements = {by: agreement(r) for by, r in results.items()}
+        return FaithfulnessSummary(results, agreements, faithfulness_by_label(results, inputs.pairs or []))
 
     def write_report(
-        self, result: dict[str, FaithfulnessResult], inputs: Inputs, out_dir: str | Path, provenance: dict[str, Any]
+        self, result: FaithfulnessSummary, inputs: Inputs, out_dir: str | Path, provenance: dict[str, Any]
     ) -> Path:
         from hooked_reward.report.faithfulness import write_faithfulness_report
 
         return write_faithfulness_report(
-            inputs.model, inputs.pairs or [], out_dir, provenance=provenance, progress=inputs.progress, results=result
+            result.results,
+            result.agreements,
+            inputs.pairs or [],
+            out_dir,
+            per_mechanism=result.per_mechanism,
+            provenance=provenance,
         )
 
 
