@@ -354,14 +354,14 @@ def summarise_analysis(
     lens_column = column if gated else None
     if lens_column is not None:
         lens_margin = lens_margin[..., lens_column]
-    lens_bands = {}
+    lens_bands: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if "frozen" in data.lens_chosen.labels["variant"]:
         frozen = list(data.lens_chosen.labels["variant"]).index("frozen")
         for mech in mechanisms:
             values = lens_margin[frozen][by_mech[mech]]
             if len(values) >= 3:
                 lens_bands[mech] = bootstrap_mean_ci(values, n_resamples=999)
-    attribution_ci = {}
+    attribution_ci: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for granularity, attr in data.attributions.items():
         values = attr.values.double().numpy()
         values = values[..., lens_column] if lens_column is not None else values

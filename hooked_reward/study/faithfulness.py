@@ -49,7 +49,12 @@ def faithfulness_units(pairs: Sequence[PreferencePair], by: Sequence[str] = FAIT
 
 
 def faithfulness_unit(
-    model: HookedRewardModel, unit: Unit, *, align: str | None = "reward", output: int | None = None, max_rows: int = 64
+    model: HookedRewardModel,
+    unit: Unit,
+    *,
+    align: str | None = "reward",
+    output: int | str | None = None,
+    max_rows: int = 64,
 ) -> dict[str, Any]:
     """One unit: `faithfulness_pair` of its pair at its granularity."""
     from hooked_reward.analysis.faithfulness import faithfulness_pair
@@ -92,7 +97,7 @@ def faithfulness_results(
     *,
     by: Sequence[str] = FAITHFULNESS_BY,
     align: str | None = "reward",
-    output: int | None = None,
+    output: int | str | None = None,
     max_rows: int = 64,
     n_resamples: int = 9999,
     seed: int = 0,

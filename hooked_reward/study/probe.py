@@ -32,7 +32,7 @@ def probe_results(
     seed: int = 0,
     render: Any = None,
     batch_size: int = 32,
-    output: int | None = None,
+    output: int | str | None = None,
     progress: bool = True,
     **kwargs: Any,
 ) -> ProbeSuiteResult | None:
