@@ -111,7 +111,7 @@ def test_raw_rendering_and_bad_rendering() -> None:
 def test_compare_renders_each_models_pairs_with_its_own_template(tmp_path: Path, monkeypatch) -> None:
     """Model B's texts come from model B's chat template, not model A's."""
     from hooked_reward import cli
-    from hooked_reward.study import units
+    from hooked_reward.study import compare, registry
 
     dirs = []
     for name, bos in (("a", True), ("b", False)):
@@ -129,11 +129,11 @@ def test_compare_renders_each_models_pairs_with_its_own_template(tmp_path: Path,
     def fake_compare(study, model_a, model_b, pairs, **kwargs):
         seen.update(a=model_a, b=model_b, pairs=pairs, pairs_b=kwargs["pairs_b"])
 
-    monkeypatch.setattr(units, "compare_results", fake_compare)
+    monkeypatch.setattr(compare, "compare_results", fake_compare)
     argv = ["compare", "--model", str(dirs[0]), "--model-b", str(dirs[1]), "--pairs", str(path)]
     args = cli.build_parser().parse_args([*argv, "--out", str(tmp_path / "rep"), "--quiet"])
     args.argv = argv
-    cli.cmd_compare(args)
+    cli.run_command(registry.command("compare"), args)
     expect_a, _ = PreferencePair.from_record(CONVERSATIONAL[0]).render(seen["a"])
     expect_b, _ = PreferencePair.from_record(CONVERSATIONAL[0]).render(seen["b"])
     assert expect_a != expect_b
