@@ -44,8 +44,9 @@ class Inputs:
     command reads (`Command.takes_pairs`; None otherwise), and `pairs_for[flag]` the same pairs rendered for each
     further model (as that model reads them: its own chat template); `organism`: the bundled organism's name,
     `card` its model card when its own pairs are analysed, `factors` its probe factors in its own vocabulary
-    (organism inputs are resolved by the CLI: the study layer does not import the organisms); `output`: `--output` (index or name);
-    `progress`: progress bars; `settings`: the command's `settings(inputs)`, set before the study opens.
+    (organism inputs are resolved by the CLI: the study layer does not import the organisms); `output`:
+    `--output` (index or name); `progress`: progress bars; `settings`: the command's `settings(inputs)`, set
+    before the study opens.
     """
 
     args: argparse.Namespace
