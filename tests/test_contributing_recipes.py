@@ -76,7 +76,7 @@ def calibrated(tmp_path_factory):
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
     yield path
-    registry.CUSTOM_LOADERS.pop(architecture)
+    registry.LAYOUTS.pop(architecture)
 
 
 def test_head_recipe(calibrated):
