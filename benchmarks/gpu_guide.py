@@ -7,7 +7,7 @@ key/value width kv = kv_heads x head_dim, vocabulary V), the tokens per text T, 
 bytes per value b (4 float32, 2 bfloat16/float16). `tests/test_gpu_guide.py` checks them against the CPU scale
 benchmark's recorded runs (`benchmarks/recorded/scale.json`, real configs, random weights): the parameter count
 and weight bytes exactly, the forward and causal-step memory within the tolerances below, the forward-equivalents
-per pair against `analysis.ranked_patching.forward_equivalents` / `report.analyze.causal_plan` and the counted
+per pair against `analysis.ranked_patching.forward_equivalents` / `study.analyze.causal_plan` and the counted
 block passes.
 """
 
@@ -118,7 +118,7 @@ def causal_bytes(s: Shape, tokens: int, dtype: str) -> float:
 def forward_equivalents_per_pair(command: str, s: Shape) -> int:
     """Forwards of one text per pair (a backward counts 2), from the code's own cost functions:
 
-    * `analyze` / `demo`: `report.analyze.causal_plan` (12 fixed + exact patching if within the budget of 30, else
+    * `analyze` / `demo`: `study.analyze.causal_plan` (12 fixed + exact patching if within the budget of 30, else
       ranked patching at the top_k that fits: 30);
     * `faithfulness`: per granularity, DRA (2) + an exact sweep (2 cached forwards + one per site):
       8 + 2L + L x heads;
@@ -128,7 +128,7 @@ def forward_equivalents_per_pair(command: str, s: Shape) -> int:
     from types import SimpleNamespace
 
     from hooked_reward.analysis.ranked_patching import forward_equivalents
-    from hooked_reward.report.analyze import causal_plan
+    from hooked_reward.study.analyze import causal_plan
 
     if command == "analyze":
         cfg = SimpleNamespace(cfg=SimpleNamespace(n_layers=s.n_layers, n_heads=s.n_heads))

@@ -72,7 +72,7 @@ def test_causal_step_memory_within_tolerance() -> None:
 
 def test_forward_equivalents_are_the_codes_own() -> None:
     from hooked_reward.analysis.ranked_patching import forward_equivalents
-    from hooked_reward.report.analyze import causal_plan
+    from hooked_reward.study.analyze import causal_plan
 
     for run in RUNS:
         ours, shape = run["ours"], guide.SHAPES[run["config"]]
