@@ -184,10 +184,10 @@ class LabeledTensor:
             kw["labels"] = {**first.labels, dim: [lab for p in parts for lab in p.labels[dim]]}
         rewards = getattr(first, "rewards", None)
         if dim == "text" and isinstance(rewards, Tensor) and rewards.ndim > 0:
-            kw["rewards"] = torch.cat([p.rewards for p in parts])
+            kw["rewards"] = torch.cat([getattr(p, "rewards") for p in parts])  # noqa: B009 (LT: not every result has it)
             bias = getattr(first, "bias", None)
             if isinstance(bias, Tensor) and bias.ndim == rewards.ndim:
-                kw["bias"] = torch.cat([p.bias for p in parts])
+                kw["bias"] = torch.cat([getattr(p, "bias") for p in parts])  # noqa: B009 (as rewards)
         kw["meta"] = _concat_meta([p.meta for p in parts], sizes)
         for name in ("chosen", "rejected"):
             if isinstance(kw.get(name), LabeledTensor):

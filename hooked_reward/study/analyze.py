@@ -27,6 +27,7 @@ from hooked_reward.study.runner import Study, Unit
 from hooked_reward.study.units import pair_input, pair_label
 
 if TYPE_CHECKING:
+    from hooked_reward.analysis.agreement import Agreement
     from hooked_reward.analysis.attribution import PairAttributionResult
     from hooked_reward.analysis.lens import RewardLensResult
     from hooked_reward.model import HookedRewardModel
@@ -293,7 +294,7 @@ def summarise_analysis(
     for p in pairs:
         p.texts()  # rendered pairs (texts), else InputError
     check_nan_policy(nan_policy, allowed=("raise", "omit"))
-    mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
+    mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
     # The model's output analysed (behaviour, lens, attribution, patching): `output` (index or name), else the first.
     output = analysed_output(model, output)
     # A head that sums gated terms (ArmoRM's objectives) is read in every column (the terms, then the score)
@@ -301,7 +302,7 @@ def summarise_analysis(
     names = model.head.readout_names()
     # The lens/DRA column of that output (ArmoRM: the score, after its objectives).
     column = model.head.readout_column(output)
-    by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
+    by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
 
     plan = causal_plan(model, causal, budget)
     causal_data: dict[str, Any] = dict(plan)
@@ -323,11 +324,11 @@ def summarise_analysis(
     if n_omitted:  # nan_policy="omit": every analysis below runs on the pairs with finite margins only
         pairs = [p for p, keep in zip(pairs, ok, strict=True) if keep]
         data, margins = data.select(ok.tolist()), margins[ok]
-        mechanisms = list(dict.fromkeys(sorted(p.label for p in pairs)))
-        by_mech = {mech: np.array([p.label == mech for p in pairs]) for mech in mechanisms}
+        mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
+        by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
     found: dict[str, MechanismSummary] = {}
     for mech in mechanisms:
-        group = [p for p in pairs if p.label == mech]
+        group = [p for p in pairs if _group(p) == mech]
         idx = np.flatnonzero(by_mech[mech])
         studies = {
             granularity: summarise_faithfulness(
@@ -340,7 +341,7 @@ def summarise_analysis(
             )
             for granularity in FAITHFULNESS_BY
         }
-        by = {granularity: agreement(study) for granularity, study in studies.items()}
+        by: dict[str, Agreement] = {granularity: agreement(study) for granularity, study in studies.items()}
         if plan["method"] == "ranked":
             causal_data.setdefault("side_by_side", {})[mech] = {
                 g: study.meta["side_by_side"] for g, study in studies.items()
@@ -398,6 +399,11 @@ def summarise_analysis(
         attribution_ci=attribution_ci,
         objectives=[name for name in names if name != "score"] if gated else None,
     )
+
+
+def _group(pair: PreferencePair) -> str:
+    """The group a pair is analysed in: its label, or UNLABELLED."""
+    return UNLABELLED if pair.label is None else pair.label
 
 
 def _token_effects(
