@@ -35,7 +35,8 @@ def calibrated(tmp_path_factory):
     from transformer_lens.hook_points import HookPoint
 
     from hooked_reward import registry
-    from hooked_reward.heads.base import HeadInputs, RewardHead
+    from hooked_reward.heads import RewardHead
+    from hooked_reward.heads.base import HeadInputs  # the forward's second argument (annotation)
     from hooked_reward.hf_load import load_hf_model, load_tokenizer
     from hooked_reward.loading import from_sequence_classifier
 
