@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -35,18 +36,17 @@ if TYPE_CHECKING:
     from hooked_reward.study.command import Command
 
 DEFAULT_ORGANISM = "sycophancy"
+#: Pairs used by default from a bundled organism's own pairs (`--max-pairs` unset): a minute or less on a laptop CPU.
+ORGANISM_PAIRS = 24
 
 
 def _organism_name(model_dir: str | None) -> str | None:
-    """The bundled organism a `--model` directory is (None for a user checkpoint)."""
+    """The bundled organism `--model` names, by name or folder (None for a user checkpoint)."""
     from hooked_reward import organisms
 
     if model_dir is None:
         return DEFAULT_ORGANISM
-    for name in organisms.list_organisms():
-        if Path(model_dir).resolve() == organisms.checkpoint_dir(name).resolve():
-            return name
-    return None
+    return organisms.resolve(model_dir)  # `--model sycophancy` or the organism's folder
 
 
 def _load_model(args: argparse.Namespace, which: str = "model") -> tuple[Any, Callable[[str, str], str] | None, Any]:
@@ -212,7 +212,6 @@ def _pairs(
         r = p.rendered(model, render=None if rendering != "chat" else render, rendering=rendering)
         rendered.append(PreferencePair("", r.chosen, r.rejected, r.label or "unlabelled", r.metadata))
     pairs = rendered
-    _refuse_identical_tokens(pairs, model)
     if args.max_pairs and args.max_pairs < len(pairs):
         total = len(pairs)
         pairs = balanced_subset(pairs, args.max_pairs)
@@ -225,6 +224,7 @@ def _pairs(
             f"over labels ({', '.join(f'{k} {v}' for k, v in counts.items())}).",
             file=sys.stderr,
         )
+    _refuse_identical_tokens(pairs, model)  # the pairs used, not the whole file
     return pairs
 
 
@@ -320,11 +320,45 @@ def run_command(command: Command, args: argparse.Namespace) -> Path | None:
         return None
     provenance = _study_provenance(args, model, study)
     provenance.update(command.provenance(inputs))
+    if getattr(args, "capped", False) and bundled is not None and len(bundled) > ORGANISM_PAIRS:
+        argv = " ".join(a for a in args.argv if a != "--quiet")
+        provenance["pairs used"] = (
+            f"{ORGANISM_PAIRS} of the organism's {len(bundled)} pairs (the default, about a minute on a laptop CPU); "
+            f"the full study: hooked-reward {argv} --max-pairs 0"
+        )
     return command.write_report(result, inputs, args.out, provenance)
 
 
+DOCS = "https://github.com/hooked-reward/hooked_reward/blob/main/docs/cli.md"
+DESCRIPTION = (
+    "Interpretability for reward models: which components carry a reward model's preferences (reward lens, direct "
+    "reward attribution, activation patching), probes for reward hacking, comparisons of two models. Each command "
+    "writes a report folder (index.html, PNG plots, report.json) and prints its path. With no --model, the bundled "
+    "organism (a tiny reward model with planted mechanisms) and its own pairs are used."
+)
+EXAMPLES = {
+    "demo": "hooked-reward demo",
+    "analyze": "hooked-reward analyze --model sycophancy\n"
+    "  hooked-reward analyze --model path/to/rm --pairs pairs.jsonl",
+    "probe": "hooked-reward probe --model armorm",
+    "compare": "hooked-reward compare --model sycophancy --model-b path/to/other-rm --pairs pairs.jsonl",
+    "faithfulness": "hooked-reward faithfulness --model sycophancy",
+    "extensions": "hooked-reward extensions --model sycophancy",
+}
+
+
+def _epilog(names: Sequence[str]) -> str:
+    lines = "\n  ".join(EXAMPLES[n] for n in names if n in EXAMPLES)
+    return f"examples:\n  {lines}\n\ndocs: {DOCS} (GPUs and large models: docs/gpu-and-large-models.md)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hooked-reward", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="hooked-reward",
+        description=textwrap.fill(DESCRIPTION, 100),
+        epilog=_epilog(list(registry.COMMANDS)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, out: str, pairs: bool = True) -> None:
@@ -337,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="preference pairs: .jsonl, .json or .parquet in TRL standard/conversational, RewardBench or our "
                 "format (default: the organism's bundled pairs); see docs/cli.md",
             )
-            p.add_argument("--max-pairs", type=count, default=0, help="use at most this many pairs (0: all)")
+            p.add_argument(
+                "--max-pairs",
+                type=count,
+                default=None,
+                help=f"use at most this many pairs, balanced over labels; 0: all (default: all of --pairs; "
+                f"{ORGANISM_PAIRS} of a bundled organism's own pairs: about a minute on a laptop CPU)",
+            )
             p.add_argument(
                 "--rendering",
                 choices=["chat", "trl", "raw"],
@@ -377,11 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--output", help="the output of a multi-output head to analyse: its name or index (default 0)")
 
     for command in commands():
-        p = sub.add_parser(command.name, help=command.help)
+        p = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help[:1].upper() + command.help[1:] + ".",
+            epilog=_epilog([command.name]),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         common(p, command.default_out, pairs=command.takes_pairs)
         command.add_arguments(p)
-        if command.max_pairs_default:
-            p.set_defaults(max_pairs_default=command.max_pairs_default)
     # `verify` reads a report folder and its store: no model, no study, so not a registry command.
     verify = sub.add_parser(
         "verify", help="check a report folder and its results store (marker, files, study keys, record checksums)"
@@ -407,18 +451,46 @@ def cmd_verify(args: argparse.Namespace) -> None:
     print(f"verified {args.folder}: no problem found")
 
 
+def _preflight(argv: Sequence[str]) -> str | None:
+    """The checks that need no command module: `--pairs` names a file. Returns the error line, or None (the full
+    parser then checks everything else, still before any model is loaded)."""
+    if not argv or argv[0] not in registry.COMMANDS or {"-h", "--help"} & set(argv):
+        return None
+    light = argparse.ArgumentParser(add_help=False)
+    light.add_argument("--pairs")
+    try:
+        known, _ = light.parse_known_args(argv[1:])
+    except SystemExit:  # e.g. --pairs without a value: the full parser says so
+        return None
+    if known.pairs:
+        path = Path(known.pairs)
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            return (
+                f"--pairs {known.pairs} {what}. Give a .jsonl, .json or .parquet file of preference pairs (formats: "
+                "docs/cli.md), or leave --pairs out to use a bundled organism's own pairs."
+            )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    problem = _preflight(argv)  # before any command module, torch or model is loaded: fails in well under 2 s
+    if problem is not None:
+        print(f"hooked-reward {argv[0]}: error: {problem}", file=sys.stderr)
+        return 2
     from hooked_reward.errors import HookedRewardError, HookNameError
     from hooked_reward.report.html import check_output_dir
     from hooked_reward.run_warnings import one_per_kind
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     command = registry.command(args.command) if args.command in registry.COMMANDS else None
     args.argv = argv
-    if getattr(args, "max_pairs", None) == 0 and getattr(args, "max_pairs_default", None):
-        args.max_pairs = args.max_pairs_default
+    args.capped = False  # True: an organism's own pairs, cut to ORGANISM_PAIRS because --max-pairs was not given
+    if getattr(args, "max_pairs", 0) is None:  # not given: all of --pairs, a documented cap on an organism's own
+        args.capped = not getattr(args, "pairs", None)
+        args.max_pairs = ORGANISM_PAIRS if args.capped else 0
     start = time.time()
     prefix = f"hooked-reward {args.command}"
     args.dist = None  # set by commands that run through the results store (torchrun-aware)

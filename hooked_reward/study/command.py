@@ -73,9 +73,8 @@ class Command:
     name: ClassVar[str]
     help: ClassVar[str]
     default_out: ClassVar[str]
-    #: Whether it reads preference pairs (`--pairs`, `--max-pairs`), and how many by default (0: all).
+    #: Whether it reads preference pairs (`--pairs`, `--max-pairs`; how many by default: `cli.ORGANISM_PAIRS`).
     takes_pairs: ClassVar[bool] = True
-    max_pairs_default: ClassVar[int] = 0
     #: Further models it loads, by their flag's destination (e.g. `("model_b",)` for `--model-b`).
     extra_models: ClassVar[tuple[str, ...]] = ()
     #: The study's name in the results store (default: `name`; `demo` shares `analyze`'s store).

@@ -1,5 +1,5 @@
-"""`hooked-reward demo`: `analyze` on the bundled organism and its own pairs (48 by default), no arguments needed.
-It shares `analyze`'s units, summary, report and results store."""
+"""`hooked-reward demo`: `analyze` on the bundled organism and its own pairs (24 by default: `cli.ORGANISM_PAIRS`),
+no arguments needed. It shares `analyze`'s units, summary, report and results store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ class Demo(Analyze):
     name = "demo"
     help = "lens, attribution and patching on the bundled organism"
     default_out = "hooked_reward_report"
-    max_pairs_default = 48
     study_name = "analyze"
 
 

@@ -158,7 +158,6 @@ class Faithfulness(Command):
     name = "faithfulness"
     help = "DRA vs patching agreement over pairs"
     default_out = "hooked_reward_faithfulness"
-    max_pairs_default = 30
 
     def settings(self, inputs: Inputs) -> dict[str, Any]:
         return {"align": "reward", "max_rows": 64}

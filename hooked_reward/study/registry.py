@@ -5,9 +5,12 @@ one new module plus its line here."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from hooked_reward.errors import InputError
-from hooked_reward.study.command import Command
+
+if TYPE_CHECKING:  # importing this table loads no command (nor torch): the CLI checks arguments first
+    from hooked_reward.study.command import Command
 
 __all__ = ["COMMANDS", "command", "commands"]
 
@@ -24,6 +27,8 @@ COMMANDS: dict[str, str] = {
 
 def command(name: str) -> Command:
     """The command called `name`."""
+    from hooked_reward.study.command import Command
+
     if name not in COMMANDS:
         raise InputError(f"Unknown command {name!r}; the commands are {', '.join(COMMANDS)}.")
     found = importlib.import_module(COMMANDS[name]).COMMAND
