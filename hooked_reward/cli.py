@@ -553,6 +553,12 @@ _CLI_TERMS = (
         "from Python, nan_policy='omit' drops those rows (the CLI refuses them)",
     ),
     (r"device_map / max_memory / dtype", "--device / --device-map / --dtype"),
+    (
+        r"^Unknown output (\S+); this head's outputs are (.*) \(pass a name or an index\)",
+        r"Unknown --output \1; this head's outputs are \2 (pass --output with a name or an index)",
+    ),
+    (r"\boutput=(\S)", r"--output \1"),
+    (r"\boutput=", "--output"),
 )
 
 

@@ -53,3 +53,20 @@ def test_help_has_a_description_examples_and_the_docs_link(capsys) -> None:
         text = capsys.readouterr().out
         assert "examples:" in text and "hooked-reward analyze --model sycophancy" in text
         assert "docs/cli.md" in text and "report" in text
+
+
+def test_output_errors_name_the_flag() -> None:
+    """The library's `output=` errors read as the CLI's `--output` (compare, analyze on a multi-output head)."""
+    from hooked_reward.cli import _cli_terms
+    from hooked_reward.errors import InputError
+    from hooked_reward.outputs import output_index
+
+    names = ["helpfulness", "score"]
+    for bad in ("bogus", 7):
+        try:
+            output_index(bad, names)
+        except InputError as err:
+            text = _cli_terms(str(err))
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+        assert "--output" in text and "output=" not in text, text
