@@ -433,22 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("folder", help="the report folder (its store is FOLDER.store beside it)")
     verify.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     verify.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
-    verify.set_defaults(func=cmd_verify, out=None)
+    verify.set_defaults(func=_verify, out=None)
     return parser
 
 
-def cmd_verify(args: argparse.Namespace) -> None:
-    """Print what `study.verify.verify_output` finds, one line each; exit 2 (an `InputError`) when it finds a
-    fault. Nothing is run or changed."""
-    from hooked_reward.errors import InputError
-    from hooked_reward.study.verify import verify_output
+def _verify(args: argparse.Namespace) -> None:
+    from hooked_reward.study.verify import report_verification
 
-    found = verify_output(args.folder)
-    for line in found.lines:
-        print(line)
-    if found.problems:
-        raise InputError(f"{len(found.problems)} problem(s) in {args.folder} (the lines marked PROBLEM above).")
-    print(f"verified {args.folder}: no problem found")
+    report_verification(args.folder)
 
 
 def _preflight(argv: Sequence[str]) -> str | None:

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hooked_reward.errors import InputError
 from hooked_reward.report.html import MARKER, SCHEMA, read_marker
 from hooked_reward.study.lock import LOCK_NAME, _alive
 from hooked_reward.study.store import MERGED, decode, hash_of, read_numbered_records, record_checksum, store_root
@@ -128,3 +129,14 @@ def verify_output(out_dir: str | Path) -> Verification:
         state = "held by a running process" if _alive(holder.get("pid")) else "stale (its process is gone)"
         v.lines.append(f"lock {lock}: pid {holder.get('pid')} on {holder.get('host')!r}, {state}")
     return v
+
+
+def report_verification(out_dir: str | Path) -> None:
+    """`hooked-reward verify OUT`: print what `verify_output` finds, one line each; raise `InputError` (exit 2)
+    when it finds a fault. Nothing is run or changed."""
+    found = verify_output(out_dir)
+    for line in found.lines:
+        print(line)
+    if found.problems:
+        raise InputError(f"{len(found.problems)} problem(s) in {out_dir} (the lines marked PROBLEM above).")
+    print(f"verified {out_dir}: no problem found")
