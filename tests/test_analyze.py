@@ -19,6 +19,7 @@ def model(tmp_path_factory):
     return load_tiny(build_hf_model("llama"), tmp_path_factory.mktemp("analyze") / "ckpt")
 
 
+@pytest.mark.slow  # a whole analyze report
 def test_unlabelled_pairs_are_grouped_as_unlabelled(model, tmp_path) -> None:
     """`label=None` pairs (mixed with labelled ones) are analysed as the group "unlabelled", as the CLI does; the
     behaviour table's accuracy is the share of positive margins computed with plain forwards. (This raised
@@ -37,6 +38,7 @@ def test_unlabelled_pairs_are_grouped_as_unlabelled(model, tmp_path) -> None:
     assert behaviour["unlabelled"]["mean margin"] == pytest.approx(sum(margins) / 3, abs=1e-5)
 
 
+@pytest.mark.slow  # a whole analyze report
 def test_a_report_without_circuitsvis_says_how_to_get_the_interactive_views(model, tmp_path, monkeypatch) -> None:
     """Without the [viz] extra the interactive attention views are replaced by a note naming the install command
     (scripts/demo.sh installs it); with circuitsvis the views are there and the note is not."""

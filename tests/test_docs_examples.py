@@ -19,6 +19,8 @@ import pytest
 
 from hooked_reward import organisms
 
+pytestmark = pytest.mark.slow  # runs every docs page's code blocks, as the docs build does
+
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
