@@ -31,9 +31,13 @@ def test_the_block_covers_every_command() -> None:
 
 
 @pytest.mark.parametrize("line", doc_lines())
-def test_doc_command_runs_as_written(line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_command_runs_as_written(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)  # default report folders land here
     argv = shlex.split(line)[1:]
     out = tmp_path / "report"
     assert main([*argv, "--out", str(out), "--quiet"]) == 0, line
     assert (out / "index.html").is_file() and (out / "report.json").is_file()
+    err = capsys.readouterr().err
+    assert "warning" not in err.lower(), err  # no noise on the organisms: no warning of ours or a library's
