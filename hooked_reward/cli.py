@@ -308,7 +308,7 @@ def run_command(command: Command, args: argparse.Namespace) -> Path | None:
     for which in command.extra_models:
         inputs.models[which], renders[which], _ = _load_on_device(args, which)
         inputs.names[which] = _short_name(getattr(args, which))
-    if command.takes_pairs:
+    if command.takes_pairs and (args.pairs or not command.pairs_optional):
         inputs.pairs = _pairs(args, bundled, model, render)
         for which in command.extra_models:  # the same pairs, rendered as that model reads them
             inputs.pairs_for[which] = _pairs(args, bundled, inputs.models[which], renders[which])

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from hooked_reward.analysis.attention import HeadAttention
     from hooked_reward.analysis.attribution import PairAttributionResult
     from hooked_reward.analysis.lens import RewardLensResult
+    from hooked_reward.analysis.necessity import NecessityResult
     from hooked_reward.names import Component
 
 __all__ = ["MISSING_VIEW", "AnalyzeSummary", "MechanismSummary", "Pair", "write_analyze_report"]
@@ -70,6 +71,13 @@ class MechanismSummary:
     attention: list[tuple[str, HeadAttention]] = field(default_factory=list)
     token_effects: np.ndarray = field(default_factory=lambda: np.zeros(0))
     token_gap: float = float("nan")
+    #: which of `pairs` the attention and token views show (the largest margin), and further views of the next
+    #: largest margins: `(pair index, attention, token_effects, token_gap)`
+    view_pair: int = 0
+    more_views: list[tuple[int, list[tuple[str, HeadAttention]], np.ndarray, float]] = field(default_factory=list)
+    #: per granularity, what each component restores (denoising) beside what it removes (noising), with
+    #: intervals and redundancy flags (`analysis.necessity`); empty under ranked patching
+    necessity: dict[str, NecessityResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +105,9 @@ class AnalyzeSummary:
     attributions: dict[str, PairAttributionResult]
     attribution_ci: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
     objectives: list[str] | None = None
+    #: unlabelled pairs grouped by their dominant component (`study.analyze._group_unlabelled`): groups and sizes,
+    #: spread, whether the grouping split them; None for labelled pairs
+    grouping: dict[str, Any] | None = None
 
 
 def _ci_text(mean: float, low: float, high: float, digits: int = 2) -> str:
@@ -140,6 +151,8 @@ def write_analyze_report(
         )
         report.sections[-1].css_class = "summary"
         report.add_data("causal", summary.causal)
+        if summary.grouping is not None:
+            _grouping(report, summary.grouping)
         if planted is not None:
             _found_vs_planted(report, found, planted)
         _behaviour(report, found, summary.margins)
@@ -166,6 +179,30 @@ def write_analyze_report(
                 summary.lens_rejected,
             )
         return report.write()
+
+
+def _grouping(report: Report, grouping: dict[str, Any]) -> None:
+    """How unlabelled pairs were grouped by their dominant component, or how spread they are when one group."""
+    sizes = ", ".join(f"{g} ({n} pairs)" for g, n in grouping["groups"].items())
+    spread = grouping["spread"]
+    if grouping["split"]:
+        text = (
+            "The pairs carry no labels, so they are grouped by the component that carries each one: the component "
+            "of the by-head decomposition (DRA) contributing most toward the pair's margin. Groups: "
+            f"{sizes}; components dominating fewer than {grouping['min_size']} pairs are pooled as 'mixed'. "
+            "Each group is analysed below as a mechanism of its own."
+        )
+    else:
+        text = (
+            "The pairs carry no labels; grouped by the component contributing most toward each pair's margin, "
+            f"they form one group ({sizes}): one mechanism appears to carry them all."
+        )
+    text += (
+        f" Spread: the largest group holds {spread['largest']:.0%} of the pairs; the median pair's dominant "
+        f"component gives {spread['median_share']:.0%} of its positive contributions."
+    )
+    report.add_text("Unlabelled pairs, grouped", text)
+    report.add_data("grouping", grouping)
 
 
 def _summary(found: dict[str, MechanismSummary]) -> list[str]:
@@ -374,6 +411,59 @@ def _agreement_table(report: Report, found: dict[str, MechanismSummary]) -> None
     report.add_data("agreement", {mech: {by: a.to_json() for by, a in m.by.items()} for mech, m in found.items()})
 
 
+def _token_markup(views: list[tuple[str, HeadAttention]], effects: np.ndarray, heading: str) -> str:
+    """One pair's chosen and rejected tokens coloured by `effects` (per rejected position; the chosen side aligned
+    at the reward end)."""
+    chosen_tokens, rejected_tokens = views[0][1].tokens, views[1][1].tokens
+    offset = len(chosen_tokens) - len(rejected_tokens)
+    chosen_effects = [
+        float(effects[i - offset]) if 0 <= i - offset < len(effects) else float("nan")
+        for i in range(len(chosen_tokens))
+    ]
+    return (
+        f"<p><em>{heading}</em></p><p><strong>chosen</strong></p>"
+        + highlight_tokens(chosen_tokens, chosen_effects)
+        + "<p><strong>rejected</strong></p>"
+        + highlight_tokens(rejected_tokens, [float(v) for v in effects])
+    )
+
+
+def _necessity(report: Report, m: MechanismSummary) -> None:
+    """What the components and heads that matter most restore (sufficiency) beside what they remove (necessity)."""
+    rows = []
+    for by, result in m.necessity.items():
+        for r in result.ranked(6):
+            rows.append(
+                {
+                    "kind": by,
+                    "component": r["component"],
+                    "restores (denoising)": _ci_text(r["restores"], *r["restores_ci"]),
+                    "removes (noising)": _ci_text(r["removes"], *r["removes_ci"]),
+                    "restores − removes": _ci_text(r["restores"] - r["removes"], *r["difference_ci"]),
+                    "flag": r["flag"],
+                }
+            )
+    redundant = [r["component"] for r in rows if r["flag"] == "redundant"]
+    report.add_table(
+        f"{m.name}: restores and removes",
+        rows,
+        [
+            "Restores: the share of the pair's reward gap brought back when the component's activation from the "
+            "chosen text is patched into the rejected run (sufficiency). Removes: the share lost when the "
+            "rejected text's activation is patched into the chosen run (necessity). Means over pairs with 95% "
+            "BCa intervals; the six largest of each kind. Redundant: restores clearly more than it removes "
+            "(another component carries the gap when it is out); joint: removes clearly more than it restores.",
+            *(
+                [f"Redundant here: {', '.join(redundant)}: naming them as the mechanism overstates what they do alone."]
+                if redundant
+                else []
+            ),
+        ],
+        level=3,
+    )
+    report.add_data(f"necessity_{m.name}", {by: r.ranked() for by, r in m.necessity.items()})
+
+
 def _mechanism_sections(
     report: Report, m: MechanismSummary, colour: str, interactive: bool, method: str = "exact"
 ) -> None:
@@ -434,11 +524,14 @@ def _mechanism_sections(
         level=3,
     )
 
-    top, pair, views = m.top_heads, m.pairs[0], m.attention
+    if m.necessity:
+        _necessity(report, m)
+    top, pair, views = m.top_heads, m.pairs[m.view_pair], m.attention
     fig = attention_figure(views, f"{mech}: attention from the reward position, heads {', '.join(top)}")
     caption = (
-        f"The {len(top)} heads with the largest mean patching effect for {mech} ({', '.join(top)}), on the first pair: "
-        "how much each attends from the reward position (the token the reward is read at) to every token."
+        f"The {len(top)} heads with the largest mean patching effect for {mech} ({', '.join(top)}), on the pair "
+        "with the largest margin: how much each attends from the reward position (the token the reward is read at) "
+        "to every token."
     )
     report.add_figure(f"{mech}: what the top heads attend to", fig, f"attention_{mech}", caption, level=3)
     if interactive:
@@ -468,27 +561,22 @@ def _mechanism_sections(
         )
 
     effects = m.token_effects
-    rejected_tokens = view_tokens = views[1][1].tokens
-    chosen_tokens = views[0][1].tokens
-    offset = len(chosen_tokens) - len(rejected_tokens)
-    chosen_effects = [
-        float(effects[i - offset]) if 0 <= i - offset < len(effects) else float("nan")
-        for i in range(len(chosen_tokens))
-    ]
-    markup = (
-        "<p><strong>chosen</strong></p>"
-        + highlight_tokens(chosen_tokens, chosen_effects)
-        + "<p><strong>rejected</strong></p>"
-        + highlight_tokens(view_tokens, [float(v) for v in effects])
-        + '<p class="legend">Red: putting the chosen text\'s token here (its embedding, patched into the rejected '
+    rejected_tokens = views[1][1].tokens
+    markup = "".join(
+        _token_markup(v_views, v_effects, f"pair {i + 1} of {len(m.pairs)}, reward gap {v_gap:.2f}")
+        for i, v_views, v_effects, v_gap in [(m.view_pair, views, effects, m.token_gap), *m.more_views]
+    )
+    markup += (
+        '<p class="legend">Red: putting the chosen text\'s token here (its embedding, patched into the rejected '
         "run at the same position from the reward end) raises the reward; blue: lowers it; grey: no counterpart. "
         "Hover a token for the value.</p>"
     )
+    n_views = 1 + len(m.more_views)
     report.add_html(
         f"{mech}: the tokens that matter",
         markup,
-        f"The first {mech} pair, each token coloured by the reward change when the rejected text's token at that "
-        f"position is replaced by the chosen text's (the reward gap is {m.token_gap:.2f})"
+        f"The {n_views} {mech} pair(s) with the largest margins, each token coloured by the reward change when the "
+        "rejected text's token at that position is replaced by the chosen text's"
         + ("; first-order estimates (attribution patching), as the budget allows." if method == "ranked" else "."),
         level=3,
     )

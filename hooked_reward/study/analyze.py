@@ -66,6 +66,8 @@ class AnalysisData:
     lens_rejected: RewardLensResult
     attributions: dict[str, PairAttributionResult]
     faithfulness: dict[str, list[dict[str, Any]]]
+    #: per granularity, each pair's remove shares (noising, `necessity.removes_pair`); None under ranked patching
+    necessity: dict[str, list[Tensor]] | None = None
 
     def select(self, keep: Sequence[bool]) -> AnalysisData:
         """The pairs where `keep` is true (e.g. those with a finite margin), in order."""
@@ -77,6 +79,7 @@ class AnalysisData:
             lens_rejected=self.lens_rejected.isel("text", idx),
             attributions={by: a.isel("text", idx) for by, a in self.attributions.items()},
             faithfulness={by: [rows[i] for i in idx] for by, rows in self.faithfulness.items()},
+            necessity=None if self.necessity is None else {by: [r[i] for i in idx] for by, r in self.necessity.items()},
         )
 
 
@@ -91,10 +94,13 @@ def analysis_pair(
     top_k: int = 8,
 ) -> dict[str, Any]:
     """One pair's unit of `analyze`, computed on its own (batches of one text: no padding, no dependence on the
-    other pairs): rewards, lens of each side, attributions and faithfulness rows by component and by head."""
+    other pairs): rewards, lens of each side, attributions and faithfulness rows by component and by head, and
+    with exact patching each component's and head's remove share (noising, beside the faithfulness rows'
+    denoising effects: `analysis.necessity`)."""
     from hooked_reward.analysis.attribution import pair_reward_attribution
     from hooked_reward.analysis.faithfulness import faithfulness_pair
     from hooked_reward.analysis.lens import reward_lens
+    from hooked_reward.analysis.necessity import removes_pair
     from hooked_reward.outputs import select_output
 
     with torch.no_grad():
@@ -117,6 +123,16 @@ def analysis_pair(
             )
             for by in FAITHFULNESS_BY
         },
+        **(
+            {
+                "necessity": {
+                    by: removes_pair(model, chosen, rejected, by=by, align="reward", output=output)["removes"]
+                    for by in FAITHFULNESS_BY
+                }
+            }
+            if method == "exact"
+            else {}
+        ),
     }
 
 
@@ -160,6 +176,11 @@ def summarise_units(rows: Sequence[dict[str, Any]]) -> AnalysisData:
             by: LabeledTensor.concat([r["attributions"][by] for r in rows], "text") for by in FAITHFULNESS_BY
         },
         faithfulness={by: [r["faithfulness"][by] for r in rows] for by in FAITHFULNESS_BY},
+        necessity=(
+            {by: [r["necessity"][by] for r in rows] for by in FAITHFULNESS_BY}
+            if all("necessity" in r for r in rows)
+            else None
+        ),
     )
 
 
@@ -274,6 +295,7 @@ def summarise_analysis(
     causal: str = "auto",
     budget: int = 30,
     data: AnalysisData | None = None,
+    n_token_views: int = 3,
 ) -> AnalyzeSummary:
     """Every number of `analyze`'s report (`report.analyze.AnalyzeSummary`), from the per-pair `data` (computed
     here when None): per mechanism the margin with a BCa interval and accuracy, DRA against patching
@@ -284,6 +306,7 @@ def summarise_analysis(
     from hooked_reward.analysis.agreement import agreement
     from hooked_reward.analysis.attention import head_attention
     from hooked_reward.analysis.faithfulness import _dra_labels, summarise_faithfulness
+    from hooked_reward.analysis.necessity import summarise_restore_remove
     from hooked_reward.analysis.stats import accuracy, bootstrap_ci, bootstrap_mean_ci, check_nan_policy, finite_rows
     from hooked_reward.report.analyze import AnalyzeSummary, MechanismSummary
 
@@ -326,6 +349,12 @@ def summarise_analysis(
         data, margins = data.select(ok.tolist()), margins[ok]
         mechanisms = list(dict.fromkeys(sorted(_group(p) for p in pairs)))
         by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
+    grouping = None
+    if mechanisms == [UNLABELLED]:  # one mixed group: split it by the component that carries each pair
+        pairs, grouping = _group_unlabelled(model, pairs, data, margins)
+        sizes = {mech: sum(_group(p) == mech for p in pairs) for mech in {_group(p) for p in pairs}}
+        mechanisms = sorted(sizes, key=lambda mech: (mech.endswith(": mixed"), -sizes[mech], mech))
+        by_mech = {mech: np.array([_group(p) == mech for p in pairs]) for mech in mechanisms}
     found: dict[str, MechanismSummary] = {}
     for mech in mechanisms:
         group = [p for p in pairs if _group(p) == mech]
@@ -349,6 +378,15 @@ def summarise_analysis(
         m = margins[by_mech[mech]]
         low, high = bootstrap_ci(np.asarray(m, dtype=float), n_resamples=1999)
         found[mech] = MechanismSummary(mech, group, (float(m.mean()), float(low), float(high)), accuracy(m), by)
+        if data.necessity is not None:  # what each component restores beside what it removes
+            found[mech].necessity = {
+                g: summarise_restore_remove(
+                    [{"restores": _restores(data.faithfulness[g][i]), "removes": data.necessity[g][i]} for i in idx],
+                    [str(c) for c in _dra_labels(model, g)],
+                    n_boot=999,
+                )
+                for g in FAITHFULNESS_BY
+            }
 
     # Bootstrap bands of the frozen lens margin curve and of the attributions, per mechanism.
     lens_margin = (data.lens_chosen.values - data.lens_rejected.values).double().numpy()  # [variant, pair, point, ...]
@@ -371,16 +409,25 @@ def summarise_analysis(
             v = values[by_mech[mech]]
             attribution_ci[granularity][mech] = (v.mean(0), *bootstrap_mean_ci(v, n_resamples=999))
 
-    # The heads that matter most (by mean patching), what they attend to, and the first pair's token effects.
-    for m in found.values():
+    # The heads that matter most (by mean patching), what they attend to, and the token effects of the pairs with
+    # the largest margins (the clearest preferences; not just the first pair).
+    from hooked_reward.analysis.grouping import largest_margins
+
+    for mech, m in found.items():
         heads = m.by["head"]
         m.top_heads = [heads.labels[i] for i in np.argsort(-heads.patch_mean, kind="stable")[:n_top_heads]]
-        chosen, rejected = m.pairs[0].texts()
-        m.attention = [
-            ("chosen", head_attention(model, chosen, m.top_heads)),
-            ("rejected", head_attention(model, rejected, m.top_heads)),
-        ]
-        m.token_effects, m.token_gap = _token_effects(model, chosen, rejected, output, plan["method"])
+        order = largest_margins(margins[by_mech[mech]], n_token_views)
+        for rank, i in enumerate(order):
+            chosen, rejected = m.pairs[i].texts()
+            attention = [
+                ("chosen", head_attention(model, chosen, m.top_heads)),
+                ("rejected", head_attention(model, rejected, m.top_heads)),
+            ]
+            effects, gap = _token_effects(model, chosen, rejected, output, plan["method"])
+            if rank == 0:
+                m.view_pair, m.attention, m.token_effects, m.token_gap = i, attention, effects, gap
+            else:
+                m.more_views.append((i, attention, effects, gap))
 
     return AnalyzeSummary(
         mechanisms=mechanisms,
@@ -398,12 +445,53 @@ def summarise_analysis(
         attributions=data.attributions,
         attribution_ci=attribution_ci,
         objectives=[name for name in names if name != "score"] if gated else None,
+        grouping=grouping,
     )
 
 
 def _group(pair: PreferencePair) -> str:
     """The group a pair is analysed in: its label, or UNLABELLED."""
     return UNLABELLED if pair.label is None else pair.label
+
+
+#: The fewest pairs a dominant component needs to form its own group of unlabelled pairs.
+MIN_GROUP = 3
+
+
+def _restores(row: dict[str, Any]) -> Tensor:
+    """A faithfulness row's denoising effects as shares of the pair's gap (NaN for a zero gap)."""
+    gap = row["reward_gap"]
+    effects = row["patching"].double()
+    return effects / gap if gap != 0 else torch.full_like(effects, float("nan"))
+
+
+def _group_unlabelled(
+    model: HookedRewardModel, pairs: list[PreferencePair], data: AnalysisData, margins: Any
+) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """Unlabelled pairs relabelled by their dominant head (`group_by_dominant` over each pair's head patching
+    effects, the faithfulness rows': the head whose clean activation restores most of the pair's margin),
+    "unlabelled: <head>", when that splits them into more than one group; and what the grouping found (groups,
+    sizes, spread) for the report. Patching, not DRA: a head that acts through a later MLP is seen."""
+    import numpy as np
+
+    from hooked_reward.analysis.faithfulness import _dra_labels
+    from hooked_reward.analysis.grouping import OTHER, group_by_dominant
+
+    rows = data.faithfulness["head"]
+    values = np.stack([np.asarray(r["patching"], dtype=np.float64) for r in rows])
+    labels = [str(c) for c in _dra_labels(model, "head")]
+    groups = group_by_dominant(values, margins, labels, min_size=MIN_GROUP)
+    info = {
+        "groups": {g: len(idx) for g, idx in groups.groups.items()},
+        "spread": groups.spread,
+        "dominant": groups.dominant,
+        "min_size": MIN_GROUP,
+        "split": len(groups.groups) > 1,
+    }
+    if len(groups.groups) <= 1:
+        return pairs, info
+    name = {g: f"{UNLABELLED}: {'mixed' if g == OTHER else g}" for g in groups.groups}
+    return [dataclasses.replace(p, label=name[g]) for p, g in zip(pairs, groups.group_of, strict=True)], info
 
 
 def _token_effects(

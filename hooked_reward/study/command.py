@@ -75,6 +75,9 @@ class Command:
     default_out: ClassVar[str]
     #: Whether it reads preference pairs (`--pairs`, `--max-pairs`; how many by default: `cli.ORGANISM_PAIRS`).
     takes_pairs: ClassVar[bool] = True
+    #: Whether `--pairs` is optional: the command has data of its own (built-in probes, templates) and reads the
+    #: user's pairs only when `--pairs` is given (`Inputs.pairs` is None otherwise).
+    pairs_optional: ClassVar[bool] = False
     #: Further models it loads, by their flag's destination (e.g. `("model_b",)` for `--model-b`).
     extra_models: ClassVar[tuple[str, ...]] = ()
     #: The study's name in the results store (default: `name`; `demo` shares `analyze`'s store).

@@ -2,8 +2,10 @@
 concepts), one section each.
 
 Units: one per extension (`extension/distortion`, ...): its tables, figure (PNG bytes), caption and numbers.
-Summary: `{name: output}`. Report: `report.extensions.write_extensions_report`. Data: an organism's own held-out
-pairs grouped by mechanism, else the templated misalignment pairs.
+Summary: `{name: output}`. Report: `report.extensions.write_extensions_report`. Data (the dimensions every
+extension reads, the cascade included): with `--pairs FILE`, the user's pairs grouped by their label (one dimension
+per label, chosen preferred); else an organism's own held-out pairs grouped by mechanism, else the templated
+misalignment pairs.
 """
 
 from __future__ import annotations
@@ -111,7 +113,11 @@ def extension_sections(
         return sections.divergence_section(res, density.meta, len(ref), len(held))
 
     def cascade() -> dict[str, Any]:
-        res = cascade_analysis(model, render=render, n_perm=n_perm, n_boot=n_boot, seed=seed)
+        from hooked_reward.pairs import PreferencePair
+
+        # the same dimensions as every other extension (the user's own, an organism's, or the templates)
+        named = {d: [PreferencePair("", p, q, d) for p, q in ps] for d, ps in dimensions.items()}
+        res = cascade_analysis(model, named, n_perm=n_perm, n_boot=n_boot, seed=seed)
         return sections.cascade_section(res)
 
     def conflict() -> dict[str, Any]:
@@ -206,6 +212,17 @@ def extension_results(
     return dict(zip(sections, outputs, strict=True))
 
 
+def pair_dimensions(inputs: Inputs) -> dict[str, Any]:
+    """The user's `--pairs`, grouped by label into dimensions `{label: [(chosen, rejected)]}` (already rendered),
+    as `extension_sections`' `dimensions`; `{}` without `--pairs`."""
+    if inputs.pairs is None:
+        return {}
+    dims: dict[str, list[tuple[str, str]]] = {}
+    for p in inputs.pairs:
+        dims.setdefault(p.label or "unlabelled", []).append((p.chosen, p.rejected))
+    return {"dimensions": dims, "render": lambda _prompt, response: response}
+
+
 def organism_dimensions(inputs: Inputs, per_dimension: int = 40) -> dict[str, Any]:
     """For a bundled organism, its own held-out pairs grouped by mechanism (at most `per_dimension` each), rendered
     with its render, as `extension_sections`' `dimensions` and `render`; `{}` for a user checkpoint."""
@@ -223,14 +240,18 @@ class Extensions(Command):
     name = "extensions"
     help = "the five extensions"
     default_out = "hooked_reward_extensions"
-    takes_pairs = False
+    takes_pairs = True
+    pairs_optional = True  # --pairs: the user's pairs, one dimension per label; else the organism's or templates
+
+    def _data(self, inputs: Inputs) -> dict[str, Any]:
+        return pair_dimensions(inputs) or organism_dimensions(inputs)
 
     def settings(self, inputs: Inputs) -> dict[str, Any]:
-        organism = organism_dimensions(inputs)
-        return {"n_boot": 999, "n_perm": 499, "dimensions": "organism pairs" if organism else "templates"}
+        source = "pairs" if inputs.pairs is not None else "organism pairs" if organism_dimensions(inputs) else None
+        return {"n_boot": 999, "n_perm": 499, "dimensions": source or "templates"}
 
     def run(self, study: Study, inputs: Inputs) -> dict[str, dict[str, Any]] | None:
-        return extension_results(study, inputs.model, progress=inputs.progress, **organism_dimensions(inputs))
+        return extension_results(study, inputs.model, progress=inputs.progress, **self._data(inputs))
 
     def write_report(
         self, result: dict[str, dict[str, Any]], inputs: Inputs, out_dir: str | Path, provenance: dict[str, Any]
