@@ -155,7 +155,8 @@ class Probe(Command):
         if result is None:
             return None
         builtin = [name for name in result.pairs if name not in own.get("pairs", {})]
-        if builtin and inputs.factors is None:  # the generic English templates: are they in this model's domain?
+        hooked = getattr(model, "tokenizer", None) is not None
+        if builtin and inputs.factors is None and hooked:  # the generic English templates: in this model's domain?
             from hooked_reward.analysis.probes.suite import render_texts
 
             ps = [p for name in builtin for p in result.pairs[name]]
