@@ -320,7 +320,7 @@ def run_command(command: Command, args: argparse.Namespace) -> Path | None:
         return None
     provenance = _study_provenance(args, model, study)
     provenance.update(command.provenance(inputs))
-    if getattr(args, "capped", False) and bundled is not None and len(bundled) > ORGANISM_PAIRS:
+    if getattr(args, "capped", False) and inputs.pairs is not None and bundled and len(bundled) > ORGANISM_PAIRS:
         argv = " ".join(a for a in args.argv if a != "--quiet")
         provenance["pairs used"] = (
             f"{ORGANISM_PAIRS} of the organism's {len(bundled)} pairs (the default, about a minute on a laptop CPU); "
