@@ -219,7 +219,7 @@ def pair_dimensions(inputs: Inputs) -> dict[str, Any]:
         return {}
     dims: dict[str, list[tuple[str, str]]] = {}
     for p in inputs.pairs:
-        dims.setdefault(p.label or "unlabelled", []).append((p.chosen, p.rejected))
+        dims.setdefault(p.label or "unlabelled", []).append(p.texts())
     return {"dimensions": dims, "render": lambda _prompt, response: response}
 
 

@@ -161,7 +161,7 @@ class Probe(Command):
 
             ps = [p for name in builtin for p in result.pairs[name]]
             texts = render_texts(model, [p.prompt for p in ps], [p.biased for p in ps], render)
-            domain = [(p.chosen, p.rejected) for p in inputs.pairs] if inputs.pairs is not None else None
+            domain = [p.texts() for p in inputs.pairs] if inputs.pairs is not None else None
             check = domain_check(model, texts, domain_pairs=domain, batch_size=args.batch_size, output=inputs.output)
             mark_out_of_domain(result, check, builtin)
         return result
