@@ -9,8 +9,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from hooked_reward.analysis.attention import HeadAttention
 from hooked_reward.report import plots
-from hooked_reward.report.attention import HeadAttention, attention_figure
+from hooked_reward.report.attention import attention_figure
 
 
 def _view(weights: list[list[float]]) -> HeadAttention:
