@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "compare": "hooked_reward.study.compare",
     "faithfulness": "hooked_reward.study.faithfulness",
     "extensions": "hooked_reward.study.extensions",
+    "circuit": "hooked_reward.study.circuit",
 }
 
 
