@@ -77,7 +77,7 @@ def faith_reference(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command,pairs", [("faithfulness", 12), ("analyze", 9)])
+@pytest.mark.parametrize("command,pairs", [("faithfulness", 12), ("analyze", 9), ("circuit", 3)])
 def test_two_processes_equal_one(tmp_path, command, pairs):
     one, two = tmp_path / "one", tmp_path / "two"
     _single([command, "--max-pairs", str(pairs), "--out", str(one), "--quiet"])
