@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from hooked_reward.errors import InputError
+from hooked_reward.processes import pid_alive
 from hooked_reward.report.glossary import column_help, column_label, readable
 
 if TYPE_CHECKING:
@@ -191,16 +192,7 @@ def _process_alive(marker: dict[str, Any]) -> bool:
 
     if marker.get("host") != socket.gethostname():
         return True  # another machine's process: we cannot tell, so leave its folder alone
-    pid = marker.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return pid == os.getpid()
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(marker.get("pid"))
 
 
 def remove_leftovers(out: Path) -> list[Path]:

@@ -24,24 +24,13 @@ from types import TracebackType
 from typing import Any
 
 from hooked_reward.errors import InputError
+from hooked_reward.processes import pid_alive
 from hooked_reward.study.store import store_root
 
 __all__ = ["LOCK_NAME", "RunLock"]
 
 LOCK_NAME = "run.lock"
 _UNREADABLE_GRACE_S = 10.0  # a lock file still being written by its creator
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:
@@ -85,7 +74,7 @@ class RunLock:
                         continue
                     time.sleep(0.2)
                     holder = self._holder() or {}
-                if holder.get("host") == me["host"] and holder.get("pid") is not None and not _alive(holder["pid"]):
+                if holder.get("host") == me["host"] and holder.get("pid") is not None and not pid_alive(holder["pid"]):
                     self.path.unlink(missing_ok=True)  # stale: its run was killed
                     continue
                 raise InputError(

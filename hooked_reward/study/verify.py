@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hooked_reward.errors import InputError
+from hooked_reward.processes import pid_alive
 from hooked_reward.report.html import MARKER, SCHEMA, read_marker
-from hooked_reward.study.lock import LOCK_NAME, _alive
+from hooked_reward.study.lock import LOCK_NAME
 from hooked_reward.study.store import MERGED, decode, hash_of, read_numbered_records, record_checksum, store_root
 
 __all__ = ["Verification", "verify_output"]
@@ -126,7 +127,7 @@ def verify_output(out_dir: str | Path) -> Verification:
             holder = json.loads(lock.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             holder = {}
-        state = "held by a running process" if _alive(holder.get("pid")) else "stale (its process is gone)"
+        state = "held by a running process" if pid_alive(holder.get("pid")) else "stale (its process is gone)"
         v.lines.append(f"lock {lock}: pid {holder.get('pid')} on {holder.get('host')!r}, {state}")
     return v
 
